@@ -1,0 +1,102 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+
+namespace fabrica::store {
+
+// One stored object: a JSON body plus the indexed columns every query needs.
+struct Record {
+  std::string type;                // "user", "group", "acl", "token", ...
+  int64_t id = -1;
+  std::string name;
+  int64_t uid = 0;
+  int64_t gid = 0;
+  int state = 0;
+  std::optional<std::string> key;  // Unique within `type` when set (user names, token hashes).
+  std::string body;                // JSON text.
+  int64_t version = 0;             // 1 on insert, +1 on every update.
+};
+
+// Filters for list(): records of one type in ascending id order, id > after_id.
+struct ListQuery {
+  int64_t after_id = -1;
+  size_t limit = 100;
+  std::optional<int64_t> uid;
+  std::optional<int64_t> gid;
+  std::optional<std::string> name;
+  std::optional<int> state;
+};
+
+// Operations inside one transaction. Reads see one consistent snapshot. Mutations are
+// kFailedPrecondition inside a read-only transaction. Not thread-safe: one thread at a time.
+class Transaction {
+ public:
+  virtual ~Transaction() = default;
+
+  // kNotFound when absent.
+  virtual Result<Record> get(std::string_view type, int64_t id) = 0;
+  virtual Result<Record> get_by_key(std::string_view type, std::string_view key) = 0;
+  virtual Result<std::vector<Record>> list(std::string_view type, const ListQuery& query) = 0;
+  // Records matching the filters of `query` (after_id and limit ignored).
+  virtual Result<int64_t> count(std::string_view type, const ListQuery& query) = 0;
+
+  // Next id for `type`: increasing, never reused, beyond any id inserted explicitly.
+  virtual Result<int64_t> allocate_id(std::string_view type) = 0;
+  // Stores a new record with version 1. kAlreadyExists when the id or key is taken.
+  virtual Result<void> insert(const Record& record) = 0;
+  // Replaces the record whose version equals record.version and returns the new version.
+  // kNotFound when absent, kAborted when the version moved on (re-read and retry),
+  // kAlreadyExists when the new key is taken.
+  virtual Result<int64_t> update(const Record& record) = 0;
+  // kNotFound when absent.
+  virtual Result<void> remove(std::string_view type, int64_t id) = 0;
+};
+
+// A transactional object store. Thread-safe: any number of concurrent readers and writers.
+class Store {
+ public:
+  using Work = std::function<Result<void>(Transaction&)>;
+
+  virtual ~Store() = default;
+
+  // Runs `work` on a read-only snapshot and returns its result.
+  virtual Result<void> read(const Work& work) = 0;
+  // Runs `work` in one read-write transaction: everything it did is committed durably
+  // (surviving a kill -9 of the process) iff it returns success; otherwise nothing is.
+  virtual Result<void> write(const Work& work) = 0;
+  // Increases after every committed write; lets caches know they are stale.
+  virtual uint64_t write_generation() const = 0;
+  // kInternal with the backend's report unless its own consistency check passes.
+  virtual Result<void> check_integrity() = 0;
+  // Highest schema migration applied.
+  virtual int schema_version() = 0;
+
+  // Convenience: runs `fn(Transaction&) -> Result<T>` and returns its value.
+  template <typename T, typename Fn>
+  Result<T> read_value(Fn&& fn) {
+    std::optional<T> out;
+    FAB_TRY(read([&](Transaction& tx) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(out, fn(tx));
+      return {};
+    }));
+    return std::move(*out);
+  }
+  template <typename T, typename Fn>
+  Result<T> write_value(Fn&& fn) {
+    std::optional<T> out;
+    FAB_TRY(write([&](Transaction& tx) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(out, fn(tx));
+      return {};
+    }));
+    return std::move(*out);
+  }
+};
+
+}  // namespace fabrica::store
