@@ -6,7 +6,9 @@
 namespace fabrica {
 
 Error Error::with_context(std::string_view context) const {
-  return Error(code_, std::string(context) + ": " + message_, field_);
+  Error out(code_, std::string(context) + ": " + message_, field_);
+  out.retry_after_ = retry_after_;
+  return out;
 }
 
 std::string_view error_code_name(ErrorCode code) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,10 +41,18 @@ class Error {
   // Returns a copy whose message is prefixed with `context: `, for errors crossing a layer.
   Error with_context(std::string_view context) const;
 
+  // For kResourceExhausted and kUnavailable: when the caller may try again.
+  std::optional<int> retry_after_seconds() const { return retry_after_; }
+  Error with_retry_after(int seconds) && {
+    retry_after_ = seconds;
+    return std::move(*this);
+  }
+
  private:
   ErrorCode code_;
   std::string message_;
   std::string field_;
+  std::optional<int> retry_after_;
 };
 
 // Stable upper-snake name of a code ("NOT_FOUND"), as sent in API error bodies.

@@ -1,0 +1,96 @@
+#include "auth/authorizer.h"
+
+#include <algorithm>
+
+namespace fabrica::auth {
+
+bool Caller::is_superuser() const {
+  return uid == 0 || std::find(groups.begin(), groups.end(), 0) != groups.end();
+}
+
+store::Record acl_record(const AclRule& rule) {
+  std::string text = rule.to_string();
+  return store::Record{.type = std::string(kAclRecordType), .id = rule.id, .name = text,
+                       .uid = 0, .gid = 0, .state = 0, .key = text,
+                       .body = dump_json(rule.to_json())};
+}
+
+Result<AclRule> acl_from_record(const store::Record& record) {
+  auto rule = AclRule::parse(record.name);
+  if (!rule) return fail(ErrorCode::kInternal, "stored ACL rule " + std::to_string(record.id) +
+                                                   " is malformed: " + rule.error().message());
+  rule->id = record.id;
+  return rule;
+}
+
+Result<std::shared_ptr<const std::vector<AclRule>>> Authorizer::rules() {
+  uint64_t generation = store_.write_generation();
+  {
+    std::lock_guard lock(mutex_);
+    if (cached_ && cached_generation_ == generation) return cached_;
+  }
+  auto loaded = std::make_shared<std::vector<AclRule>>();
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    int64_t after = -1;
+    while (true) {
+      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kAclRecordType, {.after_id = after, .limit = 1000}));
+      for (const auto& r : batch) {
+        FAB_ASSIGN_OR_RETURN(AclRule rule, acl_from_record(r));
+        loaded->push_back(rule);
+      }
+      if (batch.size() < 1000) return {};
+      after = batch.back().id;
+    }
+  }));
+  std::lock_guard lock(mutex_);
+  cached_ = loaded;
+  cached_generation_ = generation;
+  return cached_;
+}
+
+bool Authorizer::allows(const Caller& caller, const ObjectRef& object, Right right) {
+  if (caller.is_superuser()) return true;
+  if (right != Right::kCreate && object.id >= 0) {
+    if (object.uid == caller.uid && object.permissions.allows(Permissions::Class::kOwner, right)) {
+      return true;
+    }
+    bool member = std::find(caller.groups.begin(), caller.groups.end(), object.gid) !=
+                  caller.groups.end();
+    if (member && object.permissions.allows(Permissions::Class::kGroup, right)) return true;
+    if (object.permissions.allows(Permissions::Class::kOther, right)) return true;
+  }
+  auto rules = this->rules();
+  if (!rules) return false;  // Fail closed.
+  Subject subject = caller.subject();
+  return std::any_of((*rules)->begin(), (*rules)->end(),
+                     [&](const AclRule& r) { return r.grants(subject, object, right); });
+}
+
+Result<void> Authorizer::require(const Caller& caller, const ObjectRef& object, Right right,
+                                 std::string_view noun) {
+  if (!allows(caller, object, Right::kUse)) {
+    return fail(ErrorCode::kNotFound, std::string(noun) + " not found");
+  }
+  if (right != Right::kUse && !allows(caller, object, right)) {
+    return fail(ErrorCode::kPermissionDenied, "not authorized to " +
+                                                  std::string(right_name(right)) + " " +
+                                                  std::string(noun));
+  }
+  return {};
+}
+
+Result<void> Authorizer::require_create(const Caller& caller, ObjectType type, int64_t gid) {
+  ObjectRef target{.type = type, .id = -1, .uid = caller.uid, .gid = gid};
+  if (allows(caller, target, Right::kCreate)) return {};
+  return fail(ErrorCode::kPermissionDenied,
+              "not authorized to CREATE " + std::string(acl_name(type)) + " in group " +
+                  std::to_string(gid));
+}
+
+Result<void> Authorizer::require_superuser(const Caller& caller, std::string_view action) {
+  if (caller.is_superuser()) return {};
+  return fail(ErrorCode::kPermissionDenied,
+              "only the administrators may " + std::string(action));
+}
+
+}  // namespace fabrica::auth

@@ -1,0 +1,94 @@
+#include "auth/crypto.h"
+
+#include <sodium.h>
+
+namespace fabrica::auth {
+namespace {
+
+void ensure_sodium() {
+  static const bool ready = sodium_init() >= 0;
+  FAB_CHECK(ready);
+}
+
+}  // namespace
+
+Result<std::string> hash_password(std::string_view password, HashCost cost) {
+  ensure_sodium();
+  char out[crypto_pwhash_STRBYTES];
+  unsigned long long ops = cost == HashCost::kInteractive ? crypto_pwhash_OPSLIMIT_INTERACTIVE
+                                                          : crypto_pwhash_OPSLIMIT_MIN;
+  size_t mem = cost == HashCost::kInteractive ? crypto_pwhash_MEMLIMIT_INTERACTIVE
+                                              : crypto_pwhash_MEMLIMIT_MIN;
+  if (crypto_pwhash_str_alg(out, password.data(), password.size(), ops, mem,
+                            crypto_pwhash_ALG_ARGON2ID13) != 0) {
+    return fail(ErrorCode::kInternal, "password hashing ran out of memory");
+  }
+  return std::string(out);
+}
+
+bool verify_password(std::string_view encoded, std::string_view password) {
+  ensure_sodium();
+  std::string str(encoded);  // Must be NUL-terminated.
+  return crypto_pwhash_str_verify(str.c_str(), password.data(), password.size()) == 0;
+}
+
+Result<void> validate_password(std::string_view password) {
+  if (password.size() < 8) {
+    return fail(ErrorCode::kInvalidArgument, "must be at least 8 characters", "password");
+  }
+  if (password.size() > 1024) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 1024 characters", "password");
+  }
+  return {};
+}
+
+std::string new_token_secret() {
+  ensure_sodium();
+  unsigned char raw[32];
+  randombytes_buf(raw, sizeof raw);
+  char b64[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+  sodium_bin2base64(b64, sizeof b64, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  return std::string("fab_") + b64;
+}
+
+std::string sha256_hex(std::string_view data) {
+  ensure_sodium();
+  unsigned char digest[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  char hex[crypto_hash_sha256_BYTES * 2 + 1];
+  sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+  return hex;
+}
+
+std::string random_hex(size_t bytes) {
+  ensure_sodium();
+  std::string raw(bytes, '\0');
+  randombytes_buf(raw.data(), bytes);
+  std::string hex(bytes * 2 + 1, '\0');
+  sodium_bin2hex(hex.data(), hex.size(), reinterpret_cast<const unsigned char*>(raw.data()), bytes);
+  hex.pop_back();
+  return hex;
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  ensure_sodium();
+  std::string out(text.size(), '\0');
+  size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), nullptr, &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
+    return std::nullopt;
+  }
+  out.resize(len);
+  return out;
+}
+
+std::string base64_encode(std::string_view data) {
+  ensure_sodium();
+  std::string out(sodium_base64_ENCODED_LEN(data.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(data.data()),
+                    data.size(), sodium_base64_VARIANT_ORIGINAL);
+  out.resize(out.size() - 1);
+  return out;
+}
+
+}  // namespace fabrica::auth

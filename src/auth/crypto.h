@@ -1,0 +1,33 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/error.h"
+
+namespace fabrica::auth {
+
+// Cost of an Argon2id password hash. kInteractive is libsodium's interactive setting
+// (2 passes, 64 MiB); kMinimum exists only for tests that hash many passwords.
+enum class HashCost { kInteractive, kMinimum };
+
+// Hashes `password` with Argon2id into libsodium's self-describing encoded string.
+// kInternal when memory cannot be allocated.
+Result<std::string> hash_password(std::string_view password, HashCost cost = HashCost::kInteractive);
+// True when `password` matches `encoded` (any cost; the encoding carries its parameters).
+bool verify_password(std::string_view encoded, std::string_view password);
+// kInvalidArgument (field "password") unless 8..1024 bytes.
+Result<void> validate_password(std::string_view password);
+
+// A new bearer secret: "fab_" + 43 base64url characters (256 random bits).
+std::string new_token_secret();
+// Lower-case hex SHA-256, how token secrets are stored.
+std::string sha256_hex(std::string_view data);
+// Random lower-case hex of `bytes` random bytes.
+std::string random_hex(size_t bytes);
+// Standard base64 decoding (for HTTP Basic); nullopt when malformed.
+std::optional<std::string> base64_decode(std::string_view text);
+std::string base64_encode(std::string_view data);
+
+}  // namespace fabrica::auth

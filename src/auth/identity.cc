@@ -1,0 +1,462 @@
+#include "auth/identity.h"
+
+#include <algorithm>
+
+namespace fabrica::auth {
+namespace {
+
+constexpr Permissions kUserPermissions{0600};   // A user sees and manages itself.
+constexpr Permissions kGroupPermissions{0640};  // Members see their group.
+
+std::string user_noun(int64_t id) { return "user " + std::to_string(id); }
+std::string group_noun(int64_t id) { return "group " + std::to_string(id); }
+
+bool contains(const std::vector<int64_t>& v, int64_t x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+Json header_json(const ObjectHeader& header) {
+  Json j = Json::object();
+  header.to_json(j);
+  return j;
+}
+
+// Collects up to `limit` records of `type` that `visible` accepts, after the cursor.
+template <typename T, typename Decode, typename Visible>
+Result<Page<T>> list_visible(store::Transaction& tx, std::string_view type,
+                             const ListOptions& options, Decode&& decode, Visible&& visible) {
+  Page<T> page;
+  store::ListQuery query{.after_id = options.after_id, .limit = std::max<size_t>(options.limit + 1, 64),
+                         .gid = options.gid, .name = options.name};
+  while (true) {
+    FAB_ASSIGN_OR_RETURN(auto batch, tx.list(type, query));
+    for (const auto& record : batch) {
+      FAB_ASSIGN_OR_RETURN(T item, decode(record));
+      if (!visible(item)) continue;
+      if (page.items.size() == options.limit) {
+        page.next_cursor = std::to_string(page.items.back().header.id);
+        return page;
+      }
+      page.items.push_back(std::move(item));
+    }
+    if (batch.size() < query.limit) return page;
+    query.after_id = batch.back().id;
+  }
+}
+
+}  // namespace
+
+ObjectRef object_ref(ObjectType type, const ObjectHeader& header) {
+  return ObjectRef{.type = type, .id = header.id, .uid = header.uid, .gid = header.gid,
+                   .permissions = header.permissions};
+}
+
+Json User::to_api_json() const {
+  Json j = header_json(header);
+  j["enabled"] = enabled();
+  j["groups"] = groups;
+  j["template"] = attributes.to_json();
+  return j;
+}
+
+Json Group::to_api_json() const {
+  Json j = header_json(header);
+  j["template"] = attributes.to_json();
+  return j;
+}
+
+store::Record user_record(const User& user) {
+  Json body = user.to_api_json();
+  body["password_hash"] = user.password_hash;
+  return store::Record{.type = std::string(kUserType), .id = user.header.id,
+                       .name = user.header.name, .uid = user.header.uid, .gid = user.header.gid,
+                       .state = user.header.state, .key = user.header.name,
+                       .body = dump_json(body), .version = user.version};
+}
+
+Result<User> user_from_record(const store::Record& record) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(record.body));
+  User user;
+  FAB_ASSIGN_OR_RETURN(user.header, ObjectHeader::from_json(body));
+  FAB_ASSIGN_OR_RETURN(user.attributes, AttributeTree::from_json(body.value("template", Json::object())));
+  try {
+    user.groups = body.at("groups").get<std::vector<int64_t>>();
+    user.password_hash = body.at("password_hash").get<std::string>();
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kInternal, "stored user " + std::to_string(record.id) +
+                                          " is malformed: " + e.what());
+  }
+  user.version = record.version;
+  return user;
+}
+
+store::Record group_record(const Group& group) {
+  return store::Record{.type = std::string(kGroupType), .id = group.header.id,
+                       .name = group.header.name, .uid = group.header.uid,
+                       .gid = group.header.gid, .state = group.header.state,
+                       .key = group.header.name, .body = dump_json(group.to_api_json()),
+                       .version = group.version};
+}
+
+Result<Group> group_from_record(const store::Record& record) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(record.body));
+  Group group;
+  FAB_ASSIGN_OR_RETURN(group.header, ObjectHeader::from_json(body));
+  FAB_ASSIGN_OR_RETURN(group.attributes,
+                       AttributeTree::from_json(body.value("template", Json::object())));
+  group.version = record.version;
+  return group;
+}
+
+Result<bool> Identity::bootstrapped() {
+  return store_.read_value<bool>([](store::Transaction& tx) -> Result<bool> {
+    auto admins = tx.get(kGroupType, kAdminGroupId);
+    if (admins) return true;
+    if (admins.error().code() == ErrorCode::kNotFound) return false;
+    return fail(admins.error());
+  });
+}
+
+Result<bool> Identity::bootstrap(std::string_view admin_password) {
+  FAB_ASSIGN_OR_RETURN(bool done, bootstrapped());
+  if (done) return false;
+  FAB_TRY(validate_password(admin_password));
+  FAB_ASSIGN_OR_RETURN(std::string hash, hash_password(admin_password, cost_));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<bool>([&](store::Transaction& tx) -> Result<bool> {
+    if (tx.get(kGroupType, kAdminGroupId)) return false;  // Raced with another bootstrap.
+    for (auto [id, name] : {std::pair<int64_t, const char*>{kAdminGroupId, "admins"},
+                            {kUsersGroupId, "users"}}) {
+      Group g{.header = {.id = id, .name = name, .uid = kSuperuserId, .gid = id,
+                         .permissions = kGroupPermissions, .created_at = now, .updated_at = now}};
+      FAB_TRY(tx.insert(group_record(g)));
+    }
+    User admin{.header = {.id = kSuperuserId, .name = "admin", .uid = kSuperuserId,
+                          .gid = kAdminGroupId, .permissions = kUserPermissions,
+                          .state = kUserEnabled, .created_at = now, .updated_at = now},
+               .password_hash = hash};
+    FAB_TRY(tx.insert(user_record(admin)));
+    FAB_ASSIGN_OR_RETURN(AclRule rule, AclRule::parse("@1 VM+NET+IMAGE+TEMPLATE+DOCUMENT/* CREATE #0"));
+    FAB_ASSIGN_OR_RETURN(rule.id, tx.allocate_id(kAclRecordType));
+    FAB_TRY(tx.insert(acl_record(rule)));
+    return true;
+  });
+}
+
+Result<void> Identity::require_group_usable(const Caller& caller, store::Transaction& tx,
+                                            int64_t gid) {
+  auto record = tx.get(kGroupType, gid);
+  if (!record) {
+    if (record.error().code() == ErrorCode::kNotFound) {
+      return fail(ErrorCode::kInvalidArgument, group_noun(gid) + " does not exist", "gid");
+    }
+    return fail(record.error());
+  }
+  FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
+  if (gid == kAdminGroupId && !caller.is_superuser()) {
+    return fail(ErrorCode::kPermissionDenied, "only the administrators may add users to admins");
+  }
+  if (!authorizer_.allows(caller, object_ref(ObjectType::kGroup, group.header), Right::kUse)) {
+    return fail(ErrorCode::kInvalidArgument, group_noun(gid) + " does not exist", "gid");
+  }
+  return {};
+}
+
+Result<User> Identity::create_user(const Caller& caller, const NewUser& request) {
+  FAB_TRY(validate_name(request.name));
+  FAB_TRY(validate_password(request.password));
+  int64_t gid = request.gid.value_or(kUsersGroupId);
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kUser, gid));
+  FAB_ASSIGN_OR_RETURN(std::string hash, hash_password(request.password, cost_));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<User>([&](store::Transaction& tx) -> Result<User> {
+    FAB_TRY(require_group_usable(caller, tx, gid));
+    std::vector<int64_t> groups;
+    for (int64_t g : request.groups) {
+      FAB_TRY(require_group_usable(caller, tx, g).map_error(
+          [](Error e) { return Error(e.code(), e.message(), "groups"); }));
+      if (g != gid && !contains(groups, g)) groups.push_back(g);
+    }
+    FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kUserType));
+    User user{.header = {.id = id, .name = request.name, .uid = id, .gid = gid,
+                         .permissions = kUserPermissions,
+                         .state = request.enabled ? kUserEnabled : kUserDisabled,
+                         .created_at = now, .updated_at = now},
+              .groups = std::move(groups), .password_hash = hash,
+              .attributes = request.attributes, .version = 1};
+    auto inserted = tx.insert(user_record(user));
+    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
+      return fail(ErrorCode::kAlreadyExists, "user \"" + request.name + "\" already exists", "name");
+    }
+    FAB_TRY(inserted);
+    return user;
+  });
+}
+
+Result<User> Identity::get_user(const Caller& caller, int64_t id) {
+  return store_.read_value<User>([&](store::Transaction& tx) -> Result<User> {
+    auto record = tx.get(kUserType, id);
+    if (!record) return fail(record.error().code(), user_noun(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
+    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kUser, user.header), Right::kUse,
+                                user_noun(id)));
+    return user;
+  });
+}
+
+Result<Page<User>> Identity::list_users(const Caller& caller, const ListOptions& options) {
+  return store_.read_value<Page<User>>([&](store::Transaction& tx) {
+    return list_visible<User>(tx, kUserType, options, user_from_record, [&](const User& u) {
+      return authorizer_.allows(caller, object_ref(ObjectType::kUser, u.header), Right::kUse);
+    });
+  });
+}
+
+template <typename Fn>
+Result<User> Identity::mutate_user(const Caller& caller, int64_t id, Right right, Fn&& change) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<User>([&](store::Transaction& tx) -> Result<User> {
+    auto record = tx.get(kUserType, id);
+    if (!record) return fail(record.error().code(), user_noun(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
+    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kUser, user.header), right,
+                                user_noun(id)));
+    FAB_TRY(change(tx, user));
+    user.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(user.version, tx.update(user_record(user)));
+    return user;
+  });
+}
+
+Result<void> Identity::delete_user(const Caller& caller, int64_t id) {
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    auto record = tx.get(kUserType, id);
+    if (!record) return fail(record.error().code(), user_noun(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
+    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kUser, user.header), Right::kAdmin,
+                                user_noun(id)));
+    if (id == kSuperuserId) {
+      return fail(ErrorCode::kFailedPrecondition, "the superuser cannot be deleted");
+    }
+    if (id == caller.uid) return fail(ErrorCode::kFailedPrecondition, "you cannot delete yourself");
+    FAB_TRY(tx.remove(kUserType, id));
+    // Their tokens die with them.
+    FAB_ASSIGN_OR_RETURN(auto tokens, tx.list("token", {.limit = 100000, .uid = id}));
+    for (const auto& t : tokens) FAB_TRY(tx.remove("token", t.id));
+    return {};
+  });
+}
+
+Result<void> Identity::set_password(const Caller& caller, int64_t id, std::string_view password) {
+  FAB_TRY(validate_password(password));
+  FAB_ASSIGN_OR_RETURN(std::string hash, hash_password(password, cost_));
+  FAB_TRY(mutate_user(caller, id, Right::kManage, [&](store::Transaction&, User& user) -> Result<void> {
+    user.password_hash = hash;
+    return {};
+  }));
+  return {};
+}
+
+Result<User> Identity::set_enabled(const Caller& caller, int64_t id, bool enabled) {
+  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction&, User& user) -> Result<void> {
+    if (id == kSuperuserId && !enabled) {
+      return fail(ErrorCode::kFailedPrecondition, "the superuser cannot be disabled");
+    }
+    user.header.state = enabled ? kUserEnabled : kUserDisabled;
+    return {};
+  });
+}
+
+Result<User> Identity::chgrp_user(const Caller& caller, int64_t id, int64_t gid) {
+  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction& tx, User& user) -> Result<void> {
+    if (id == kSuperuserId && gid != kAdminGroupId) {
+      return fail(ErrorCode::kFailedPrecondition, "the superuser stays in the admins group");
+    }
+    FAB_TRY(require_group_usable(caller, tx, gid));
+    std::erase(user.groups, gid);
+    user.header.gid = gid;
+    return {};
+  });
+}
+
+Result<User> Identity::add_secondary_group(const Caller& caller, int64_t id, int64_t gid) {
+  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction& tx, User& user) -> Result<void> {
+    FAB_TRY(require_group_usable(caller, tx, gid));
+    if (gid != user.header.gid && !contains(user.groups, gid)) user.groups.push_back(gid);
+    return {};
+  });
+}
+
+Result<User> Identity::remove_secondary_group(const Caller& caller, int64_t id, int64_t gid) {
+  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction&, User& user) -> Result<void> {
+    if (gid == user.header.gid) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  "group " + std::to_string(gid) + " is the user's primary group; use chgrp", "gid");
+    }
+    if (!contains(user.groups, gid)) {
+      return fail(ErrorCode::kNotFound, "user is not in group " + std::to_string(gid), "gid");
+    }
+    std::erase(user.groups, gid);
+    return {};
+  });
+}
+
+// Setting an ADMIN bit needs ADMIN on the object, as in OpenNebula.
+static Result<void> check_admin_bits(Authorizer& authorizer, const Caller& caller,
+                                     const ObjectRef& ref, Permissions wanted) {
+  if ((wanted.bits() & 0111) != (ref.permissions.bits() & 0111) &&
+      !authorizer.allows(caller, ref, Right::kAdmin)) {
+    return fail(ErrorCode::kPermissionDenied, "changing ADMIN bits requires ADMIN", "permissions");
+  }
+  return {};
+}
+
+Result<User> Identity::chmod_user(const Caller& caller, int64_t id, Permissions permissions) {
+  return mutate_user(caller, id, Right::kManage, [&](store::Transaction&, User& user) -> Result<void> {
+    FAB_TRY(check_admin_bits(authorizer_, caller, object_ref(ObjectType::kUser, user.header),
+                             permissions));
+    user.header.permissions = permissions;
+    return {};
+  });
+}
+
+Result<Group> Identity::create_group(const Caller& caller, const NewGroup& request) {
+  FAB_TRY(validate_name(request.name));
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kGroup, caller.gid));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
+    FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kGroupType));
+    id = std::max<int64_t>(id, 100);  // OpenNebula numbers user-defined groups from 100.
+    Group group{.header = {.id = id, .name = request.name, .uid = caller.uid, .gid = id,
+                           .permissions = kGroupPermissions, .created_at = now, .updated_at = now},
+                .attributes = request.attributes, .version = 1};
+    auto inserted = tx.insert(group_record(group));
+    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
+      return fail(ErrorCode::kAlreadyExists, "group \"" + request.name + "\" already exists", "name");
+    }
+    FAB_TRY(inserted);
+    return group;
+  });
+}
+
+Result<Group> Identity::get_group(const Caller& caller, int64_t id) {
+  return store_.read_value<Group>([&](store::Transaction& tx) -> Result<Group> {
+    auto record = tx.get(kGroupType, id);
+    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
+    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kGroup, group.header), Right::kUse,
+                                group_noun(id)));
+    return group;
+  });
+}
+
+Result<Page<Group>> Identity::list_groups(const Caller& caller, const ListOptions& options) {
+  return store_.read_value<Page<Group>>([&](store::Transaction& tx) {
+    ListOptions o = options;
+    o.gid.reset();
+    return list_visible<Group>(tx, kGroupType, o, group_from_record, [&](const Group& g) {
+      return authorizer_.allows(caller, object_ref(ObjectType::kGroup, g.header), Right::kUse);
+    });
+  });
+}
+
+Result<std::vector<int64_t>> Identity::group_members(const Caller& caller, int64_t gid) {
+  FAB_TRY(get_group(caller, gid));
+  return store_.read_value<std::vector<int64_t>>([&](store::Transaction& tx)
+                                                     -> Result<std::vector<int64_t>> {
+    std::vector<int64_t> members;
+    int64_t after = -1;
+    while (true) {
+      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kUserType, {.after_id = after, .limit = 1000}));
+      for (const auto& r : batch) {
+        FAB_ASSIGN_OR_RETURN(User u, user_from_record(r));
+        if (u.header.gid == gid || contains(u.groups, gid)) members.push_back(u.header.id);
+      }
+      if (batch.size() < 1000) return members;
+      after = batch.back().id;
+    }
+  });
+}
+
+Result<void> Identity::delete_group(const Caller& caller, int64_t id) {
+  FAB_ASSIGN_OR_RETURN(auto members, group_members(caller, id));
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    auto record = tx.get(kGroupType, id);
+    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
+    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kGroup, group.header),
+                                Right::kAdmin, group_noun(id)));
+    if (id == kAdminGroupId || id == kUsersGroupId) {
+      return fail(ErrorCode::kFailedPrecondition, "the built-in groups cannot be deleted");
+    }
+    // Re-check membership inside the transaction: a user may have joined meanwhile.
+    FAB_ASSIGN_OR_RETURN(int64_t primary, tx.count(kUserType, {.gid = id}));
+    if (primary > 0 || !members.empty()) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  group_noun(id) + " still has users; move or delete them first");
+    }
+    return tx.remove(kGroupType, id);
+  });
+}
+
+Result<Group> Identity::chmod_group(const Caller& caller, int64_t id, Permissions permissions) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
+    auto record = tx.get(kGroupType, id);
+    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
+    auto ref = object_ref(ObjectType::kGroup, group.header);
+    FAB_TRY(authorizer_.require(caller, ref, Right::kManage, group_noun(id)));
+    FAB_TRY(check_admin_bits(authorizer_, caller, ref, permissions));
+    group.header.permissions = permissions;
+    group.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(group.version, tx.update(group_record(group)));
+    return group;
+  });
+}
+
+Result<Group> Identity::chown_group(const Caller& caller, int64_t id, int64_t uid) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
+    auto record = tx.get(kGroupType, id);
+    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
+    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kGroup, group.header),
+                                Right::kManage, group_noun(id)));
+    FAB_TRY(authorizer_.require_superuser(caller, "change an owner"));
+    if (!tx.get(kUserType, uid)) {
+      return fail(ErrorCode::kInvalidArgument, user_noun(uid) + " does not exist", "uid");
+    }
+    group.header.uid = uid;
+    group.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(group.version, tx.update(group_record(group)));
+    return group;
+  });
+}
+
+Result<User> Identity::find_user_by_name(std::string_view name) {
+  return store_.read_value<User>([&](store::Transaction& tx) -> Result<User> {
+    FAB_ASSIGN_OR_RETURN(auto record, tx.get_by_key(kUserType, name));
+    return user_from_record(record);
+  });
+}
+
+Result<Caller> Identity::caller_for(int64_t uid, std::string address) {
+  auto user = store_.read_value<User>([&](store::Transaction& tx) -> Result<User> {
+    FAB_ASSIGN_OR_RETURN(auto record, tx.get(kUserType, uid));
+    return user_from_record(record);
+  });
+  if (!user) {
+    if (user.error().code() == ErrorCode::kNotFound) {
+      return fail(ErrorCode::kUnauthenticated, "the token's user no longer exists");
+    }
+    return fail(user.error());
+  }
+  if (!user->enabled()) return fail(ErrorCode::kUnauthenticated, "user is disabled");
+  Caller caller{.uid = uid, .gid = user->header.gid, .groups = {user->header.gid},
+                .name = user->header.name, .address = std::move(address)};
+  caller.groups.insert(caller.groups.end(), user->groups.begin(), user->groups.end());
+  return caller;
+}
+
+}  // namespace fabrica::auth

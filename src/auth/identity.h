@@ -1,0 +1,128 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/authorizer.h"
+#include "auth/crypto.h"
+#include "core/attributes.h"
+#include "core/clock.h"
+#include "core/object.h"
+#include "store/store.h"
+
+namespace fabrica::auth {
+
+inline constexpr int64_t kSuperuserId = 0;
+inline constexpr int64_t kAdminGroupId = 0;
+inline constexpr int64_t kUsersGroupId = 1;
+inline constexpr int kUserEnabled = 0;
+inline constexpr int kUserDisabled = 1;
+
+struct User {
+  ObjectHeader header;       // uid is the user's own id; gid its primary group.
+  std::vector<int64_t> groups;  // Secondary groups.
+  std::string password_hash;
+  AttributeTree attributes;
+  int64_t version = 0;  // Store version, for optimistic updates.
+
+  bool enabled() const { return header.state == kUserEnabled; }
+  // Never includes the password hash.
+  Json to_api_json() const;
+};
+
+struct Group {
+  ObjectHeader header;  // gid is the group's own id, so its members get the group bits.
+  AttributeTree attributes;
+  int64_t version = 0;
+  Json to_api_json() const;
+};
+
+// One page of a list call. `next_cursor` is set when more items may follow.
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  std::optional<std::string> next_cursor;
+};
+
+struct ListOptions {
+  size_t limit = 100;
+  int64_t after_id = -1;
+  std::optional<std::string> name;
+  std::optional<int64_t> gid;
+};
+
+struct NewUser {
+  std::string name;
+  std::string password;
+  std::optional<int64_t> gid;  // Defaults to the users group (1).
+  std::vector<int64_t> groups;
+  bool enabled = true;
+  AttributeTree attributes;
+};
+
+struct NewGroup {
+  std::string name;
+  AttributeTree attributes;
+};
+
+// Users and groups: the domain service behind /users and /groups. Every method validates
+// its input, authorizes `caller`, and mutates in one store transaction. Thread-safe.
+class Identity {
+ public:
+  Identity(store::Store& store, Authorizer& authorizer, const Clock& clock,
+           HashCost cost = HashCost::kInteractive)
+      : store_(store), authorizer_(authorizer), clock_(clock), cost_(cost) {}
+
+  // Creates groups admins (0) and users (1), the superuser admin (0) with `admin_password`,
+  // and the default ACL rule letting the users group create its own resources. Does
+  // nothing when group 0 already exists. Returns true when it created them.
+  Result<bool> bootstrap(std::string_view admin_password);
+  Result<bool> bootstrapped();
+
+  Result<User> create_user(const Caller& caller, const NewUser& request);
+  Result<User> get_user(const Caller& caller, int64_t id);
+  Result<Page<User>> list_users(const Caller& caller, const ListOptions& options);
+  Result<void> delete_user(const Caller& caller, int64_t id);
+  Result<void> set_password(const Caller& caller, int64_t id, std::string_view password);
+  Result<User> set_enabled(const Caller& caller, int64_t id, bool enabled);
+  Result<User> chgrp_user(const Caller& caller, int64_t id, int64_t gid);
+  Result<User> add_secondary_group(const Caller& caller, int64_t id, int64_t gid);
+  Result<User> remove_secondary_group(const Caller& caller, int64_t id, int64_t gid);
+  Result<User> chmod_user(const Caller& caller, int64_t id, Permissions permissions);
+
+  Result<Group> create_group(const Caller& caller, const NewGroup& request);
+  Result<Group> get_group(const Caller& caller, int64_t id);
+  Result<Page<Group>> list_groups(const Caller& caller, const ListOptions& options);
+  Result<void> delete_group(const Caller& caller, int64_t id);
+  Result<Group> chmod_group(const Caller& caller, int64_t id, Permissions permissions);
+  Result<Group> chown_group(const Caller& caller, int64_t id, int64_t uid);
+  // Ids of users whose primary or secondary group is `gid` (caller must see the group).
+  Result<std::vector<int64_t>> group_members(const Caller& caller, int64_t gid);
+
+  // Loads a user by name without authorization, for login. kNotFound when absent.
+  Result<User> find_user_by_name(std::string_view name);
+  // The Caller for user `uid`, kUnauthenticated when absent or disabled.
+  Result<Caller> caller_for(int64_t uid, std::string address);
+
+ private:
+  template <typename Fn>
+  Result<User> mutate_user(const Caller& caller, int64_t id, Right right, Fn&& change);
+  Result<void> require_group_usable(const Caller& caller, store::Transaction& tx, int64_t gid);
+
+  store::Store& store_;
+  Authorizer& authorizer_;
+  const Clock& clock_;
+  HashCost cost_;
+};
+
+inline constexpr std::string_view kUserType = "user";
+inline constexpr std::string_view kGroupType = "group";
+
+store::Record user_record(const User& user);
+Result<User> user_from_record(const store::Record& record);
+store::Record group_record(const Group& group);
+Result<Group> group_from_record(const store::Record& record);
+ObjectRef object_ref(ObjectType type, const ObjectHeader& header);
+
+}  // namespace fabrica::auth

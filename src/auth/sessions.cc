@@ -1,0 +1,187 @@
+#include "auth/sessions.h"
+
+namespace fabrica::auth {
+namespace {
+
+std::string pair_key(std::string_view user, std::string_view address) {
+  return std::string(user) + '\n' + std::string(address);
+}
+
+store::Record token_record(const Token& t, const std::string& hash) {
+  Json body{{"id", t.id},
+            {"uid", t.uid},
+            {"name", t.name},
+            {"created_at", t.created_at},
+            {"expires_at", t.expires_at}};
+  if (t.revoked_at) body["revoked_at"] = *t.revoked_at;
+  return store::Record{.type = std::string(kTokenType), .id = t.id, .name = t.name, .uid = t.uid,
+                       .gid = 0, .state = t.revoked_at ? kTokenRevoked : kTokenActive,
+                       .key = hash, .body = dump_json(body)};
+}
+
+Result<Token> token_from_record(const store::Record& r) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+  try {
+    Token t{.id = r.id, .uid = r.uid, .name = r.name,
+            .created_at = body.at("created_at").get<int64_t>(),
+            .expires_at = body.at("expires_at").get<int64_t>()};
+    if (body.contains("revoked_at")) t.revoked_at = body["revoked_at"].get<int64_t>();
+    return t;
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kInternal, std::string("stored token is malformed: ") + e.what());
+  }
+}
+
+}  // namespace
+
+Result<void> LoginLimiter::check_one(Failures& failures, size_t limit, Clock::TimePoint now) {
+  while (!failures.empty() && failures.front() + limits_.window <= now) failures.pop_front();
+  if (failures.size() < limit) return {};
+  auto wait = std::chrono::duration_cast<std::chrono::seconds>(failures.front() + limits_.window - now);
+  int seconds = static_cast<int>(std::max<int64_t>(1, wait.count()));
+  return fail(Error(ErrorCode::kResourceExhausted,
+                    "too many failed logins; try again in " + std::to_string(seconds) + " s")
+                  .with_retry_after(seconds));
+}
+
+Result<void> LoginLimiter::check(std::string_view user, std::string_view address) {
+  std::lock_guard lock(mutex_);
+  auto now = clock_.now();
+  auto pair = by_pair_.find(pair_key(user, address));
+  if (pair != by_pair_.end()) FAB_TRY(check_one(pair->second, limits_.per_user_and_address, now));
+  auto addr = by_address_.find(address);
+  if (addr != by_address_.end()) FAB_TRY(check_one(addr->second, limits_.per_address, now));
+  return {};
+}
+
+void LoginLimiter::record_failure(std::string_view user, std::string_view address) {
+  std::lock_guard lock(mutex_);
+  auto now = clock_.now();
+  by_pair_[pair_key(user, address)].push_back(now);
+  auto it = by_address_.find(address);
+  if (it == by_address_.end()) it = by_address_.emplace(std::string(address), Failures{}).first;
+  it->second.push_back(now);
+  // Bound memory: forget entries whose newest failure left the window.
+  if (by_pair_.size() > 100000) {
+    std::erase_if(by_pair_, [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
+    std::erase_if(by_address_, [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
+  }
+}
+
+void LoginLimiter::record_success(std::string_view user, std::string_view address) {
+  std::lock_guard lock(mutex_);
+  by_pair_.erase(pair_key(user, address));
+}
+
+Json Token::to_api_json() const {
+  Json j{{"id", id},
+         {"uid", uid},
+         {"name", name},
+         {"created_at", format_time(created_at)},
+         {"expires_at", format_time(expires_at)},
+         {"revoked", revoked_at.has_value()}};
+  if (revoked_at) j["revoked_at"] = format_time(*revoked_at);
+  return j;
+}
+
+Result<IssuedToken> Sessions::login(std::string_view user, std::string_view password,
+                                    std::string_view address, const TokenRequest& request) {
+  FAB_TRY(validate_name(request.name));
+  if (request.lifetime.count() <= 0 || request.lifetime > kMaxLifetime) {
+    return fail(ErrorCode::kInvalidArgument, "must be between 1 and 31622400 seconds",
+                "expires_in");
+  }
+  FAB_TRY(limiter_.check(user, address));
+  auto found = identity_.find_user_by_name(user);
+  if (!found && found.error().code() != ErrorCode::kNotFound) return fail(found.error());
+  bool ok = found && verify_password(found->password_hash, password);
+  if (!ok) {
+    // Burn comparable time for unknown users so response timing does not reveal names.
+    if (!found) {
+      static const std::string dummy = hash_password(new_token_secret()).value_or("");
+      (void)verify_password(dummy, password);
+    }
+    limiter_.record_failure(user, address);
+    return fail(ErrorCode::kUnauthenticated, "wrong user name or password");
+  }
+  if (!found->enabled()) {
+    return fail(ErrorCode::kUnauthenticated, "wrong user name or password");
+  }
+  limiter_.record_success(user, address);
+  int64_t now = unix_seconds(clock_.now());
+  IssuedToken issued{.secret = new_token_secret()};
+  issued.token = Token{.uid = found->header.id, .name = request.name, .created_at = now,
+                       .expires_at = now + request.lifetime.count()};
+  std::string hash = sha256_hex(issued.secret);
+  FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(issued.token.id, tx.allocate_id(kTokenType));
+    return tx.insert(token_record(issued.token, hash));
+  }));
+  return issued;
+}
+
+Result<Caller> Sessions::authenticate(std::string_view secret, std::string address) {
+  if (secret.size() != 47 || secret.substr(0, 4) != "fab_") {
+    return fail(ErrorCode::kUnauthenticated, "invalid token");
+  }
+  auto record = store_.read_value<store::Record>(
+      [&](store::Transaction& tx) { return tx.get_by_key(kTokenType, sha256_hex(secret)); });
+  if (!record) {
+    if (record.error().code() == ErrorCode::kNotFound) {
+      return fail(ErrorCode::kUnauthenticated, "invalid token");
+    }
+    return fail(record.error());
+  }
+  FAB_ASSIGN_OR_RETURN(Token token, token_from_record(*record));
+  if (token.revoked_at) return fail(ErrorCode::kUnauthenticated, "token has been revoked");
+  if (token.expires_at <= unix_seconds(clock_.now())) {
+    return fail(ErrorCode::kUnauthenticated, "token has expired");
+  }
+  FAB_ASSIGN_OR_RETURN(Caller caller, identity_.caller_for(token.uid, std::move(address)));
+  caller.token_id = token.id;
+  return caller;
+}
+
+Result<std::vector<Token>> Sessions::list(const Caller& caller, std::optional<int64_t> uid) {
+  int64_t owner = uid.value_or(caller.uid);
+  if (owner != caller.uid && !caller.is_superuser()) {
+    return fail(ErrorCode::kNotFound, "user " + std::to_string(owner) + " not found");
+  }
+  return store_.read_value<std::vector<Token>>([&](store::Transaction& tx)
+                                                   -> Result<std::vector<Token>> {
+    std::vector<Token> out;
+    int64_t after = -1;
+    while (true) {
+      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kTokenType, {.after_id = after, .limit = 1000,
+                                                            .uid = owner}));
+      for (const auto& r : batch) {
+        FAB_ASSIGN_OR_RETURN(Token t, token_from_record(r));
+        out.push_back(std::move(t));
+      }
+      if (batch.size() < 1000) return out;
+      after = batch.back().id;
+    }
+  });
+}
+
+Result<Token> Sessions::revoke(const Caller& caller, int64_t id) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Token>([&](store::Transaction& tx) -> Result<Token> {
+    std::string noun = "token " + std::to_string(id);
+    auto record = tx.get(kTokenType, id);
+    if (!record) return fail(record.error().code(), noun + " not found");
+    if (record->uid != caller.uid && !caller.is_superuser()) {
+      return fail(ErrorCode::kNotFound, noun + " not found");
+    }
+    FAB_ASSIGN_OR_RETURN(Token token, token_from_record(*record));
+    if (!token.revoked_at) {
+      token.revoked_at = now;
+      store::Record updated = token_record(token, *record->key);
+      updated.version = record->version;
+      FAB_TRY(tx.update(updated));
+    }
+    return token;
+  });
+}
+
+}  // namespace fabrica::auth

@@ -1,0 +1,95 @@
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/identity.h"
+
+namespace fabrica::auth {
+
+// Counts failed logins per (user, address) and per address over a sliding window and
+// refuses further attempts with kResourceExhausted (with retry-after) past the limits.
+// Thread-safe.
+class LoginLimiter {
+ public:
+  struct Limits {
+    std::chrono::seconds window{300};
+    size_t per_user_and_address = 5;
+    size_t per_address = 30;
+  };
+  LoginLimiter(const Clock& clock, Limits limits) : clock_(clock), limits_(limits) {}
+  explicit LoginLimiter(const Clock& clock) : LoginLimiter(clock, Limits{}) {}
+
+  Result<void> check(std::string_view user, std::string_view address);
+  void record_failure(std::string_view user, std::string_view address);
+  void record_success(std::string_view user, std::string_view address);
+
+ private:
+  using Failures = std::deque<Clock::TimePoint>;
+  Result<void> check_one(Failures& failures, size_t limit, Clock::TimePoint now);
+
+  const Clock& clock_;
+  Limits limits_;
+  std::mutex mutex_;
+  std::map<std::string, Failures, std::less<>> by_pair_;
+  std::map<std::string, Failures, std::less<>> by_address_;
+};
+
+struct Token {
+  int64_t id = -1;
+  int64_t uid = -1;
+  std::string name;
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+  std::optional<int64_t> revoked_at;
+  Json to_api_json() const;
+};
+
+struct IssuedToken {
+  Token token;
+  std::string secret;  // Shown once; only its SHA-256 is stored.
+};
+
+struct TokenRequest {
+  std::string name = "token";
+  std::chrono::seconds lifetime{std::chrono::hours(24 * 30)};
+};
+
+// Bearer tokens: issue on password login, authenticate, list, revoke. Thread-safe.
+class Sessions {
+ public:
+  static constexpr std::chrono::seconds kMaxLifetime{std::chrono::hours(24 * 366)};
+
+  Sessions(store::Store& store, Identity& identity, const Clock& clock, LoginLimiter& limiter)
+      : store_(store), identity_(identity), clock_(clock), limiter_(limiter) {}
+
+  // Verifies the password and issues a token. kUnauthenticated for a wrong user or password
+  // or a disabled user (one message for all, so names cannot be probed); kResourceExhausted
+  // after too many failures; kInvalidArgument for a bad request.
+  Result<IssuedToken> login(std::string_view user, std::string_view password,
+                            std::string_view address, const TokenRequest& request);
+  // The caller a bearer secret stands for. kUnauthenticated when unknown, expired, revoked
+  // or its user disabled.
+  Result<Caller> authenticate(std::string_view secret, std::string address);
+  // Tokens of user `uid` (the caller's own unless the caller is the superuser).
+  Result<std::vector<Token>> list(const Caller& caller, std::optional<int64_t> uid);
+  // Revokes one token. kNotFound for another user's token unless superuser.
+  Result<Token> revoke(const Caller& caller, int64_t id);
+
+ private:
+  store::Store& store_;
+  Identity& identity_;
+  const Clock& clock_;
+  LoginLimiter& limiter_;
+};
+
+inline constexpr std::string_view kTokenType = "token";
+inline constexpr int kTokenActive = 0;
+inline constexpr int kTokenRevoked = 1;
+
+}  // namespace fabrica::auth
