@@ -93,4 +93,42 @@ Result<void> Authorizer::require_superuser(const Caller& caller, std::string_vie
               "only the administrators may " + std::string(action));
 }
 
+Result<std::vector<AclRule>> Authorizer::list_rules(const Caller& caller) {
+  FAB_TRY(require_superuser(caller, "manage ACL rules"));
+  FAB_ASSIGN_OR_RETURN(auto snapshot, rules());
+  return *snapshot;
+}
+
+Result<AclRule> Authorizer::get_rule(const Caller& caller, int64_t id) {
+  FAB_TRY(require_superuser(caller, "manage ACL rules"));
+  return store_.read_value<AclRule>([&](store::Transaction& tx) -> Result<AclRule> {
+    auto record = tx.get(kAclRecordType, id);
+    if (!record) return fail(record.error().code(), "ACL rule " + std::to_string(id) + " not found");
+    return acl_from_record(*record);
+  });
+}
+
+Result<AclRule> Authorizer::create_rule(const Caller& caller, AclRule rule) {
+  FAB_TRY(require_superuser(caller, "manage ACL rules"));
+  return store_.write_value<AclRule>([&](store::Transaction& tx) -> Result<AclRule> {
+    FAB_ASSIGN_OR_RETURN(rule.id, tx.allocate_id(kAclRecordType));
+    auto inserted = tx.insert(acl_record(rule));
+    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
+      return fail(ErrorCode::kAlreadyExists, "the rule \"" + rule.to_string() + "\" already exists",
+                  "rule");
+    }
+    FAB_TRY(inserted);
+    return rule;
+  });
+}
+
+Result<void> Authorizer::delete_rule(const Caller& caller, int64_t id) {
+  FAB_TRY(require_superuser(caller, "manage ACL rules"));
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    auto removed = tx.remove(kAclRecordType, id);
+    if (!removed) return fail(removed.error().code(), "ACL rule " + std::to_string(id) + " not found");
+    return {};
+  });
+}
+
 }  // namespace fabrica::auth

@@ -45,6 +45,13 @@ class Authorizer {
   // kPermissionDenied unless `caller` is the superuser or in the admin group.
   Result<void> require_superuser(const Caller& caller, std::string_view action);
 
+  // ACL rule management, for the administrators only (kPermissionDenied otherwise).
+  // create_rule: kAlreadyExists when an identical rule exists.
+  Result<std::vector<AclRule>> list_rules(const Caller& caller);
+  Result<AclRule> get_rule(const Caller& caller, int64_t id);
+  Result<AclRule> create_rule(const Caller& caller, AclRule rule);
+  Result<void> delete_rule(const Caller& caller, int64_t id);
+
   // The current rule set (a snapshot).
   Result<std::shared_ptr<const std::vector<AclRule>>> rules();
 

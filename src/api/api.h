@@ -1,0 +1,76 @@
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "api/http.h"
+#include "api/router.h"
+#include "auth/identity.h"
+#include "auth/sessions.h"
+#include "store/store.h"
+
+namespace fabrica::api {
+
+// The domain services the API exposes; owned by the daemon.
+struct Services {
+  store::Store& store;
+  auth::Authorizer& authorizer;
+  auth::Identity& identity;
+  auth::Sessions& sessions;
+  std::string version;
+};
+
+// The REST API: routes every request to its handler after authentication and turns every
+// failure into the one JSON error body. Holds no state of its own beyond the route table.
+// Thread-safe.
+class Api {
+ public:
+  explicit Api(Services services);
+
+  // Never throws; every outcome is a response.
+  HttpResponse handle(const HttpRequest& request);
+  std::vector<RouteInfo> routes() const { return router_.routes(); }
+  // While draining, /readyz answers 503 so load balancers stop sending traffic.
+  void set_draining() { draining_ = true; }
+  bool draining() const { return draining_; }
+  Services& services() { return services_; }
+
+ private:
+  Result<HttpResponse> dispatch(const HttpRequest& request);
+  Result<auth::Caller> authenticate(const HttpRequest& request);
+
+  Services services_;
+  Router router_;
+  std::atomic<bool> draining_{false};
+};
+
+// Route families, one file each.
+void add_system_routes(Router& router, Api& api);
+void add_token_routes(Router& router, Services& services);
+void add_user_routes(Router& router, Services& services);
+void add_group_routes(Router& router, Services& services);
+void add_acl_routes(Router& router, Services& services);
+
+// Shared by list handlers: reads limit/cursor (and the given filters) from the query.
+Result<auth::ListOptions> list_options(const Context& ctx);
+// {"items": [...], "next_cursor": "..." | null}
+template <typename T>
+HttpResponse page_response(const auth::Page<T>& page) {
+  Json items = Json::array();
+  for (const auto& item : page.items) items.push_back(item.to_api_json());
+  return json_response(200, Json{{"items", std::move(items)},
+                                 {"next_cursor", page.next_cursor ? Json(*page.next_cursor)
+                                                                  : Json(nullptr)}});
+}
+struct BasicCredentials {
+  std::string user;
+  std::string password;
+};
+// The user and password of an Authorization: Basic header; kUnauthenticated when absent.
+Result<BasicCredentials> basic_credentials(const HttpRequest& request);
+
+// Reads {"permissions": "640"}.
+Result<Permissions> read_chmod_body(const Context& ctx);
+
+}  // namespace fabrica::api

@@ -1,0 +1,261 @@
+#include "api/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+
+#include <boost/beast.hpp>
+#include <boost/url/parse.hpp>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "auth/crypto.h"
+
+namespace fabrica::api {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+struct Connection {
+  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
+  beast::tcp_stream stream;
+  bool busy = false;  // Touched only on the connection's strand.
+};
+
+bool valid_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+}  // namespace
+
+class HttpServer::Impl {
+ public:
+  Impl(ServerOptions options, RequestHandler handler)
+      : options_(std::move(options)),
+        handler_(std::move(handler)),
+        acceptor_(ioc_),
+        signals_(ioc_, SIGTERM, SIGINT),
+        grace_strand_(asio::make_strand(ioc_)),
+        grace_timer_(grace_strand_),
+        id_prefix_(auth::random_hex(4)) {}
+
+  Result<uint16_t> listen() {
+    beast::error_code ec;
+    auto address = asio::ip::make_address(options_.host, ec);
+    if (ec) return fail(ErrorCode::kInvalidArgument, "bad listen address " + options_.host, "listen");
+    tcp::endpoint endpoint(address, options_.port);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return fail(ErrorCode::kUnavailable, "cannot listen on " + options_.host + ":" +
+                                               std::to_string(options_.port) + ": " + ec.message());
+    }
+    return acceptor_.local_endpoint().port();
+  }
+
+  void run(std::function<void()> on_shutdown) {
+    on_shutdown_ = std::move(on_shutdown);
+    signals_.async_wait([this](beast::error_code ec, int) {
+      if (!ec) shutdown();
+    });
+    asio::co_spawn(ioc_, accept_loop(), asio::detached);
+    std::vector<std::thread> threads;
+    for (size_t i = 1; i < options_.threads; ++i) threads.emplace_back([this] { ioc_.run(); });
+    ioc_.run();
+    for (auto& t : threads) t.join();
+  }
+
+  void shutdown() {
+    asio::post(ioc_, [this] {
+      if (stopping_.exchange(true)) return;
+      if (on_shutdown_) on_shutdown_();
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+      signals_.cancel(ignored);
+      std::lock_guard lock(mutex_);
+      for (const auto& conn : connections_) {
+        asio::post(conn->stream.get_executor(), [conn] {
+          if (!conn->busy) conn->stream.socket().cancel();
+        });
+      }
+      asio::post(grace_strand_, [this] {
+        grace_timer_.expires_after(options_.shutdown_grace);
+        grace_timer_.async_wait([this](beast::error_code ec) {
+          if (ec) return;
+          std::lock_guard lock(mutex_);
+          for (const auto& conn : connections_) {
+            asio::post(conn->stream.get_executor(), [conn] { conn->stream.socket().close(); });
+          }
+        });
+      });
+      if (connections_.empty()) cancel_grace_timer();
+    });
+  }
+
+ private:
+  void cancel_grace_timer() {
+    asio::post(grace_strand_, [this] { grace_timer_.cancel(); });
+  }
+
+  asio::awaitable<void> accept_loop() {
+    while (!stopping_) {
+      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_), kTuple);
+      if (ec) {
+        if (stopping_ || ec == asio::error::operation_aborted) co_return;
+        continue;
+      }
+      auto conn = std::make_shared<Connection>(std::move(socket));
+      {
+        std::lock_guard lock(mutex_);
+        connections_.insert(conn);
+      }
+      asio::co_spawn(conn->stream.get_executor(), session(conn), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> session(std::shared_ptr<Connection> conn) {
+    beast::error_code ec;
+    auto peer = conn->stream.socket().remote_endpoint(ec);
+    std::string remote = ec ? "unknown" : peer.address().to_string();
+    beast::flat_buffer buffer;
+    while (!stopping_) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(options_.body_limit);
+      parser.header_limit(16 * 1024);
+      conn->busy = false;
+      conn->stream.expires_after(options_.idle_timeout);
+      auto [read_ec, bytes] = co_await http::async_read(conn->stream, buffer, parser, kTuple);
+      (void)bytes;
+      conn->busy = true;
+      if (read_ec == http::error::body_limit) {
+        co_await reject(conn, Error(ErrorCode::kPayloadTooLarge,
+                                    "request body larger than " +
+                                        std::to_string(options_.body_limit) + " bytes"));
+        break;
+      }
+      if (read_ec) {
+        if (parser.got_some() && read_ec != http::error::end_of_stream &&
+            read_ec != beast::error::timeout && read_ec != asio::error::operation_aborted) {
+          co_await reject(conn, Error(ErrorCode::kInvalidArgument,
+                                      "malformed HTTP request: " + read_ec.message()));
+        }
+        break;
+      }
+      bool keep_alive = co_await serve(conn, parser.release(), remote);
+      if (!keep_alive) break;
+    }
+    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    conn->stream.socket().close(ec);
+    std::lock_guard lock(mutex_);
+    connections_.erase(conn);
+    if (stopping_ && connections_.empty()) cancel_grace_timer();
+  }
+
+  std::string next_request_id() {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s-%08llx", id_prefix_.c_str(),
+                  static_cast<unsigned long long>(++request_counter_));
+    return buf;
+  }
+
+  // Answers an unreadable request and closes, draining what the client still sends so it
+  // can read the answer instead of a reset.
+  asio::awaitable<void> reject(std::shared_ptr<Connection> conn, Error error) {
+    HttpResponse response = error_response(error, next_request_id());
+    http::response<http::string_body> out{static_cast<http::status>(response.status), 11};
+    out.set(http::field::content_type, response.content_type);
+    out.set("X-Request-Id", next_request_id());
+    out.keep_alive(false);
+    out.body() = response.body;
+    out.prepare_payload();
+    conn->stream.expires_after(std::chrono::seconds(5));
+    co_await http::async_write(conn->stream, out, kTuple);
+    beast::error_code ec;
+    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    std::array<char, 64 * 1024> sink;
+    for (size_t drained = 0; drained < 64 * 1024 * 1024;) {
+      auto [read_ec, n] = co_await conn->stream.async_read_some(asio::buffer(sink), kTuple);
+      if (read_ec) break;
+      drained += n;
+    }
+  }
+
+  // Handles one request; returns whether the connection stays open.
+  asio::awaitable<bool> serve(std::shared_ptr<Connection> conn,
+                              http::request<http::string_body> req, const std::string& remote) {
+    auto start = std::chrono::steady_clock::now();
+    HttpRequest request{.method = std::string(req.method_string()),
+                        .target = std::string(req.target()),
+                        .body = std::move(req.body()),
+                        .authorization = std::string(req[http::field::authorization]),
+                        .remote_address = remote};
+    std::string_view incoming_id = req["X-Request-Id"];
+    request.request_id = valid_request_id(incoming_id) ? std::string(incoming_id) : next_request_id();
+    HttpResponse response;
+    auto url = boost::urls::parse_origin_form(request.target);
+    if (!url) {
+      response = error_response(Error(ErrorCode::kInvalidArgument, "malformed request target"),
+                                request.request_id);
+    } else {
+      request.path = url->path();
+      for (auto param : url->params()) request.query.emplace(param.key, param.value);
+      response = handler_(request);
+    }
+    http::response<http::string_body> out{static_cast<http::status>(response.status),
+                                          req.version()};
+    out.set(http::field::server, "fabricad");
+    if (!response.content_type.empty()) out.set(http::field::content_type, response.content_type);
+    out.set(http::field::cache_control, "no-store");
+    out.set("X-Request-Id", request.request_id);
+    for (const auto& [name, value] : response.headers) out.set(name, value);
+    bool keep_alive = req.keep_alive() && !stopping_;
+    out.keep_alive(keep_alive);
+    out.body() = std::move(response.body);
+    out.prepare_payload();
+    size_t bytes = out.body().size();
+    auto [write_ec, written] = co_await http::async_write(conn->stream, out, kTuple);
+    (void)written;
+    if (options_.access_log) {
+      auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - start).count();
+      options_.access_log->info("{} {} {} {} {} {}B {}us", request.request_id, remote,
+                                request.method, request.target, response.status, bytes, micros);
+    }
+    co_return keep_alive && !write_ec;
+  }
+
+  ServerOptions options_;
+  RequestHandler handler_;
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  asio::signal_set signals_;
+  asio::strand<asio::io_context::executor_type> grace_strand_;
+  asio::steady_timer grace_timer_;
+  std::string id_prefix_;
+  std::atomic<uint64_t> request_counter_{0};
+  std::atomic<bool> stopping_{false};
+  std::function<void()> on_shutdown_;
+  std::mutex mutex_;
+  std::set<std::shared_ptr<Connection>> connections_;
+};
+
+HttpServer::HttpServer(ServerOptions options, RequestHandler handler)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {}
+HttpServer::~HttpServer() = default;
+Result<uint16_t> HttpServer::listen() { return impl_->listen(); }
+void HttpServer::run(std::function<void()> on_shutdown) { impl_->run(std::move(on_shutdown)); }
+void HttpServer::shutdown() { impl_->shutdown(); }
+
+}  // namespace fabrica::api

@@ -1,0 +1,71 @@
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/http.h"
+#include "auth/authorizer.h"
+
+namespace fabrica::api {
+
+// How a route authenticates its caller.
+enum class AuthMode {
+  kNone,    // Probes: /healthz, /readyz.
+  kBearer,  // Everything else: Authorization: Bearer <token>.
+  kBasic,   // Only POST /api/v1/auth/tokens: the handler verifies Authorization: Basic.
+};
+
+// What a handler sees: the request, the authenticated caller (kBearer routes), and the
+// values of the pattern's {placeholders} in order.
+struct Context {
+  const HttpRequest& request;
+  const auth::Caller* caller = nullptr;
+  std::vector<std::string> params;
+
+  const auth::Caller& who() const { return *caller; }
+  // Placeholder `index` as an id: kInvalidArgument (field = its name) unless 0..2^53.
+  Result<int64_t> id_param(size_t index, std::string_view name = "id") const;
+  // The only query parameters allowed; others are kInvalidArgument naming them.
+  Result<void> allow_query(std::initializer_list<std::string_view> names) const;
+  std::optional<std::string> query(std::string_view name) const;
+  Result<std::optional<int64_t>> query_int(std::string_view name, int64_t min, int64_t max) const;
+};
+
+using Handler = std::function<Result<HttpResponse>(const Context&)>;
+
+struct RouteInfo {
+  std::string method;
+  std::string pattern;  // "/api/v1/users/{id}"
+  AuthMode auth;
+};
+
+// Matches method + path against patterns whose segments are literals or {name}.
+// Unknown paths are 404, known paths with another method 405 (with Allow).
+class Router {
+ public:
+  void add(std::string method, std::string pattern, AuthMode auth, Handler handler);
+
+  struct Match {
+    const RouteInfo* route = nullptr;
+    const Handler* handler = nullptr;
+    std::vector<std::string> params;
+  };
+  // kNotFound or kMethodNotAllowed (message lists the allowed methods).
+  Result<Match> match(std::string_view method, std::string_view path) const;
+  std::vector<RouteInfo> routes() const;
+
+ private:
+  struct Entry {
+    RouteInfo info;
+    std::vector<std::string> segments;
+    Handler handler;
+  };
+  std::vector<Entry> entries_;
+};
+
+std::vector<std::string> split_path(std::string_view path);
+
+}  // namespace fabrica::api

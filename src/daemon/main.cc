@@ -1,0 +1,230 @@
+// fabricad: the control plane. Builds the real backends, wires them, serves the API.
+#include <fcntl.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "api/api.h"
+#include "api/http_server.h"
+#include "auth/crypto.h"
+#include "auth/identity.h"
+#include "auth/sessions.h"
+#include "core/clock.h"
+#include "store/sqlite_store.h"
+
+namespace fs = std::filesystem;
+using namespace fabrica;
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+struct Options {
+  std::string data_dir = "/var/lib/fabrica";
+  std::string listen = "127.0.0.1:8470";
+  std::string sync = "full";
+  std::string access_log = "-";
+  std::string log_level = "info";
+  size_t threads = 0;
+  size_t body_limit = 1024 * 1024;
+};
+
+// Reads a JSON config file whose keys mirror the flags (data_dir, listen, sync, ...).
+Result<void> apply_config_file(const std::string& path, Options& o) {
+  std::ifstream in(path);
+  if (!in) return fail(ErrorCode::kInvalidArgument, "cannot read config file " + path, "config");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  FAB_ASSIGN_OR_RETURN(auto reader, JsonObjectReader::parse(text));
+  FAB_ASSIGN_OR_RETURN(auto data_dir, reader.optional_string("data_dir"));
+  FAB_ASSIGN_OR_RETURN(auto listen, reader.optional_string("listen"));
+  FAB_ASSIGN_OR_RETURN(auto sync, reader.optional_string("sync"));
+  FAB_ASSIGN_OR_RETURN(auto access_log, reader.optional_string("access_log"));
+  FAB_ASSIGN_OR_RETURN(auto log_level, reader.optional_string("log_level"));
+  FAB_ASSIGN_OR_RETURN(auto threads, reader.optional_int("threads"));
+  FAB_ASSIGN_OR_RETURN(auto body_limit, reader.optional_int("body_limit"));
+  FAB_TRY(reader.finish().map_error([&](Error e) { return e.with_context(path); }));
+  if (data_dir) o.data_dir = *data_dir;
+  if (listen) o.listen = *listen;
+  if (sync) o.sync = *sync;
+  if (access_log) o.access_log = *access_log;
+  if (log_level) o.log_level = *log_level;
+  if (threads) o.threads = static_cast<size_t>(*threads);
+  if (body_limit) o.body_limit = static_cast<size_t>(*body_limit);
+  return {};
+}
+
+Result<std::pair<std::string, uint16_t>> parse_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    return fail(ErrorCode::kInvalidArgument, "must be HOST:PORT", "listen");
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  try {
+    int port = std::stoi(listen.substr(colon + 1));
+    if (port < 0 || port > 65535) throw std::out_of_range("port");
+    return std::pair{host, static_cast<uint16_t>(port)};
+  } catch (const std::exception&) {
+    return fail(ErrorCode::kInvalidArgument, "port must be 0-65535", "listen");
+  }
+}
+
+// Writes `content` to `path` atomically with mode 0600.
+Result<void> write_private_file(const fs::path& path, const std::string& content) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return fail(ErrorCode::kInternal, "cannot write " + tmp.string());
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail(ErrorCode::kInternal, "cannot write " + path.string());
+  }
+  return {};
+}
+
+// The superuser's first password: FABRICA_ADMIN_PASSWORD, else the one written earlier by an
+// interrupted bootstrap, else a new random one written once to DATA/admin-password (0600).
+Result<std::string> admin_password(const fs::path& data_dir, bool& generated) {
+  fs::path file = data_dir / "admin-password";
+  if (const char* env = std::getenv("FABRICA_ADMIN_PASSWORD"); env && *env) return std::string(env);
+  std::ifstream in(file);
+  std::string existing;
+  if (in && std::getline(in, existing) && !existing.empty()) return existing;
+  std::string password = auth::random_hex(12);
+  FAB_TRY(write_private_file(file, password + "\n"));
+  generated = true;
+  return password;
+}
+
+std::shared_ptr<spdlog::logger> make_access_log(const Options& o) {
+  if (o.access_log == "off") return nullptr;
+  std::shared_ptr<spdlog::logger> logger;
+  if (o.access_log == "-") {
+    logger = spdlog::stderr_logger_mt("access");
+  } else {
+    logger = spdlog::basic_logger_mt("access", o.access_log);
+  }
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ access %v", spdlog::pattern_time_type::utc);
+  logger->flush_on(spdlog::level::info);
+  return logger;
+}
+
+int fatal(const Error& e) {
+  spdlog::critical("{}", e.message());
+  return 1;
+}
+
+int serve(const Options& o) {
+  fs::path data_dir = o.data_dir;
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  ::chmod(data_dir.c_str(), 0700);
+  int lock = ::open((data_dir / "fabricad.lock").c_str(), O_RDWR | O_CREAT, 0600);
+  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    return fatal(Error(ErrorCode::kUnavailable,
+                       "data directory " + o.data_dir + " is in use by another fabricad"));
+  }
+  auto listen = parse_listen(o.listen);
+  if (!listen) return fatal(listen.error());
+  if (o.sync != "full" && o.sync != "normal") {
+    return fatal(Error(ErrorCode::kInvalidArgument, "--sync must be full or normal"));
+  }
+  auto store = store::SqliteStore::open(
+      (data_dir / "fabrica.db").string(),
+      {.sync = o.sync == "full" ? store::Sync::kFull : store::Sync::kNormal});
+  if (!store) return fatal(store.error());
+
+  SystemClock clock;
+  auth::Authorizer authorizer(**store);
+  auth::Identity identity(**store, authorizer, clock);
+  auth::LoginLimiter limiter(clock);
+  auth::Sessions sessions(**store, identity, clock, limiter);
+
+  auto bootstrapped = identity.bootstrapped();
+  if (!bootstrapped) return fatal(bootstrapped.error());
+  if (!*bootstrapped) {
+    bool generated = false;
+    auto password = admin_password(data_dir, generated);
+    if (!password) return fatal(password.error());
+    auto done = identity.bootstrap(*password);
+    if (!done) return fatal(done.error().with_context("bootstrap"));
+    spdlog::info("bootstrapped superuser \"admin\" (uid 0) in group \"admins\" (gid 0)");
+    if (generated) {
+      std::cout << "admin password: " << *password << " (also in "
+                << (data_dir / "admin-password").string() << ", mode 0600)" << std::endl;
+    }
+  }
+
+  api::Api api(api::Services{.store = **store, .authorizer = authorizer, .identity = identity,
+                             .sessions = sessions, .version = kVersion});
+  size_t threads = o.threads ? o.threads : std::max(2u, std::thread::hardware_concurrency());
+  api::HttpServer server({.host = listen->first, .port = listen->second, .threads = threads,
+                          .body_limit = o.body_limit, .access_log = make_access_log(o)},
+                         [&api](const api::HttpRequest& r) { return api.handle(r); });
+  auto port = server.listen();
+  if (!port) return fatal(port.error());
+  std::string address = listen->first + ":" + std::to_string(*port);
+  if (auto w = write_private_file(data_dir / "fabricad.addr", address + "\n"); !w) {
+    return fatal(w.error());
+  }
+  spdlog::info("fabricad {} listening on http://{} (data {}, {} threads)", kVersion, address,
+               o.data_dir, threads);
+  server.run([&api] {
+    spdlog::info("shutting down: finishing in-flight requests");
+    api.set_draining();
+  });
+  spdlog::info("fabricad stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fabricad: the Fabrica AI Factory control plane"};
+  Options o;
+  std::string config;
+  app.add_option("--config", config, "JSON config file (keys as the flags, with _)");
+  app.add_option("--data-dir", o.data_dir, "State directory (SQLite file, admin password)");
+  app.add_option("--listen", o.listen, "HOST:PORT to serve on (port 0 picks one)");
+  app.add_option("--sync", o.sync, "SQLite durability: full (fsync each commit) or normal");
+  app.add_option("--threads", o.threads, "Server threads (default: cores, at least 2)");
+  app.add_option("--body-limit", o.body_limit, "Largest request body in bytes");
+  app.add_option("--access-log", o.access_log, "Access log file, - for stderr, off");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error");
+  app.set_version_flag("--version", kVersion);
+  // The config file is read first; flags given on the command line override it.
+  app.parse_complete_callback([&] {
+    if (config.empty()) return;
+    Options from_file;
+    if (auto r = apply_config_file(config, from_file); !r) {
+      throw CLI::ValidationError("--config", r.error().message());
+    }
+    for (auto* opt : app.get_options()) {
+      if (opt->count() > 0) continue;
+      std::string name = opt->get_name();
+      if (name == "--data-dir") o.data_dir = from_file.data_dir;
+      if (name == "--listen") o.listen = from_file.listen;
+      if (name == "--sync") o.sync = from_file.sync;
+      if (name == "--threads") o.threads = from_file.threads;
+      if (name == "--body-limit") o.body_limit = from_file.body_limit;
+      if (name == "--access-log") o.access_log = from_file.access_log;
+      if (name == "--log-level") o.log_level = from_file.log_level;
+    }
+  });
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("fabricad"));
+  spdlog::set_level(spdlog::level::from_str(o.log_level));
+  return serve(o);
+}
