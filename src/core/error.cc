@@ -30,6 +30,14 @@ std::string_view error_code_name(ErrorCode code) {
   return "INTERNAL";
 }
 
+ErrorCode error_code_from_name(std::string_view name) {
+  for (int i = 0; i <= static_cast<int>(ErrorCode::kDeadlineExceeded); ++i) {
+    auto code = static_cast<ErrorCode>(i);
+    if (error_code_name(code) == name) return code;
+  }
+  return ErrorCode::kInternal;
+}
+
 int http_status(ErrorCode code) {
   switch (code) {
     case ErrorCode::kInvalidArgument: return 400;

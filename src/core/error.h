@@ -58,6 +58,9 @@ class Error {
 // Stable upper-snake name of a code ("NOT_FOUND"), as sent in API error bodies.
 std::string_view error_code_name(ErrorCode code);
 
+// The code whose name is `name`; kInternal for names this build does not know.
+ErrorCode error_code_from_name(std::string_view name);
+
 // The HTTP status for a code. This is the only place the mapping lives.
 int http_status(ErrorCode code);
 

@@ -29,6 +29,7 @@ TEST(ErrorTest, EveryCodeHasAStableNameAndStatus) {
   for (const Case& c : cases) {
     EXPECT_EQ(error_code_name(c.code), c.name);
     EXPECT_EQ(http_status(c.code), c.status) << c.name;
+    EXPECT_EQ(error_code_from_name(c.name), c.code);
   }
 }
 

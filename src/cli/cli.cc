@@ -1,0 +1,188 @@
+#include "cli/cli.h"
+
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+namespace fabrica::cli {
+
+namespace fs = std::filesystem;
+
+std::string config_path() {
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg && *xdg) {
+    return std::string(xdg) + "/fabrica/config.json";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.config/fabrica/config.json";
+}
+
+Config load_config() {
+  Config config;
+  std::ifstream in(config_path());
+  if (!in) return config;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto json = parse_json(text);
+  if (!json || !json->is_object()) return config;
+  config.endpoint = json->value("endpoint", config.endpoint);
+  config.token = json->value("token", "");
+  config.user = json->value("user", "");
+  return config;
+}
+
+Result<void> save_config(const Config& config) {
+  fs::path path = config_path();
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return fail(ErrorCode::kInternal, "cannot write " + tmp.string());
+    ::chmod(tmp.c_str(), 0600);
+    out << dump_json(Json{{"endpoint", config.endpoint}, {"token", config.token},
+                          {"user", config.user}})
+        << "\n";
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) return fail(ErrorCode::kInternal, "cannot write " + path.string() + ": " + ec.message());
+  return {};
+}
+
+std::string Context::endpoint() const {
+  if (!endpoint_flag.empty()) return endpoint_flag;
+  if (const char* env = std::getenv("FABRICA_ENDPOINT"); env && *env) return env;
+  return config.endpoint;
+}
+
+std::string Context::token() const {
+  if (const char* env = std::getenv("FABRICA_TOKEN"); env && *env) return env;
+  return config.token;
+}
+
+Result<client::ApiClient> Context::api() {
+  FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(endpoint()));
+  return client::ApiClient(std::move(http), token());
+}
+
+void Context::run(const std::function<Result<void>()>& action) {
+  auto result = action();
+  if (result) return;
+  const Error& e = result.error();
+  std::cerr << "Error: " << e.message();
+  if (!e.field().empty()) std::cerr << " (field: " << e.field() << ")";
+  std::cerr << " [" << error_code_name(e.code()) << "]" << std::endl;
+  if (e.code() == ErrorCode::kUnauthenticated) {
+    std::cerr << "Hint: run `fabrica login` (endpoint " << endpoint() << ")" << std::endl;
+  }
+  exit_code = 1;
+}
+
+std::string to_text(const Json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_null()) return "-";
+  if (value.is_array()) {
+    std::string out;
+    for (const auto& v : value) out += (out.empty() ? "" : ",") + to_text(v);
+    return out.empty() ? "-" : out;
+  }
+  return value.dump();
+}
+
+Column field(std::string title, std::string key) {
+  return Column{std::move(title), [key](const Json& j) {
+                  return j.contains(key) ? to_text(j[key]) : std::string("-");
+                }};
+}
+
+void print_list(const Context& ctx, const Json& items, const std::vector<Column>& columns) {
+  if (ctx.output == Output::kJson) {
+    std::cout << items.dump(2) << std::endl;
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  std::vector<size_t> width;
+  for (const auto& c : columns) width.push_back(c.title.size());
+  for (const auto& item : items) {
+    std::vector<std::string> row;
+    for (size_t i = 0; i < columns.size(); ++i) {
+      row.push_back(columns[i].value(item));
+      width[i] = std::max(width[i], row.back().size());
+    }
+    rows.push_back(std::move(row));
+  }
+  auto print_row = [&](const std::vector<std::string>& cells) {
+    std::string line;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      std::string cell = cells[i];
+      if (i + 1 < cells.size()) cell.resize(width[i] + 2, ' ');
+      line += cell;
+    }
+    std::cout << line << "\n";
+  };
+  std::vector<std::string> titles;
+  for (const auto& c : columns) titles.push_back(c.title);
+  print_row(titles);
+  for (const auto& row : rows) print_row(row);
+  std::cout.flush();
+}
+
+void print_object(const Context& ctx, const Json& object) {
+  if (ctx.output == Output::kJson) {
+    std::cout << object.dump(2) << std::endl;
+    return;
+  }
+  size_t width = 0;
+  for (auto it = object.begin(); it != object.end(); ++it) width = std::max(width, it.key().size());
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    std::string key = it.key();
+    key.resize(width, ' ');
+    std::string value = it->is_object() ? (it->empty() ? "-" : it->dump()) : to_text(*it);
+    std::cout << key << " : " << value << "\n";
+  }
+  std::cout.flush();
+}
+
+Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
+                           const std::string& id_or_name) {
+  int64_t id = 0;
+  auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
+  if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
+  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/" + std::string(collection) + "?name=" +
+                                          client::url_encode(id_or_name)));
+  if (page["items"].empty()) {
+    std::string noun(collection);
+    noun.pop_back();
+    return fail(ErrorCode::kNotFound, noun + " \"" + id_or_name + "\" not found");
+  }
+  return page["items"][0]["id"].get<int64_t>();
+}
+
+Result<std::string> read_password(const std::optional<std::string>& flag, const char* prompt) {
+  if (flag) return *flag;
+  if (const char* env = std::getenv("FABRICA_PASSWORD"); env && *env) return std::string(env);
+  std::string password;
+  if (!::isatty(STDIN_FILENO)) {
+    if (!std::getline(std::cin, password)) {
+      return fail(ErrorCode::kInvalidArgument, "no password given (use --password-stdin)", "password");
+    }
+    return password;
+  }
+  std::cerr << prompt << std::flush;
+  termios old{};
+  ::tcgetattr(STDIN_FILENO, &old);
+  termios quiet = old;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  std::getline(std::cin, password);
+  ::tcsetattr(STDIN_FILENO, TCSANOW, &old);
+  std::cerr << std::endl;
+  return password;
+}
+
+}  // namespace fabrica::cli

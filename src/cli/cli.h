@@ -1,0 +1,68 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/http_client.h"
+#include "core/error.h"
+#include "core/json.h"
+
+namespace fabrica::cli {
+
+// ~/.config/fabrica/config.json (mode 0600): where the server is and the login token.
+struct Config {
+  std::string endpoint = "http://127.0.0.1:8470";
+  std::string token;
+  std::string user;
+};
+std::string config_path();
+Config load_config();
+Result<void> save_config(const Config& config);
+
+enum class Output { kTable, kJson };
+
+// State shared by every command: flags, config, and the outcome to exit with.
+struct Context {
+  Output output = Output::kTable;
+  std::string endpoint_flag;
+  Config config;
+  int exit_code = 0;
+
+  // Endpoint: --endpoint, then FABRICA_ENDPOINT, then the config file.
+  std::string endpoint() const;
+  // Token: FABRICA_TOKEN, then the config file.
+  std::string token() const;
+  Result<client::ApiClient> api();
+  // Runs `action`; on failure prints "Error: message" to stderr and sets exit_code 1.
+  void run(const std::function<Result<void>()>& action);
+};
+
+struct Column {
+  std::string title;
+  std::function<std::string(const Json&)> value;
+};
+// A column showing the JSON field `key` as text.
+Column field(std::string title, std::string key);
+// Prints `items` as an aligned table, or as JSON with -o json.
+void print_list(const Context& ctx, const Json& items, const std::vector<Column>& columns);
+// Prints one object as "KEY : value" lines, or as JSON with -o json.
+void print_object(const Context& ctx, const Json& object);
+std::string to_text(const Json& value);
+
+// Resolves a user or group given by id or by name ("alice") to its id.
+Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
+                           const std::string& id_or_name);
+// Reads a password: the given flag value, else FABRICA_PASSWORD, else a prompt without echo.
+Result<std::string> read_password(const std::optional<std::string>& flag, const char* prompt);
+
+void add_session_commands(CLI::App& app, Context& ctx);
+void add_user_commands(CLI::App& app, Context& ctx);
+void add_group_commands(CLI::App& app, Context& ctx);
+void add_acl_commands(CLI::App& app, Context& ctx);
+void add_permission_commands(CLI::App& app, Context& ctx);
+
+}  // namespace fabrica::cli

@@ -1,0 +1,22 @@
+// fabrica: the command-line client.
+#include "cli/cli.h"
+
+int main(int argc, char** argv) {
+  using namespace fabrica::cli;
+  Context ctx;
+  ctx.config = load_config();
+  CLI::App app{"fabrica: command-line client for the Fabrica AI Factory control plane"};
+  app.require_subcommand(1);
+  app.fallthrough();  // Global flags (-o json, --endpoint) work after the subcommand too.
+  std::string output = "table";
+  app.add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  app.add_option("--endpoint", ctx.endpoint_flag, "Server URL (else FABRICA_ENDPOINT or config)");
+  app.parse_complete_callback([&] { ctx.output = output == "json" ? Output::kJson : Output::kTable; });
+  add_session_commands(app, ctx);
+  add_user_commands(app, ctx);
+  add_group_commands(app, ctx);
+  add_acl_commands(app, ctx);
+  add_permission_commands(app, ctx);
+  CLI11_PARSE(app, argc, argv);
+  return ctx.exit_code;
+}

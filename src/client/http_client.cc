@@ -1,0 +1,151 @@
+#include "client/http_client.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
+
+#include "auth/crypto.h"
+
+namespace fabrica::client {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+class HttpClient::Connection {
+ public:
+  asio::io_context ioc;
+  beast::tcp_stream stream{ioc};
+  beast::flat_buffer buffer;
+  bool open = false;
+};
+
+std::string ClientResponse::header(std::string_view name) const {
+  auto it = headers.find(std::string(name));
+  return it == headers.end() ? std::string() : it->second;
+}
+
+std::string url_encode(std::string_view value) {
+  return boost::urls::encode(value, boost::urls::unreserved_chars);
+}
+
+Result<std::unique_ptr<HttpClient>> HttpClient::create(std::string_view base_url) {
+  constexpr std::string_view kScheme = "http://";
+  std::string url(base_url);
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  if (!url.starts_with(kScheme)) {
+    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT", "endpoint");
+  }
+  std::string hostport = url.substr(kScheme.size());
+  auto colon = hostport.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == hostport.size() ||
+      hostport.find('/') != std::string::npos) {
+    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT", "endpoint");
+  }
+  std::string host = hostport.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return std::unique_ptr<HttpClient>(new HttpClient(url, host, hostport.substr(colon + 1)));
+}
+
+HttpClient::HttpClient(std::string base_url, std::string host, std::string port)
+    : base_url_(std::move(base_url)),
+      host_(std::move(host)),
+      port_(std::move(port)),
+      connection_(std::make_unique<Connection>()) {}
+
+HttpClient::~HttpClient() = default;
+
+Result<ClientResponse> HttpClient::request(std::string_view method, std::string_view target,
+                                           std::string_view body, const Headers& headers) {
+  bool reused = connection_->open;
+  auto response = attempt(method, target, body, headers);
+  if (!response && reused && response.error().code() == ErrorCode::kUnavailable) {
+    return attempt(method, target, body, headers);  // The kept-alive connection had closed.
+  }
+  return response;
+}
+
+Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_view target,
+                                           std::string_view body, const Headers& headers) {
+  Connection& c = *connection_;
+  beast::error_code ec;
+  if (!c.open) {
+    tcp::resolver resolver(c.ioc);
+    auto endpoints = resolver.resolve(host_, port_, ec);
+    if (!ec) c.stream.connect(endpoints, ec);
+    if (ec) {
+      return fail(ErrorCode::kUnavailable, "cannot reach " + base_url_ + ": " + ec.message());
+    }
+    c.open = true;
+    c.buffer.clear();
+  }
+  http::request<http::string_body> req{http::string_to_verb(method), std::string(target), 11};
+  req.set(http::field::host, host_ + ":" + port_);
+  req.set(http::field::user_agent, "fabrica-cli");
+  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  for (const auto& [name, value] : headers) req.set(name, value);
+  req.body() = std::string(body);
+  req.prepare_payload();
+  http::write(c.stream, req, ec);
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(256 * 1024 * 1024);
+  if (!ec) http::read(c.stream, c.buffer, parser, ec);
+  if (ec) {
+    c.stream.socket().close(ec);
+    c.open = false;
+    return fail(ErrorCode::kUnavailable, "connection to " + base_url_ + " failed: " + ec.message());
+  }
+  auto res = parser.release();
+  ClientResponse out{.status = static_cast<int>(res.result_int()), .body = std::move(res.body())};
+  for (const auto& field : res) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    out.headers[name] = std::string(field.value());
+  }
+  if (!res.keep_alive()) {
+    c.stream.socket().close(ec);
+    c.open = false;
+  }
+  return out;
+}
+
+Result<Json> ApiClient::decode(const ClientResponse& response) {
+  if (response.status >= 200 && response.status < 300) {
+    if (response.body.empty()) return Json(nullptr);
+    return parse_json(response.body);
+  }
+  auto body = parse_json(response.body);
+  if (body && body->contains("error") && (*body)["error"].is_object()) {
+    const Json& e = (*body)["error"];
+    std::string field = e.value("field", Json(nullptr)).is_string() ? e["field"].get<std::string>() : "";
+    Error error(error_code_from_name(e.value("code", "INTERNAL")), e.value("message", "error"), field);
+    if (auto retry = response.header("retry-after"); !retry.empty()) {
+      error = std::move(error).with_retry_after(std::atoi(retry.c_str()));
+    }
+    return fail(std::move(error));
+  }
+  return fail(ErrorCode::kInternal, "HTTP " + std::to_string(response.status) + " from server");
+}
+
+Result<Json> ApiClient::call(std::string_view method, std::string_view target, const Json& body,
+                             const Headers& extra) {
+  Headers headers = extra;
+  if (!token_.empty()) headers.emplace_back("Authorization", "Bearer " + token_);
+  std::string text = body.is_null() ? std::string() : dump_json(body);
+  FAB_ASSIGN_OR_RETURN(auto response, http_->request(method, target, text, headers));
+  return decode(response);
+}
+
+Result<Json> ApiClient::login(std::string_view user, std::string_view password, const Json& body) {
+  std::string credentials = std::string(user) + ":" + std::string(password);
+  Headers headers{{"Authorization", "Basic " + auth::base64_encode(credentials)}};
+  FAB_ASSIGN_OR_RETURN(auto response, http_->request("POST", "/api/v1/auth/tokens",
+                                                     body.is_null() ? "" : dump_json(body), headers));
+  return decode(response);
+}
+
+}  // namespace fabrica::client

@@ -1,0 +1,76 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "core/json.h"
+
+namespace fabrica::client {
+
+struct ClientResponse {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // Lower-case names.
+  std::string header(std::string_view name) const;
+};
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// A blocking HTTP/1.1 client for one server, keeping its connection alive between requests.
+// Not thread-safe: one client per thread.
+class HttpClient {
+ public:
+  // `base_url` is "http://HOST:PORT". kInvalidArgument otherwise.
+  static Result<std::unique_ptr<HttpClient>> create(std::string_view base_url);
+  ~HttpClient();
+
+  // kUnavailable when the server cannot be reached. A stale kept-alive connection is
+  // re-opened once, before anything of the request was answered.
+  Result<ClientResponse> request(std::string_view method, std::string_view target,
+                                 std::string_view body = {}, const Headers& headers = {});
+  const std::string& base_url() const { return base_url_; }
+
+ private:
+  class Connection;
+  HttpClient(std::string base_url, std::string host, std::string port);
+  Result<ClientResponse> attempt(std::string_view method, std::string_view target,
+                                 std::string_view body, const Headers& headers);
+
+  std::string base_url_;
+  std::string host_;
+  std::string port_;
+  std::unique_ptr<Connection> connection_;
+};
+
+// The Fabrica REST API over HttpClient: JSON in and out, error bodies turned back into
+// Errors with the server's code, message and field.
+class ApiClient {
+ public:
+  ApiClient(std::unique_ptr<HttpClient> http, std::string token)
+      : http_(std::move(http)), token_(std::move(token)) {}
+
+  Result<Json> get(std::string_view target) { return call("GET", target, nullptr); }
+  Result<Json> post(std::string_view target, const Json& body) { return call("POST", target, body); }
+  Result<Json> del(std::string_view target) { return call("DELETE", target, nullptr); }
+  Result<Json> call(std::string_view method, std::string_view target, const Json& body,
+                    const Headers& extra = {});
+  // POST /api/v1/auth/tokens with HTTP Basic.
+  Result<Json> login(std::string_view user, std::string_view password, const Json& body);
+
+  void set_token(std::string token) { token_ = std::move(token); }
+  HttpClient& http() { return *http_; }
+
+ private:
+  Result<Json> decode(const ClientResponse& response);
+  std::unique_ptr<HttpClient> http_;
+  std::string token_;
+};
+
+// Percent-encodes a query parameter value.
+std::string url_encode(std::string_view value);
+
+}  // namespace fabrica::client
