@@ -1,0 +1,54 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/http_client.h"
+
+namespace fabrica::testing {
+
+// A real fabricad child process on 127.0.0.1 port 0 with its own temporary data directory
+// (removed on destruction). The admin password is fixed through FABRICA_ADMIN_PASSWORD.
+class DaemonProcess {
+ public:
+  static constexpr const char* kAdminPassword = "admin-test-password";
+
+  explicit DaemonProcess(std::vector<std::string> extra_args = {});
+  ~DaemonProcess();
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  // Starts fabricad and waits (up to 30 s) until /healthz answers. Returns false on failure.
+  bool start();
+  // Sends `signal` and waits for the process to exit; returns its exit status (or 128+sig).
+  int stop(int signal);
+  void send_signal(int signal);
+  int wait();
+
+  const std::filesystem::path& data_dir() const { return data_dir_; }
+  const std::string& url() const { return url_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const;
+
+  std::unique_ptr<client::HttpClient> http() const;
+  // An ApiClient logged in as `user`.
+  client::ApiClient login(const std::string& user = "admin",
+                          const std::string& password = kAdminPassword) const;
+
+ private:
+  std::vector<std::string> extra_args_;
+  std::filesystem::path data_dir_;
+  std::string url_;
+  pid_t pid_ = -1;
+};
+
+// Path of a built binary (fabricad, fabrica), from the FABRICA_BIN_DIR compile definition.
+std::string binary_path(const std::string& name);
+// Source tree root, from FABRICA_SOURCE_DIR.
+std::filesystem::path source_dir();
+
+}  // namespace fabrica::testing

@@ -1,0 +1,130 @@
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "testing/daemon_process.h"
+
+namespace fabrica {
+namespace {
+
+using testing::DaemonProcess;
+
+struct CliResult {
+  int exit_code;
+  std::string out;  // stdout and stderr together.
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(daemon_.start()) << daemon_.log();
+    home_ = daemon_.data_dir() / "home";
+    std::filesystem::create_directories(home_);
+  }
+
+  CliResult fabrica(const std::string& args, const std::string& env = "") {
+    std::string cmd = "env -u FABRICA_TOKEN -u FABRICA_ENDPOINT -u FABRICA_PASSWORD -u XDG_CONFIG_HOME HOME=" +
+                      home_.string() + " " + env + " " + testing::binary_path("fabrica") + " " +
+                      args + " 2>&1 </dev/null";
+    FILE* pipe = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    int status = pclose(pipe);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  }
+
+  DaemonProcess daemon_;
+  std::filesystem::path home_;
+};
+
+TEST_F(CliTest, QuickstartFlowFromTheReadme) {
+  auto login = fabrica("--endpoint " + daemon_.url() + " login --password " +
+                       DaemonProcess::kAdminPassword);
+  ASSERT_EQ(login.exit_code, 0) << login.out;
+  EXPECT_NE(login.out.find("as admin"), std::string::npos);
+  auto config = home_ / ".config/fabrica/config.json";
+  ASSERT_TRUE(std::filesystem::exists(config));
+  struct stat st{};
+  ::stat(config.c_str(), &st);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+
+  auto create = fabrica("user create alice --password alice-password-1");
+  ASSERT_EQ(create.exit_code, 0) << create.out;
+  EXPECT_NE(create.out.find("ID: "), std::string::npos);
+  ASSERT_EQ(fabrica("user create bob --password bob-password-1").exit_code, 0);
+  auto admin_list = fabrica("user list");
+  EXPECT_NE(admin_list.out.find("bob"), std::string::npos);
+  EXPECT_NE(admin_list.out.find("NAME"), std::string::npos);
+
+  auto alice = fabrica("login -u alice --password alice-password-1");
+  ASSERT_EQ(alice.exit_code, 0) << alice.out;
+  auto list = fabrica("user list -o json");
+  ASSERT_EQ(list.exit_code, 0) << list.out;
+  auto users = parse_json(list.out);
+  ASSERT_TRUE(users) << list.out;
+  ASSERT_EQ(users->size(), 1u);
+  EXPECT_EQ((*users)[0]["name"], "alice");
+
+  auto denied = fabrica("user show bob");
+  EXPECT_NE(denied.exit_code, 0);
+  EXPECT_NE(denied.out.find("not found"), std::string::npos) << denied.out;
+  auto acl = fabrica("acl list");
+  EXPECT_NE(acl.exit_code, 0);
+  EXPECT_NE(acl.out.find("only the administrators"), std::string::npos) << acl.out;
+  auto whoami = fabrica("whoami");
+  EXPECT_NE(whoami.out.find("alice"), std::string::npos);
+
+  auto logout = fabrica("logout");
+  ASSERT_EQ(logout.exit_code, 0) << logout.out;
+  auto after = fabrica("user list");
+  EXPECT_NE(after.exit_code, 0);
+  EXPECT_NE(after.out.find("fabrica login"), std::string::npos) << after.out;
+}
+
+TEST_F(CliTest, AdministratorCommands) {
+  ASSERT_EQ(fabrica("--endpoint " + daemon_.url() + " login --password " +
+                    DaemonProcess::kAdminPassword).exit_code, 0);
+  ASSERT_EQ(fabrica("group create acme-ml").exit_code, 0);
+  ASSERT_EQ(fabrica("user create carol --password carol-password --group acme-ml").exit_code, 0);
+  auto show = fabrica("group show acme-ml -o json");
+  auto group = parse_json(show.out);
+  ASSERT_TRUE(group) << show.out;
+  EXPECT_EQ((*group)["users"].size(), 1u);
+  auto rule = fabrica("acl create \"@100 USER/@100 USE\"");
+  ASSERT_EQ(rule.exit_code, 0) << rule.out;
+  EXPECT_NE(rule.out.find("@100 USER/@100 USE #0"), std::string::npos);
+  auto rules = parse_json(fabrica("acl list -o json").out);
+  ASSERT_EQ(rules->size(), 2u);
+  auto bad = fabrica("acl create \"@100 BOATS/* USE\"");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("BOATS"), std::string::npos);
+  ASSERT_EQ(fabrica("acl delete " + std::to_string((*rules)[1]["id"].get<int64_t>())).exit_code, 0);
+  auto chmod = fabrica("chmod group acme-ml 644 -o json");
+  ASSERT_EQ(chmod.exit_code, 0) << chmod.out;
+  EXPECT_EQ((*parse_json(chmod.out))["permissions"], "644");
+  ASSERT_EQ(fabrica("chown group acme-ml carol").exit_code, 0);
+  ASSERT_EQ(fabrica("user passwd carol --password carol-password-2").exit_code, 0);
+  ASSERT_EQ(fabrica("user chgrp carol users").exit_code, 0);
+  ASSERT_EQ(fabrica("user disable carol").exit_code, 0);
+  auto tokens = fabrica("token list");
+  EXPECT_NE(tokens.out.find("this session"), std::string::npos) << tokens.out;
+  auto created = fabrica("token create --name ci --expires 1h", "FABRICA_PASSWORD=" +
+                         std::string(DaemonProcess::kAdminPassword));
+  ASSERT_EQ(created.exit_code, 0) << created.out;
+  EXPECT_NE(created.out.find("fab_"), std::string::npos);
+  ASSERT_EQ(fabrica("user delete carol").exit_code, 0);
+  ASSERT_EQ(fabrica("group delete acme-ml").exit_code, 0);
+  auto missing = fabrica("group delete acme-ml");
+  EXPECT_NE(missing.exit_code, 0);
+  // Environment overrides the config file.
+  auto env = fabrica("user list", "FABRICA_TOKEN=fab_invalid");
+  EXPECT_NE(env.exit_code, 0);
+}
+
+}  // namespace
+}  // namespace fabrica
