@@ -1,6 +1,6 @@
-#include "api/api.h"
-
 #include <charconv>
+
+#include "api/api.h"
 
 namespace fabrica::api {
 namespace {
@@ -48,33 +48,33 @@ Result<auth::AclRule> read_rule(const Context& ctx) {
 }  // namespace
 
 void add_acl_routes(Router& router, Services& s) {
-  router.add("GET", "/api/v1/acl", AuthMode::kBearer, [&s](const Context& ctx)
-                                                          -> Result<HttpResponse> {
-    FAB_TRY(ctx.allow_query({}));
-    FAB_ASSIGN_OR_RETURN(auto rules, s.authorizer.list_rules(ctx.who()));
-    Json items = Json::array();
-    for (const auto& r : rules) items.push_back(r.to_json());
-    return json_response(200, Json{{"items", items}, {"next_cursor", nullptr}});
-  });
-  router.add("POST", "/api/v1/acl", AuthMode::kBearer, [&s](const Context& ctx)
-                                                           -> Result<HttpResponse> {
-    FAB_TRY(s.authorizer.require_superuser(ctx.who(), "manage ACL rules"));
-    FAB_ASSIGN_OR_RETURN(auto rule, read_rule(ctx));
-    FAB_ASSIGN_OR_RETURN(rule, s.authorizer.create_rule(ctx.who(), rule));
-    return json_response(201, rule.to_json());
-  });
-  router.add("GET", "/api/v1/acl/{id}", AuthMode::kBearer, [&s](const Context& ctx)
-                                                               -> Result<HttpResponse> {
-    FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-    FAB_ASSIGN_OR_RETURN(auto rule, s.authorizer.get_rule(ctx.who(), id));
-    return json_response(200, rule.to_json());
-  });
-  router.add("DELETE", "/api/v1/acl/{id}", AuthMode::kBearer, [&s](const Context& ctx)
-                                                                  -> Result<HttpResponse> {
-    FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-    FAB_TRY(s.authorizer.delete_rule(ctx.who(), id));
-    return HttpResponse{.status = 204, .content_type = ""};
-  });
+  router.add("GET", "/api/v1/acl", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_TRY(ctx.allow_query({}));
+               FAB_ASSIGN_OR_RETURN(auto rules, s.authorizer.list_rules(ctx.who()));
+               Json items = Json::array();
+               for (const auto& r : rules) items.push_back(r.to_json());
+               return json_response(200, Json{{"items", items}, {"next_cursor", nullptr}});
+             });
+  router.add("POST", "/api/v1/acl", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_TRY(s.authorizer.require_superuser(ctx.who(), "manage ACL rules"));
+               FAB_ASSIGN_OR_RETURN(auto rule, read_rule(ctx));
+               FAB_ASSIGN_OR_RETURN(rule, s.authorizer.create_rule(ctx.who(), rule));
+               return json_response(201, rule.to_json());
+             });
+  router.add("GET", "/api/v1/acl/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto rule, s.authorizer.get_rule(ctx.who(), id));
+               return json_response(200, rule.to_json());
+             });
+  router.add("DELETE", "/api/v1/acl/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_TRY(s.authorizer.delete_rule(ctx.who(), id));
+               return HttpResponse{.status = 204, .content_type = ""};
+             });
 }
 
 }  // namespace fabrica::api

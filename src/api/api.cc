@@ -60,7 +60,8 @@ Result<BasicCredentials> basic_credentials(const HttpRequest& request) {
     return fail(ErrorCode::kUnauthenticated, "malformed Basic credentials");
   }
   size_t colon = decoded->find(':');
-  return BasicCredentials{.user = decoded->substr(0, colon), .password = decoded->substr(colon + 1)};
+  return BasicCredentials{.user = decoded->substr(0, colon),
+                          .password = decoded->substr(colon + 1)};
 }
 
 Result<auth::ListOptions> list_options(const Context& ctx) {

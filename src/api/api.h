@@ -59,9 +59,9 @@ template <typename T>
 HttpResponse page_response(const auth::Page<T>& page) {
   Json items = Json::array();
   for (const auto& item : page.items) items.push_back(item.to_api_json());
-  return json_response(200, Json{{"items", std::move(items)},
-                                 {"next_cursor", page.next_cursor ? Json(*page.next_cursor)
-                                                                  : Json(nullptr)}});
+  return json_response(
+      200, Json{{"items", std::move(items)},
+                {"next_cursor", page.next_cursor ? Json(*page.next_cursor) : Json(nullptr)}});
 }
 struct BasicCredentials {
   std::string user;

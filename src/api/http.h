@@ -13,8 +13,8 @@ namespace fabrica::api {
 // A parsed request, free of the HTTP library's types so handlers compile fast.
 struct HttpRequest {
   std::string method;
-  std::string target;                         // As sent: path plus query.
-  std::string path;                           // Decoded path.
+  std::string target;                             // As sent: path plus query.
+  std::string path;                               // Decoded path.
   std::multimap<std::string, std::string> query;  // Decoded query parameters.
   std::string body;
   std::string authorization;

@@ -4,7 +4,6 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
-
 #include <boost/beast.hpp>
 #include <boost/url/parse.hpp>
 #include <mutex>
@@ -52,7 +51,8 @@ class HttpServer::Impl {
   Result<uint16_t> listen() {
     beast::error_code ec;
     auto address = asio::ip::make_address(options_.host, ec);
-    if (ec) return fail(ErrorCode::kInvalidArgument, "bad listen address " + options_.host, "listen");
+    if (ec)
+      return fail(ErrorCode::kInvalidArgument, "bad listen address " + options_.host, "listen");
     tcp::endpoint endpoint(address, options_.port);
     acceptor_.open(endpoint.protocol(), ec);
     if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
@@ -202,7 +202,8 @@ class HttpServer::Impl {
                         .authorization = std::string(req[http::field::authorization]),
                         .remote_address = remote};
     std::string_view incoming_id = req["X-Request-Id"];
-    request.request_id = valid_request_id(incoming_id) ? std::string(incoming_id) : next_request_id();
+    request.request_id =
+        valid_request_id(incoming_id) ? std::string(incoming_id) : next_request_id();
     HttpResponse response;
     auto url = boost::urls::parse_origin_form(request.target);
     if (!url) {
@@ -229,7 +230,8 @@ class HttpServer::Impl {
     (void)written;
     if (options_.access_log) {
       auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
-                        std::chrono::steady_clock::now() - start).count();
+                        std::chrono::steady_clock::now() - start)
+                        .count();
       options_.access_log->info("{} {} {} {} {} {}B {}us", request.request_id, remote,
                                 request.method, request.target, response.status, bytes, micros);
     }

@@ -17,11 +17,11 @@ namespace fabrica::api {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  uint16_t port = 8470;                     // 0 picks a free port.
+  uint16_t port = 8470;  // 0 picks a free port.
   size_t threads = 2;
-  size_t body_limit = 1024 * 1024;          // Larger bodies get 413.
-  std::chrono::seconds idle_timeout{60};    // Keep-alive connections idle this long are closed.
-  std::chrono::seconds shutdown_grace{30};  // In-flight requests get this long on SIGTERM.
+  size_t body_limit = 1024 * 1024;             // Larger bodies get 413.
+  std::chrono::seconds idle_timeout{60};       // Keep-alive connections idle this long are closed.
+  std::chrono::seconds shutdown_grace{30};     // In-flight requests get this long on SIGTERM.
   std::shared_ptr<spdlog::logger> access_log;  // One line per request; null for none.
 };
 

@@ -67,7 +67,8 @@ Result<std::optional<int64_t>> Context::query_int(std::string_view name, int64_t
 void Router::add(std::string method, std::string pattern, AuthMode auth, Handler handler) {
   auto segments = split_path(pattern);
   entries_.push_back(Entry{.info = {std::move(method), std::move(pattern), auth},
-                           .segments = std::move(segments), .handler = std::move(handler)});
+                           .segments = std::move(segments),
+                           .handler = std::move(handler)});
 }
 
 Result<Router::Match> Router::match(std::string_view method, std::string_view path) const {
@@ -95,7 +96,8 @@ Result<Router::Match> Router::match(std::string_view method, std::string_view pa
     return fail(ErrorCode::kMethodNotAllowed,
                 std::string(method) + " is not allowed here; allowed: " + allowed);
   }
-  return fail(ErrorCode::kNotFound, "no such route: " + std::string(method) + " " + std::string(path));
+  return fail(ErrorCode::kNotFound,
+              "no such route: " + std::string(method) + " " + std::string(path));
 }
 
 std::vector<RouteInfo> Router::routes() const {

@@ -12,11 +12,12 @@ void add_system_routes(Router& router, Api& api) {
     if (!ready) return fail(ErrorCode::kUnavailable, "not bootstrapped yet");
     return json_response(200, Json{{"status", "ready"}});
   });
-  router.add("GET", "/api/v1/version", AuthMode::kBearer, [&api](const Context&) -> Result<HttpResponse> {
-    return json_response(200, Json{{"version", api.services().version},
-                                   {"api", "v1"},
-                                   {"schema_version", api.services().store.schema_version()}});
-  });
+  router.add(
+      "GET", "/api/v1/version", AuthMode::kBearer, [&api](const Context&) -> Result<HttpResponse> {
+        return json_response(200, Json{{"version", api.services().version},
+                                       {"api", "v1"},
+                                       {"schema_version", api.services().store.schema_version()}});
+      });
 }
 
 }  // namespace fabrica::api

@@ -50,38 +50,41 @@ HttpResponse user_response(int status, const auth::User& user) {
 }  // namespace
 
 void add_user_routes(Router& router, Services& s) {
-  router.add("GET", "/api/v1/auth/whoami", AuthMode::kBearer, [](const Context& ctx)
-                                                                  -> Result<HttpResponse> {
-    const auth::Caller& c = ctx.who();
-    return json_response(200, Json{{"uid", c.uid}, {"name", c.name}, {"gid", c.gid},
-                                   {"groups", c.groups}, {"superuser", c.is_superuser()},
-                                   {"token_id", c.token_id}});
-  });
-  router.add("GET", "/api/v1/users", AuthMode::kBearer, [&s](const Context& ctx)
-                                                            -> Result<HttpResponse> {
-    FAB_TRY(ctx.allow_query({"limit", "cursor", "name", "gid"}));
-    FAB_ASSIGN_OR_RETURN(auto options, list_options(ctx));
-    FAB_ASSIGN_OR_RETURN(auto page, s.identity.list_users(ctx.who(), options));
-    return page_response(page);
-  });
-  router.add("POST", "/api/v1/users", AuthMode::kBearer, [&s](const Context& ctx)
-                                                             -> Result<HttpResponse> {
-    FAB_ASSIGN_OR_RETURN(auto request, read_new_user(ctx));
-    FAB_ASSIGN_OR_RETURN(auto user, s.identity.create_user(ctx.who(), request));
-    return user_response(201, user);
-  });
-  router.add("GET", "/api/v1/users/{id}", AuthMode::kBearer, [&s](const Context& ctx)
-                                                                 -> Result<HttpResponse> {
-    FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-    FAB_ASSIGN_OR_RETURN(auto user, s.identity.get_user(ctx.who(), id));
-    return user_response(200, user);
-  });
-  router.add("DELETE", "/api/v1/users/{id}", AuthMode::kBearer, [&s](const Context& ctx)
-                                                                    -> Result<HttpResponse> {
-    FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-    FAB_TRY(s.identity.delete_user(ctx.who(), id));
-    return HttpResponse{.status = 204, .content_type = ""};
-  });
+  router.add("GET", "/api/v1/auth/whoami", AuthMode::kBearer,
+             [](const Context& ctx) -> Result<HttpResponse> {
+               const auth::Caller& c = ctx.who();
+               return json_response(200, Json{{"uid", c.uid},
+                                              {"name", c.name},
+                                              {"gid", c.gid},
+                                              {"groups", c.groups},
+                                              {"superuser", c.is_superuser()},
+                                              {"token_id", c.token_id}});
+             });
+  router.add("GET", "/api/v1/users", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_TRY(ctx.allow_query({"limit", "cursor", "name", "gid"}));
+               FAB_ASSIGN_OR_RETURN(auto options, list_options(ctx));
+               FAB_ASSIGN_OR_RETURN(auto page, s.identity.list_users(ctx.who(), options));
+               return page_response(page);
+             });
+  router.add("POST", "/api/v1/users", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(auto request, read_new_user(ctx));
+               FAB_ASSIGN_OR_RETURN(auto user, s.identity.create_user(ctx.who(), request));
+               return user_response(201, user);
+             });
+  router.add("GET", "/api/v1/users/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto user, s.identity.get_user(ctx.who(), id));
+               return user_response(200, user);
+             });
+  router.add("DELETE", "/api/v1/users/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_TRY(s.identity.delete_user(ctx.who(), id));
+               return HttpResponse{.status = 204, .content_type = ""};
+             });
   router.add("POST", "/api/v1/users/{id}/password", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
@@ -109,7 +112,8 @@ void add_user_routes(Router& router, Services& s) {
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
                FAB_ASSIGN_OR_RETURN(int64_t gid, ctx.id_param(1, "gid"));
-               FAB_ASSIGN_OR_RETURN(auto user, s.identity.remove_secondary_group(ctx.who(), id, gid));
+               FAB_ASSIGN_OR_RETURN(auto user,
+                                    s.identity.remove_secondary_group(ctx.who(), id, gid));
                return user_response(200, user);
              });
   for (bool enable : {true, false}) {

@@ -31,8 +31,12 @@ Result<uint64_t> parse_id(std::string_view text, bool allow_cluster, std::string
   if (text.size() < 2) return fail(bad(std::string(part) + " must be #id, @gid or *"));
   uint64_t flag = 0;
   switch (text[0]) {
-    case '#': flag = kAclIndividual; break;
-    case '@': flag = kAclGroup; break;
+    case '#':
+      flag = kAclIndividual;
+      break;
+    case '@':
+      flag = kAclGroup;
+      break;
     case '%':
       if (allow_cluster) {
         flag = kAclCluster;
@@ -40,8 +44,9 @@ Result<uint64_t> parse_id(std::string_view text, bool allow_cluster, std::string
       }
       [[fallthrough]];
     default:
-      return fail(bad(std::string(part) + " must be #id, @gid" + (allow_cluster ? ", %cluster" : "") +
-                      " or *, not \"" + std::string(text) + "\""));
+      return fail(bad(std::string(part) + " must be #id, @gid" +
+                      (allow_cluster ? ", %cluster" : "") + " or *, not \"" + std::string(text) +
+                      "\""));
   }
   uint32_t id = 0;
   auto digits = text.substr(1);
@@ -55,10 +60,14 @@ Result<uint64_t> parse_id(std::string_view text, bool allow_cluster, std::string
 std::string print_id(uint64_t value) {
   uint64_t id = value & kAclIdMask;
   switch (value & kAclFlagMask) {
-    case kAclIndividual: return "#" + std::to_string(id);
-    case kAclGroup: return "@" + std::to_string(id);
-    case kAclCluster: return "%" + std::to_string(id);
-    default: return "*";
+    case kAclIndividual:
+      return "#" + std::to_string(id);
+    case kAclGroup:
+      return "@" + std::to_string(id);
+    case kAclCluster:
+      return "%" + std::to_string(id);
+    default:
+      return "*";
   }
 }
 
@@ -99,7 +108,8 @@ Result<AclRule> AclRule::from_numbers(uint64_t user, uint64_t resource, uint64_t
   if (rights == 0 || (rights & ~kAllRights) != 0) {
     return fail(bad("rights must be a non-empty set of USE, MANAGE, ADMIN, CREATE"));
   }
-  if ((zone & kAclTypeMask) != 0 || !valid_flag(zone, false) || (zone & kAclFlagMask) == kAclGroup) {
+  if ((zone & kAclTypeMask) != 0 || !valid_flag(zone, false) ||
+      (zone & kAclFlagMask) == kAclGroup) {
     return fail(bad("zone must be #id or *"));
   }
   return rule;
@@ -111,8 +121,9 @@ Result<AclRule> AclRule::parse(std::string_view text) {
     if (!p.empty()) parts.push_back(p);
   }
   if (parts.size() != 3 && parts.size() != 4) {
-    return fail(bad("a rule is \"USER RESOURCES/ID RIGHTS [ZONE]\", e.g. "
-                    "\"@100 VM+IMAGE/* USE+MANAGE #0\""));
+    return fail(
+        bad("a rule is \"USER RESOURCES/ID RIGHTS [ZONE]\", e.g. "
+            "\"@100 VM+IMAGE/* USE+MANAGE #0\""));
   }
   FAB_ASSIGN_OR_RETURN(uint64_t user, parse_id(parts[0], false, "user"));
   auto slash = parts[1].find('/');
@@ -173,30 +184,39 @@ Json AclRule::to_json() const {
 bool AclRule::grants(const Subject& subject, const ObjectRef& object, Right right) const {
   if ((rights & static_cast<uint64_t>(right)) == 0) return false;
   if ((resource & static_cast<uint64_t>(object.type)) == 0) return false;
-  if ((zone & kAclFlagMask) == kAclIndividual && static_cast<int64_t>(zone & kAclIdMask) != kLocalZone) {
+  if ((zone & kAclFlagMask) == kAclIndividual &&
+      static_cast<int64_t>(zone & kAclIdMask) != kLocalZone) {
     return false;
   }
   auto user_id = static_cast<int64_t>(user & kAclIdMask);
   switch (user & kAclFlagMask) {
-    case kAclAll: break;
+    case kAclAll:
+      break;
     case kAclIndividual:
       if (user_id != subject.uid) return false;
       break;
     case kAclGroup:
-      if (std::find(subject.groups.begin(), subject.groups.end(), user_id) == subject.groups.end()) {
+      if (std::find(subject.groups.begin(), subject.groups.end(), user_id) ==
+          subject.groups.end()) {
         return false;
       }
       break;
-    default: return false;
+    default:
+      return false;
   }
   auto rid = static_cast<int64_t>(resource & kAclIdMask);
   switch (resource & kAclFlagMask) {
-    case kAclAll: return true;
-    case kAclIndividual: return object.id >= 0 && rid == object.id;
-    case kAclGroup: return rid == object.gid;
+    case kAclAll:
+      return true;
+    case kAclIndividual:
+      return object.id >= 0 && rid == object.id;
+    case kAclGroup:
+      return rid == object.gid;
     case kAclCluster:
-      return std::find(object.clusters.begin(), object.clusters.end(), rid) != object.clusters.end();
-    default: return false;
+      return std::find(object.clusters.begin(), object.clusters.end(), rid) !=
+             object.clusters.end();
+    default:
+      return false;
   }
 }
 

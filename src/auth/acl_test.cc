@@ -42,9 +42,9 @@ TEST(AclRuleTest, ParsesAndPrintsOpenNebulaExamples) {
 }
 
 TEST(AclRuleTest, RejectsMalformedRules) {
-  for (const char* bad : {"", "@1", "@1 VM/* USE #0 extra", "@x VM/* USE", "%1 VM/* USE",
-                          "@1 VMS/* USE", "@1 VM USE", "@1 VM/#a USE", "@1 VM/* DELETE",
-                          "@1 /* USE", "@1 VM/* USE @0", "#99999999999 VM/* USE"}) {
+  for (const char* bad :
+       {"", "@1", "@1 VM/* USE #0 extra", "@x VM/* USE", "%1 VM/* USE", "@1 VMS/* USE", "@1 VM USE",
+        "@1 VM/#a USE", "@1 VM/* DELETE", "@1 /* USE", "@1 VM/* USE @0", "#99999999999 VM/* USE"}) {
     auto rule = AclRule::parse(bad);
     ASSERT_FALSE(rule) << '"' << bad << '"';
     EXPECT_EQ(rule.error().code(), ErrorCode::kInvalidArgument);
@@ -65,8 +65,14 @@ TEST(AclRuleTest, GrantsFollowOpenNebulaSemantics) {
     bool granted;
   };
   const Case cases[] = {
-      {"@108 IMAGE/#45 USE+MANAGE", {.type = ObjectType::kImage, .id = 45, .gid = 1}, Right::kManage, true},
-      {"@108 IMAGE/#45 USE+MANAGE", {.type = ObjectType::kImage, .id = 46, .gid = 1}, Right::kUse, false},
+      {"@108 IMAGE/#45 USE+MANAGE",
+       {.type = ObjectType::kImage, .id = 45, .gid = 1},
+       Right::kManage,
+       true},
+      {"@108 IMAGE/#45 USE+MANAGE",
+       {.type = ObjectType::kImage, .id = 46, .gid = 1},
+       Right::kUse,
+       false},
       {"@108 IMAGE/#45 USE", {.type = ObjectType::kImage, .id = 45}, Right::kManage, false},
       {"@109 IMAGE/* USE", {.type = ObjectType::kImage, .id = 45}, Right::kUse, false},
       {"#7 NET/@104 USE", {.type = ObjectType::kNet, .id = 3, .gid = 104}, Right::kUse, true},
@@ -74,12 +80,19 @@ TEST(AclRuleTest, GrantsFollowOpenNebulaSemantics) {
       {"#8 NET/* USE", {.type = ObjectType::kNet, .id = 3}, Right::kUse, false},
       {"* NET/#47 USE", {.type = ObjectType::kNet, .id = 47}, Right::kUse, true},
       {"* NET/#47 USE", {.type = ObjectType::kVm, .id = 47}, Right::kUse, false},
-      {"@1 HOST/%2 MANAGE", {.type = ObjectType::kHost, .id = 9, .clusters = in_cluster_2},
-       Right::kManage, true},
-      {"@1 HOST/%3 MANAGE", {.type = ObjectType::kHost, .id = 9, .clusters = in_cluster_2},
-       Right::kManage, false},
+      {"@1 HOST/%2 MANAGE",
+       {.type = ObjectType::kHost, .id = 9, .clusters = in_cluster_2},
+       Right::kManage,
+       true},
+      {"@1 HOST/%3 MANAGE",
+       {.type = ObjectType::kHost, .id = 9, .clusters = in_cluster_2},
+       Right::kManage,
+       false},
       {"@1 VM+IMAGE/* CREATE", {.type = ObjectType::kVm, .id = -1, .gid = 1}, Right::kCreate, true},
-      {"@1 VM+IMAGE/@1 CREATE", {.type = ObjectType::kVm, .id = -1, .gid = 108}, Right::kCreate, false},
+      {"@1 VM+IMAGE/@1 CREATE",
+       {.type = ObjectType::kVm, .id = -1, .gid = 108},
+       Right::kCreate,
+       false},
       {"@1 VM/#5 CREATE", {.type = ObjectType::kVm, .id = -1, .gid = 1}, Right::kCreate, false},
       {"@1 VM/* USE #1", {.type = ObjectType::kVm, .id = 1}, Right::kUse, false},
       {"@1 VM/* USE *", {.type = ObjectType::kVm, .id = 1}, Right::kUse, true},

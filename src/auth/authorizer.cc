@@ -10,15 +10,21 @@ bool Caller::is_superuser() const {
 
 store::Record acl_record(const AclRule& rule) {
   std::string text = rule.to_string();
-  return store::Record{.type = std::string(kAclRecordType), .id = rule.id, .name = text,
-                       .uid = 0, .gid = 0, .state = 0, .key = text,
+  return store::Record{.type = std::string(kAclRecordType),
+                       .id = rule.id,
+                       .name = text,
+                       .uid = 0,
+                       .gid = 0,
+                       .state = 0,
+                       .key = text,
                        .body = dump_json(rule.to_json())};
 }
 
 Result<AclRule> acl_from_record(const store::Record& record) {
   auto rule = AclRule::parse(record.name);
-  if (!rule) return fail(ErrorCode::kInternal, "stored ACL rule " + std::to_string(record.id) +
-                                                   " is malformed: " + rule.error().message());
+  if (!rule)
+    return fail(ErrorCode::kInternal, "stored ACL rule " + std::to_string(record.id) +
+                                          " is malformed: " + rule.error().message());
   rule->id = record.id;
   return rule;
 }
@@ -54,8 +60,8 @@ bool Authorizer::allows(const Caller& caller, const ObjectRef& object, Right rig
     if (object.uid == caller.uid && object.permissions.allows(Permissions::Class::kOwner, right)) {
       return true;
     }
-    bool member = std::find(caller.groups.begin(), caller.groups.end(), object.gid) !=
-                  caller.groups.end();
+    bool member =
+        std::find(caller.groups.begin(), caller.groups.end(), object.gid) != caller.groups.end();
     if (member && object.permissions.allows(Permissions::Class::kGroup, right)) return true;
     if (object.permissions.allows(Permissions::Class::kOther, right)) return true;
   }
@@ -72,9 +78,8 @@ Result<void> Authorizer::require(const Caller& caller, const ObjectRef& object, 
     return fail(ErrorCode::kNotFound, std::string(noun) + " not found");
   }
   if (right != Right::kUse && !allows(caller, object, right)) {
-    return fail(ErrorCode::kPermissionDenied, "not authorized to " +
-                                                  std::string(right_name(right)) + " " +
-                                                  std::string(noun));
+    return fail(ErrorCode::kPermissionDenied,
+                "not authorized to " + std::string(right_name(right)) + " " + std::string(noun));
   }
   return {};
 }
@@ -82,15 +87,14 @@ Result<void> Authorizer::require(const Caller& caller, const ObjectRef& object, 
 Result<void> Authorizer::require_create(const Caller& caller, ObjectType type, int64_t gid) {
   ObjectRef target{.type = type, .id = -1, .uid = caller.uid, .gid = gid};
   if (allows(caller, target, Right::kCreate)) return {};
-  return fail(ErrorCode::kPermissionDenied,
-              "not authorized to CREATE " + std::string(acl_name(type)) + " in group " +
-                  std::to_string(gid));
+  return fail(ErrorCode::kPermissionDenied, "not authorized to CREATE " +
+                                                std::string(acl_name(type)) + " in group " +
+                                                std::to_string(gid));
 }
 
 Result<void> Authorizer::require_superuser(const Caller& caller, std::string_view action) {
   if (caller.is_superuser()) return {};
-  return fail(ErrorCode::kPermissionDenied,
-              "only the administrators may " + std::string(action));
+  return fail(ErrorCode::kPermissionDenied, "only the administrators may " + std::string(action));
 }
 
 Result<std::vector<AclRule>> Authorizer::list_rules(const Caller& caller) {
@@ -103,7 +107,8 @@ Result<AclRule> Authorizer::get_rule(const Caller& caller, int64_t id) {
   FAB_TRY(require_superuser(caller, "manage ACL rules"));
   return store_.read_value<AclRule>([&](store::Transaction& tx) -> Result<AclRule> {
     auto record = tx.get(kAclRecordType, id);
-    if (!record) return fail(record.error().code(), "ACL rule " + std::to_string(id) + " not found");
+    if (!record)
+      return fail(record.error().code(), "ACL rule " + std::to_string(id) + " not found");
     return acl_from_record(*record);
   });
 }
@@ -126,7 +131,8 @@ Result<void> Authorizer::delete_rule(const Caller& caller, int64_t id) {
   FAB_TRY(require_superuser(caller, "manage ACL rules"));
   return store_.write([&](store::Transaction& tx) -> Result<void> {
     auto removed = tx.remove(kAclRecordType, id);
-    if (!removed) return fail(removed.error().code(), "ACL rule " + std::to_string(id) + " not found");
+    if (!removed)
+      return fail(removed.error().code(), "ACL rule " + std::to_string(id) + " not found");
     return {};
   });
 }

@@ -17,7 +17,7 @@ struct Caller {
   int64_t gid = -1;
   std::vector<int64_t> groups;  // Primary group first, then secondary groups.
   std::string name;
-  std::string address;          // Peer address, for rate limits and audit.
+  std::string address;  // Peer address, for rate limits and audit.
   int64_t token_id = -1;
 
   // The superuser (uid 0) and members of the admin group (gid 0) bypass every check.

@@ -14,7 +14,8 @@ enum class HashCost { kInteractive, kMinimum };
 
 // Hashes `password` with Argon2id into libsodium's self-describing encoded string.
 // kInternal when memory cannot be allocated.
-Result<std::string> hash_password(std::string_view password, HashCost cost = HashCost::kInteractive);
+Result<std::string> hash_password(std::string_view password,
+                                  HashCost cost = HashCost::kInteractive);
 // True when `password` matches `encoded` (any cost; the encoding carries its parameters).
 bool verify_password(std::string_view encoded, std::string_view password);
 // kInvalidArgument (field "password") unless 8..1024 bytes.

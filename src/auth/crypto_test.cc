@@ -23,8 +23,9 @@ TEST(CryptoTest, TokenSecretsAreLongRandomAndUrlSafe) {
   EXPECT_NE(a, b);
   EXPECT_EQ(a.size(), 47u);
   EXPECT_EQ(a.substr(0, 4), "fab_");
-  EXPECT_EQ(a.find_first_not_of("fab_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"),
-            std::string::npos);
+  EXPECT_EQ(
+      a.find_first_not_of("fab_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"),
+      std::string::npos);
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 

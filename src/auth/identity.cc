@@ -26,8 +26,10 @@ template <typename T, typename Decode, typename Visible>
 Result<Page<T>> list_visible(store::Transaction& tx, std::string_view type,
                              const ListOptions& options, Decode&& decode, Visible&& visible) {
   Page<T> page;
-  store::ListQuery query{.after_id = options.after_id, .limit = std::max<size_t>(options.limit + 1, 64),
-                         .gid = options.gid, .name = options.name};
+  store::ListQuery query{.after_id = options.after_id,
+                         .limit = std::max<size_t>(options.limit + 1, 64),
+                         .gid = options.gid,
+                         .name = options.name};
   while (true) {
     FAB_ASSIGN_OR_RETURN(auto batch, tx.list(type, query));
     for (const auto& record : batch) {
@@ -47,7 +49,10 @@ Result<Page<T>> list_visible(store::Transaction& tx, std::string_view type,
 }  // namespace
 
 ObjectRef object_ref(ObjectType type, const ObjectHeader& header) {
-  return ObjectRef{.type = type, .id = header.id, .uid = header.uid, .gid = header.gid,
+  return ObjectRef{.type = type,
+                   .id = header.id,
+                   .uid = header.uid,
+                   .gid = header.gid,
                    .permissions = header.permissions};
 }
 
@@ -68,33 +73,43 @@ Json Group::to_api_json() const {
 store::Record user_record(const User& user) {
   Json body = user.to_api_json();
   body["password_hash"] = user.password_hash;
-  return store::Record{.type = std::string(kUserType), .id = user.header.id,
-                       .name = user.header.name, .uid = user.header.uid, .gid = user.header.gid,
-                       .state = user.header.state, .key = user.header.name,
-                       .body = dump_json(body), .version = user.version};
+  return store::Record{.type = std::string(kUserType),
+                       .id = user.header.id,
+                       .name = user.header.name,
+                       .uid = user.header.uid,
+                       .gid = user.header.gid,
+                       .state = user.header.state,
+                       .key = user.header.name,
+                       .body = dump_json(body),
+                       .version = user.version};
 }
 
 Result<User> user_from_record(const store::Record& record) {
   FAB_ASSIGN_OR_RETURN(Json body, parse_json(record.body));
   User user;
   FAB_ASSIGN_OR_RETURN(user.header, ObjectHeader::from_json(body));
-  FAB_ASSIGN_OR_RETURN(user.attributes, AttributeTree::from_json(body.value("template", Json::object())));
+  FAB_ASSIGN_OR_RETURN(user.attributes,
+                       AttributeTree::from_json(body.value("template", Json::object())));
   try {
     user.groups = body.at("groups").get<std::vector<int64_t>>();
     user.password_hash = body.at("password_hash").get<std::string>();
   } catch (const std::exception& e) {
-    return fail(ErrorCode::kInternal, "stored user " + std::to_string(record.id) +
-                                          " is malformed: " + e.what());
+    return fail(ErrorCode::kInternal,
+                "stored user " + std::to_string(record.id) + " is malformed: " + e.what());
   }
   user.version = record.version;
   return user;
 }
 
 store::Record group_record(const Group& group) {
-  return store::Record{.type = std::string(kGroupType), .id = group.header.id,
-                       .name = group.header.name, .uid = group.header.uid,
-                       .gid = group.header.gid, .state = group.header.state,
-                       .key = group.header.name, .body = dump_json(group.to_api_json()),
+  return store::Record{.type = std::string(kGroupType),
+                       .id = group.header.id,
+                       .name = group.header.name,
+                       .uid = group.header.uid,
+                       .gid = group.header.gid,
+                       .state = group.header.state,
+                       .key = group.header.name,
+                       .body = dump_json(group.to_api_json()),
                        .version = group.version};
 }
 
@@ -106,6 +121,30 @@ Result<Group> group_from_record(const store::Record& record) {
                        AttributeTree::from_json(body.value("template", Json::object())));
   group.version = record.version;
   return group;
+}
+
+template <typename T, typename Decode>
+Result<T> Identity::load_authorized(store::Transaction& tx, const Caller& caller,
+                                    std::string_view type, ObjectType object_type, int64_t id,
+                                    Right right, Decode&& decode) {
+  std::string noun = std::string(type) + " " + std::to_string(id);
+  auto record = tx.get(type, id);
+  if (!record) return fail(record.error().code(), noun + " not found");
+  FAB_ASSIGN_OR_RETURN(T object, decode(*record));
+  FAB_TRY(authorizer_.require(caller, object_ref(object_type, object.header), right, noun));
+  return object;
+}
+
+Result<User> Identity::load_user(store::Transaction& tx, const Caller& caller, int64_t id,
+                                 Right right) {
+  return load_authorized<User>(tx, caller, kUserType, ObjectType::kUser, id, right,
+                               user_from_record);
+}
+
+Result<Group> Identity::load_group(store::Transaction& tx, const Caller& caller, int64_t id,
+                                   Right right) {
+  return load_authorized<Group>(tx, caller, kGroupType, ObjectType::kGroup, id, right,
+                                group_from_record);
 }
 
 Result<bool> Identity::bootstrapped() {
@@ -125,18 +164,29 @@ Result<bool> Identity::bootstrap(std::string_view admin_password) {
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<bool>([&](store::Transaction& tx) -> Result<bool> {
     if (tx.get(kGroupType, kAdminGroupId)) return false;  // Raced with another bootstrap.
-    for (auto [id, name] : {std::pair<int64_t, const char*>{kAdminGroupId, "admins"},
-                            {kUsersGroupId, "users"}}) {
-      Group g{.header = {.id = id, .name = name, .uid = kSuperuserId, .gid = id,
-                         .permissions = kGroupPermissions, .created_at = now, .updated_at = now}};
+    for (auto [id, name] :
+         {std::pair<int64_t, const char*>{kAdminGroupId, "admins"}, {kUsersGroupId, "users"}}) {
+      Group g{.header = {.id = id,
+                         .name = name,
+                         .uid = kSuperuserId,
+                         .gid = id,
+                         .permissions = kGroupPermissions,
+                         .created_at = now,
+                         .updated_at = now}};
       FAB_TRY(tx.insert(group_record(g)));
     }
-    User admin{.header = {.id = kSuperuserId, .name = "admin", .uid = kSuperuserId,
-                          .gid = kAdminGroupId, .permissions = kUserPermissions,
-                          .state = kUserEnabled, .created_at = now, .updated_at = now},
+    User admin{.header = {.id = kSuperuserId,
+                          .name = "admin",
+                          .uid = kSuperuserId,
+                          .gid = kAdminGroupId,
+                          .permissions = kUserPermissions,
+                          .state = kUserEnabled,
+                          .created_at = now,
+                          .updated_at = now},
                .password_hash = hash};
     FAB_TRY(tx.insert(user_record(admin)));
-    FAB_ASSIGN_OR_RETURN(AclRule rule, AclRule::parse("@1 VM+NET+IMAGE+TEMPLATE+DOCUMENT/* CREATE #0"));
+    FAB_ASSIGN_OR_RETURN(AclRule rule,
+                         AclRule::parse("@1 VM+NET+IMAGE+TEMPLATE+DOCUMENT/* CREATE #0"));
     FAB_ASSIGN_OR_RETURN(rule.id, tx.allocate_id(kAclRecordType));
     FAB_TRY(tx.insert(acl_record(rule)));
     return true;
@@ -173,20 +223,28 @@ Result<User> Identity::create_user(const Caller& caller, const NewUser& request)
     FAB_TRY(require_group_usable(caller, tx, gid));
     std::vector<int64_t> groups;
     for (int64_t g : request.groups) {
-      FAB_TRY(require_group_usable(caller, tx, g).map_error(
-          [](Error e) { return Error(e.code(), e.message(), "groups"); }));
+      FAB_TRY(require_group_usable(caller, tx, g).map_error([](Error e) {
+        return Error(e.code(), e.message(), "groups");
+      }));
       if (g != gid && !contains(groups, g)) groups.push_back(g);
     }
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kUserType));
-    User user{.header = {.id = id, .name = request.name, .uid = id, .gid = gid,
+    User user{.header = {.id = id,
+                         .name = request.name,
+                         .uid = id,
+                         .gid = gid,
                          .permissions = kUserPermissions,
                          .state = request.enabled ? kUserEnabled : kUserDisabled,
-                         .created_at = now, .updated_at = now},
-              .groups = std::move(groups), .password_hash = hash,
-              .attributes = request.attributes, .version = 1};
+                         .created_at = now,
+                         .updated_at = now},
+              .groups = std::move(groups),
+              .password_hash = hash,
+              .attributes = request.attributes,
+              .version = 1};
     auto inserted = tx.insert(user_record(user));
     if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
-      return fail(ErrorCode::kAlreadyExists, "user \"" + request.name + "\" already exists", "name");
+      return fail(ErrorCode::kAlreadyExists, "user \"" + request.name + "\" already exists",
+                  "name");
     }
     FAB_TRY(inserted);
     return user;
@@ -195,11 +253,7 @@ Result<User> Identity::create_user(const Caller& caller, const NewUser& request)
 
 Result<User> Identity::get_user(const Caller& caller, int64_t id) {
   return store_.read_value<User>([&](store::Transaction& tx) -> Result<User> {
-    auto record = tx.get(kUserType, id);
-    if (!record) return fail(record.error().code(), user_noun(id) + " not found");
-    FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
-    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kUser, user.header), Right::kUse,
-                                user_noun(id)));
+    FAB_ASSIGN_OR_RETURN(User user, load_user(tx, caller, id, Right::kUse));
     return user;
   });
 }
@@ -216,11 +270,7 @@ template <typename Fn>
 Result<User> Identity::mutate_user(const Caller& caller, int64_t id, Right right, Fn&& change) {
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<User>([&](store::Transaction& tx) -> Result<User> {
-    auto record = tx.get(kUserType, id);
-    if (!record) return fail(record.error().code(), user_noun(id) + " not found");
-    FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
-    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kUser, user.header), right,
-                                user_noun(id)));
+    FAB_ASSIGN_OR_RETURN(User user, load_user(tx, caller, id, right));
     FAB_TRY(change(tx, user));
     user.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(user.version, tx.update(user_record(user)));
@@ -230,11 +280,7 @@ Result<User> Identity::mutate_user(const Caller& caller, int64_t id, Right right
 
 Result<void> Identity::delete_user(const Caller& caller, int64_t id) {
   return store_.write([&](store::Transaction& tx) -> Result<void> {
-    auto record = tx.get(kUserType, id);
-    if (!record) return fail(record.error().code(), user_noun(id) + " not found");
-    FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
-    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kUser, user.header), Right::kAdmin,
-                                user_noun(id)));
+    FAB_ASSIGN_OR_RETURN(User user, load_user(tx, caller, id, Right::kAdmin));
     if (id == kSuperuserId) {
       return fail(ErrorCode::kFailedPrecondition, "the superuser cannot be deleted");
     }
@@ -250,55 +296,62 @@ Result<void> Identity::delete_user(const Caller& caller, int64_t id) {
 Result<void> Identity::set_password(const Caller& caller, int64_t id, std::string_view password) {
   FAB_TRY(validate_password(password));
   FAB_ASSIGN_OR_RETURN(std::string hash, hash_password(password, cost_));
-  FAB_TRY(mutate_user(caller, id, Right::kManage, [&](store::Transaction&, User& user) -> Result<void> {
-    user.password_hash = hash;
-    return {};
-  }));
+  FAB_TRY(
+      mutate_user(caller, id, Right::kManage, [&](store::Transaction&, User& user) -> Result<void> {
+        user.password_hash = hash;
+        return {};
+      }));
   return {};
 }
 
 Result<User> Identity::set_enabled(const Caller& caller, int64_t id, bool enabled) {
-  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction&, User& user) -> Result<void> {
-    if (id == kSuperuserId && !enabled) {
-      return fail(ErrorCode::kFailedPrecondition, "the superuser cannot be disabled");
-    }
-    user.header.state = enabled ? kUserEnabled : kUserDisabled;
-    return {};
-  });
+  return mutate_user(
+      caller, id, Right::kAdmin, [&](store::Transaction&, User& user) -> Result<void> {
+        if (id == kSuperuserId && !enabled) {
+          return fail(ErrorCode::kFailedPrecondition, "the superuser cannot be disabled");
+        }
+        user.header.state = enabled ? kUserEnabled : kUserDisabled;
+        return {};
+      });
 }
 
 Result<User> Identity::chgrp_user(const Caller& caller, int64_t id, int64_t gid) {
-  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction& tx, User& user) -> Result<void> {
-    if (id == kSuperuserId && gid != kAdminGroupId) {
-      return fail(ErrorCode::kFailedPrecondition, "the superuser stays in the admins group");
-    }
-    FAB_TRY(require_group_usable(caller, tx, gid));
-    std::erase(user.groups, gid);
-    user.header.gid = gid;
-    return {};
-  });
+  return mutate_user(
+      caller, id, Right::kAdmin, [&](store::Transaction& tx, User& user) -> Result<void> {
+        if (id == kSuperuserId && gid != kAdminGroupId) {
+          return fail(ErrorCode::kFailedPrecondition, "the superuser stays in the admins group");
+        }
+        FAB_TRY(require_group_usable(caller, tx, gid));
+        std::erase(user.groups, gid);
+        user.header.gid = gid;
+        return {};
+      });
 }
 
 Result<User> Identity::add_secondary_group(const Caller& caller, int64_t id, int64_t gid) {
-  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction& tx, User& user) -> Result<void> {
-    FAB_TRY(require_group_usable(caller, tx, gid));
-    if (gid != user.header.gid && !contains(user.groups, gid)) user.groups.push_back(gid);
-    return {};
-  });
+  return mutate_user(caller, id, Right::kAdmin,
+                     [&](store::Transaction& tx, User& user) -> Result<void> {
+                       FAB_TRY(require_group_usable(caller, tx, gid));
+                       if (gid != user.header.gid && !contains(user.groups, gid))
+                         user.groups.push_back(gid);
+                       return {};
+                     });
 }
 
 Result<User> Identity::remove_secondary_group(const Caller& caller, int64_t id, int64_t gid) {
-  return mutate_user(caller, id, Right::kAdmin, [&](store::Transaction&, User& user) -> Result<void> {
-    if (gid == user.header.gid) {
-      return fail(ErrorCode::kFailedPrecondition,
-                  "group " + std::to_string(gid) + " is the user's primary group; use chgrp", "gid");
-    }
-    if (!contains(user.groups, gid)) {
-      return fail(ErrorCode::kNotFound, "user is not in group " + std::to_string(gid), "gid");
-    }
-    std::erase(user.groups, gid);
-    return {};
-  });
+  return mutate_user(
+      caller, id, Right::kAdmin, [&](store::Transaction&, User& user) -> Result<void> {
+        if (gid == user.header.gid) {
+          return fail(ErrorCode::kFailedPrecondition,
+                      "group " + std::to_string(gid) + " is the user's primary group; use chgrp",
+                      "gid");
+        }
+        if (!contains(user.groups, gid)) {
+          return fail(ErrorCode::kNotFound, "user is not in group " + std::to_string(gid), "gid");
+        }
+        std::erase(user.groups, gid);
+        return {};
+      });
 }
 
 // Setting an ADMIN bit needs ADMIN on the object, as in OpenNebula.
@@ -312,12 +365,13 @@ static Result<void> check_admin_bits(Authorizer& authorizer, const Caller& calle
 }
 
 Result<User> Identity::chmod_user(const Caller& caller, int64_t id, Permissions permissions) {
-  return mutate_user(caller, id, Right::kManage, [&](store::Transaction&, User& user) -> Result<void> {
-    FAB_TRY(check_admin_bits(authorizer_, caller, object_ref(ObjectType::kUser, user.header),
-                             permissions));
-    user.header.permissions = permissions;
-    return {};
-  });
+  return mutate_user(
+      caller, id, Right::kManage, [&](store::Transaction&, User& user) -> Result<void> {
+        FAB_TRY(check_admin_bits(authorizer_, caller, object_ref(ObjectType::kUser, user.header),
+                                 permissions));
+        user.header.permissions = permissions;
+        return {};
+      });
 }
 
 Result<Group> Identity::create_group(const Caller& caller, const NewGroup& request) {
@@ -327,12 +381,19 @@ Result<Group> Identity::create_group(const Caller& caller, const NewGroup& reque
   return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kGroupType));
     id = std::max<int64_t>(id, 100);  // OpenNebula numbers user-defined groups from 100.
-    Group group{.header = {.id = id, .name = request.name, .uid = caller.uid, .gid = id,
-                           .permissions = kGroupPermissions, .created_at = now, .updated_at = now},
-                .attributes = request.attributes, .version = 1};
+    Group group{.header = {.id = id,
+                           .name = request.name,
+                           .uid = caller.uid,
+                           .gid = id,
+                           .permissions = kGroupPermissions,
+                           .created_at = now,
+                           .updated_at = now},
+                .attributes = request.attributes,
+                .version = 1};
     auto inserted = tx.insert(group_record(group));
     if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
-      return fail(ErrorCode::kAlreadyExists, "group \"" + request.name + "\" already exists", "name");
+      return fail(ErrorCode::kAlreadyExists, "group \"" + request.name + "\" already exists",
+                  "name");
     }
     FAB_TRY(inserted);
     return group;
@@ -341,12 +402,7 @@ Result<Group> Identity::create_group(const Caller& caller, const NewGroup& reque
 
 Result<Group> Identity::get_group(const Caller& caller, int64_t id) {
   return store_.read_value<Group>([&](store::Transaction& tx) -> Result<Group> {
-    auto record = tx.get(kGroupType, id);
-    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
-    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
-    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kGroup, group.header), Right::kUse,
-                                group_noun(id)));
-    return group;
+    return load_group(tx, caller, id, Right::kUse);
   });
 }
 
@@ -362,30 +418,26 @@ Result<Page<Group>> Identity::list_groups(const Caller& caller, const ListOption
 
 Result<std::vector<int64_t>> Identity::group_members(const Caller& caller, int64_t gid) {
   FAB_TRY(get_group(caller, gid));
-  return store_.read_value<std::vector<int64_t>>([&](store::Transaction& tx)
-                                                     -> Result<std::vector<int64_t>> {
-    std::vector<int64_t> members;
-    int64_t after = -1;
-    while (true) {
-      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kUserType, {.after_id = after, .limit = 1000}));
-      for (const auto& r : batch) {
-        FAB_ASSIGN_OR_RETURN(User u, user_from_record(r));
-        if (u.header.gid == gid || contains(u.groups, gid)) members.push_back(u.header.id);
-      }
-      if (batch.size() < 1000) return members;
-      after = batch.back().id;
-    }
-  });
+  return store_.read_value<std::vector<int64_t>>(
+      [&](store::Transaction& tx) -> Result<std::vector<int64_t>> {
+        std::vector<int64_t> members;
+        int64_t after = -1;
+        while (true) {
+          FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kUserType, {.after_id = after, .limit = 1000}));
+          for (const auto& r : batch) {
+            FAB_ASSIGN_OR_RETURN(User u, user_from_record(r));
+            if (u.header.gid == gid || contains(u.groups, gid)) members.push_back(u.header.id);
+          }
+          if (batch.size() < 1000) return members;
+          after = batch.back().id;
+        }
+      });
 }
 
 Result<void> Identity::delete_group(const Caller& caller, int64_t id) {
   FAB_ASSIGN_OR_RETURN(auto members, group_members(caller, id));
   return store_.write([&](store::Transaction& tx) -> Result<void> {
-    auto record = tx.get(kGroupType, id);
-    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
-    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
-    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kGroup, group.header),
-                                Right::kAdmin, group_noun(id)));
+    FAB_ASSIGN_OR_RETURN(Group group, load_group(tx, caller, id, Right::kAdmin));
     if (id == kAdminGroupId || id == kUsersGroupId) {
       return fail(ErrorCode::kFailedPrecondition, "the built-in groups cannot be deleted");
     }
@@ -402,12 +454,9 @@ Result<void> Identity::delete_group(const Caller& caller, int64_t id) {
 Result<Group> Identity::chmod_group(const Caller& caller, int64_t id, Permissions permissions) {
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
-    auto record = tx.get(kGroupType, id);
-    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
-    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
-    auto ref = object_ref(ObjectType::kGroup, group.header);
-    FAB_TRY(authorizer_.require(caller, ref, Right::kManage, group_noun(id)));
-    FAB_TRY(check_admin_bits(authorizer_, caller, ref, permissions));
+    FAB_ASSIGN_OR_RETURN(Group group, load_group(tx, caller, id, Right::kManage));
+    FAB_TRY(check_admin_bits(authorizer_, caller, object_ref(ObjectType::kGroup, group.header),
+                             permissions));
     group.header.permissions = permissions;
     group.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(group.version, tx.update(group_record(group)));
@@ -418,11 +467,7 @@ Result<Group> Identity::chmod_group(const Caller& caller, int64_t id, Permission
 Result<Group> Identity::chown_group(const Caller& caller, int64_t id, int64_t uid) {
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
-    auto record = tx.get(kGroupType, id);
-    if (!record) return fail(record.error().code(), group_noun(id) + " not found");
-    FAB_ASSIGN_OR_RETURN(Group group, group_from_record(*record));
-    FAB_TRY(authorizer_.require(caller, object_ref(ObjectType::kGroup, group.header),
-                                Right::kManage, group_noun(id)));
+    FAB_ASSIGN_OR_RETURN(Group group, load_group(tx, caller, id, Right::kManage));
     FAB_TRY(authorizer_.require_superuser(caller, "change an owner"));
     if (!tx.get(kUserType, uid)) {
       return fail(ErrorCode::kInvalidArgument, user_noun(uid) + " does not exist", "uid");
@@ -453,8 +498,11 @@ Result<Caller> Identity::caller_for(int64_t uid, std::string address) {
     return fail(user.error());
   }
   if (!user->enabled()) return fail(ErrorCode::kUnauthenticated, "user is disabled");
-  Caller caller{.uid = uid, .gid = user->header.gid, .groups = {user->header.gid},
-                .name = user->header.name, .address = std::move(address)};
+  Caller caller{.uid = uid,
+                .gid = user->header.gid,
+                .groups = {user->header.gid},
+                .name = user->header.name,
+                .address = std::move(address)};
   caller.groups.insert(caller.groups.end(), user->groups.begin(), user->groups.end());
   return caller;
 }

@@ -20,7 +20,7 @@ inline constexpr int kUserEnabled = 0;
 inline constexpr int kUserDisabled = 1;
 
 struct User {
-  ObjectHeader header;       // uid is the user's own id; gid its primary group.
+  ObjectHeader header;          // uid is the user's own id; gid its primary group.
   std::vector<int64_t> groups;  // Secondary groups.
   std::string password_hash;
   AttributeTree attributes;
@@ -106,6 +106,12 @@ class Identity {
   Result<Caller> caller_for(int64_t uid, std::string address);
 
  private:
+  // Loads object `id` and requires `right` on it: kNotFound when absent or invisible.
+  template <typename T, typename Decode>
+  Result<T> load_authorized(store::Transaction& tx, const Caller& caller, std::string_view type,
+                            ObjectType object_type, int64_t id, Right right, Decode&& decode);
+  Result<User> load_user(store::Transaction& tx, const Caller& caller, int64_t id, Right right);
+  Result<Group> load_group(store::Transaction& tx, const Caller& caller, int64_t id, Right right);
   template <typename Fn>
   Result<User> mutate_user(const Caller& caller, int64_t id, Right right, Fn&& change);
   Result<void> require_group_usable(const Caller& caller, store::Transaction& tx, int64_t gid);

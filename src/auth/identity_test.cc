@@ -14,8 +14,7 @@ namespace {
 class IdentityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("fabrica-identity-" + random_hex(8));
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-identity-" + random_hex(8));
     std::filesystem::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<Authorizer>(*store_);
@@ -26,7 +25,8 @@ class IdentityTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   Caller make_user(const std::string& name, int64_t gid = kUsersGroupId) {
-    auto u = identity_->create_user(admin_, {.name = name, .password = "password-" + name, .gid = gid});
+    auto u =
+        identity_->create_user(admin_, {.name = name, .password = "password-" + name, .gid = gid});
     EXPECT_TRUE(u) << u.error().message();
     return *identity_->caller_for(u->header.id, "test");
   }
@@ -82,13 +82,15 @@ TEST_F(IdentityTest, UsersManageThemselvesButNotTheirAdminRights) {
   EXPECT_TRUE(identity_->set_password(alice, alice.uid, "a-new-password"));
   EXPECT_EQ(identity_->set_enabled(alice, alice.uid, false).error().code(),
             ErrorCode::kPermissionDenied);
-  EXPECT_EQ(identity_->chgrp_user(alice, alice.uid, 0).error().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(identity_->chgrp_user(alice, alice.uid, 0).error().code(),
+            ErrorCode::kPermissionDenied);
   EXPECT_EQ(identity_->delete_user(alice, alice.uid).error().code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ(identity_->chmod_user(alice, alice.uid, Permissions(0700)).error().code(),
             ErrorCode::kPermissionDenied);
   EXPECT_TRUE(identity_->chmod_user(alice, alice.uid, Permissions(0640)));
-  EXPECT_EQ(identity_->create_user(alice, {.name = "mallory", .password = "password1"}).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(
+      identity_->create_user(alice, {.name = "mallory", .password = "password1"}).error().code(),
+      ErrorCode::kPermissionDenied);
 }
 
 TEST_F(IdentityTest, PaginatesWithACursor) {
@@ -123,14 +125,17 @@ TEST_F(IdentityTest, GroupsLifecycle) {
   ASSERT_TRUE(identity_->chgrp_user(admin_, carol.uid, 1));
   EXPECT_TRUE(identity_->delete_group(admin_, ml->header.id));
   EXPECT_EQ(identity_->create_user(admin_, {.name = "eve", .password = "password1", .gid = 555})
-                .error().field(), "gid");
+                .error()
+                .field(),
+            "gid");
 }
 
 TEST_F(IdentityTest, DisabledUsersCannotAuthenticate) {
   Caller alice = make_user("alice");
   ASSERT_TRUE(identity_->set_enabled(admin_, alice.uid, false));
   EXPECT_EQ(identity_->caller_for(alice.uid, "x").error().code(), ErrorCode::kUnauthenticated);
-  EXPECT_EQ(identity_->set_enabled(admin_, 0, false).error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(identity_->set_enabled(admin_, 0, false).error().code(),
+            ErrorCode::kFailedPrecondition);
   EXPECT_EQ(identity_->delete_user(admin_, 0).error().code(), ErrorCode::kFailedPrecondition);
 }
 
@@ -162,7 +167,8 @@ TEST_F(SessionsTest, TokensAuthenticateUntilExpiryOrRevocation) {
 
   auto second = sessions_->login("admin", "admin-password", "10.0.0.1", {});
   ASSERT_TRUE(sessions_->revoke(admin_, second->token.id));
-  EXPECT_EQ(sessions_->authenticate(second->secret, "x").error().message(), "token has been revoked");
+  EXPECT_EQ(sessions_->authenticate(second->secret, "x").error().message(),
+            "token has been revoked");
   std::string forged = second->secret;
   forged[10] = forged[10] == 'A' ? 'B' : 'A';
   EXPECT_EQ(sessions_->authenticate(forged, "x").error().message(), "invalid token");

@@ -14,15 +14,22 @@ store::Record token_record(const Token& t, const std::string& hash) {
             {"created_at", t.created_at},
             {"expires_at", t.expires_at}};
   if (t.revoked_at) body["revoked_at"] = *t.revoked_at;
-  return store::Record{.type = std::string(kTokenType), .id = t.id, .name = t.name, .uid = t.uid,
-                       .gid = 0, .state = t.revoked_at ? kTokenRevoked : kTokenActive,
-                       .key = hash, .body = dump_json(body)};
+  return store::Record{.type = std::string(kTokenType),
+                       .id = t.id,
+                       .name = t.name,
+                       .uid = t.uid,
+                       .gid = 0,
+                       .state = t.revoked_at ? kTokenRevoked : kTokenActive,
+                       .key = hash,
+                       .body = dump_json(body)};
 }
 
 Result<Token> token_from_record(const store::Record& r) {
   FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
   try {
-    Token t{.id = r.id, .uid = r.uid, .name = r.name,
+    Token t{.id = r.id,
+            .uid = r.uid,
+            .name = r.name,
             .created_at = body.at("created_at").get<int64_t>(),
             .expires_at = body.at("expires_at").get<int64_t>()};
     if (body.contains("revoked_at")) t.revoked_at = body["revoked_at"].get<int64_t>();
@@ -37,7 +44,8 @@ Result<Token> token_from_record(const store::Record& r) {
 Result<void> LoginLimiter::check_one(Failures& failures, size_t limit, Clock::TimePoint now) {
   while (!failures.empty() && failures.front() + limits_.window <= now) failures.pop_front();
   if (failures.size() < limit) return {};
-  auto wait = std::chrono::duration_cast<std::chrono::seconds>(failures.front() + limits_.window - now);
+  auto wait =
+      std::chrono::duration_cast<std::chrono::seconds>(failures.front() + limits_.window - now);
   int seconds = static_cast<int>(std::max<int64_t>(1, wait.count()));
   return fail(Error(ErrorCode::kResourceExhausted,
                     "too many failed logins; try again in " + std::to_string(seconds) + " s")
@@ -63,8 +71,10 @@ void LoginLimiter::record_failure(std::string_view user, std::string_view addres
   it->second.push_back(now);
   // Bound memory: forget entries whose newest failure left the window.
   if (by_pair_.size() > 100000) {
-    std::erase_if(by_pair_, [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
-    std::erase_if(by_address_, [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
+    std::erase_if(by_pair_,
+                  [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
+    std::erase_if(by_address_,
+                  [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
   }
 }
 
@@ -110,7 +120,9 @@ Result<IssuedToken> Sessions::login(std::string_view user, std::string_view pass
   limiter_.record_success(user, address);
   int64_t now = unix_seconds(clock_.now());
   IssuedToken issued{.secret = new_token_secret()};
-  issued.token = Token{.uid = found->header.id, .name = request.name, .created_at = now,
+  issued.token = Token{.uid = found->header.id,
+                       .name = request.name,
+                       .created_at = now,
                        .expires_at = now + request.lifetime.count()};
   std::string hash = sha256_hex(issued.secret);
   FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
@@ -147,21 +159,21 @@ Result<std::vector<Token>> Sessions::list(const Caller& caller, std::optional<in
   if (owner != caller.uid && !caller.is_superuser()) {
     return fail(ErrorCode::kNotFound, "user " + std::to_string(owner) + " not found");
   }
-  return store_.read_value<std::vector<Token>>([&](store::Transaction& tx)
-                                                   -> Result<std::vector<Token>> {
-    std::vector<Token> out;
-    int64_t after = -1;
-    while (true) {
-      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kTokenType, {.after_id = after, .limit = 1000,
-                                                            .uid = owner}));
-      for (const auto& r : batch) {
-        FAB_ASSIGN_OR_RETURN(Token t, token_from_record(r));
-        out.push_back(std::move(t));
-      }
-      if (batch.size() < 1000) return out;
-      after = batch.back().id;
-    }
-  });
+  return store_.read_value<std::vector<Token>>(
+      [&](store::Transaction& tx) -> Result<std::vector<Token>> {
+        std::vector<Token> out;
+        int64_t after = -1;
+        while (true) {
+          FAB_ASSIGN_OR_RETURN(
+              auto batch, tx.list(kTokenType, {.after_id = after, .limit = 1000, .uid = owner}));
+          for (const auto& r : batch) {
+            FAB_ASSIGN_OR_RETURN(Token t, token_from_record(r));
+            out.push_back(std::move(t));
+          }
+          if (batch.size() < 1000) return out;
+          after = batch.back().id;
+        }
+      });
 }
 
 Result<Token> Sessions::revoke(const Caller& caller, int64_t id) {

@@ -45,8 +45,8 @@ Result<void> save_config(const Config& config) {
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) return fail(ErrorCode::kInternal, "cannot write " + tmp.string());
     ::chmod(tmp.c_str(), 0600);
-    out << dump_json(Json{{"endpoint", config.endpoint}, {"token", config.token},
-                          {"user", config.user}})
+    out << dump_json(
+               Json{{"endpoint", config.endpoint}, {"token", config.token}, {"user", config.user}})
         << "\n";
   }
   fs::rename(tmp, path, ec);
@@ -153,8 +153,8 @@ Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
   int64_t id = 0;
   auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
   if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
-  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/" + std::string(collection) + "?name=" +
-                                          client::url_encode(id_or_name)));
+  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/" + std::string(collection) +
+                                          "?name=" + client::url_encode(id_or_name)));
   if (page["items"].empty()) {
     std::string noun(collection);
     noun.pop_back();
@@ -163,13 +163,28 @@ Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
   return page["items"][0]["id"].get<int64_t>();
 }
 
+Result<Json> list_all(client::ApiClient& api, const std::string& target, size_t limit) {
+  Json all = Json::array();
+  std::string cursor;
+  while (all.size() < limit) {
+    FAB_ASSIGN_OR_RETURN(Json page, api.get(target + cursor));
+    for (auto& item : page["items"]) {
+      if (all.size() < limit) all.push_back(std::move(item));
+    }
+    if (page["next_cursor"].is_null()) break;
+    cursor = "&cursor=" + page["next_cursor"].get<std::string>();
+  }
+  return all;
+}
+
 Result<std::string> read_password(const std::optional<std::string>& flag, const char* prompt) {
   if (flag) return *flag;
   if (const char* env = std::getenv("FABRICA_PASSWORD"); env && *env) return std::string(env);
   std::string password;
   if (!::isatty(STDIN_FILENO)) {
     if (!std::getline(std::cin, password)) {
-      return fail(ErrorCode::kInvalidArgument, "no password given (use --password-stdin)", "password");
+      return fail(ErrorCode::kInvalidArgument, "no password given (use --password-stdin)",
+                  "password");
     }
     return password;
   }

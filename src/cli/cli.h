@@ -56,6 +56,8 @@ std::string to_text(const Json& value);
 // Resolves a user or group given by id or by name ("alice") to its id.
 Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
                            const std::string& id_or_name);
+// Follows next_cursor from `target` (which already holds a '?') and returns up to `limit` items.
+Result<Json> list_all(client::ApiClient& api, const std::string& target, size_t limit = SIZE_MAX);
 // Reads a password: the given flag value, else FABRICA_PASSWORD, else a prompt without echo.
 Result<std::string> read_password(const std::optional<std::string>& flag, const char* prompt);
 

@@ -11,16 +11,10 @@ void add_group_commands(CLI::App& app, Context& ctx) {
   group->add_subcommand("list", "List the groups you may see")->callback([&ctx] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      Json all = Json::array();
-      std::string cursor;
-      while (true) {
-        FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/groups?limit=1000" + cursor));
-        for (auto& g : page["items"]) all.push_back(g);
-        if (page["next_cursor"].is_null()) break;
-        cursor = "&cursor=" + page["next_cursor"].get<std::string>();
-      }
-      print_list(ctx, all, {field("ID", "id"), field("NAME", "name"), field("OWNER", "uid"),
-                            field("PERMISSIONS", "permissions"), field("CREATED", "created_at")});
+      FAB_ASSIGN_OR_RETURN(Json all, list_all(api, "/api/v1/groups?limit=1000"));
+      print_list(ctx, all,
+                 {field("ID", "id"), field("NAME", "name"), field("OWNER", "uid"),
+                  field("PERMISSIONS", "permissions"), field("CREATED", "created_at")});
       return {};
     });
   });
@@ -45,8 +39,10 @@ void add_group_commands(CLI::App& app, Context& ctx) {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(Json g, api.post("/api/v1/groups", Json{{"name", *name}}));
-      if (ctx.output == Output::kJson) print_object(ctx, g);
-      else std::cout << "ID: " << g["id"] << std::endl;
+      if (ctx.output == Output::kJson)
+        print_object(ctx, g);
+      else
+        std::cout << "ID: " << g["id"] << std::endl;
       return {};
     });
   });
@@ -71,21 +67,24 @@ void add_acl_commands(CLI::App& app, Context& ctx) {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/acl"));
-      print_list(ctx, page["items"], {field("ID", "id"), field("RULE", "rule"),
-                                      field("USER", "user"), field("RESOURCE", "resource"),
-                                      field("RIGHTS", "rights"), field("ZONE", "zone")});
+      print_list(ctx, page["items"],
+                 {field("ID", "id"), field("RULE", "rule"), field("USER", "user"),
+                  field("RESOURCE", "resource"), field("RIGHTS", "rights"), field("ZONE", "zone")});
       return {};
     });
   });
   auto rule = std::make_shared<std::string>();
-  auto* create = acl->add_subcommand("create", "Create a rule, e.g. \"@100 VM+IMAGE/* USE+MANAGE\"");
+  auto* create =
+      acl->add_subcommand("create", "Create a rule, e.g. \"@100 VM+IMAGE/* USE+MANAGE\"");
   create->add_option("rule", *rule, "USER RESOURCES/ID RIGHTS [ZONE]")->required();
   create->callback([&ctx, rule] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(Json r, api.post("/api/v1/acl", Json{{"rule", *rule}}));
-      if (ctx.output == Output::kJson) print_object(ctx, r);
-      else std::cout << "ID: " << r["id"] << " (" << to_text(r["rule"]) << ")" << std::endl;
+      if (ctx.output == Output::kJson)
+        print_object(ctx, r);
+      else
+        std::cout << "ID: " << r["id"] << " (" << to_text(r["rule"]) << ")" << std::endl;
       return {};
     });
   });
@@ -111,7 +110,8 @@ void add_permission_commands(CLI::App& app, Context& ctx) {
     if (t == "group" || t == "groups") return std::string("groups");
     return fail(ErrorCode::kInvalidArgument, "object type must be user or group", "type");
   };
-  auto* chmod = app.add_subcommand("chmod", "Set an object's permissions, e.g. chmod group 100 640");
+  auto* chmod =
+      app.add_subcommand("chmod", "Set an object's permissions, e.g. chmod group 100 640");
   chmod->add_option("type", *type, "user or group")->required();
   chmod->add_option("object", *target, "Id or name")->required();
   chmod->add_option("permissions", *value, "Octal UMA digits for owner, group, other")->required();
@@ -134,7 +134,8 @@ void add_permission_commands(CLI::App& app, Context& ctx) {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(std::string c, collection(*type));
       if (c == "users") {
-        return fail(ErrorCode::kInvalidArgument, "a user always owns itself; use user chgrp", "type");
+        return fail(ErrorCode::kInvalidArgument, "a user always owns itself; use user chgrp",
+                    "type");
       }
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, c, *target));

@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
   std::string output = "table";
   app.add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.add_option("--endpoint", ctx.endpoint_flag, "Server URL (else FABRICA_ENDPOINT or config)");
-  app.parse_complete_callback([&] { ctx.output = output == "json" ? Output::kJson : Output::kTable; });
+  app.parse_complete_callback(
+      [&] { ctx.output = output == "json" ? Output::kJson : Output::kTable; });
   add_session_commands(app, ctx);
   add_user_commands(app, ctx);
   add_group_commands(app, ctx);

@@ -11,11 +11,23 @@ Result<int64_t> parse_duration(const std::string& text) {
   int64_t unit = 1;
   std::string digits = text;
   switch (text.back()) {
-    case 'd': unit = 86400; digits.pop_back(); break;
-    case 'h': unit = 3600; digits.pop_back(); break;
-    case 'm': unit = 60; digits.pop_back(); break;
-    case 's': digits.pop_back(); break;
-    default: break;
+    case 'd':
+      unit = 86400;
+      digits.pop_back();
+      break;
+    case 'h':
+      unit = 3600;
+      digits.pop_back();
+      break;
+    case 'm':
+      unit = 60;
+      digits.pop_back();
+      break;
+    case 's':
+      digits.pop_back();
+      break;
+    default:
+      break;
   }
   try {
     size_t used = 0;
@@ -23,13 +35,17 @@ Result<int64_t> parse_duration(const std::string& text) {
     if (used != digits.size() || n <= 0) throw std::invalid_argument(text);
     return n * unit;
   } catch (const std::exception&) {
-    return fail(ErrorCode::kInvalidArgument, "durations look like 30d, 12h, 90m or 3600s", "expires");
+    return fail(ErrorCode::kInvalidArgument, "durations look like 30d, 12h, 90m or 3600s",
+                "expires");
   }
 }
 
 std::vector<Column> token_columns() {
-  return {field("ID", "id"), field("NAME", "name"), field("UID", "uid"),
-          field("CREATED", "created_at"), field("EXPIRES", "expires_at"),
+  return {field("ID", "id"),
+          field("NAME", "name"),
+          field("UID", "uid"),
+          field("CREATED", "created_at"),
+          field("EXPIRES", "expires_at"),
           Column{"STATUS", [](const Json& t) {
                    return std::string(t.value("revoked", false) ? "revoked" : "active") +
                           (t.value("current", false) ? " (this session)" : "");
@@ -48,12 +64,14 @@ void add_session_commands(CLI::App& app, Context& ctx) {
   login->add_option("--expires", *expires, "Token lifetime, e.g. 30d, 12h");
   login->callback([&ctx, user, password, expires] {
     ctx.run([&]() -> Result<void> {
-      std::string name = !user->empty() ? *user : !ctx.config.user.empty() ? ctx.config.user : "admin";
+      std::string name = !user->empty()             ? *user
+                         : !ctx.config.user.empty() ? ctx.config.user
+                                                    : "admin";
       FAB_ASSIGN_OR_RETURN(int64_t lifetime, parse_duration(*expires));
       FAB_ASSIGN_OR_RETURN(std::string secret, read_password(*password, "Password: "));
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(Json token, api.login(name, secret, Json{{"name", "cli"},
-                                                                    {"expires_in", lifetime}}));
+      FAB_ASSIGN_OR_RETURN(
+          Json token, api.login(name, secret, Json{{"name", "cli"}, {"expires_in", lifetime}}));
       ctx.config.endpoint = ctx.endpoint();
       ctx.config.token = token["token"].get<std::string>();
       ctx.config.user = name;
@@ -68,7 +86,8 @@ void add_session_commands(CLI::App& app, Context& ctx) {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       auto me = api.get("/api/v1/auth/whoami");
-      if (me) FAB_TRY(api.del("/api/v1/auth/tokens/" + std::to_string((*me)["token_id"].get<int64_t>())));
+      if (me)
+        FAB_TRY(api.del("/api/v1/auth/tokens/" + std::to_string((*me)["token_id"].get<int64_t>())));
       ctx.config.token.clear();
       FAB_TRY(save_config(ctx.config));
       std::cout << "Logged out" << std::endl;
@@ -137,8 +156,10 @@ void add_session_commands(CLI::App& app, Context& ctx) {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(Json t, api.del("/api/v1/auth/tokens/" + std::to_string(*id)));
-      if (ctx.output == Output::kJson) print_object(ctx, t);
-      else std::cout << "Token " << *id << " revoked" << std::endl;
+      if (ctx.output == Output::kJson)
+        print_object(ctx, t);
+      else
+        std::cout << "Token " << *id << " revoked" << std::endl;
       return {};
     });
   });

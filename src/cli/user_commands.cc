@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <iostream>
 
 #include "cli/cli.h"
@@ -6,15 +7,19 @@ namespace fabrica::cli {
 namespace {
 
 std::vector<Column> user_columns() {
-  return {field("ID", "id"), field("NAME", "name"), field("GID", "gid"),
+  return {field("ID", "id"),
+          field("NAME", "name"),
+          field("GID", "gid"),
           field("GROUPS", "groups"),
           Column{"ENABLED", [](const Json& u) { return u.value("enabled", false) ? "yes" : "no"; }},
-          field("PERMISSIONS", "permissions"), field("CREATED", "created_at")};
+          field("PERMISSIONS", "permissions"),
+          field("CREATED", "created_at")};
 }
 
 // Registers "fabrica user VERB ID" posting `body_of()` to /users/ID/SUFFIX.
 void add_user_action(CLI::App* user, Context& ctx, const std::string& verb, const std::string& help,
-                     const std::string& suffix, std::function<Result<Json>(client::ApiClient&)> body_of,
+                     const std::string& suffix,
+                     std::function<Result<Json>(client::ApiClient&)> body_of,
                      std::shared_ptr<std::string> target) {
   auto* cmd = user->add_subcommand(verb, help);
   cmd->add_option("user", *target, "User id or name")->required();
@@ -23,9 +28,12 @@ void add_user_action(CLI::App* user, Context& ctx, const std::string& verb, cons
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "users", *target));
       FAB_ASSIGN_OR_RETURN(Json body, body_of(api));
-      FAB_ASSIGN_OR_RETURN(Json out, api.post("/api/v1/users/" + std::to_string(id) + "/" + suffix, body));
-      if (!out.is_null()) print_object(ctx, out);
-      else std::cout << "OK" << std::endl;
+      FAB_ASSIGN_OR_RETURN(Json out,
+                           api.post("/api/v1/users/" + std::to_string(id) + "/" + suffix, body));
+      if (!out.is_null())
+        print_object(ctx, out);
+      else
+        std::cout << "OK" << std::endl;
       return {};
     });
   });
@@ -45,19 +53,13 @@ void add_user_commands(CLI::App& app, Context& ctx) {
   list->callback([&ctx, filter_group, limit] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      Json all = Json::array();
-      std::string query = "?limit=" + std::to_string(std::min(*limit, 1000));
+      std::string query = "/api/v1/users?limit=" + std::to_string(std::clamp(*limit, 1, 1000));
       if (!filter_group->empty()) {
         FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", *filter_group));
         query += "&gid=" + std::to_string(gid);
       }
-      std::string cursor;
-      while (static_cast<int>(all.size()) < *limit) {
-        FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/users" + query + cursor));
-        for (auto& u : page["items"]) all.push_back(u);
-        if (page["next_cursor"].is_null()) break;
-        cursor = "&cursor=" + page["next_cursor"].get<std::string>();
-      }
+      FAB_ASSIGN_OR_RETURN(Json all,
+                           list_all(api, query, static_cast<size_t>(std::max(*limit, 0))));
       print_list(ctx, all, user_columns());
       return {};
     });
@@ -102,8 +104,10 @@ void add_user_commands(CLI::App& app, Context& ctx) {
       }
       if (!secondary.empty()) body["groups"] = secondary;
       FAB_ASSIGN_OR_RETURN(Json u, api.post("/api/v1/users", body));
-      if (ctx.output == Output::kJson) print_object(ctx, u);
-      else std::cout << "ID: " << u["id"] << std::endl;
+      if (ctx.output == Output::kJson)
+        print_object(ctx, u);
+      else
+        std::cout << "ID: " << u["id"] << std::endl;
       return {};
     });
   });
@@ -121,34 +125,41 @@ void add_user_commands(CLI::App& app, Context& ctx) {
   });
 
   auto passwd_target = std::make_shared<std::string>();
-  add_user_action(user, ctx, "passwd", "Set a user's password", "password",
-                  [password](client::ApiClient&) -> Result<Json> {
-                    FAB_ASSIGN_OR_RETURN(std::string secret, read_password(*password, "New password: "));
-                    return Json{{"password", secret}};
-                  }, passwd_target);
+  add_user_action(
+      user, ctx, "passwd", "Set a user's password", "password",
+      [password](client::ApiClient&) -> Result<Json> {
+        FAB_ASSIGN_OR_RETURN(std::string secret, read_password(*password, "New password: "));
+        return Json{{"password", secret}};
+      },
+      passwd_target);
   user->get_subcommand("passwd")->add_option("--password", *password, "New password");
 
   auto chgrp_target = std::make_shared<std::string>();
   auto new_group = std::make_shared<std::string>();
-  add_user_action(user, ctx, "chgrp", "Change a user's primary group", "chgrp",
-                  [new_group](client::ApiClient& api) -> Result<Json> {
-                    FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", *new_group));
-                    return Json{{"gid", gid}};
-                  }, chgrp_target);
+  add_user_action(
+      user, ctx, "chgrp", "Change a user's primary group", "chgrp",
+      [new_group](client::ApiClient& api) -> Result<Json> {
+        FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", *new_group));
+        return Json{{"gid", gid}};
+      },
+      chgrp_target);
   user->get_subcommand("chgrp")->add_option("group", *new_group, "Group id or name")->required();
 
   auto addgroup_target = std::make_shared<std::string>();
-  add_user_action(user, ctx, "addgroup", "Add a secondary group", "groups",
-                  [new_group](client::ApiClient& api) -> Result<Json> {
-                    FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", *new_group));
-                    return Json{{"gid", gid}};
-                  }, addgroup_target);
+  add_user_action(
+      user, ctx, "addgroup", "Add a secondary group", "groups",
+      [new_group](client::ApiClient& api) -> Result<Json> {
+        FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", *new_group));
+        return Json{{"gid", gid}};
+      },
+      addgroup_target);
   user->get_subcommand("addgroup")->add_option("group", *new_group, "Group id or name")->required();
 
   for (const char* verb : {"enable", "disable"}) {
-    add_user_action(user, ctx, verb, std::string(verb) + " a user", verb,
-                    [](client::ApiClient&) -> Result<Json> { return Json::object(); },
-                    std::make_shared<std::string>());
+    add_user_action(
+        user, ctx, verb, std::string(verb) + " a user", verb,
+        [](client::ApiClient&) -> Result<Json> { return Json::object(); },
+        std::make_shared<std::string>());
   }
 }
 

@@ -38,13 +38,15 @@ Result<std::unique_ptr<HttpClient>> HttpClient::create(std::string_view base_url
   std::string url(base_url);
   while (!url.empty() && url.back() == '/') url.pop_back();
   if (!url.starts_with(kScheme)) {
-    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT", "endpoint");
+    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT",
+                "endpoint");
   }
   std::string hostport = url.substr(kScheme.size());
   auto colon = hostport.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == hostport.size() ||
       hostport.find('/') != std::string::npos) {
-    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT", "endpoint");
+    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT",
+                "endpoint");
   }
   std::string host = hostport.substr(0, colon);
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
@@ -121,8 +123,10 @@ Result<Json> ApiClient::decode(const ClientResponse& response) {
   auto body = parse_json(response.body);
   if (body && body->contains("error") && (*body)["error"].is_object()) {
     const Json& e = (*body)["error"];
-    std::string field = e.value("field", Json(nullptr)).is_string() ? e["field"].get<std::string>() : "";
-    Error error(error_code_from_name(e.value("code", "INTERNAL")), e.value("message", "error"), field);
+    std::string field =
+        e.value("field", Json(nullptr)).is_string() ? e["field"].get<std::string>() : "";
+    Error error(error_code_from_name(e.value("code", "INTERNAL")), e.value("message", "error"),
+                field);
     if (auto retry = response.header("retry-after"); !retry.empty()) {
       error = std::move(error).with_retry_after(std::atoi(retry.c_str()));
     }
@@ -143,8 +147,9 @@ Result<Json> ApiClient::call(std::string_view method, std::string_view target, c
 Result<Json> ApiClient::login(std::string_view user, std::string_view password, const Json& body) {
   std::string credentials = std::string(user) + ":" + std::string(password);
   Headers headers{{"Authorization", "Basic " + auth::base64_encode(credentials)}};
-  FAB_ASSIGN_OR_RETURN(auto response, http_->request("POST", "/api/v1/auth/tokens",
-                                                     body.is_null() ? "" : dump_json(body), headers));
+  FAB_ASSIGN_OR_RETURN(auto response,
+                       http_->request("POST", "/api/v1/auth/tokens",
+                                      body.is_null() ? "" : dump_json(body), headers));
   return decode(response);
 }
 

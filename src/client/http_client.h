@@ -54,7 +54,9 @@ class ApiClient {
       : http_(std::move(http)), token_(std::move(token)) {}
 
   Result<Json> get(std::string_view target) { return call("GET", target, nullptr); }
-  Result<Json> post(std::string_view target, const Json& body) { return call("POST", target, body); }
+  Result<Json> post(std::string_view target, const Json& body) {
+    return call("POST", target, body);
+  }
   Result<Json> del(std::string_view target) { return call("DELETE", target, nullptr); }
   Result<Json> call(std::string_view method, std::string_view target, const Json& body,
                     const Headers& extra = {});

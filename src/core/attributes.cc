@@ -26,8 +26,8 @@ std::string join(const std::string& path, std::string_view name) {
 bool valid_attribute_name(std::string_view name) {
   if (name.empty() || name.size() > AttributeTree::kMaxNameLength) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
 }
 
@@ -39,8 +39,10 @@ Result<AttributeTree> AttributeTree::scalar(const Json& json, const std::string&
   } else if (json.is_number() || json.is_boolean()) {
     leaf.value_ = json.dump();
   } else {
-    return fail(ErrorCode::kInvalidArgument, "attribute value must be a string, number, "
-                "boolean or object", "template/" + path);
+    return fail(ErrorCode::kInvalidArgument,
+                "attribute value must be a string, number, "
+                "boolean or object",
+                "template/" + path);
   }
   if (leaf.value_.size() > kMaxValueLength) {
     return fail(ErrorCode::kInvalidArgument, "attribute value longer than 65536 bytes",

@@ -45,8 +45,8 @@ class AttributeTree {
   friend bool operator==(const AttributeTree&, const AttributeTree&) = default;
 
  private:
-  static Result<AttributeTree> from_json_at(const Json& json, const std::string& path,
-                                            size_t depth, size_t& count);
+  static Result<AttributeTree> from_json_at(const Json& json, const std::string& path, size_t depth,
+                                            size_t& count);
   static Result<AttributeTree> scalar(const Json& json, const std::string& path);
   void sort_children();
 

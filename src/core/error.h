@@ -3,9 +3,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
-
 #include <tl/expected.hpp>
+#include <utility>
 
 namespace fabrica {
 
@@ -79,37 +78,37 @@ inline tl::unexpected<Error> fail(Error error) { return tl::unexpected<Error>(st
 #define FAB_CONCAT(a, b) FAB_CONCAT_INNER(a, b)
 
 // Returns the error of a failed Result from the enclosing function.
-#define FAB_TRY(expr)                                                          \
-  do {                                                                         \
-    auto&& fab_try_result_ = (expr);                                           \
+#define FAB_TRY(expr)                                                                 \
+  do {                                                                                \
+    auto&& fab_try_result_ = (expr);                                                  \
     if (!fab_try_result_) return ::fabrica::fail(std::move(fab_try_result_).error()); \
   } while (0)
 
 // `FAB_ASSIGN_OR_RETURN(auto user, load_user(id));`
 #define FAB_ASSIGN_OR_RETURN(lhs, expr) \
   FAB_ASSIGN_OR_RETURN_IMPL(FAB_CONCAT(fab_result_, __LINE__), lhs, expr)
-#define FAB_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)                 \
-  auto tmp = (expr);                                              \
-  if (!tmp) return ::fabrica::fail(std::move(tmp).error());       \
+#define FAB_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)           \
+  auto tmp = (expr);                                        \
+  if (!tmp) return ::fabrica::fail(std::move(tmp).error()); \
   lhs = std::move(*tmp)
 
 // Coroutine forms.
-#define FAB_CO_TRY(expr)                                                          \
-  do {                                                                            \
-    auto&& fab_try_result_ = (expr);                                              \
+#define FAB_CO_TRY(expr)                                                                 \
+  do {                                                                                   \
+    auto&& fab_try_result_ = (expr);                                                     \
     if (!fab_try_result_) co_return ::fabrica::fail(std::move(fab_try_result_).error()); \
   } while (0)
 #define FAB_CO_ASSIGN_OR_RETURN(lhs, expr) \
   FAB_CO_ASSIGN_OR_RETURN_IMPL(FAB_CONCAT(fab_result_, __LINE__), lhs, expr)
-#define FAB_CO_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)                 \
-  auto tmp = (expr);                                                 \
-  if (!tmp) co_return ::fabrica::fail(std::move(tmp).error());       \
+#define FAB_CO_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)           \
+  auto tmp = (expr);                                           \
+  if (!tmp) co_return ::fabrica::fail(std::move(tmp).error()); \
   lhs = std::move(*tmp)
 
 // Fatal invariant check, always on. Never for external input.
-#define FAB_CHECK(cond)                                                   \
-  do {                                                                    \
-    if (!(cond)) ::fabrica::check_failed(#cond, __FILE__, __LINE__);      \
+#define FAB_CHECK(cond)                                              \
+  do {                                                               \
+    if (!(cond)) ::fabrica::check_failed(#cond, __FILE__, __LINE__); \
   } while (0)
 
 namespace fabrica {

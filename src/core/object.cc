@@ -53,10 +53,14 @@ std::optional<ObjectType> object_type_from_acl_name(std::string_view name) {
 
 std::string_view right_name(Right right) {
   switch (right) {
-    case Right::kUse: return "USE";
-    case Right::kManage: return "MANAGE";
-    case Right::kAdmin: return "ADMIN";
-    case Right::kCreate: return "CREATE";
+    case Right::kUse:
+      return "USE";
+    case Right::kManage:
+      return "MANAGE";
+    case Right::kAdmin:
+      return "ADMIN";
+    case Right::kCreate:
+      return "CREATE";
   }
   return "?";
 }
@@ -80,10 +84,14 @@ Result<Permissions> Permissions::parse_octal(std::string_view octal) {
 bool Permissions::allows(Class who, Right right) const {
   uint16_t digit = (bits_ >> shift_of(who)) & 07;
   switch (right) {
-    case Right::kUse: return digit & 04;
-    case Right::kManage: return digit & 02;
-    case Right::kAdmin: return digit & 01;
-    case Right::kCreate: return false;
+    case Right::kUse:
+      return digit & 04;
+    case Right::kManage:
+      return digit & 02;
+    case Right::kAdmin:
+      return digit & 01;
+    case Right::kCreate:
+      return false;
   }
   return false;
 }
@@ -149,8 +157,8 @@ Result<ObjectHeader> ObjectHeader::from_json(const Json& in) {
     h.updated_at = *updated;
     return h;
   } catch (const std::exception& e) {
-    return fail(ErrorCode::kInternal, std::string("stored object header is malformed: ") +
-                                          e.what());
+    return fail(ErrorCode::kInternal,
+                std::string("stored object header is malformed: ") + e.what());
   }
 }
 
@@ -162,8 +170,8 @@ Result<void> validate_name(std::string_view name) {
   for (char c : name) {
     auto u = static_cast<unsigned char>(c);
     if (u < 0x20 || u > 0x7e || c == '/' || c == '"' || c == '\\') {
-      return fail(ErrorCode::kInvalidArgument,
-                  "may hold printable ASCII only, without / \" or \\", "name");
+      return fail(ErrorCode::kInvalidArgument, "may hold printable ASCII only, without / \" or \\",
+                  "name");
     }
   }
   if (name.front() == ' ' || name.back() == ' ') {

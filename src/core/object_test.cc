@@ -34,9 +34,14 @@ TEST(PermissionsTest, RejectsAnythingButThreeOctalDigits) {
 }
 
 TEST(ObjectHeaderTest, JsonRoundTrip) {
-  ObjectHeader h{.id = 7, .name = "alice", .uid = 7, .gid = 1,
-                 .permissions = Permissions(0600), .state = 1,
-                 .created_at = 1795550297, .updated_at = 1795550298};
+  ObjectHeader h{.id = 7,
+                 .name = "alice",
+                 .uid = 7,
+                 .gid = 1,
+                 .permissions = Permissions(0600),
+                 .state = 1,
+                 .created_at = 1795550297,
+                 .updated_at = 1795550298};
   Json j = Json::object();
   h.to_json(j);
   EXPECT_EQ(j["created_at"], "2026-11-24T19:58:17Z");

@@ -69,7 +69,8 @@ Result<std::pair<std::string, uint16_t>> parse_listen(const std::string& listen)
     return fail(ErrorCode::kInvalidArgument, "must be HOST:PORT", "listen");
   }
   std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   try {
     int port = std::stoi(listen.substr(colon + 1));
     if (port < 0 || port > 65535) throw std::out_of_range("port");
@@ -121,6 +122,25 @@ std::shared_ptr<spdlog::logger> make_access_log(const Options& o) {
   return logger;
 }
 
+// The services of one fabricad over one store, wired as the API needs them.
+struct Wiring {
+  Wiring(store::Store& store, const Clock& clock)
+      : authorizer(store),
+        identity(store, authorizer, clock),
+        limiter(clock),
+        sessions(store, identity, clock, limiter),
+        api(api::Services{.store = store,
+                          .authorizer = authorizer,
+                          .identity = identity,
+                          .sessions = sessions,
+                          .version = kVersion}) {}
+  auth::Authorizer authorizer;
+  auth::Identity identity;
+  auth::LoginLimiter limiter;
+  auth::Sessions sessions;
+  api::Api api;
+};
+
 int fatal(const Error& e) {
   spdlog::critical("{}", e.message());
   return 1;
@@ -147,10 +167,9 @@ int serve(const Options& o) {
   if (!store) return fatal(store.error());
 
   SystemClock clock;
-  auth::Authorizer authorizer(**store);
-  auth::Identity identity(**store, authorizer, clock);
-  auth::LoginLimiter limiter(clock);
-  auth::Sessions sessions(**store, identity, clock, limiter);
+  Wiring wiring(**store, clock);
+  auth::Identity& identity = wiring.identity;
+  api::Api& api = wiring.api;
 
   auto bootstrapped = identity.bootstrapped();
   if (!bootstrapped) return fatal(bootstrapped.error());
@@ -167,11 +186,12 @@ int serve(const Options& o) {
     }
   }
 
-  api::Api api(api::Services{.store = **store, .authorizer = authorizer, .identity = identity,
-                             .sessions = sessions, .version = kVersion});
   size_t threads = o.threads ? o.threads : std::max(2u, std::thread::hardware_concurrency());
-  api::HttpServer server({.host = listen->first, .port = listen->second, .threads = threads,
-                          .body_limit = o.body_limit, .access_log = make_access_log(o)},
+  api::HttpServer server({.host = listen->first,
+                          .port = listen->second,
+                          .threads = threads,
+                          .body_limit = o.body_limit,
+                          .access_log = make_access_log(o)},
                          [&api](const api::HttpRequest& r) { return api.handle(r); });
   auto port = server.listen();
   if (!port) return fatal(port.error());
@@ -194,14 +214,10 @@ int print_route_table() {
   auto store = store::SqliteStore::open(":memory:");
   if (!store) return fatal(store.error());
   SystemClock clock;
-  auth::Authorizer authorizer(**store);
-  auth::Identity identity(**store, authorizer, clock);
-  auth::LoginLimiter limiter(clock);
-  auth::Sessions sessions(**store, identity, clock, limiter);
-  api::Api api(api::Services{.store = **store, .authorizer = authorizer, .identity = identity,
-                             .sessions = sessions, .version = kVersion});
+  Wiring wiring(**store, clock);
   Json routes = Json::array();
-  for (const auto& r : api.routes()) routes.push_back(Json{{"method", r.method}, {"path", r.pattern}});
+  for (const auto& r : wiring.api.routes())
+    routes.push_back(Json{{"method", r.method}, {"path", r.pattern}});
   std::cout << routes.dump(1) << std::endl;
   return 0;
 }

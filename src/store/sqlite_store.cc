@@ -14,7 +14,8 @@ Error sqlite_error(sqlite3* db, int rc, std::string_view what) {
   std::string msg = std::string(what) + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
   int primary = rc & 0xff;
   if (primary == SQLITE_CONSTRAINT) return Error(ErrorCode::kAlreadyExists, msg);
-  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) return Error(ErrorCode::kUnavailable, msg);
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
+    return Error(ErrorCode::kUnavailable, msg);
   return Error(ErrorCode::kInternal, msg);
 }
 
@@ -162,8 +163,9 @@ class SqliteTransaction final : public Transaction {
     FAB_TRY(writable());
     FAB_ASSIGN_OR_RETURN(
         auto stmt,
-        conn_.prepare("INSERT INTO sequences(type, next_id) VALUES (?1, 1) "
-                      "ON CONFLICT(type) DO UPDATE SET next_id = next_id + 1 RETURNING next_id - 1"));
+        conn_.prepare(
+            "INSERT INTO sequences(type, next_id) VALUES (?1, 1) "
+            "ON CONFLICT(type) DO UPDATE SET next_id = next_id + 1 RETURNING next_id - 1"));
     Binder{stmt}(type);
     int rc = sqlite3_step(stmt);
     if (rc != SQLITE_ROW) return fail(sqlite_error(conn_.db(), rc, "allocate id"));
@@ -226,7 +228,8 @@ class SqliteTransaction final : public Transaction {
 
   Result<void> remove(std::string_view type, int64_t id) override {
     FAB_TRY(writable());
-    FAB_ASSIGN_OR_RETURN(auto stmt, conn_.prepare("DELETE FROM objects WHERE type = ?1 AND id = ?2"));
+    FAB_ASSIGN_OR_RETURN(auto stmt,
+                         conn_.prepare("DELETE FROM objects WHERE type = ?1 AND id = ?2"));
     Binder bind{stmt};
     bind(type), bind(id);
     FAB_TRY(step_done(stmt, "delete"));
@@ -258,8 +261,9 @@ class SqliteTransaction final : public Transaction {
     sqlite3_bind_text(stmt, 1, type.data(), static_cast<int>(type.size()), SQLITE_TRANSIENT);
     if (q.uid) sqlite3_bind_int64(stmt, 2, *q.uid);
     if (q.gid) sqlite3_bind_int64(stmt, 3, *q.gid);
-    if (q.name) sqlite3_bind_text(stmt, 4, q.name->data(), static_cast<int>(q.name->size()),
-                                  SQLITE_TRANSIENT);
+    if (q.name)
+      sqlite3_bind_text(stmt, 4, q.name->data(), static_cast<int>(q.name->size()),
+                        SQLITE_TRANSIENT);
     if (q.state) sqlite3_bind_int(stmt, 5, *q.state);
   }
 
@@ -313,13 +317,13 @@ SqliteStore::~SqliteStore() = default;
 
 Result<std::unique_ptr<SqliteConnection>> SqliteStore::connect() {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path_.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path_.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   auto conn = std::make_unique<SqliteConnection>(db);
   if (rc != SQLITE_OK) {
-    return fail(ErrorCode::kUnavailable,
-                "cannot open database " + path_ + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
+    return fail(ErrorCode::kUnavailable, "cannot open database " + path_ + ": " +
+                                             (db ? sqlite3_errmsg(db) : "out of memory"));
   }
   sqlite3_busy_timeout(db, 10000);
   sqlite3_extended_result_codes(db, 1);
@@ -340,9 +344,9 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
 
 Result<void> SqliteStore::migrate() {
   std::lock_guard lock(write_mutex_);
-  FAB_TRY(writer_->exec(
-      "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-      "applied_at INTEGER NOT NULL)"));
+  FAB_TRY(
+      writer_->exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                    "applied_at INTEGER NOT NULL)"));
   int current = schema_version();
   const auto& all = migrations();
   if (current > static_cast<int>(all.size())) {
@@ -355,8 +359,10 @@ Result<void> SqliteStore::migrate() {
     FAB_TRY(writer_->exec("BEGIN IMMEDIATE"));
     auto applied = writer_->exec(all[v - 1].c_str());
     if (applied) {
-      FAB_ASSIGN_OR_RETURN(auto stmt, writer_->prepare(
-          "INSERT INTO schema_migrations(version, applied_at) VALUES (?1, unixepoch())"));
+      FAB_ASSIGN_OR_RETURN(
+          auto stmt,
+          writer_->prepare(
+              "INSERT INTO schema_migrations(version, applied_at) VALUES (?1, unixepoch())"));
       sqlite3_bind_int(stmt, 1, v);
       int rc = sqlite3_step(stmt);
       sqlite3_reset(stmt);
@@ -430,7 +436,8 @@ Result<void> SqliteStore::write(const Work& work) {
 Result<void> SqliteStore::check_integrity() {
   std::lock_guard lock(write_mutex_);
   sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(writer_->db(), "PRAGMA integrity_check", -1, &stmt, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(writer_->db(), "PRAGMA integrity_check", -1, &stmt, nullptr) !=
+      SQLITE_OK) {
     return fail(sqlite_error(writer_->db(), SQLITE_ERROR, "integrity_check"));
   }
   std::string report;

@@ -38,9 +38,9 @@ TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerVersion) {
   { ASSERT_TRUE(SqliteStore::open(path)); }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (999, 0)", nullptr, nullptr,
-                         nullptr),
-            SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (999, 0)", nullptr, nullptr, nullptr),
+      SQLITE_OK);
   sqlite3_close(db);
   auto store = SqliteStore::open(path);
   ASSERT_FALSE(store);

@@ -13,7 +13,7 @@ namespace fabrica::store {
 
 // One stored object: a JSON body plus the indexed columns every query needs.
 struct Record {
-  std::string type;                // "user", "group", "acl", "token", ...
+  std::string type;  // "user", "group", "acl", "token", ...
   int64_t id = -1;
   std::string name;
   int64_t uid = 0;

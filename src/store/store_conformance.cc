@@ -20,8 +20,14 @@ void StoreConformanceTest::TearDown() { std::filesystem::remove_all(dir_); }
 namespace {
 
 Record user(int64_t id, std::string name, int64_t gid = 1) {
-  return Record{.type = "user", .id = id, .name = name, .uid = id, .gid = gid, .state = 0,
-                .key = name, .body = R"({"name":")" + name + R"("})"};
+  return Record{.type = "user",
+                .id = id,
+                .name = name,
+                .uid = id,
+                .gid = gid,
+                .state = 0,
+                .key = name,
+                .body = R"({"name":")" + name + R"("})"};
 }
 
 Result<void> insert_new(Transaction& tx, Record r) {
@@ -39,7 +45,8 @@ TEST_P(StoreConformanceTest, InsertThenGetByIdAndKey) {
   EXPECT_EQ(r->gid, 1);
   EXPECT_EQ(r->version, 1);
   EXPECT_EQ(r->body, R"({"name":"alice"})");
-  auto k = store->read_value<Record>([](Transaction& tx) { return tx.get_by_key("user", "alice"); });
+  auto k =
+      store->read_value<Record>([](Transaction& tx) { return tx.get_by_key("user", "alice"); });
   ASSERT_TRUE(k);
   EXPECT_EQ(k->id, 5);
   auto missing = store->read_value<Record>([](Transaction& tx) { return tx.get("user", 6); });
@@ -161,7 +168,8 @@ TEST_P(StoreConformanceTest, StoresHostileTextLiterally) {
   Record r = user(1, evil);
   r.body = R"({"note":"\u0000 and 'quotes'"})";
   ASSERT_TRUE(store->write([&](Transaction& tx) { return tx.insert(r); }));
-  auto back = store->read_value<Record>([&](Transaction& tx) { return tx.get_by_key("user", evil); });
+  auto back =
+      store->read_value<Record>([&](Transaction& tx) { return tx.get_by_key("user", evil); });
   ASSERT_TRUE(back);
   EXPECT_EQ(back->name, evil);
   EXPECT_EQ(back->body, r.body);
@@ -183,7 +191,8 @@ TEST_P(StoreConformanceTest, CommittedWritesSurviveReopen) {
     ASSERT_TRUE(store->write([](Transaction& tx) { return insert_new(tx, user(0, "alice")); }));
   }
   auto store = open();
-  auto r = store->read_value<Record>([](Transaction& tx) { return tx.get_by_key("user", "alice"); });
+  auto r =
+      store->read_value<Record>([](Transaction& tx) { return tx.get_by_key("user", "alice"); });
   ASSERT_TRUE(r);
   auto next = store->write_value<int64_t>([](Transaction& tx) { return tx.allocate_id("user"); });
   EXPECT_EQ(*next, r->id + 1);

@@ -1,13 +1,12 @@
 #include "testing/daemon_process.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <fcntl.h>
-
 #include <fstream>
 #include <random>
 #include <thread>
@@ -16,7 +15,9 @@ extern char** environ;
 
 namespace fabrica::testing {
 
-std::string binary_path(const std::string& name) { return std::string(FABRICA_BIN_DIR) + "/" + name; }
+std::string binary_path(const std::string& name) {
+  return std::string(FABRICA_BIN_DIR) + "/" + name;
+}
 std::filesystem::path source_dir() { return FABRICA_SOURCE_DIR; }
 
 DaemonProcess::DaemonProcess(std::vector<std::string> extra_args)
@@ -35,8 +36,12 @@ DaemonProcess::~DaemonProcess() {
 
 bool DaemonProcess::start() {
   std::filesystem::remove(data_dir_ / "fabricad.addr");
-  std::vector<std::string> args = {binary_path("fabricad"), "--data-dir", data_dir_.string(),
-                                   "--listen", "127.0.0.1:0", "--access-log",
+  std::vector<std::string> args = {binary_path("fabricad"),
+                                   "--data-dir",
+                                   data_dir_.string(),
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--access-log",
                                    (data_dir_ / "access.log").string()};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;

@@ -29,7 +29,8 @@ class ApiTest : public ::testing::Test {
   client::ApiClient admin() { return daemon_->login(); }
 
   // Creates a user (unique name per call) and returns a client logged in as them.
-  std::pair<int64_t, client::ApiClient> new_user(const std::string& prefix, Json extra = Json::object()) {
+  std::pair<int64_t, client::ApiClient> new_user(const std::string& prefix,
+                                                 Json extra = Json::object()) {
     static std::atomic<int> counter{0};
     std::string name = prefix + std::to_string(counter++);
     Json body{{"name", name}, {"password", "password-" + name}};
@@ -86,8 +87,10 @@ TEST_F(ApiTest, VersionReportsApiAndSchema) {
 
 TEST_F(ApiTest, UserLifecycleOverHttp) {
   auto api = admin();
-  auto created = api.post("/api/v1/users", Json{{"name", "carol"}, {"password", "carol-password"},
-                                                {"template", {{"SSH_PUBLIC_KEY", "ssh-ed25519 AAA"}}}});
+  auto created =
+      api.post("/api/v1/users", Json{{"name", "carol"},
+                                     {"password", "carol-password"},
+                                     {"template", {{"SSH_PUBLIC_KEY", "ssh-ed25519 AAA"}}}});
   ASSERT_TRUE(created) << created.error().message();
   int64_t id = (*created)["id"];
   EXPECT_FALSE(created->contains("password_hash"));
@@ -107,9 +110,11 @@ TEST_F(ApiTest, UserLifecycleOverHttp) {
   EXPECT_TRUE(carol.get("/api/v1/users/" + std::to_string(id)));
   ASSERT_TRUE(api.post("/api/v1/users/" + std::to_string(id) + "/password",
                        Json{{"password", "carol-new-password"}}));
-  EXPECT_EQ(daemon_->http()->request("POST", "/api/v1/auth/tokens", "",
-                                     {{"Authorization", "Basic Y2Fyb2w6Y2Fyb2wtcGFzc3dvcmQ="}})
-                ->status, 401);
+  EXPECT_EQ(daemon_->http()
+                ->request("POST", "/api/v1/auth/tokens", "",
+                          {{"Authorization", "Basic Y2Fyb2w6Y2Fyb2wtcGFzc3dvcmQ="}})
+                ->status,
+            401);
   ASSERT_TRUE(api.post("/api/v1/users/" + std::to_string(id) + "/disable", Json::object()));
   auto disabled = carol.get("/api/v1/users/" + std::to_string(id));
   EXPECT_EQ(disabled.error().code(), ErrorCode::kUnauthenticated);
@@ -134,12 +139,15 @@ TEST_F(ApiTest, ATenantCannotSeeOrTouchAnotherTenantsObjects) {
   EXPECT_EQ(a.get(g2_path).error().code(), ErrorCode::kNotFound);
   EXPECT_EQ(a.post(b_path + "/password", Json{{"password", "hijacked-pass"}}).error().code(),
             ErrorCode::kNotFound);
-  EXPECT_EQ(a.post(b_path + "/chmod", Json{{"permissions", "666"}}).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(a.post(b_path + "/chmod", Json{{"permissions", "666"}}).error().code(),
+            ErrorCode::kNotFound);
   EXPECT_EQ(a.del(b_path).error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(a.post(g2_path + "/chmod", Json{{"permissions", "666"}}).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(a.post(g2_path + "/chmod", Json{{"permissions", "666"}}).error().code(),
+            ErrorCode::kNotFound);
   EXPECT_EQ(a.del(g2_path).error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(a.post("/api/v1/users/" + std::to_string(a_id) + "/groups", Json{{"gid", g2}}).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(
+      a.post("/api/v1/users/" + std::to_string(a_id) + "/groups", Json{{"gid", g2}}).error().code(),
+      ErrorCode::kPermissionDenied);
   // Lists hold only what the caller may see.
   auto users = a.get("/api/v1/users?limit=1000");
   std::set<int64_t> ids;
@@ -151,17 +159,20 @@ TEST_F(ApiTest, ATenantCannotSeeOrTouchAnotherTenantsObjects) {
   auto by_name = a.get("/api/v1/users?name=" + (*admin().get(b_path))["name"].get<std::string>());
   EXPECT_TRUE((*by_name)["items"].empty());
   // Tokens: a cannot list or revoke b's.
-  EXPECT_EQ(a.get("/api/v1/auth/tokens?uid=" + std::to_string(b_id)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(a.get("/api/v1/auth/tokens?uid=" + std::to_string(b_id)).error().code(),
+            ErrorCode::kNotFound);
   auto b_tokens = b.get("/api/v1/auth/tokens");
   int64_t b_token = (*b_tokens)["items"][0]["id"];
-  EXPECT_EQ(a.del("/api/v1/auth/tokens/" + std::to_string(b_token)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(a.del("/api/v1/auth/tokens/" + std::to_string(b_token)).error().code(),
+            ErrorCode::kNotFound);
   EXPECT_TRUE(b.get("/api/v1/users/" + std::to_string(b_id)));
   // ACLs are the administrators' alone.
   EXPECT_EQ(a.get("/api/v1/acl").error().code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ(a.post("/api/v1/acl", Json{{"rule", "* USER/* USE+MANAGE+ADMIN"}}).error().code(),
             ErrorCode::kPermissionDenied);
-  EXPECT_EQ(a.post("/api/v1/users", Json{{"name", "sneaky"}, {"password", "password1"}}).error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(
+      a.post("/api/v1/users", Json{{"name", "sneaky"}, {"password", "password1"}}).error().code(),
+      ErrorCode::kPermissionDenied);
 }
 
 TEST_F(ApiTest, AclRulesGrantAccessAtOnceAndRevokeItAtOnce) {
@@ -174,7 +185,8 @@ TEST_F(ApiTest, AclRulesGrantAccessAtOnceAndRevokeItAtOnce) {
   auto rule = api.post("/api/v1/acl", Json{{"rule", "@" + std::to_string(gid) + " USER/@" +
                                                         std::to_string(gid) + " USE"}});
   ASSERT_TRUE(rule) << rule.error().message();
-  EXPECT_EQ((*rule)["rule"], "@" + std::to_string(gid) + " USER/@" + std::to_string(gid) + " USE #0");
+  EXPECT_EQ((*rule)["rule"],
+            "@" + std::to_string(gid) + " USER/@" + std::to_string(gid) + " USE #0");
   EXPECT_TRUE(x.get(y_path));
   // Seeing is not managing.
   EXPECT_EQ(x.post(y_path + "/password", Json{{"password", "other-password"}}).error().code(),
@@ -185,7 +197,8 @@ TEST_F(ApiTest, AclRulesGrantAccessAtOnceAndRevokeItAtOnce) {
                                               {"resource", (*rule)["resource"]},
                                               {"rights", "2"}});
   ASSERT_TRUE(numeric) << numeric.error().message();
-  EXPECT_EQ((*numeric)["rule"], "@" + std::to_string(gid) + " USER/@" + std::to_string(gid) + " MANAGE #0");
+  EXPECT_EQ((*numeric)["rule"],
+            "@" + std::to_string(gid) + " USER/@" + std::to_string(gid) + " MANAGE #0");
   EXPECT_TRUE(x.post(y_path + "/password", Json{{"password", "other-password"}}));
   ASSERT_TRUE(api.del("/api/v1/acl/" + std::to_string((*rule)["id"].get<int64_t>())));
   ASSERT_TRUE(api.del("/api/v1/acl/" + std::to_string((*numeric)["id"].get<int64_t>())));
@@ -211,13 +224,16 @@ TEST_F(ApiTest, ChmodSharesAnObjectWithItsGroup) {
   auto owned = api.post("/api/v1/groups/" + std::to_string(gid) + "/chown", Json{{"uid", p_id}});
   ASSERT_TRUE(owned);
   EXPECT_EQ((*owned)["uid"], p_id);
-  EXPECT_EQ(p.post("/api/v1/groups/" + std::to_string(gid) + "/chown", Json{{"uid", q_id}}).error().code(),
+  EXPECT_EQ(p.post("/api/v1/groups/" + std::to_string(gid) + "/chown", Json{{"uid", q_id}})
+                .error()
+                .code(),
             ErrorCode::kPermissionDenied);
 }
 
 TEST_F(ApiTest, ListsPaginateWithCursorAndLimit) {
   auto api = admin();
-  for (int i = 0; i < 12; ++i) ASSERT_TRUE(api.post("/api/v1/groups", Json{{"name", "page-" + std::to_string(i)}}));
+  for (int i = 0; i < 12; ++i)
+    ASSERT_TRUE(api.post("/api/v1/groups", Json{{"name", "page-" + std::to_string(i)}}));
   std::vector<std::string> names;
   std::string target = "/api/v1/groups?limit=5";
   for (int guard = 0; guard < 20; ++guard) {
@@ -277,8 +293,10 @@ TEST_F(ApiTest, OpenApiDocumentDescribesEveryServedRoute) {
   std::regex path_re(R"(^  (/[^:]*):\s*$)"), method_re(R"(^    (get|post|put|patch|delete):\s*$)");
   std::smatch m;
   while (std::getline(lines, line)) {
-    if (std::regex_match(line, m, path_re)) current = m[1];
-    else if (!current.empty() && std::regex_match(line, m, method_re)) documented[current].insert(m[1]);
+    if (std::regex_match(line, m, path_re))
+      current = m[1];
+    else if (!current.empty() && std::regex_match(line, m, method_re))
+      documented[current].insert(m[1]);
   }
   FILE* pipe = popen((testing::binary_path("fabricad") + " --print-routes").c_str(), "r");
   ASSERT_NE(pipe, nullptr);

@@ -68,7 +68,8 @@ TEST_F(BadInputTest, MalformedBodiesGetAClearErrorAndChangeNothing) {
       {"/api/v1/users", R"({"name": "bob", "password": "password1", "gid": 424242})", "gid"},
       {"/api/v1/users", "{\"name\": \"b\xff\xfe\", \"password\": \"password1\"}", ""},
       {"/api/v1/users", R"({"name": "bell\u0007", "password": "password1"})", "name"},
-      {"/api/v1/users", R"({"name": ")" + std::string(129, 'n') + R"(", "password": "password1"})", "name"},
+      {"/api/v1/users", R"({"name": ")" + std::string(129, 'n') + R"(", "password": "password1"})",
+       "name"},
       {"/api/v1/users", R"({"name": "ok", "password": "password1", "template": {"bad key": "v"}})",
        "template/bad key"},
       {"/api/v1/groups", R"({"name": "a/b"})", "name"},
@@ -137,8 +138,9 @@ TEST_F(BadInputTest, ExpiredRevokedAndForgedTokensAre401) {
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message().find("expired"), std::string::npos);
 
-  for (const std::string& forged : {auth::new_token_secret(), std::string("fab_short"),
-                                    std::string(5000, 'a'), std::string("fab_") + std::string(43, '*')}) {
+  for (const std::string& forged :
+       {auth::new_token_secret(), std::string("fab_short"), std::string(5000, 'a'),
+        std::string("fab_") + std::string(43, '*')}) {
     client::ApiClient bad(daemon_->http(), forged);
     EXPECT_EQ(bad.get("/api/v1/users").error().code(), ErrorCode::kUnauthenticated);
   }

@@ -27,9 +27,10 @@ class CliTest : public ::testing::Test {
   }
 
   CliResult fabrica(const std::string& args, const std::string& env = "") {
-    std::string cmd = "env -u FABRICA_TOKEN -u FABRICA_ENDPOINT -u FABRICA_PASSWORD -u XDG_CONFIG_HOME HOME=" +
-                      home_.string() + " " + env + " " + testing::binary_path("fabrica") + " " +
-                      args + " 2>&1 </dev/null";
+    std::string cmd =
+        "env -u FABRICA_TOKEN -u FABRICA_ENDPOINT -u FABRICA_PASSWORD -u XDG_CONFIG_HOME HOME=" +
+        home_.string() + " " + env + " " + testing::binary_path("fabrica") + " " + args +
+        " 2>&1 </dev/null";
     FILE* pipe = popen(cmd.c_str(), "r");
     std::string out;
     char buf[4096];
@@ -43,13 +44,13 @@ class CliTest : public ::testing::Test {
 };
 
 TEST_F(CliTest, QuickstartFlowFromTheReadme) {
-  auto login = fabrica("--endpoint " + daemon_.url() + " login --password " +
-                       DaemonProcess::kAdminPassword);
+  auto login =
+      fabrica("--endpoint " + daemon_.url() + " login --password " + DaemonProcess::kAdminPassword);
   ASSERT_EQ(login.exit_code, 0) << login.out;
   EXPECT_NE(login.out.find("as admin"), std::string::npos);
   auto config = home_ / ".config/fabrica/config.json";
   ASSERT_TRUE(std::filesystem::exists(config));
-  struct stat st{};
+  struct stat st {};
   ::stat(config.c_str(), &st);
   EXPECT_EQ(st.st_mode & 0777, 0600);
 
@@ -87,8 +88,10 @@ TEST_F(CliTest, QuickstartFlowFromTheReadme) {
 }
 
 TEST_F(CliTest, AdministratorCommands) {
-  ASSERT_EQ(fabrica("--endpoint " + daemon_.url() + " login --password " +
-                    DaemonProcess::kAdminPassword).exit_code, 0);
+  ASSERT_EQ(
+      fabrica("--endpoint " + daemon_.url() + " login --password " + DaemonProcess::kAdminPassword)
+          .exit_code,
+      0);
   ASSERT_EQ(fabrica("group create acme-ml").exit_code, 0);
   ASSERT_EQ(fabrica("user create carol --password carol-password --group acme-ml").exit_code, 0);
   auto show = fabrica("group show acme-ml -o json");
@@ -113,8 +116,8 @@ TEST_F(CliTest, AdministratorCommands) {
   ASSERT_EQ(fabrica("user disable carol").exit_code, 0);
   auto tokens = fabrica("token list");
   EXPECT_NE(tokens.out.find("this session"), std::string::npos) << tokens.out;
-  auto created = fabrica("token create --name ci --expires 1h", "FABRICA_PASSWORD=" +
-                         std::string(DaemonProcess::kAdminPassword));
+  auto created = fabrica("token create --name ci --expires 1h",
+                         "FABRICA_PASSWORD=" + std::string(DaemonProcess::kAdminPassword));
   ASSERT_EQ(created.exit_code, 0) << created.out;
   EXPECT_NE(created.out.find("fab_"), std::string::npos);
   ASSERT_EQ(fabrica("user delete carol").exit_code, 0);

@@ -81,7 +81,8 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesKill9) {
   ASSERT_TRUE(daemon.start()) << daemon.log();
   auto api = daemon.login();
   auto present = all_group_names(api);
-  for (const auto& name : acked) EXPECT_TRUE(present.contains(name)) << name << " was acknowledged but lost";
+  for (const auto& name : acked)
+    EXPECT_TRUE(present.contains(name)) << name << " was acknowledged but lost";
   auto shared = api.get("/api/v1/groups/" + std::to_string(shared_gid));
   ASSERT_TRUE(shared);
   std::string mode = (*shared)["permissions"];
@@ -90,7 +91,8 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesKill9) {
 
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2((daemon.data_dir() / "fabrica.db").c_str(), &db, SQLITE_OPEN_READONLY,
-                            nullptr), SQLITE_OK);
+                            nullptr),
+            SQLITE_OK);
   sqlite3_stmt* stmt = nullptr;
   ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &stmt, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
