@@ -119,11 +119,12 @@ Result<IssuedToken> Sessions::login(std::string_view user, std::string_view pass
   }
   limiter_.record_success(user, address);
   int64_t now = unix_seconds(clock_.now());
-  IssuedToken issued{.secret = new_token_secret()};
-  issued.token = Token{.uid = found->header.id,
-                       .name = request.name,
-                       .created_at = now,
-                       .expires_at = now + request.lifetime.count()};
+  IssuedToken issued;
+  issued.secret = new_token_secret();
+  issued.token.uid = found->header.id;
+  issued.token.name = request.name;
+  issued.token.created_at = now;
+  issued.token.expires_at = now + request.lifetime.count();
   std::string hash = sha256_hex(issued.secret);
   FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(issued.token.id, tx.allocate_id(kTokenType));
