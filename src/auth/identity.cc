@@ -488,23 +488,27 @@ Result<User> Identity::find_user_by_name(std::string_view name) {
 }
 
 Result<Caller> Identity::caller_for(int64_t uid, std::string address) {
-  auto user = store_.read_value<User>([&](store::Transaction& tx) -> Result<User> {
-    FAB_ASSIGN_OR_RETURN(auto record, tx.get(kUserType, uid));
-    return user_from_record(record);
-  });
-  if (!user) {
-    if (user.error().code() == ErrorCode::kNotFound) {
+  return store_.read_value<Caller>(
+      [&](store::Transaction& tx) { return caller_in(tx, uid, std::move(address)); });
+}
+
+Result<Caller> Identity::caller_in(store::Transaction& tx, int64_t uid, std::string address) {
+  auto record = tx.get(kUserType, uid);
+  if (!record) {
+    if (record.error().code() == ErrorCode::kNotFound) {
       return fail(ErrorCode::kUnauthenticated, "the token's user no longer exists");
     }
-    return fail(user.error());
+    return fail(record.error());
   }
-  if (!user->enabled()) return fail(ErrorCode::kUnauthenticated, "user is disabled");
-  Caller caller{.uid = uid,
-                .gid = user->header.gid,
-                .groups = {user->header.gid},
-                .name = user->header.name,
-                .address = std::move(address)};
-  caller.groups.insert(caller.groups.end(), user->groups.begin(), user->groups.end());
+  FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
+  if (!user.enabled()) return fail(ErrorCode::kUnauthenticated, "user is disabled");
+  Caller caller;
+  caller.uid = uid;
+  caller.gid = user.header.gid;
+  caller.groups = {user.header.gid};
+  caller.groups.insert(caller.groups.end(), user.groups.begin(), user.groups.end());
+  caller.name = user.header.name;
+  caller.address = std::move(address);
   return caller;
 }
 

@@ -104,6 +104,8 @@ class Identity {
   Result<User> find_user_by_name(std::string_view name);
   // The Caller for user `uid`, kUnauthenticated when absent or disabled.
   Result<Caller> caller_for(int64_t uid, std::string address);
+  // The same inside a caller's transaction.
+  Result<Caller> caller_in(store::Transaction& tx, int64_t uid, std::string address);
 
  private:
   // Loads object `id` and requires `right` on it: kNotFound when absent or invisible.

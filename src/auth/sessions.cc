@@ -133,26 +133,50 @@ Result<IssuedToken> Sessions::login(std::string_view user, std::string_view pass
   return issued;
 }
 
+Result<Sessions::CachedCaller> Sessions::load_caller(const std::string& hash) {
+  CachedCaller entry{.generation = store_.write_generation()};
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    auto record = tx.get_by_key(kTokenType, hash);
+    if (!record) {
+      if (record.error().code() == ErrorCode::kNotFound) {
+        return fail(ErrorCode::kUnauthenticated, "invalid token");
+      }
+      return fail(record.error());
+    }
+    FAB_ASSIGN_OR_RETURN(Token token, token_from_record(*record));
+    if (token.revoked_at) return fail(ErrorCode::kUnauthenticated, "token has been revoked");
+    FAB_ASSIGN_OR_RETURN(entry.caller, identity_.caller_in(tx, token.uid, ""));
+    entry.caller.token_id = token.id;
+    entry.expires_at = token.expires_at;
+    return {};
+  }));
+  return entry;
+}
+
 Result<Caller> Sessions::authenticate(std::string_view secret, std::string address) {
   if (secret.size() != 47 || secret.substr(0, 4) != "fab_") {
     return fail(ErrorCode::kUnauthenticated, "invalid token");
   }
-  auto record = store_.read_value<store::Record>(
-      [&](store::Transaction& tx) { return tx.get_by_key(kTokenType, sha256_hex(secret)); });
-  if (!record) {
-    if (record.error().code() == ErrorCode::kNotFound) {
-      return fail(ErrorCode::kUnauthenticated, "invalid token");
+  std::string hash = sha256_hex(secret);
+  std::optional<CachedCaller> entry;
+  {
+    std::lock_guard lock(cache_mutex_);
+    auto it = cache_.find(hash);
+    if (it != cache_.end() && it->second.generation == store_.write_generation()) {
+      entry = it->second;
     }
-    return fail(record.error());
   }
-  FAB_ASSIGN_OR_RETURN(Token token, token_from_record(*record));
-  if (token.revoked_at) return fail(ErrorCode::kUnauthenticated, "token has been revoked");
-  if (token.expires_at <= unix_seconds(clock_.now())) {
+  if (!entry) {
+    FAB_ASSIGN_OR_RETURN(entry, load_caller(hash));
+    std::lock_guard lock(cache_mutex_);
+    if (cache_.size() >= 10000) cache_.clear();
+    cache_[hash] = *entry;
+  }
+  if (entry->expires_at <= unix_seconds(clock_.now())) {
     return fail(ErrorCode::kUnauthenticated, "token has expired");
   }
-  FAB_ASSIGN_OR_RETURN(Caller caller, identity_.caller_for(token.uid, std::move(address)));
-  caller.token_id = token.id;
-  return caller;
+  entry->caller.address = std::move(address);
+  return std::move(entry->caller);
 }
 
 Result<std::vector<Token>> Sessions::list(const Caller& caller, std::optional<int64_t> uid) {

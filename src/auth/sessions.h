@@ -6,6 +6,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "auth/identity.h"
@@ -61,6 +62,9 @@ struct TokenRequest {
 };
 
 // Bearer tokens: issue on password login, authenticate, list, revoke. Thread-safe.
+// Authenticated callers are cached per token hash and tagged with the store's write
+// generation: any committed write (a revocation, a disabled user, a group change) retires
+// every entry, so the cache never answers with stale identity.
 class Sessions {
  public:
   static constexpr std::chrono::seconds kMaxLifetime{std::chrono::hours(24 * 366)};
@@ -82,10 +86,19 @@ class Sessions {
   Result<Token> revoke(const Caller& caller, int64_t id);
 
  private:
+  struct CachedCaller {
+    Caller caller;
+    int64_t expires_at = 0;
+    uint64_t generation = 0;
+  };
+  Result<CachedCaller> load_caller(const std::string& hash);
+
   store::Store& store_;
   Identity& identity_;
   const Clock& clock_;
   LoginLimiter& limiter_;
+  std::mutex cache_mutex_;
+  std::unordered_map<std::string, CachedCaller> cache_;
 };
 
 inline constexpr std::string_view kTokenType = "token";

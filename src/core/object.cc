@@ -1,7 +1,9 @@
 #include "core/object.h"
 
 #include <array>
-#include <ctime>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
 
 namespace fabrica {
 namespace {
@@ -112,21 +114,42 @@ std::string Permissions::letters(Class who) const {
   return out;
 }
 
+// Civil-date arithmetic from <chrono>: no locale, time zone or global lock on the hot path of
+// every object serialised.
 std::string format_time(int64_t unix_seconds) {
-  std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
+  using namespace std::chrono;
+  sys_seconds tp{seconds{unix_seconds}};
+  auto day = floor<days>(tp);
+  year_month_day ymd{day};
+  hh_mm_ss hms{tp - day};
   char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02dZ", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
+                static_cast<int>(hms.seconds().count()));
   return buf;
 }
 
 std::optional<int64_t> parse_time(std::string_view text) {
-  std::tm tm{};
-  std::string s(text);
-  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (end == nullptr || *end != '\0') return std::nullopt;
-  return static_cast<int64_t>(timegm(&tm));
+  // Exactly "YYYY-MM-DDTHH:MM:SSZ".
+  if (text.size() != 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' ||
+      text[16] != ':' || text[19] != 'Z') {
+    return std::nullopt;
+  }
+  auto number = [&](size_t pos, size_t len) -> std::optional<int> {
+    int value = 0;
+    auto [ptr, ec] = std::from_chars(text.data() + pos, text.data() + pos + len, value);
+    if (ec != std::errc() || ptr != text.data() + pos + len) return std::nullopt;
+    return value;
+  };
+  auto y = number(0, 4), mo = number(5, 2), d = number(8, 2);
+  auto h = number(11, 2), mi = number(14, 2), sec = number(17, 2);
+  if (!y || !mo || !d || !h || !mi || !sec || *h > 23 || *mi > 59 || *sec > 60) return std::nullopt;
+  using namespace std::chrono;
+  year_month_day ymd{year{*y}, month{static_cast<unsigned>(*mo)}, day{static_cast<unsigned>(*d)}};
+  if (!ymd.ok()) return std::nullopt;
+  sys_seconds tp = sys_days{ymd} + hours{*h} + minutes{*mi} + seconds{*sec};
+  return tp.time_since_epoch().count();
 }
 
 void ObjectHeader::to_json(Json& out) const {

@@ -53,6 +53,17 @@ TEST(ObjectHeaderTest, JsonRoundTrip) {
   EXPECT_EQ(back->updated_at, h.updated_at);
 }
 
+TEST(TimeTest, FormatsAndParsesRfc3339Utc) {
+  EXPECT_EQ(format_time(0), "1970-01-01T00:00:00Z");
+  EXPECT_EQ(format_time(951782400), "2000-02-29T00:00:00Z");
+  EXPECT_EQ(parse_time("2000-02-29T00:00:00Z"), 951782400);
+  EXPECT_EQ(parse_time(format_time(1795550297)), 1795550297);
+  for (const char* bad : {"", "2026-02-30T00:00:00Z", "2026-11-24 19:58:17Z",
+                          "2026-11-24T25:00:00Z", "2026-11-24T19:58:17", "2026-1x-24T19:58:17Z"}) {
+    EXPECT_EQ(parse_time(bad), std::nullopt) << bad;
+  }
+}
+
 TEST(ObjectTypeTest, AclNamesMatchOpenNebulaBits) {
   EXPECT_EQ(static_cast<uint64_t>(ObjectType::kVm), 0x1000000000ULL);
   EXPECT_EQ(static_cast<uint64_t>(ObjectType::kUser), 0x10000000000ULL);

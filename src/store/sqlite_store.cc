@@ -336,6 +336,14 @@ Result<std::unique_ptr<SqliteConnection>> SqliteStore::connect() {
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
                                                        SqliteOptions options) {
+  // Before SQLite initialises: no global memory-statistics mutex (every SQLite allocation
+  // would take it), and no per-connection mutexes (each connection serves one thread).
+  static const bool configured = [] {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    return true;
+  }();
+  (void)configured;
   std::unique_ptr<SqliteStore> store(new SqliteStore(path, options));
   FAB_ASSIGN_OR_RETURN(store->writer_, store->connect());
   FAB_TRY(store->migrate());
