@@ -174,6 +174,30 @@ TEST_F(SessionsTest, TokensAuthenticateUntilExpiryOrRevocation) {
   EXPECT_EQ(sessions_->authenticate(forged, "x").error().message(), "invalid token");
 }
 
+TEST_F(SessionsTest, CachedCallersNeverOutliveACommittedChange) {
+  Caller alice = make_user("alice");
+  auto issued = sessions_->login("alice", "password-alice", "x", {});
+  ASSERT_TRUE(sessions_->authenticate(issued->secret, "x"));  // Now cached.
+  auto group = identity_->create_group(admin_, {.name = "ml"});
+  ASSERT_TRUE(identity_->add_secondary_group(admin_, alice.uid, group->header.id));
+  auto with_group = sessions_->authenticate(issued->secret, "y");
+  ASSERT_TRUE(with_group);
+  EXPECT_EQ(with_group->groups, (std::vector<int64_t>{1, group->header.id}));
+  EXPECT_EQ(with_group->address, "y");
+  ASSERT_TRUE(identity_->set_enabled(admin_, alice.uid, false));
+  EXPECT_EQ(sessions_->authenticate(issued->secret, "x").error().message(), "user is disabled");
+  ASSERT_TRUE(identity_->set_enabled(admin_, alice.uid, true));
+  ASSERT_TRUE(sessions_->authenticate(issued->secret, "x"));
+  ASSERT_TRUE(sessions_->revoke(admin_, issued->token.id));
+  EXPECT_EQ(sessions_->authenticate(issued->secret, "x").error().message(),
+            "token has been revoked");
+  auto again = sessions_->login("alice", "password-alice", "x", {});
+  ASSERT_TRUE(sessions_->authenticate(again->secret, "x"));
+  ASSERT_TRUE(identity_->delete_user(admin_, alice.uid));
+  EXPECT_EQ(sessions_->authenticate(again->secret, "x").error().code(),
+            ErrorCode::kUnauthenticated);
+}
+
 TEST_F(SessionsTest, UsersSeeAndRevokeOnlyTheirOwnTokens) {
   make_user("alice");
   auto a = sessions_->login("alice", "password-alice", "x", {});
