@@ -25,7 +25,7 @@ namespace {
 struct Connection {
   explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
   beast::tcp_stream stream;
-  bool busy = false;  // Touched only on the connection's strand.
+  bool busy = false;  // Touched only on the connection's own io_context thread.
 };
 
 bool valid_request_id(std::string_view id) {
@@ -42,11 +42,13 @@ class HttpServer::Impl {
   Impl(ServerOptions options, RequestHandler handler)
       : options_(std::move(options)),
         handler_(std::move(handler)),
-        acceptor_(ioc_),
-        signals_(ioc_, SIGTERM, SIGINT),
-        grace_strand_(asio::make_strand(ioc_)),
-        grace_timer_(grace_strand_),
-        id_prefix_(auth::random_hex(4)) {}
+        contexts_(make_contexts(std::max<size_t>(1, options_.threads))),
+        acceptor_(main()),
+        signals_(main(), SIGTERM, SIGINT),
+        grace_timer_(main()),
+        id_prefix_(auth::random_hex(4)) {
+    for (auto& ctx : contexts_) guards_.emplace_back(ctx->get_executor());
+  }
 
   Result<uint16_t> listen() {
     beast::error_code ec;
@@ -70,16 +72,19 @@ class HttpServer::Impl {
     signals_.async_wait([this](beast::error_code ec, int) {
       if (!ec) shutdown();
     });
-    asio::co_spawn(ioc_, accept_loop(), asio::detached);
+    asio::co_spawn(main(), accept_loop(), asio::detached);
     std::vector<std::thread> threads;
-    for (size_t i = 1; i < options_.threads; ++i) threads.emplace_back([this] { ioc_.run(); });
-    ioc_.run();
+    for (size_t i = 1; i < contexts_.size(); ++i) {
+      threads.emplace_back([this, i] { contexts_[i]->run(); });
+    }
+    main().run();
     for (auto& t : threads) t.join();
   }
 
   void shutdown() {
-    asio::post(ioc_, [this] {
+    asio::post(main(), [this] {
       if (stopping_.exchange(true)) return;
+      guards_.clear();  // Each context returns once its connections are done.
       if (on_shutdown_) on_shutdown_();
       beast::error_code ignored;
       acceptor_.close(ignored);
@@ -90,28 +95,35 @@ class HttpServer::Impl {
           if (!conn->busy) conn->stream.socket().cancel();
         });
       }
-      asio::post(grace_strand_, [this] {
-        grace_timer_.expires_after(options_.shutdown_grace);
-        grace_timer_.async_wait([this](beast::error_code ec) {
-          if (ec) return;
-          std::lock_guard lock(mutex_);
-          for (const auto& conn : connections_) {
-            asio::post(conn->stream.get_executor(), [conn] { conn->stream.socket().close(); });
-          }
-        });
+      grace_timer_.expires_after(options_.shutdown_grace);
+      grace_timer_.async_wait([this](beast::error_code ec) {
+        if (ec) return;
+        std::lock_guard lock(mutex_);
+        for (const auto& conn : connections_) {
+          asio::post(conn->stream.get_executor(), [conn] { conn->stream.socket().close(); });
+        }
       });
       if (connections_.empty()) cancel_grace_timer();
     });
   }
 
  private:
+  static std::vector<std::unique_ptr<asio::io_context>> make_contexts(size_t n) {
+    std::vector<std::unique_ptr<asio::io_context>> out;
+    for (size_t i = 0; i < n; ++i) out.push_back(std::make_unique<asio::io_context>(1));
+    return out;
+  }
+  asio::io_context& main() { return *contexts_[0]; }
+
   void cancel_grace_timer() {
-    asio::post(grace_strand_, [this] { grace_timer_.cancel(); });
+    asio::post(main(), [this] { grace_timer_.cancel(); });
   }
 
   asio::awaitable<void> accept_loop() {
     while (!stopping_) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_), kTuple);
+      // Connections are spread over the contexts, one thread each: no locks between them.
+      auto& ctx = *contexts_[next_context_++ % contexts_.size()];
+      auto [ec, socket] = co_await acceptor_.async_accept(ctx, kTuple);
       if (ec) {
         if (stopping_ || ec == asio::error::operation_aborted) co_return;
         continue;
@@ -240,10 +252,12 @@ class HttpServer::Impl {
 
   ServerOptions options_;
   RequestHandler handler_;
-  asio::io_context ioc_;
+  // One io_context per server thread; the first also runs the acceptor, signals and timer.
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  size_t next_context_ = 0;
   tcp::acceptor acceptor_;
   asio::signal_set signals_;
-  asio::strand<asio::io_context::executor_type> grace_strand_;
   asio::steady_timer grace_timer_;
   std::string id_prefix_;
   std::atomic<uint64_t> request_counter_{0};
