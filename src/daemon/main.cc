@@ -244,7 +244,9 @@ int main(int argc, char** argv) {
     if (config.empty()) return;
     Options from_file;
     if (auto r = apply_config_file(config, from_file); !r) {
-      throw CLI::ValidationError("--config", r.error().message());
+      const Error& e = r.error();
+      throw CLI::ValidationError(
+          "--config", e.message() + (e.field().empty() ? "" : ": \"" + e.field() + "\""));
     }
     for (auto* opt : app.get_options()) {
       if (opt->count() > 0) continue;

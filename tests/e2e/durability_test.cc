@@ -1,8 +1,11 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -134,6 +137,57 @@ TEST(DurabilityTest, SigtermLetsInFlightRequestsFinish) {
   EXPECT_EQ(status, 0) << daemon.log();
   EXPECT_EQ(truncated.load(), 0);
   EXPECT_NE(daemon.log().find("finishing in-flight requests"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fabrica
+
+namespace fabrica {
+namespace {
+
+TEST(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("fabrica-config-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream config(dir / "fabricad.json");
+    config << R"({"body_limit": 2048, "listen": "127.0.0.1:1", "log_level": "warn"})";
+  }
+  testing::DaemonProcess daemon({"--config", (dir / "fabricad.json").string()});
+  ASSERT_TRUE(daemon.start()) << daemon.log();  // --listen 127.0.0.1:0 beats the file's port.
+  auto api = daemon.login();
+  auto small = api.post("/api/v1/groups", Json{{"name", "fits"}});
+  EXPECT_TRUE(small) << small.error().message();
+  auto big = api.post("/api/v1/groups", Json{{"name", std::string(3000, 'x')}});
+  EXPECT_EQ(big.error().code(), ErrorCode::kPayloadTooLarge);
+
+  {
+    std::ofstream bad(dir / "bad.json");
+    bad << R"({"listen": "127.0.0.1:0", "colour": "blue"})";
+  }
+  std::string cmd = testing::binary_path("fabricad") + " --config " + (dir / "bad.json").string() +
+                    " --data-dir " + (dir / "data").string() + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[1024];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  EXPECT_NE(pclose(pipe), 0);
+  EXPECT_NE(out.find("colour"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DaemonTest, ASecondDaemonOnTheSameDataDirectoryRefusesToStart) {
+  testing::DaemonProcess daemon;
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  std::string cmd = testing::binary_path("fabricad") + " --data-dir " + daemon.data_dir().string() +
+                    " --listen 127.0.0.1:0 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[1024];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  EXPECT_NE(pclose(pipe), 0);
+  EXPECT_NE(out.find("in use by another fabricad"), std::string::npos) << out;
+  EXPECT_TRUE(daemon.login().get("/api/v1/users"));
 }
 
 }  // namespace
