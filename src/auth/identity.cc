@@ -36,6 +36,16 @@ Group new_group(int64_t id, std::string name, int64_t owner, const AttributeTree
   return g;
 }
 
+// Inserts a record whose key is its name; a taken name is kAlreadyExists on field "name".
+Result<void> insert_named(store::Transaction& tx, const store::Record& record) {
+  auto inserted = tx.insert(record);
+  if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
+    return fail(ErrorCode::kAlreadyExists, record.type + " \"" + record.name + "\" already exists",
+                "name");
+  }
+  return inserted;
+}
+
 bool contains(const std::vector<int64_t>& v, int64_t x) {
   return std::find(v.begin(), v.end(), x) != v.end();
 }
@@ -250,12 +260,7 @@ Result<User> Identity::create_user(const Caller& caller, const NewUser& request)
     user.password_hash = hash;
     user.attributes = request.attributes;
     user.version = 1;
-    auto inserted = tx.insert(user_record(user));
-    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
-      return fail(ErrorCode::kAlreadyExists, "user \"" + request.name + "\" already exists",
-                  "name");
-    }
-    FAB_TRY(inserted);
+    FAB_TRY(insert_named(tx, user_record(user)));
     return user;
   });
 }
@@ -391,12 +396,7 @@ Result<Group> Identity::create_group(const Caller& caller, const NewGroup& reque
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kGroupType));
     id = std::max<int64_t>(id, 100);  // OpenNebula numbers user-defined groups from 100.
     Group group = new_group(id, request.name, caller.uid, request.attributes, now);
-    auto inserted = tx.insert(group_record(group));
-    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
-      return fail(ErrorCode::kAlreadyExists, "group \"" + request.name + "\" already exists",
-                  "name");
-    }
-    FAB_TRY(inserted);
+    FAB_TRY(insert_named(tx, group_record(group)));
     return group;
   });
 }

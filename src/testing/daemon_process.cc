@@ -20,6 +20,17 @@ std::string binary_path(const std::string& name) {
 }
 std::filesystem::path source_dir() { return FABRICA_SOURCE_DIR; }
 
+CommandResult run_command(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1 </dev/null").c_str(), "r");
+  if (pipe == nullptr) return {};
+  CommandResult result;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) result.output.append(buf, n);
+  int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
 DaemonProcess::DaemonProcess(std::vector<std::string> extra_args)
     : extra_args_(std::move(extra_args)) {
   std::random_device rd;

@@ -46,6 +46,13 @@ class DaemonProcess {
   pid_t pid_ = -1;
 };
 
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together.
+};
+// Runs `command` through the shell with stderr merged into stdout and stdin from /dev/null.
+CommandResult run_command(const std::string& command);
+
 // Path of a built binary (fabricad, fabrica), from the FABRICA_BIN_DIR compile definition.
 std::string binary_path(const std::string& name);
 // Source tree root, from FABRICA_SOURCE_DIR.

@@ -298,12 +298,9 @@ TEST_F(ApiTest, OpenApiDocumentDescribesEveryServedRoute) {
     else if (!current.empty() && std::regex_match(line, m, method_re))
       documented[current].insert(m[1]);
   }
-  FILE* pipe = popen((testing::binary_path("fabricad") + " --print-routes").c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  ASSERT_EQ(pclose(pipe), 0);
+  auto printed = testing::run_command(testing::binary_path("fabricad") + " --print-routes");
+  ASSERT_EQ(printed.exit_code, 0) << printed.output;
+  std::string out = printed.output;
   auto routes = parse_json(out);
   ASSERT_TRUE(routes);
   ASSERT_GT(routes->size(), 15u);

@@ -27,16 +27,10 @@ class CliTest : public ::testing::Test {
   }
 
   CliResult fabrica(const std::string& args, const std::string& env = "") {
-    std::string cmd =
+    auto r = testing::run_command(
         "env -u FABRICA_TOKEN -u FABRICA_ENDPOINT -u FABRICA_PASSWORD -u XDG_CONFIG_HOME HOME=" +
-        home_.string() + " " + env + " " + testing::binary_path("fabrica") + " " + args +
-        " 2>&1 </dev/null";
-    FILE* pipe = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-    int status = pclose(pipe);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+        home_.string() + " " + env + " " + testing::binary_path("fabrica") + " " + args);
+    return {r.exit_code, r.output};
   }
 
   DaemonProcess daemon_;

@@ -165,28 +165,21 @@ TEST(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
     std::ofstream bad(dir / "bad.json");
     bad << R"({"listen": "127.0.0.1:0", "colour": "blue"})";
   }
-  std::string cmd = testing::binary_path("fabricad") + " --config " + (dir / "bad.json").string() +
-                    " --data-dir " + (dir / "data").string() + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[1024];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  EXPECT_NE(pclose(pipe), 0);
-  EXPECT_NE(out.find("colour"), std::string::npos) << out;
+  auto bad =
+      testing::run_command(testing::binary_path("fabricad") + " --config " +
+                           (dir / "bad.json").string() + " --data-dir " + (dir / "data").string());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("colour"), std::string::npos) << bad.output;
   std::filesystem::remove_all(dir);
 }
 
 TEST(DaemonTest, ASecondDaemonOnTheSameDataDirectoryRefusesToStart) {
   testing::DaemonProcess daemon;
   ASSERT_TRUE(daemon.start()) << daemon.log();
-  std::string cmd = testing::binary_path("fabricad") + " --data-dir " + daemon.data_dir().string() +
-                    " --listen 127.0.0.1:0 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[1024];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  EXPECT_NE(pclose(pipe), 0);
-  EXPECT_NE(out.find("in use by another fabricad"), std::string::npos) << out;
+  auto second = testing::run_command(testing::binary_path("fabricad") + " --data-dir " +
+                                     daemon.data_dir().string() + " --listen 127.0.0.1:0");
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(second.output.find("in use by another fabricad"), std::string::npos) << second.output;
   EXPECT_TRUE(daemon.login().get("/api/v1/users"));
 }
 
