@@ -125,3 +125,28 @@ TEST_F(CliTest, AdministratorCommands) {
 
 }  // namespace
 }  // namespace fabrica
+
+namespace fabrica {
+namespace {
+
+TEST(AgentCliTest, DiscoverPrintsATableOrJsonForAFixtureTree) {
+  std::string root = (testing::source_dir() / "tests/fixtures/hosts/hgx-h100").string();
+  auto json = testing::run_command(testing::binary_path("fabrica-agent") +
+                                   " discover -o json --sysfs-root " + root);
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  auto inv = parse_json(json.output);
+  ASSERT_TRUE(inv) << json.output;
+  EXPECT_EQ((*inv)["gpus"].size(), 8u);
+  EXPECT_EQ((*inv)["hostname"], "gpu-node-01");
+  auto table = testing::run_command(testing::binary_path("fabrica-agent") +
+                                    " discover --sysfs-root " + root);
+  ASSERT_EQ(table.exit_code, 0);
+  EXPECT_NE(table.output.find("H100 SXM5 80GB"), std::string::npos) << table.output;
+  auto missing = testing::run_command(testing::binary_path("fabrica-agent") +
+                                      " discover --sysfs-root /nonexistent-root");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.output.find("/proc/cpuinfo"), std::string::npos) << missing.output;
+}
+
+}  // namespace
+}  // namespace fabrica

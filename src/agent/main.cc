@@ -1,0 +1,98 @@
+// fabrica-agent: runs on each GPU server. Today: `discover`, the operator's first check of
+// what the agent sees on this machine or in a fixture tree.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "agent/discovery.h"
+
+using namespace fabrica;
+using namespace fabrica::inventory;
+
+namespace {
+
+std::string hex4(uint16_t v) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04x", v);
+  return buf;
+}
+
+void print_table(const HostInventory& inv) {
+  std::printf("HOST      %s\n", inv.hostname.c_str());
+  std::printf("CPU       %s (%s), %d sockets, %d cores, %d threads\n", inv.cpu.model.c_str(),
+              inv.cpu.architecture.c_str(), inv.cpu.sockets, inv.cpu.cores, inv.cpu.threads);
+  std::printf("\nNUMA  CPUS                 MEMORY(GiB)  FREE(GiB)  HUGEPAGES\n");
+  for (const auto& n : inv.numa_nodes) {
+    std::string huge;
+    for (const auto& h : n.hugepages) {
+      if (!huge.empty()) huge += " ";
+      huge += std::to_string(h.size_kb >= 1048576 ? h.size_kb / 1048576 : h.size_kb / 1024) +
+              (h.size_kb >= 1048576 ? "G:" : "M:") + std::to_string(h.free) + "/" +
+              std::to_string(h.total);
+    }
+    std::printf("%-5d %-20s %11.1f  %9.1f  %s\n", n.id, format_cpu_list(n.cpus).c_str(),
+                n.memory_total_kb / 1048576.0, n.memory_free_kb / 1048576.0,
+                huge.empty() ? "-" : huge.c_str());
+  }
+  if (!inv.gpus.empty()) {
+    std::printf("\nGPU  PCI           MODEL                NUMA  IOMMU  DRIVER\n");
+    for (size_t i = 0; i < inv.gpus.size(); ++i) {
+      const auto& g = inv.gpus[i];
+      std::printf("%-4zu %-13s %-20s %-5d %-6d %s\n", i, g.pci_address.c_str(), g.model.c_str(),
+                  g.numa_node, g.iommu_group, g.driver.empty() ? "-" : g.driver.c_str());
+    }
+  }
+  if (!inv.nvswitches.empty()) {
+    std::printf("\nNVSWITCH  PCI           DEVICE\n");
+    for (const auto& s : inv.nvswitches) {
+      std::printf("          %-13s 10de:%s\n", s.pci_address.c_str(), hex4(s.device_id).c_str());
+    }
+  }
+  if (!inv.nics.empty()) {
+    std::printf(
+        "\nNIC              PCI           LINK        MODEL        RDMA     SPEED(Mb/s)  NUMA  "
+        "VF\n");
+    for (const auto& n : inv.nics) {
+      std::printf("%-16s %-13s %-11s %-12s %-8s %-12d %-5d %s\n", n.name.c_str(),
+                  n.pci_address.c_str(),
+                  n.link_layer == LinkLayer::kInfiniBand ? "infiniband" : "ethernet",
+                  n.model.empty() ? "-" : n.model.c_str(),
+                  n.rdma_device.empty() ? "-" : n.rdma_device.c_str(), n.speed_mbps, n.numa_node,
+                  n.virtual_function ? "yes" : "no");
+    }
+  }
+  for (const auto& d : inv.dpus) {
+    std::printf("\nDPU       %s %s (NUMA %d)\n", d.pci_address.c_str(), d.model.c_str(),
+                d.numa_node);
+  }
+  int sriov = 0;
+  for (const auto& d : inv.pci_devices) sriov += d.sriov_total_vfs > 0;
+  std::printf("\nPCI devices: %zu (%d SR-IOV capable)\n", inv.pci_devices.size(), sriov);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fabrica-agent: the Fabrica host agent"};
+  app.require_subcommand(1);
+  auto* discover = app.add_subcommand("discover", "Print the hardware this agent sees");
+  std::string root = "/";
+  std::string output = "table";
+  discover->add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
+  discover->add_option("-o,--output", output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}));
+  CLI11_PARSE(app, argc, argv);
+
+  agent::SysfsSource source(root);
+  auto inv = agent::discover(source);
+  if (!inv) {
+    std::cerr << "Error: " << inv.error().message() << std::endl;
+    return 1;
+  }
+  if (output == "json") {
+    std::cout << inv->to_json().dump(2) << std::endl;
+  } else {
+    print_table(*inv);
+  }
+  return 0;
+}
