@@ -1,5 +1,7 @@
 #include "agent/discovery.h"
 
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
@@ -7,6 +9,8 @@
 #include <map>
 #include <set>
 #include <sstream>
+
+#include "agent/nvidia_smi.h"
 
 namespace fabrica::agent {
 
@@ -43,6 +47,23 @@ std::optional<std::string> SysfsSource::link_name(std::string_view path) const {
   fs::path target = fs::read_symlink(resolve(path), ec);
   if (ec) return std::nullopt;
   return target.filename().string();
+}
+
+std::optional<std::string> SysfsSource::nvidia_smi(NvidiaSmiQuery query) const {
+  const char* args = query == NvidiaSmiQuery::kQueryXml ? "-q -x" : "-L";
+  if (root_ != "/" && !root_.empty()) {
+    return read_file(query == NvidiaSmiQuery::kQueryXml ? "/nvidia-smi/q-x.xml"
+                                                        : "/nvidia-smi/L.txt");
+  }
+  std::string command = std::string("nvidia-smi ") + args + " 2>/dev/null";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return std::nullopt;
+  std::string out;
+  char buf[8192];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  int status = pclose(pipe);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || out.empty()) return std::nullopt;
+  return out;
 }
 
 bool is_pci_address(std::string_view t) {
@@ -320,6 +341,17 @@ Result<HostInventory> discover(const HardwareSource& source) {
   inv.pci_devices = discover_pci(source);
   inv.nics = discover_nics(source, inv.pci_devices);
   classify_accelerators(inv);
+  if (auto xml = source.nvidia_smi(NvidiaSmiQuery::kQueryXml)) {
+    FAB_ASSIGN_OR_RETURN(auto gpus, parse_nvidia_smi_xml(*xml));
+    auto list = source.nvidia_smi(NvidiaSmiQuery::kList).value_or("");
+    merge_nvidia_smi(inv, gpus, parse_nvidia_smi_list(list));
+  }
+  // GPUs on an NVSwitch baseboard share one NVLink domain unless a fabric named another.
+  if (!inv.nvswitches.empty()) {
+    for (auto& gpu : inv.gpus) {
+      if (gpu.nvlink_domain.empty()) gpu.nvlink_domain = "nvswitch";
+    }
+  }
   return inv;
 }
 

@@ -10,6 +10,11 @@
 
 namespace fabrica::agent {
 
+enum class NvidiaSmiQuery {
+  kQueryXml,  // nvidia-smi -q -x
+  kList,      // nvidia-smi -L
+};
+
 // Where hardware facts come from: a root holding proc/ and sys/, the live machine ("/") or a
 // fixture tree in tests. Paths are absolute under that root ("/sys/bus/pci/devices").
 // Implementations are read-only and thread-compatible.
@@ -26,6 +31,8 @@ class HardwareSource {
   // ("0000:18:00.0") on the link's fully resolved path, so a netdev on a virtio or auxiliary
   // device still maps to its PCI parent. nullopt when there is none.
   virtual std::optional<std::string> pci_address_of(std::string_view path) const = 0;
+  // nvidia-smi's output; nullopt when nvidia-smi is absent or fails.
+  virtual std::optional<std::string> nvidia_smi(NvidiaSmiQuery query) const = 0;
 };
 
 // True for "DDDD:BB:DD.F" (hex digits).
@@ -39,6 +46,9 @@ class SysfsSource final : public HardwareSource {
   std::vector<std::string> list_dir(std::string_view path) const override;
   std::optional<std::string> link_name(std::string_view path) const override;
   std::optional<std::string> pci_address_of(std::string_view path) const override;
+  // On the live root ("/") this runs nvidia-smi when it is on PATH; under a fixture root it
+  // reads ROOT/nvidia-smi/q-x.xml and ROOT/nvidia-smi/L.txt.
+  std::optional<std::string> nvidia_smi(NvidiaSmiQuery query) const override;
 
  private:
   std::string resolve(std::string_view path) const;
@@ -47,8 +57,9 @@ class SysfsSource final : public HardwareSource {
 
 // Builds the inventory from what `source` shows: CPU, NUMA nodes with memory and hugepages,
 // every PCI device (ids, class, NUMA node, IOMMU group, driver, SR-IOV), NVIDIA GPUs and
-// NVSwitches, network interfaces (Ethernet/InfiniBand, RDMA devices, VFs) and BlueField DPUs.
-// kUnavailable when the source has no /proc/cpuinfo at all.
+// NVSwitches (with nvidia-smi: UUIDs, memory, MIG instances, NVLink fabric), network interfaces
+// (Ethernet/InfiniBand, RDMA devices, VFs) and BlueField DPUs. kUnavailable when the source has no
+// /proc/cpuinfo at all.
 Result<inventory::HostInventory> discover(const HardwareSource& source);
 
 }  // namespace fabrica::agent

@@ -35,11 +35,22 @@ void print_table(const HostInventory& inv) {
                 huge.empty() ? "-" : huge.c_str());
   }
   if (!inv.gpus.empty()) {
-    std::printf("\nGPU  PCI           MODEL                NUMA  IOMMU  DRIVER\n");
+    std::printf(
+        "\nGPU  PCI           MODEL            MEM(MiB)  NUMA  IOMMU  DRIVER    MIG       NVLINK   "
+        " UUID\n");
     for (size_t i = 0; i < inv.gpus.size(); ++i) {
       const auto& g = inv.gpus[i];
-      std::printf("%-4zu %-13s %-20s %-5d %-6d %s\n", i, g.pci_address.c_str(), g.model.c_str(),
-                  g.numa_node, g.iommu_group, g.driver.empty() ? "-" : g.driver.c_str());
+      std::printf("%-4zu %-13s %-16s %-9lld %-5d %-6d %-9s %-9s %-9s %s\n", i,
+                  g.pci_address.c_str(), g.model.c_str(), static_cast<long long>(g.memory_mib),
+                  g.numa_node, g.iommu_group, g.driver.empty() ? "-" : g.driver.c_str(),
+                  g.mig_mode.empty() ? "-" : g.mig_mode.c_str(),
+                  g.nvlink_domain.empty() ? "-" : g.nvlink_domain.c_str(),
+                  g.uuid.empty() ? "-" : g.uuid.c_str());
+      for (const auto& m : g.mig_instances) {
+        std::printf("     MIG %-8s GI %-3d CI %-3d %6lld MiB  %s\n", m.profile.c_str(),
+                    m.gpu_instance_id, m.compute_instance_id, static_cast<long long>(m.memory_mib),
+                    m.uuid.c_str());
+      }
     }
   }
   if (!inv.nvswitches.empty()) {

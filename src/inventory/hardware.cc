@@ -28,8 +28,11 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PciDevice, address, vendor, devi
                                                 subsystem_vendor, subsystem_device, class_code,
                                                 numa_node, iommu_group, driver, sriov_total_vfs,
                                                 sriov_num_vfs, virtual_functions, physical_function)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(MigInstance, profile, uuid, gpu_instance_id,
+                                                compute_instance_id, memory_mib)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Gpu, pci_address, model, device_id, numa_node,
-                                                iommu_group, driver)
+                                                iommu_group, driver, product_name, uuid, memory_mib,
+                                                mig_mode, mig_instances, nvlink_domain)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(NvSwitch, pci_address, device_id, numa_node)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Nic, name, rdma_device, pci_address, link_layer,
                                                 model, mac, mtu, speed_mbps, state, numa_node,

@@ -54,13 +54,29 @@ struct PciDevice {
 
 enum class GpuKind { kGpu, kNvSwitch };
 
+// A MIG GPU instance with its compute instance, as nvidia-smi reports it.
+struct MigInstance {
+  std::string profile;  // "1g.10gb", "3g.40gb"
+  std::string uuid;     // "MIG-..."
+  int gpu_instance_id = -1;
+  int compute_instance_id = -1;
+  int64_t memory_mib = 0;
+};
+
 struct Gpu {
   std::string pci_address;
-  std::string model;  // "H100 SXM5 80GB", from the PCI id (nvidia-smi refines it).
+  std::string model;  // "H100 SXM5 80GB", from the PCI id.
   uint16_t device_id = 0;
   int numa_node = -1;
   int iommu_group = -1;
   std::string driver;
+  // From nvidia-smi, when the driver is loaded on the host.
+  std::string product_name;  // "NVIDIA H100 80GB HBM3"
+  std::string uuid;          // "GPU-..."
+  int64_t memory_mib = 0;
+  std::string mig_mode;  // "Enabled", "Disabled", "" when unknown.
+  std::vector<MigInstance> mig_instances;
+  std::string nvlink_domain;  // GPUs sharing a domain talk over NVLink/NVSwitch; "" if none.
 };
 
 struct NvSwitch {
