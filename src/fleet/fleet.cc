@@ -1,0 +1,484 @@
+#include "fleet/fleet.h"
+
+#include <algorithm>
+
+#include "auth/crypto.h"
+
+namespace fabrica::fleet {
+namespace {
+
+constexpr std::string_view kClusterType = "cluster";
+constexpr std::string_view kHostType = "host";
+constexpr std::string_view kJoinTokenType = "join_token";
+constexpr std::string_view kCredentialType = "host_credential";
+
+std::string host_noun(int64_t id) { return "host " + std::to_string(id); }
+std::string cluster_noun(int64_t id) { return "cluster " + std::to_string(id); }
+
+// Infrastructure objects carry no permission bits: only administrators and ACLs reach them.
+ObjectHeader infra_header(int64_t id, const std::string& name, int state, int64_t now) {
+  ObjectHeader h;
+  h.id = id;
+  h.name = name;
+  h.state = state;
+  h.created_at = now;
+  h.updated_at = now;
+  return h;
+}
+
+auth::ObjectRef host_ref(const Host& host, const int64_t* cluster) {
+  return auth::ObjectRef{.type = ObjectType::kHost,
+                         .id = host.header.id,
+                         .uid = 0,
+                         .gid = 0,
+                         .clusters = std::span<const int64_t>(cluster, 1)};
+}
+
+auth::ObjectRef cluster_ref(int64_t id) {
+  return auth::ObjectRef{.type = ObjectType::kCluster, .id = id, .uid = 0, .gid = 0};
+}
+
+Json header_json(const ObjectHeader& h) {
+  Json j = Json::object();
+  h.to_json(j);
+  return j;
+}
+
+store::Record cluster_record(const Cluster& c) {
+  return store::Record{.type = std::string(kClusterType),
+                       .id = c.header.id,
+                       .name = c.header.name,
+                       .key = c.header.name,
+                       .body = dump_json(c.to_api_json())};
+}
+
+Result<Cluster> cluster_from_record(const store::Record& r) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+  Cluster c;
+  FAB_ASSIGN_OR_RETURN(c.header, ObjectHeader::from_json(body));
+  return c;
+}
+
+Json monitoring_json(const Monitoring& m) {
+  return Json{{"timestamp", m.timestamp ? Json(format_time(m.timestamp)) : Json(nullptr)},
+              {"cpu_used_percent", m.cpu_used_percent},
+              {"memory_used_kb", m.memory_used_kb},
+              {"gpus", m.gpus}};
+}
+
+Error unauthenticated_token() {
+  return Error(ErrorCode::kUnauthenticated, "invalid, expired or used-up join token");
+}
+
+}  // namespace
+
+std::string_view host_state_name(HostState state) {
+  switch (state) {
+    case HostState::kInit:
+      return "INIT";
+    case HostState::kMonitored:
+      return "MONITORED";
+    case HostState::kError:
+      return "ERROR";
+    case HostState::kDisabled:
+      return "DISABLED";
+    case HostState::kOffline:
+      return "OFFLINE";
+  }
+  return "UNKNOWN";
+}
+
+Json Cluster::to_api_json() const { return header_json(header); }
+
+Json Host::to_api_json() const {
+  Json j = header_json(header);
+  j["state_name"] = host_state_name(state());
+  j["cluster_id"] = cluster_id;
+  j["inventory"] = inventory ? inventory->to_json() : Json(nullptr);
+  j["monitoring"] = monitoring_json(monitoring);
+  j["last_seen"] = last_seen ? Json(format_time(last_seen)) : Json(nullptr);
+  j["allocated_vms"] = allocated_vms;
+  return j;
+}
+
+store::Record host_record(const Host& host) {
+  Json body = host.to_api_json();
+  body["monitoring"]["timestamp"] = host.monitoring.timestamp;
+  body["last_seen"] = host.last_seen;
+  return store::Record{.type = std::string(kHostType),
+                       .id = host.header.id,
+                       .name = host.header.name,
+                       .gid = host.cluster_id,
+                       .state = host.header.state,
+                       .key = host.header.name,
+                       .body = dump_json(body),
+                       .version = host.version};
+}
+
+Result<Host> host_from_record(const store::Record& r) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+  Host h;
+  FAB_ASSIGN_OR_RETURN(h.header, ObjectHeader::from_json(body));
+  try {
+    h.cluster_id = body.at("cluster_id").get<int64_t>();
+    if (!body.at("inventory").is_null()) {
+      FAB_ASSIGN_OR_RETURN(h.inventory, inventory::HostInventory::from_json(body["inventory"]));
+    }
+    const Json& m = body.at("monitoring");
+    h.monitoring.timestamp = m.at("timestamp").get<int64_t>();
+    h.monitoring.cpu_used_percent = m.at("cpu_used_percent").get<double>();
+    h.monitoring.memory_used_kb = m.at("memory_used_kb").get<int64_t>();
+    h.monitoring.gpus = m.at("gpus");
+    h.last_seen = body.at("last_seen").get<int64_t>();
+    h.allocated_vms = body.at("allocated_vms").get<int>();
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kInternal,
+                "stored host " + std::to_string(r.id) + " is malformed: " + e.what());
+  }
+  h.version = r.version;
+  return h;
+}
+
+Result<void> Fleet::bootstrap() {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    if (tx.get(kClusterType, kDefaultClusterId)) return {};
+    return tx.insert(cluster_record(Cluster{infra_header(kDefaultClusterId, "default", 0, now)}));
+  });
+}
+
+Result<Cluster> Fleet::create_cluster(const auth::Caller& caller, const std::string& name) {
+  FAB_TRY(validate_name(name));
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kCluster, caller.gid));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Cluster>([&](store::Transaction& tx) -> Result<Cluster> {
+    FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kClusterType));
+    id = std::max<int64_t>(id, 100);
+    Cluster c{infra_header(id, name, 0, now)};
+    auto inserted = tx.insert(cluster_record(c));
+    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
+      return fail(ErrorCode::kAlreadyExists, "cluster \"" + name + "\" already exists", "name");
+    }
+    FAB_TRY(inserted);
+    return c;
+  });
+}
+
+Result<std::vector<Cluster>> Fleet::list_clusters(const auth::Caller& caller) {
+  return store_.read_value<std::vector<Cluster>>(
+      [&](store::Transaction& tx) -> Result<std::vector<Cluster>> {
+        FAB_ASSIGN_OR_RETURN(auto records, tx.list(kClusterType, {.limit = 100000}));
+        std::vector<Cluster> out;
+        for (const auto& r : records) {
+          FAB_ASSIGN_OR_RETURN(Cluster c, cluster_from_record(r));
+          if (authorizer_.allows(caller, cluster_ref(c.header.id), Right::kUse)) out.push_back(c);
+        }
+        return out;
+      });
+}
+
+Result<Cluster> Fleet::get_cluster(const auth::Caller& caller, int64_t id) {
+  return store_.read_value<Cluster>([&](store::Transaction& tx) -> Result<Cluster> {
+    auto r = tx.get(kClusterType, id);
+    if (!r) return fail(r.error().code(), cluster_noun(id) + " not found");
+    FAB_TRY(authorizer_.require(caller, cluster_ref(id), Right::kUse, cluster_noun(id)));
+    return cluster_from_record(*r);
+  });
+}
+
+Result<void> Fleet::delete_cluster(const auth::Caller& caller, int64_t id) {
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    auto r = tx.get(kClusterType, id);
+    if (!r) return fail(r.error().code(), cluster_noun(id) + " not found");
+    FAB_TRY(authorizer_.require(caller, cluster_ref(id), Right::kAdmin, cluster_noun(id)));
+    if (id == kDefaultClusterId) {
+      return fail(ErrorCode::kFailedPrecondition, "the default cluster cannot be deleted");
+    }
+    FAB_ASSIGN_OR_RETURN(int64_t hosts, tx.count(kHostType, {.gid = id}));
+    if (hosts > 0) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  cluster_noun(id) + " still holds " + std::to_string(hosts) + " hosts");
+    }
+    return tx.remove(kClusterType, id);
+  });
+}
+
+Result<JoinToken> Fleet::issue_token(store::Transaction& tx, int64_t cluster_id,
+                                     std::optional<int64_t> host_id, int uses, int64_t creator) {
+  JoinToken token;
+  token.secret = "fjt_" + auth::new_token_secret().substr(4);
+  token.expires_at = unix_seconds(clock_.now()) + options_.join_token_lifetime.count();
+  token.uses = uses;
+  FAB_ASSIGN_OR_RETURN(token.id, tx.allocate_id(kJoinTokenType));
+  Json body{{"cluster_id", cluster_id},
+            {"host_id", host_id ? Json(*host_id) : Json(nullptr)},
+            {"remaining", uses},
+            {"expires_at", token.expires_at}};
+  FAB_TRY(tx.insert(store::Record{.type = std::string(kJoinTokenType),
+                                  .id = token.id,
+                                  .name = "join",
+                                  .uid = creator,
+                                  .key = auth::sha256_hex(token.secret),
+                                  .body = dump_json(body)}));
+  return token;
+}
+
+Result<Host> Fleet::load_host(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                              Right right) {
+  auto r = tx.get(kHostType, id);
+  if (!r) return fail(r.error().code(), host_noun(id) + " not found");
+  FAB_ASSIGN_OR_RETURN(Host host, host_from_record(*r));
+  FAB_TRY(authorizer_.require(caller, host_ref(host, &host.cluster_id), right, host_noun(id)));
+  return host;
+}
+
+Result<Host> Fleet::update_host(store::Transaction& tx, Host host) {
+  host.header.updated_at = unix_seconds(clock_.now());
+  FAB_ASSIGN_OR_RETURN(host.version, tx.update(host_record(host)));
+  return host;
+}
+
+Result<std::pair<Host, JoinToken>> Fleet::add_host(const auth::Caller& caller,
+                                                   const std::string& name, int64_t cluster_id) {
+  FAB_TRY(validate_name(name));
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kHost, caller.gid));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<std::pair<Host, JoinToken>>(
+      [&](store::Transaction& tx) -> Result<std::pair<Host, JoinToken>> {
+        if (!tx.get(kClusterType, cluster_id)) {
+          return fail(ErrorCode::kInvalidArgument, cluster_noun(cluster_id) + " does not exist",
+                      "cluster_id");
+        }
+        Host host;
+        FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kHostType));
+        host.header = infra_header(id, name, static_cast<int>(HostState::kInit), now);
+        host.cluster_id = cluster_id;
+        host.version = 1;
+        auto inserted = tx.insert(host_record(host));
+        if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
+          return fail(ErrorCode::kAlreadyExists, "host \"" + name + "\" already exists", "name");
+        }
+        FAB_TRY(inserted);
+        FAB_ASSIGN_OR_RETURN(JoinToken token, issue_token(tx, cluster_id, id, 1, caller.uid));
+        return std::pair{host, token};
+      });
+}
+
+Result<JoinToken> Fleet::create_fleet_token(const auth::Caller& caller, int64_t cluster_id,
+                                            int count) {
+  if (count < 1 || count > 100000) {
+    return fail(ErrorCode::kInvalidArgument, "must be 1-100000", "count");
+  }
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kHost, caller.gid));
+  return store_.write_value<JoinToken>([&](store::Transaction& tx) -> Result<JoinToken> {
+    if (!tx.get(kClusterType, cluster_id)) {
+      return fail(ErrorCode::kInvalidArgument, cluster_noun(cluster_id) + " does not exist",
+                  "cluster_id");
+    }
+    return issue_token(tx, cluster_id, std::nullopt, count, caller.uid);
+  });
+}
+
+Result<JoinToken> Fleet::rejoin_token(const auth::Caller& caller, int64_t host_id) {
+  return store_.write_value<JoinToken>([&](store::Transaction& tx) -> Result<JoinToken> {
+    FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, host_id, Right::kAdmin));
+    return issue_token(tx, host.cluster_id, host_id, 1, caller.uid);
+  });
+}
+
+Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const HostFilter& f) {
+  return store_.read_value<std::vector<Host>>(
+      [&](store::Transaction& tx) -> Result<std::vector<Host>> {
+        store::ListQuery query{.limit = 1000, .gid = f.cluster_id};
+        if (f.state) query.state = static_cast<int>(*f.state);
+        std::vector<Host> out;
+        while (true) {
+          FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHostType, query));
+          for (const auto& r : batch) {
+            FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
+            if (!authorizer_.allows(caller, host_ref(h, &h.cluster_id), Right::kUse)) continue;
+            if (f.gpu_model || f.free_gpus) {
+              int matching = 0;
+              if (h.inventory) {
+                for (const auto& g : h.inventory->gpus) {
+                  matching += !f.gpu_model || g.model.find(*f.gpu_model) != std::string::npos ||
+                              g.product_name.find(*f.gpu_model) != std::string::npos;
+                }
+              }
+              if (f.gpu_model && matching == 0) continue;
+              if (f.free_gpus && matching < *f.free_gpus) continue;
+            }
+            out.push_back(std::move(h));
+          }
+          if (batch.size() < query.limit) return out;
+          query.after_id = batch.back().id;
+        }
+      });
+}
+
+Result<Host> Fleet::get_host(const auth::Caller& caller, int64_t id) {
+  return store_.read_value<Host>(
+      [&](store::Transaction& tx) { return load_host(tx, caller, id, Right::kUse); });
+}
+
+Result<Host> Fleet::set_enabled(const auth::Caller& caller, int64_t id, bool enabled) {
+  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+    FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, id, Right::kAdmin));
+    if (!enabled) {
+      host.header.state = static_cast<int>(HostState::kDisabled);
+    } else if (host.state() == HostState::kDisabled) {
+      host.header.state =
+          static_cast<int>(host.last_seen ? HostState::kMonitored : HostState::kInit);
+    }
+    return update_host(tx, std::move(host));
+  });
+}
+
+Result<Host> Fleet::move_host(const auth::Caller& caller, int64_t id, int64_t cluster_id) {
+  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+    FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, id, Right::kAdmin));
+    if (!tx.get(kClusterType, cluster_id)) {
+      return fail(ErrorCode::kInvalidArgument, cluster_noun(cluster_id) + " does not exist",
+                  "cluster_id");
+    }
+    FAB_TRY(authorizer_.require(caller, cluster_ref(cluster_id), Right::kAdmin,
+                                cluster_noun(cluster_id)));
+    host.cluster_id = cluster_id;
+    return update_host(tx, std::move(host));
+  });
+}
+
+Result<void> Fleet::delete_host(const auth::Caller& caller, int64_t id, bool force) {
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, id, Right::kAdmin));
+    if (host.allocated_vms > 0) {
+      if (!force) {
+        return fail(ErrorCode::kFailedPrecondition,
+                    host_noun(id) + " has " + std::to_string(host.allocated_vms) +
+                        " VMs allocated; move them or delete with --force (superuser)");
+      }
+      FAB_TRY(authorizer_.require_superuser(caller, "force-delete a host with VMs"));
+    }
+    FAB_ASSIGN_OR_RETURN(auto credentials, tx.list(kCredentialType, {.limit = 100000, .uid = id}));
+    for (const auto& c : credentials) FAB_TRY(tx.remove(kCredentialType, c.id));
+    return tx.remove(kHostType, id);
+  });
+}
+
+Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hostname,
+                                  const inventory::HostInventory& inv) {
+  FAB_TRY(validate_name(hostname).map_error(
+      [](Error e) { return Error(e.code(), e.message(), "hostname"); }));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Joined>([&](store::Transaction& tx) -> Result<Joined> {
+    auto record = tx.get_by_key(kJoinTokenType, auth::sha256_hex(token));
+    if (!record) return fail(unauthenticated_token());
+    FAB_ASSIGN_OR_RETURN(Json body, parse_json(record->body));
+    int remaining = body.value("remaining", 0);
+    if (remaining <= 0 || body.value("expires_at", int64_t{0}) <= now) {
+      return fail(unauthenticated_token());
+    }
+    body["remaining"] = remaining - 1;
+    store::Record used = *record;
+    used.body = dump_json(body);
+    FAB_TRY(tx.update(used));
+    Host host;
+    if (body["host_id"].is_number_integer()) {
+      auto bound = tx.get(kHostType, body["host_id"].get<int64_t>());
+      if (!bound) return fail(ErrorCode::kFailedPrecondition, "the token's host was deleted");
+      FAB_ASSIGN_OR_RETURN(host, host_from_record(*bound));
+    } else if (auto existing = tx.get_by_key(kHostType, hostname); existing) {
+      FAB_ASSIGN_OR_RETURN(host, host_from_record(*existing));  // Re-imaged host, same name.
+    } else {
+      FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kHostType));
+      host.header = infra_header(id, hostname, static_cast<int>(HostState::kInit), now);
+      host.cluster_id = body.value("cluster_id", kDefaultClusterId);
+      host.version = 1;
+      FAB_TRY(tx.insert(host_record(host)));
+    }
+    // One credential per host: a re-join retires the old one.
+    FAB_ASSIGN_OR_RETURN(auto old,
+                         tx.list(kCredentialType, {.limit = 100000, .uid = host.header.id}));
+    for (const auto& c : old) FAB_TRY(tx.remove(kCredentialType, c.id));
+    Joined joined{.credential = "fah_" + auth::new_token_secret().substr(4)};
+    FAB_ASSIGN_OR_RETURN(int64_t cred_id, tx.allocate_id(kCredentialType));
+    FAB_TRY(tx.insert(store::Record{.type = std::string(kCredentialType),
+                                    .id = cred_id,
+                                    .name = host.header.name,
+                                    .uid = host.header.id,
+                                    .key = auth::sha256_hex(joined.credential),
+                                    .body = dump_json(Json{{"host_id", host.header.id}})}));
+    host.inventory = inv;
+    host.inventory->hostname = host.header.name;
+    if (host.state() != HostState::kDisabled) {
+      host.header.state = static_cast<int>(HostState::kMonitored);
+    }
+    host.last_seen = now;
+    FAB_ASSIGN_OR_RETURN(joined.host, update_host(tx, std::move(host)));
+    return joined;
+  });
+}
+
+Result<int64_t> Fleet::authenticate_agent(std::string_view credential) {
+  auto record = store_.read_value<store::Record>([&](store::Transaction& tx) {
+    return tx.get_by_key(kCredentialType, auth::sha256_hex(credential));
+  });
+  if (!record) {
+    if (record.error().code() == ErrorCode::kNotFound) {
+      return fail(ErrorCode::kUnauthenticated, "unknown or revoked host credential");
+    }
+    return fail(record.error());
+  }
+  return record->uid;
+}
+
+Result<Host> Fleet::report_inventory(int64_t host_id, const inventory::HostInventory& inv) {
+  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+    FAB_ASSIGN_OR_RETURN(auto record, tx.get(kHostType, host_id));
+    FAB_ASSIGN_OR_RETURN(Host host, host_from_record(record));
+    host.inventory = inv;
+    host.inventory->hostname = host.header.name;
+    return update_host(tx, std::move(host));
+  });
+}
+
+Result<Host> Fleet::heartbeat(int64_t host_id, const Monitoring& monitoring) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+    FAB_ASSIGN_OR_RETURN(auto record, tx.get(kHostType, host_id));
+    FAB_ASSIGN_OR_RETURN(Host host, host_from_record(record));
+    host.monitoring = monitoring;
+    host.monitoring.timestamp = now;
+    host.last_seen = now;
+    if (host.state() != HostState::kDisabled) {
+      host.header.state = static_cast<int>(HostState::kMonitored);
+    }
+    return update_host(tx, std::move(host));
+  });
+}
+
+Result<int> Fleet::sweep_offline() {
+  int64_t cutoff = unix_seconds(clock_.now()) - options_.offline_after.count();
+  return store_.write_value<int>([&](store::Transaction& tx) -> Result<int> {
+    int marked = 0;
+    store::ListQuery query{.limit = 1000, .state = static_cast<int>(HostState::kMonitored)};
+    std::vector<Host> silent;
+    while (true) {
+      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHostType, query));
+      for (const auto& r : batch) {
+        FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
+        if (h.last_seen <= cutoff) silent.push_back(std::move(h));
+      }
+      if (batch.size() < query.limit) break;
+      query.after_id = batch.back().id;
+    }
+    for (Host& h : silent) {
+      h.header.state = static_cast<int>(HostState::kOffline);
+      FAB_TRY(update_host(tx, std::move(h)));
+      ++marked;
+    }
+    return marked;
+  });
+}
+
+}  // namespace fabrica::fleet

@@ -1,0 +1,141 @@
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/authorizer.h"
+#include "auth/identity.h"
+#include "core/clock.h"
+#include "core/object.h"
+#include "inventory/hardware.h"
+#include "store/store.h"
+
+namespace fabrica::fleet {
+
+// Host states, with OpenNebula's numbers where they correspond.
+enum class HostState : int {
+  kInit = 0,
+  kMonitored = 2,
+  kError = 3,
+  kDisabled = 4,
+  kOffline = 8,
+};
+std::string_view host_state_name(HostState state);
+
+inline constexpr int64_t kDefaultClusterId = 0;
+
+struct Cluster {
+  ObjectHeader header;
+  Json to_api_json() const;
+};
+
+// Latest monitoring sample an agent reported.
+struct Monitoring {
+  int64_t timestamp = 0;
+  double cpu_used_percent = 0;
+  int64_t memory_used_kb = 0;
+  Json gpus = Json::array();  // Per GPU: uuid, utilization, memory_used_mib, temperature_c,
+                              // power_w, ecc_errors.
+};
+
+struct Host {
+  ObjectHeader header;  // name = hostname; state = HostState.
+  int64_t cluster_id = kDefaultClusterId;
+  std::optional<inventory::HostInventory> inventory;
+  Monitoring monitoring;
+  int64_t last_seen = 0;
+  int allocated_vms = 0;  // Filled by the scheduler.
+  int64_t version = 0;
+
+  HostState state() const { return static_cast<HostState>(header.state); }
+  Json to_api_json() const;
+};
+
+struct JoinToken {
+  std::string secret;  // "fjt_...", shown once.
+  int64_t id = -1;
+  int64_t expires_at = 0;
+  int uses = 1;
+};
+
+struct HostFilter {
+  std::optional<std::string> gpu_model;  // Substring of the GPU model ("H100").
+  std::optional<int> free_gpus;          // At least this many GPUs not allocated.
+  std::optional<int64_t> cluster_id;
+  std::optional<HostState> state;
+};
+
+struct FleetOptions {
+  std::chrono::seconds join_token_lifetime{std::chrono::hours(24)};
+  std::chrono::seconds offline_after{std::chrono::seconds(30)};
+  std::chrono::seconds heartbeat_interval{std::chrono::seconds(10)};
+};
+
+// Hosts, clusters, join tokens and agent credentials: the domain service behind /hosts,
+// /clusters and /agent. Hosts and clusters are infrastructure: the administrators and callers
+// an ACL grants (HOST, CLUSTER; %cluster works for hosts) may see or change them. Thread-safe.
+class Fleet {
+ public:
+  Fleet(store::Store& store, auth::Authorizer& authorizer, const Clock& clock,
+        FleetOptions options = {})
+      : store_(store), authorizer_(authorizer), clock_(clock), options_(options) {}
+
+  // Creates the default cluster (id 0) when missing.
+  Result<void> bootstrap();
+
+  Result<Cluster> create_cluster(const auth::Caller& caller, const std::string& name);
+  Result<std::vector<Cluster>> list_clusters(const auth::Caller& caller);
+  Result<Cluster> get_cluster(const auth::Caller& caller, int64_t id);
+  // kFailedPrecondition while it holds hosts or for the default cluster.
+  Result<void> delete_cluster(const auth::Caller& caller, int64_t id);
+
+  // Registers host `name` in INIT and returns a join token for it.
+  Result<std::pair<Host, JoinToken>> add_host(const auth::Caller& caller, const std::string& name,
+                                              int64_t cluster_id);
+  // A token good for `count` new hosts joining `cluster_id` under their own hostnames.
+  Result<JoinToken> create_fleet_token(const auth::Caller& caller, int64_t cluster_id, int count);
+  // A new token for an existing host (lost or re-imaged); its old credential stops working
+  // when the host re-joins.
+  Result<JoinToken> rejoin_token(const auth::Caller& caller, int64_t host_id);
+  Result<std::vector<Host>> list_hosts(const auth::Caller& caller, const HostFilter& filter);
+  Result<Host> get_host(const auth::Caller& caller, int64_t id);
+  Result<Host> set_enabled(const auth::Caller& caller, int64_t id, bool enabled);
+  Result<Host> move_host(const auth::Caller& caller, int64_t id, int64_t cluster_id);
+  // kFailedPrecondition while VMs are allocated unless `force` (superuser only).
+  Result<void> delete_host(const auth::Caller& caller, int64_t id, bool force);
+
+  struct Joined {
+    Host host;
+    std::string credential;  // "fah_...", shown once; the agent keeps it 0600.
+  };
+  // Consumes one use of a join token: kUnauthenticated when unknown, expired or used up.
+  Result<Joined> join(std::string_view token, const std::string& hostname,
+                      const inventory::HostInventory& inventory);
+  // The host a credential belongs to; kUnauthenticated otherwise.
+  Result<int64_t> authenticate_agent(std::string_view credential);
+  Result<Host> report_inventory(int64_t host_id, const inventory::HostInventory& inventory);
+  Result<Host> heartbeat(int64_t host_id, const Monitoring& monitoring);
+  // Marks hosts silent for longer than offline_after OFFLINE; returns how many.
+  Result<int> sweep_offline();
+
+  const FleetOptions& options() const { return options_; }
+
+ private:
+  Result<JoinToken> issue_token(store::Transaction& tx, int64_t cluster_id,
+                                std::optional<int64_t> host_id, int uses, int64_t creator);
+  Result<Host> load_host(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                         Right right);
+  Result<Host> update_host(store::Transaction& tx, Host host);
+
+  store::Store& store_;
+  auth::Authorizer& authorizer_;
+  const Clock& clock_;
+  FleetOptions options_;
+};
+
+store::Record host_record(const Host& host);
+Result<Host> host_from_record(const store::Record& record);
+
+}  // namespace fabrica::fleet

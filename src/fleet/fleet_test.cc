@@ -1,0 +1,160 @@
+#include "fleet/fleet.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "store/sqlite_store.h"
+#include "testing/fake_clock.h"
+
+namespace fabrica::fleet {
+namespace {
+
+inventory::HostInventory h100_inventory(int gpus) {
+  inventory::HostInventory inv;
+  inv.hostname = "ignored";
+  inv.cpu = {"Intel(R) Xeon(R) Platinum 8480C", "x86_64", 2, 112, 224};
+  for (int i = 0; i < gpus; ++i) {
+    inv.gpus.push_back(inventory::Gpu{.pci_address = "0000:1" + std::to_string(i) + ":00.0",
+                                      .model = "H100 SXM5 80GB"});
+  }
+  return inv;
+}
+
+class FleetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-fleet-" + auth::random_hex(8));
+    std::filesystem::create_directories(dir_);
+    store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
+    authorizer_ = std::make_unique<auth::Authorizer>(*store_);
+    identity_ =
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+    ASSERT_TRUE(*identity_->bootstrap("admin-password"));
+    fleet_ = std::make_unique<Fleet>(*store_, *authorizer_, clock_,
+                                     FleetOptions{.offline_after = std::chrono::seconds(30)});
+    ASSERT_TRUE(fleet_->bootstrap());
+    admin_ = *identity_->caller_for(0, "test");
+    auto u = identity_->create_user(admin_, {.name = "tenant", .password = "tenant-password"});
+    tenant_ = *identity_->caller_for(u->header.id, "test");
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::filesystem::path dir_;
+  testing::FakeClock clock_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<auth::Authorizer> authorizer_;
+  std::unique_ptr<auth::Identity> identity_;
+  std::unique_ptr<Fleet> fleet_;
+  auth::Caller admin_, tenant_;
+};
+
+TEST_F(FleetTest, AddedHostJoinsOnceWithItsToken) {
+  auto added = fleet_->add_host(admin_, "gpu-node-01", kDefaultClusterId);
+  ASSERT_TRUE(added) << added.error().message();
+  EXPECT_EQ(added->first.state(), HostState::kInit);
+  EXPECT_TRUE(added->second.secret.starts_with("fjt_"));
+  auto joined = fleet_->join(added->second.secret, "whatever-hostname", h100_inventory(8));
+  ASSERT_TRUE(joined) << joined.error().message();
+  EXPECT_EQ(joined->host.header.id, added->first.header.id);
+  EXPECT_EQ(joined->host.header.name, "gpu-node-01");
+  EXPECT_EQ(joined->host.state(), HostState::kMonitored);
+  EXPECT_EQ(joined->host.inventory->gpus.size(), 8u);
+  EXPECT_EQ(*fleet_->authenticate_agent(joined->credential), added->first.header.id);
+  // Single use: a stolen token is worthless afterwards.
+  EXPECT_EQ(fleet_->join(added->second.secret, "x", h100_inventory(1)).error().code(),
+            ErrorCode::kUnauthenticated);
+  EXPECT_EQ(fleet_->join("fjt_forged", "x", h100_inventory(1)).error().code(),
+            ErrorCode::kUnauthenticated);
+  EXPECT_EQ(fleet_->authenticate_agent("fah_forged").error().code(), ErrorCode::kUnauthenticated);
+}
+
+TEST_F(FleetTest, ExpiredTokensAreRefusedAndFleetTokensCountDown) {
+  auto added = fleet_->add_host(admin_, "late", kDefaultClusterId);
+  clock_.advance(std::chrono::hours(25));
+  EXPECT_EQ(fleet_->join(added->second.secret, "late", h100_inventory(1)).error().code(),
+            ErrorCode::kUnauthenticated);
+  auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 2);
+  ASSERT_TRUE(token);
+  EXPECT_TRUE(fleet_->join(token->secret, "sim-1", h100_inventory(8)));
+  EXPECT_TRUE(fleet_->join(token->secret, "sim-2", h100_inventory(8)));
+  EXPECT_FALSE(fleet_->join(token->secret, "sim-3", h100_inventory(8)));
+  EXPECT_EQ(fleet_->list_hosts(admin_, {})->size(), 3u);  // late (INIT) + sim-1 + sim-2.
+}
+
+TEST_F(FleetTest, RejoinRetiresTheOldCredential) {
+  auto added = fleet_->add_host(admin_, "node", kDefaultClusterId);
+  auto first = fleet_->join(added->second.secret, "node", h100_inventory(8));
+  auto again = fleet_->rejoin_token(admin_, added->first.header.id);
+  ASSERT_TRUE(again);
+  auto second = fleet_->join(again->secret, "node", h100_inventory(8));
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->host.header.id, added->first.header.id);
+  EXPECT_FALSE(fleet_->authenticate_agent(first->credential));
+  EXPECT_TRUE(fleet_->authenticate_agent(second->credential));
+}
+
+TEST_F(FleetTest, SilentHostsGoOfflineAndComeBack) {
+  auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 2);
+  auto a = fleet_->join(token->secret, "a", h100_inventory(8));
+  auto b = fleet_->join(token->secret, "b", h100_inventory(8));
+  clock_.advance(std::chrono::seconds(20));
+  ASSERT_TRUE(fleet_->heartbeat(a->host.header.id, Monitoring{.cpu_used_percent = 12.5}));
+  clock_.advance(std::chrono::seconds(15));
+  EXPECT_EQ(*fleet_->sweep_offline(), 1);  // b was last seen 35 s ago.
+  EXPECT_EQ(fleet_->get_host(admin_, b->host.header.id)->state(), HostState::kOffline);
+  EXPECT_EQ(fleet_->get_host(admin_, a->host.header.id)->state(), HostState::kMonitored);
+  EXPECT_EQ(fleet_->get_host(admin_, a->host.header.id)->monitoring.cpu_used_percent, 12.5);
+  ASSERT_TRUE(fleet_->heartbeat(b->host.header.id, {}));
+  EXPECT_EQ(fleet_->get_host(admin_, b->host.header.id)->state(), HostState::kMonitored);
+  ASSERT_TRUE(fleet_->set_enabled(admin_, b->host.header.id, false));
+  ASSERT_TRUE(fleet_->heartbeat(b->host.header.id, {}));
+  EXPECT_EQ(fleet_->get_host(admin_, b->host.header.id)->state(), HostState::kDisabled);
+}
+
+TEST_F(FleetTest, TenantsSeeNoInfrastructureUnlessAnAclGrantsIt) {
+  auto added = fleet_->add_host(admin_, "node", kDefaultClusterId);
+  int64_t id = added->first.header.id;
+  EXPECT_TRUE(fleet_->list_hosts(tenant_, {})->empty());
+  EXPECT_EQ(fleet_->get_host(tenant_, id).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(fleet_->add_host(tenant_, "mine", kDefaultClusterId).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(fleet_->get_cluster(tenant_, 0).error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(authorizer_->create_rule(admin_, *auth::AclRule::parse("@1 HOST/%0 USE")));
+  EXPECT_EQ(fleet_->list_hosts(tenant_, {})->size(), 1u);
+  EXPECT_EQ(fleet_->set_enabled(tenant_, id, false).error().code(), ErrorCode::kPermissionDenied);
+  auto other = fleet_->create_cluster(admin_, "west");
+  ASSERT_TRUE(fleet_->move_host(admin_, id, other->header.id));
+  EXPECT_TRUE(fleet_->list_hosts(tenant_, {})->empty());  // %0 no longer covers it.
+}
+
+TEST_F(FleetTest, DeleteRefusesWhileVmsAreAllocatedUnlessForced) {
+  auto added = fleet_->add_host(admin_, "busy", kDefaultClusterId);
+  ASSERT_TRUE(store_->write([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(auto r, tx.get("host", added->first.header.id));
+    FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
+    h.allocated_vms = 2;
+    return tx.update(host_record(h)).map([](int64_t) {});
+  }));
+  auto refused = fleet_->delete_host(admin_, added->first.header.id, false);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("2 VMs"), std::string::npos);
+  EXPECT_TRUE(fleet_->delete_host(admin_, added->first.header.id, true));
+  EXPECT_EQ(fleet_->delete_cluster(admin_, kDefaultClusterId).error().code(),
+            ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(FleetTest, FiltersByGpuModelAndFreeGpus) {
+  auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 3);
+  ASSERT_TRUE(fleet_->join(token->secret, "eight", h100_inventory(8)));
+  ASSERT_TRUE(fleet_->join(token->secret, "four", h100_inventory(4)));
+  ASSERT_TRUE(fleet_->join(token->secret, "none", h100_inventory(0)));
+  EXPECT_EQ(fleet_->list_hosts(admin_, {.gpu_model = "H100"})->size(), 2u);
+  auto eight = fleet_->list_hosts(admin_, {.gpu_model = "H100", .free_gpus = 8});
+  ASSERT_EQ(eight->size(), 1u);
+  EXPECT_EQ(eight->front().header.name, "eight");
+  EXPECT_TRUE(fleet_->list_hosts(admin_, {.gpu_model = "A100"})->empty());
+}
+
+}  // namespace
+}  // namespace fabrica::fleet
