@@ -1,10 +1,12 @@
 // fabrica-agent: runs on each GPU server. Today: `discover`, the operator's first check of
 // what the agent sees on this machine or in a fixture tree.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
 #include "agent/discovery.h"
+#include "agent/runner.h"
 
 using namespace fabrica;
 using namespace fabrica::inventory;
@@ -83,11 +85,19 @@ void print_table(const HostInventory& inv) {
 
 }  // namespace
 
+std::atomic<bool> g_stop{false};
+
 int main(int argc, char** argv) {
   CLI::App app{"fabrica-agent: the Fabrica host agent"};
-  app.require_subcommand(1);
-  auto* discover = app.add_subcommand("discover", "Print the hardware this agent sees");
+  app.require_subcommand(0, 1);
+  agent::RunnerOptions run;
   std::string root = "/";
+  app.add_option("--server", run.server, "fabricad URL, e.g. http://10.0.0.1:8470");
+  app.add_option("--join-token", run.join_token, "One-time join token (fabrica host add)");
+  app.add_option("--state-dir", run.state_dir, "Where the host credential is kept (0600)");
+  app.add_option("--hostname", run.hostname, "Name to join under (default: this host's name)");
+  app.add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
+  auto* discover = app.add_subcommand("discover", "Print the hardware this agent sees");
   std::string output = "table";
   discover->add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
   discover->add_option("-o,--output", output, "table or json")
@@ -95,15 +105,25 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   agent::SysfsSource source(root);
-  auto inv = agent::discover(source);
-  if (!inv) {
-    std::cerr << "Error: " << inv.error().message() << std::endl;
-    return 1;
+  if (discover->parsed() || run.server.empty()) {
+    auto inv = agent::discover(source);
+    if (!inv) {
+      std::cerr << "Error: " << inv.error().message() << std::endl;
+      return 1;
+    }
+    if (output == "json") {
+      std::cout << inv->to_json().dump(2) << std::endl;
+    } else {
+      print_table(*inv);
+    }
+    return 0;
   }
-  if (output == "json") {
-    std::cout << inv->to_json().dump(2) << std::endl;
-  } else {
-    print_table(*inv);
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  std::signal(SIGINT, [](int) { g_stop = true; });
+  auto result = agent::AgentRunner(run, source).run(g_stop);
+  if (!result) {
+    std::cerr << "Error: " << result.error().message() << std::endl;
+    return 1;
   }
   return 0;
 }

@@ -12,6 +12,8 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_user_routes(router_, services_);
   add_group_routes(router_, services_);
   add_acl_routes(router_, services_);
+  add_fleet_routes(router_, services_);
+  add_agent_routes(router_, services_);
 }
 
 HttpResponse Api::handle(const HttpRequest& request) {

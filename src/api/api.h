@@ -8,6 +8,7 @@
 #include "api/router.h"
 #include "auth/identity.h"
 #include "auth/sessions.h"
+#include "fleet/fleet.h"
 #include "store/store.h"
 
 namespace fabrica::api {
@@ -18,6 +19,7 @@ struct Services {
   auth::Authorizer& authorizer;
   auth::Identity& identity;
   auth::Sessions& sessions;
+  fleet::Fleet& fleet;
   std::string version;
 };
 
@@ -51,6 +53,8 @@ void add_token_routes(Router& router, Services& services);
 void add_user_routes(Router& router, Services& services);
 void add_group_routes(Router& router, Services& services);
 void add_acl_routes(Router& router, Services& services);
+void add_fleet_routes(Router& router, Services& services);
+void add_agent_routes(Router& router, Services& services);
 
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);

@@ -84,7 +84,7 @@ void Context::run(const std::function<Result<void>()>& action) {
 }
 
 std::string to_text(const Json& value) {
-  if (value.is_string()) return value.get<std::string>();
+  if (value.is_string()) return value.get<std::string>().empty() ? "-" : value.get<std::string>();
   if (value.is_null()) return "-";
   if (value.is_array()) {
     std::string out;

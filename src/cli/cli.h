@@ -66,5 +66,9 @@ void add_user_commands(CLI::App& app, Context& ctx);
 void add_group_commands(CLI::App& app, Context& ctx);
 void add_acl_commands(CLI::App& app, Context& ctx);
 void add_permission_commands(CLI::App& app, Context& ctx);
+void add_host_commands(CLI::App& app, Context& ctx);
+void add_cluster_commands(CLI::App& app, Context& ctx);
+Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name);
+Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name);
 
 }  // namespace fabrica::cli

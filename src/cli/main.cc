@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   add_group_commands(app, ctx);
   add_acl_commands(app, ctx);
   add_permission_commands(app, ctx);
+  add_host_commands(app, ctx);
+  add_cluster_commands(app, ctx);
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;
 }

@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "api/api.h"
@@ -20,6 +22,7 @@
 #include "auth/identity.h"
 #include "auth/sessions.h"
 #include "core/clock.h"
+#include "fleet/fleet.h"
 #include "store/sqlite_store.h"
 
 namespace fs = std::filesystem;
@@ -37,6 +40,8 @@ struct Options {
   std::string log_level = "info";
   size_t threads = 0;
   size_t body_limit = 1024 * 1024;
+  int64_t host_offline_after = 30;
+  int64_t heartbeat_interval = 10;
 };
 
 // Reads a JSON config file whose keys mirror the flags (data_dir, listen, sync, ...).
@@ -52,6 +57,8 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   FAB_ASSIGN_OR_RETURN(auto log_level, reader.optional_string("log_level"));
   FAB_ASSIGN_OR_RETURN(auto threads, reader.optional_int("threads"));
   FAB_ASSIGN_OR_RETURN(auto body_limit, reader.optional_int("body_limit"));
+  FAB_ASSIGN_OR_RETURN(auto offline_after, reader.optional_int("host_offline_after"));
+  FAB_ASSIGN_OR_RETURN(auto heartbeat, reader.optional_int("heartbeat_interval"));
   FAB_TRY(reader.finish().map_error([&](Error e) { return e.with_context(path); }));
   if (data_dir) o.data_dir = *data_dir;
   if (listen) o.listen = *listen;
@@ -60,6 +67,8 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   if (log_level) o.log_level = *log_level;
   if (threads) o.threads = static_cast<size_t>(*threads);
   if (body_limit) o.body_limit = static_cast<size_t>(*body_limit);
+  if (offline_after) o.host_offline_after = *offline_after;
+  if (heartbeat) o.heartbeat_interval = *heartbeat;
   return {};
 }
 
@@ -124,20 +133,23 @@ std::shared_ptr<spdlog::logger> make_access_log(const Options& o) {
 
 // The services of one fabricad over one store, wired as the API needs them.
 struct Wiring {
-  Wiring(store::Store& store, const Clock& clock)
+  Wiring(store::Store& store, const Clock& clock, fleet::FleetOptions fleet_options = {})
       : authorizer(store),
         identity(store, authorizer, clock),
         limiter(clock),
         sessions(store, identity, clock, limiter),
+        fleet(store, authorizer, clock, fleet_options),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
                           .sessions = sessions,
+                          .fleet = fleet,
                           .version = kVersion}) {}
   auth::Authorizer authorizer;
   auth::Identity identity;
   auth::LoginLimiter limiter;
   auth::Sessions sessions;
+  fleet::Fleet fleet;
   api::Api api;
 };
 
@@ -167,7 +179,9 @@ int serve(const Options& o) {
   if (!store) return fatal(store.error());
 
   SystemClock clock;
-  Wiring wiring(**store, clock);
+  Wiring wiring(**store, clock,
+                {.offline_after = std::chrono::seconds(o.host_offline_after),
+                 .heartbeat_interval = std::chrono::seconds(o.heartbeat_interval)});
   auth::Identity& identity = wiring.identity;
   api::Api& api = wiring.api;
 
@@ -186,6 +200,31 @@ int serve(const Options& o) {
     }
   }
 
+  if (auto r = wiring.fleet.bootstrap(); !r) return fatal(r.error().with_context("bootstrap"));
+
+  // Marks silent hosts OFFLINE, once a second, until shutdown.
+  std::mutex sweep_mutex;
+  std::condition_variable sweep_wake;
+  bool stopping = false;
+  std::thread sweeper([&] {
+    std::unique_lock lock(sweep_mutex);
+    while (!sweep_wake.wait_for(lock, std::chrono::seconds(1), [&] { return stopping; })) {
+      lock.unlock();
+      auto marked = wiring.fleet.sweep_offline();
+      if (!marked) spdlog::warn("offline sweep failed: {}", marked.error().message());
+      if (marked && *marked > 0) spdlog::info("{} hosts went OFFLINE", *marked);
+      lock.lock();
+    }
+  });
+  auto stop_sweeper = [&] {
+    {
+      std::lock_guard lock(sweep_mutex);
+      stopping = true;
+    }
+    sweep_wake.notify_all();
+    if (sweeper.joinable()) sweeper.join();
+  };
+
   size_t threads = o.threads ? o.threads : std::max(2u, std::thread::hardware_concurrency());
   api::HttpServer server({.host = listen->first,
                           .port = listen->second,
@@ -194,7 +233,10 @@ int serve(const Options& o) {
                           .access_log = make_access_log(o)},
                          [&api](const api::HttpRequest& r) { return api.handle(r); });
   auto port = server.listen();
-  if (!port) return fatal(port.error());
+  if (!port) {
+    stop_sweeper();
+    return fatal(port.error());
+  }
   std::string address = listen->first + ":" + std::to_string(*port);
   if (auto w = write_private_file(data_dir / "fabricad.addr", address + "\n"); !w) {
     return fatal(w.error());
@@ -205,6 +247,7 @@ int serve(const Options& o) {
     spdlog::info("shutting down: finishing in-flight requests");
     api.set_draining();
   });
+  stop_sweeper();
   spdlog::info("fabricad stopped");
   return 0;
 }
@@ -236,6 +279,12 @@ int main(int argc, char** argv) {
   app.add_option("--body-limit", o.body_limit, "Largest request body in bytes");
   app.add_option("--access-log", o.access_log, "Access log file, - for stderr, off");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error");
+  app.add_option("--host-offline-after", o.host_offline_after,
+                 "Seconds without a heartbeat before a host is OFFLINE")
+      ->check(CLI::Range(1, 86400));
+  app.add_option("--heartbeat-interval", o.heartbeat_interval,
+                 "Seconds between agent heartbeats (told to agents)")
+      ->check(CLI::Range(1, 3600));
   bool print_routes = false;
   app.add_flag("--print-routes", print_routes, "Print the API's route table as JSON and exit");
   app.set_version_flag("--version", kVersion);
@@ -258,6 +307,8 @@ int main(int argc, char** argv) {
       if (name == "--body-limit") o.body_limit = from_file.body_limit;
       if (name == "--access-log") o.access_log = from_file.access_log;
       if (name == "--log-level") o.log_level = from_file.log_level;
+      if (name == "--host-offline-after") o.host_offline_after = from_file.host_offline_after;
+      if (name == "--heartbeat-interval") o.heartbeat_interval = from_file.heartbeat_interval;
     }
   });
   CLI11_PARSE(app, argc, argv);

@@ -101,6 +101,31 @@ Json Host::to_api_json() const {
   return j;
 }
 
+Json Host::to_summary_json() const {
+  Json gpus = Json::object();
+  int64_t memory_total = 0;
+  int threads = 0;
+  if (inventory) {
+    for (const auto& g : inventory->gpus) {
+      gpus[g.model] = gpus.value(g.model, 0) + 1;
+    }
+    for (const auto& n : inventory->numa_nodes) memory_total += n.memory_total_kb;
+    threads = inventory->cpu.threads;
+  }
+  return Json{{"id", header.id},
+              {"name", header.name},
+              {"state", header.state},
+              {"state_name", host_state_name(state())},
+              {"cluster_id", cluster_id},
+              {"cpu_threads", threads},
+              {"cpu_used_percent", monitoring.cpu_used_percent},
+              {"memory_total_kb", memory_total},
+              {"memory_used_kb", monitoring.memory_used_kb},
+              {"gpus", gpus},
+              {"allocated_vms", allocated_vms},
+              {"last_seen", last_seen ? Json(format_time(last_seen)) : Json(nullptr)}};
+}
+
 store::Record host_record(const Host& host) {
   Json body = host.to_api_json();
   body["monitoring"]["timestamp"] = host.monitoring.timestamp;

@@ -51,6 +51,8 @@ struct Host {
 
   HostState state() const { return static_cast<HostState>(header.state); }
   Json to_api_json() const;
+  // What `host list` shows: no inventory detail, GPU counts by model, CPU and memory use.
+  Json to_summary_json() const;
 };
 
 struct JoinToken {

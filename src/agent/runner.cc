@@ -1,0 +1,158 @@
+#include "agent/runner.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "client/http_client.h"
+
+namespace fabrica::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Sleeps up to `d`, waking early when `stop` turns true.
+void nap(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
+  auto until = std::chrono::steady_clock::now() + d;
+  while (!stop && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+Result<void> write_private(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  fs::path tmp = path;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return fail(ErrorCode::kInternal, "cannot write " + tmp.string());
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+            ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail(ErrorCode::kInternal, "cannot write " + path.string());
+  }
+  return {};
+}
+
+// CPU use in permille since the previous call, from /proc/stat's first line.
+class CpuMeter {
+ public:
+  int64_t sample(const HardwareSource& src) {
+    std::istringstream in(src.read_file("/proc/stat").value_or(""));
+    std::string cpu;
+    int64_t v, total = 0, idle = 0;
+    in >> cpu;
+    for (int i = 0; in >> v && i < 10; ++i) {
+      total += v;
+      if (i == 3 || i == 4) idle += v;  // idle + iowait
+    }
+    int64_t dt = total - last_total_, di = idle - last_idle_;
+    last_total_ = total;
+    last_idle_ = idle;
+    if (dt <= 0) return 0;
+    return std::clamp<int64_t>(1000 * (dt - di) / dt, 0, 1000);
+  }
+
+ private:
+  int64_t last_total_ = 0, last_idle_ = 0;
+};
+
+int64_t memory_used_kb(const HardwareSource& src) {
+  std::istringstream in(src.read_file("/proc/meminfo").value_or(""));
+  std::string key, unit;
+  int64_t value = 0, total = 0, available = 0;
+  while (in >> key >> value) {
+    std::getline(in, unit);
+    if (key == "MemTotal:") total = value;
+    if (key == "MemAvailable:") available = value;
+  }
+  return std::max<int64_t>(0, total - available);
+}
+
+}  // namespace
+
+Result<std::string> AgentRunner::credential() {
+  fs::path path = fs::path(options_.state_dir) / "credential";
+  std::ifstream in(path);
+  std::string existing;
+  if (in && std::getline(in, existing) && !existing.empty()) return existing;
+  if (options_.join_token.empty()) {
+    return fail(ErrorCode::kFailedPrecondition,
+                "no host credential in " + options_.state_dir + " and no --join-token given");
+  }
+  FAB_ASSIGN_OR_RETURN(auto inv, discover(source_));
+  FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server));
+  client::ApiClient api(std::move(http), "");
+  std::string hostname = options_.hostname.empty() ? inv.hostname : options_.hostname;
+  if (inv.hostname.empty()) inv.hostname = hostname;
+  FAB_ASSIGN_OR_RETURN(Json joined,
+                       api.post("/api/v1/agent/join", Json{{"token", options_.join_token},
+                                                           {"hostname", hostname},
+                                                           {"inventory", inv.to_json()}}));
+  std::string secret = joined["credential"].get<std::string>();
+  FAB_TRY(write_private(path, secret + "\n"));
+  std::fprintf(stderr, "joined as host %lld (%s)\n",
+               static_cast<long long>(joined["host_id"].get<int64_t>()),
+               joined["name"].get<std::string>().c_str());
+  return secret;
+}
+
+Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
+  std::mt19937 rng(std::random_device{}());
+  std::chrono::milliseconds backoff(1000);
+  std::optional<std::string> secret;
+  std::optional<client::ApiClient> api;
+  CpuMeter cpu;
+  Json last_inventory;
+  int64_t interval_s = 10;
+  for (int beat = 0; !stop; ++beat) {
+    auto step = [&]() -> Result<void> {
+      if (!secret) {
+        FAB_ASSIGN_OR_RETURN(secret, credential());
+        FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server));
+        api.emplace(std::move(http), *secret);
+        beat = 0;
+      }
+      if (beat % options_.rediscover_every == 0) {
+        FAB_ASSIGN_OR_RETURN(auto inv, discover(source_));
+        Json now = inv.to_json();
+        if (now != last_inventory) {
+          if (!options_.hostname.empty()) now["hostname"] = options_.hostname;
+          FAB_TRY(api->call("PUT", "/api/v1/agent/inventory", Json{{"inventory", now}}));
+          last_inventory = inv.to_json();
+        }
+      }
+      FAB_ASSIGN_OR_RETURN(
+          Json reply,
+          api->post("/api/v1/agent/heartbeat", Json{{"cpu_used_permille", cpu.sample(source_)},
+                                                    {"memory_used_kb", memory_used_kb(source_)}}));
+      interval_s = reply.value("heartbeat_interval_seconds", interval_s);
+      return {};
+    };
+    auto result = step();
+    if (result) {
+      backoff = std::chrono::milliseconds(1000);
+      nap(std::chrono::seconds(interval_s), stop);
+      continue;
+    }
+    const Error& e = result.error();
+    if (e.code() == ErrorCode::kUnauthenticated || e.code() == ErrorCode::kFailedPrecondition) {
+      return fail(e);
+    }
+    std::fprintf(stderr, "server unreachable (%s); retrying in %lld ms\n", e.message().c_str(),
+                 static_cast<long long>(backoff.count()));
+    std::uniform_int_distribution<int64_t> jitter(0, backoff.count() / 4);
+    nap(backoff + std::chrono::milliseconds(jitter(rng)), stop);
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, options_.max_backoff);
+    last_inventory = Json();  // Re-send after an outage: the server may have been restored.
+  }
+  return {};
+}
+
+}  // namespace fabrica::agent

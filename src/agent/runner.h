@@ -1,0 +1,38 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "agent/discovery.h"
+#include "core/error.h"
+
+namespace fabrica::agent {
+
+struct RunnerOptions {
+  std::string server;      // "http://HOST:PORT"
+  std::string join_token;  // Needed only until the host holds a credential.
+  std::string state_dir = "/var/lib/fabrica-agent";
+  std::string hostname;  // Defaults to the discovered hostname.
+  std::chrono::seconds max_backoff{60};
+  int rediscover_every = 6;  // Heartbeats between inventory re-checks.
+};
+
+// The agent's life: join once (keeping the host credential 0600 in state_dir), report the
+// inventory, then heartbeat with CPU and memory use at the interval the server asks for,
+// re-sending the inventory when it changes, backing off exponentially while the server is
+// unreachable. Returns when `stop` turns true (success) or when the server refuses the
+// credential (kUnauthenticated: the host was deleted or re-joined elsewhere).
+class AgentRunner {
+ public:
+  AgentRunner(RunnerOptions options, const HardwareSource& source)
+      : options_(std::move(options)), source_(source) {}
+  Result<void> run(const std::atomic<bool>& stop);
+
+ private:
+  Result<std::string> credential();
+  RunnerOptions options_;
+  const HardwareSource& source_;
+};
+
+}  // namespace fabrica::agent

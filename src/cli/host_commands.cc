@@ -1,0 +1,315 @@
+#include <charconv>
+#include <cstdio>
+#include <iostream>
+
+#include "cli/cli.h"
+#include "inventory/hardware.h"
+
+namespace fabrica::cli {
+namespace {
+
+std::string gpu_summary(const Json& h) {
+  std::string out;
+  for (auto it = h["gpus"].begin(); it != h["gpus"].end(); ++it) {
+    if (!out.empty()) out += ",";
+    out += std::to_string(it->get<int>()) + "x" + it.key();
+  }
+  return out.empty() ? "-" : out;
+}
+
+std::string percent(double v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.0f%%", v);
+  return buf;
+}
+
+std::string gib(int64_t kb) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0fG", kb / 1048576.0);
+  return buf;
+}
+
+std::vector<Column> host_columns() {
+  return {field("ID", "id"),
+          field("NAME", "name"),
+          field("STATE", "state_name"),
+          field("CLUSTER", "cluster_id"),
+          Column{"CPU(used/threads)",
+                 [](const Json& h) {
+                   return percent(h["cpu_used_percent"].get<double>()) + " of " +
+                          std::to_string(h["cpu_threads"].get<int>());
+                 }},
+          Column{"MEMORY(used/total)",
+                 [](const Json& h) {
+                   return gib(h["memory_used_kb"].get<int64_t>()) + "/" +
+                          gib(h["memory_total_kb"].get<int64_t>());
+                 }},
+          Column{"GPUS", gpu_summary},
+          field("VMS", "allocated_vms"),
+          field("LAST SEEN", "last_seen")};
+}
+
+// "fabrica host VERB HOST" posting to /hosts/ID/SUFFIX.
+void add_host_action(CLI::App* host, Context& ctx, const std::string& verb,
+                     const std::string& help) {
+  auto target = std::make_shared<std::string>();
+  auto* cmd = host->add_subcommand(verb, help);
+  cmd->add_option("host", *target, "Host id or name")->required();
+  cmd->callback([&ctx, target, verb] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_host(api, *target));
+      FAB_ASSIGN_OR_RETURN(
+          Json out, api.post("/api/v1/hosts/" + std::to_string(id) + "/" + verb, Json::object()));
+      print_object(ctx, out);
+      return {};
+    });
+  });
+}
+
+}  // namespace
+
+Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name) {
+  int64_t id = 0;
+  auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
+  if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
+  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/hosts"));
+  for (const auto& h : page["items"]) {
+    if (h["name"] == id_or_name) return h["id"].get<int64_t>();
+  }
+  return fail(ErrorCode::kNotFound, "host \"" + id_or_name + "\" not found");
+}
+
+Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name) {
+  int64_t id = 0;
+  auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
+  if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
+  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/clusters"));
+  for (const auto& c : page["items"]) {
+    if (c["name"] == id_or_name) return c["id"].get<int64_t>();
+  }
+  return fail(ErrorCode::kNotFound, "cluster \"" + id_or_name + "\" not found");
+}
+
+void add_host_commands(CLI::App& app, Context& ctx) {
+  auto* host = app.add_subcommand("host", "Manage GPU servers");
+  host->require_subcommand(1);
+
+  auto name = std::make_shared<std::string>();
+  auto cluster = std::make_shared<std::string>("default");
+  auto count = std::make_shared<int>(0);
+  auto* add = host->add_subcommand("add", "Register a host and print its one-time join token");
+  add->add_option("name", *name, "Host name (omit with --count for a fleet token)");
+  add->add_option("--cluster", *cluster, "Cluster id or name");
+  add->add_option("--count", *count, "One token good for N hosts joining under their hostnames");
+  add->callback([&ctx, name, cluster, count] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t cid, resolve_cluster(api, *cluster));
+      Json out;
+      if (*count > 0) {
+        FAB_ASSIGN_OR_RETURN(out, api.post("/api/v1/hosts/join-tokens",
+                                           Json{{"cluster_id", cid}, {"count", *count}}));
+      } else if (!name->empty()) {
+        FAB_ASSIGN_OR_RETURN(out,
+                             api.post("/api/v1/hosts", Json{{"name", *name}, {"cluster_id", cid}}));
+      } else {
+        return fail(ErrorCode::kInvalidArgument, "give a host name or --count N", "name");
+      }
+      if (ctx.output == Output::kJson) {
+        print_object(ctx, out);
+        return {};
+      }
+      if (out.contains("host"))
+        std::cout << "Host " << out["host"]["id"] << " (" << *name << ") added\n";
+      std::cout << "Join token (shown once, " << out["uses"] << " use(s), expires "
+                << to_text(out["expires_at"]) << "):\n  " << to_text(out["join_token"]) << "\n"
+                << "On the server run:\n  fabrica-agent --server " << ctx.endpoint()
+                << " --join-token " << to_text(out["join_token"]) << std::endl;
+      return {};
+    });
+  });
+
+  auto gpu_model = std::make_shared<std::string>();
+  auto free_gpus = std::make_shared<int>(-1);
+  auto state = std::make_shared<std::string>();
+  auto* list = host->add_subcommand("list", "List hosts");
+  list->add_option("--gpu-model", *gpu_model, "Only hosts with this GPU model (e.g. H100)");
+  list->add_option("--free-gpus", *free_gpus, "Only hosts with at least this many such GPUs free");
+  list->add_option("--state", *state, "INIT, MONITORED, ERROR, DISABLED or OFFLINE");
+  list->callback([&ctx, gpu_model, free_gpus, state] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      std::string query;
+      auto add_param = [&](const std::string& k, const std::string& v) {
+        query += (query.empty() ? "?" : "&") + k + "=" + client::url_encode(v);
+      };
+      if (!gpu_model->empty()) add_param("gpu_model", *gpu_model);
+      if (*free_gpus >= 0) add_param("free_gpus", std::to_string(*free_gpus));
+      if (!state->empty()) add_param("state", *state);
+      FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/hosts" + query));
+      print_list(ctx, page["items"], host_columns());
+      return {};
+    });
+  });
+
+  auto target = std::make_shared<std::string>();
+  auto* show = host->add_subcommand("show", "Show a host with its hardware");
+  show->add_option("host", *target, "Host id or name")->required();
+  show->callback([&ctx, target] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_host(api, *target));
+      FAB_ASSIGN_OR_RETURN(Json h, api.get("/api/v1/hosts/" + std::to_string(id)));
+      if (ctx.output == Output::kJson) {
+        print_object(ctx, h);
+        return {};
+      }
+      Json summary = h;
+      summary.erase("inventory");
+      summary.erase("monitoring");
+      print_object(ctx, summary);
+      if (h["inventory"].is_object()) {
+        const Json& inv = h["inventory"];
+        std::cout << "\nCPU: " << to_text(inv["cpu"]["model"]) << " ("
+                  << to_text(inv["cpu"]["architecture"]) << "), " << inv["cpu"]["sockets"]
+                  << " sockets, " << inv["cpu"]["cores"] << " cores, " << inv["cpu"]["threads"]
+                  << " threads\n\nNUMA NODES\n";
+        print_list(ctx, inv["numa_nodes"],
+                   {field("ID", "id"),
+                    Column{"CPUS",
+                           [](const Json& n) {
+                             return inventory::format_cpu_list(n["cpus"].get<std::vector<int>>());
+                           }},
+                    Column{"MEMORY",
+                           [](const Json& n) { return gib(n["memory_total_kb"].get<int64_t>()); }},
+                    Column{"HUGEPAGES", [](const Json& n) {
+                             std::string out;
+                             for (const auto& p : n["hugepages"]) {
+                               out += (out.empty() ? "" : " ") +
+                                      std::to_string(p["size_kb"].get<int64_t>()) +
+                                      "kB:" + std::to_string(p["free"].get<int64_t>()) + "/" +
+                                      std::to_string(p["total"].get<int64_t>());
+                             }
+                             return out.empty() ? std::string("-") : out;
+                           }}});
+        std::cout << "\nGPUS\n";
+        print_list(ctx, inv["gpus"],
+                   {field("PCI", "pci_address"), field("MODEL", "model"),
+                    field("MEMORY(MiB)", "memory_mib"), field("NUMA", "numa_node"),
+                    field("MIG", "mig_mode"), field("NVLINK", "nvlink_domain"),
+                    field("UUID", "uuid"), Column{"MIG SLICES", [](const Json& g) {
+                                                    std::string out;
+                                                    for (const auto& m : g["mig_instances"]) {
+                                                      out += (out.empty() ? "" : ",") +
+                                                             to_text(m["profile"]);
+                                                    }
+                                                    return out.empty() ? std::string("-") : out;
+                                                  }}});
+        std::cout << "\nNICS\n";
+        print_list(ctx, inv["nics"],
+                   {field("NAME", "name"), field("PCI", "pci_address"), field("LINK", "link_layer"),
+                    field("MODEL", "model"), field("RDMA", "rdma_device"),
+                    field("SPEED(Mb/s)", "speed_mbps"), field("NUMA", "numa_node"),
+                    field("VF", "virtual_function")});
+        if (!inv["dpus"].empty()) {
+          std::cout << "\nDPUS\n";
+          print_list(
+              ctx, inv["dpus"],
+              {field("PCI", "pci_address"), field("MODEL", "model"), field("NUMA", "numa_node")});
+        }
+      }
+      return {};
+    });
+  });
+
+  auto force = std::make_shared<bool>(false);
+  auto* del = host->add_subcommand("delete", "Delete a host");
+  del->add_option("host", *target, "Host id or name")->required();
+  del->add_flag("--force", *force, "Even with VMs allocated (superuser)");
+  del->callback([&ctx, target, force] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_host(api, *target));
+      FAB_TRY(api.del("/api/v1/hosts/" + std::to_string(id) + (*force ? "?force=true" : "")));
+      std::cout << "Host " << id << " deleted" << std::endl;
+      return {};
+    });
+  });
+  add_host_action(host, ctx, "enable", "Enable a host");
+  add_host_action(host, ctx, "disable", "Disable a host (no new VMs)");
+  add_host_action(host, ctx, "join-token", "Issue a new join token for a lost or re-imaged host");
+}
+
+void add_cluster_commands(CLI::App& app, Context& ctx) {
+  auto* cluster = app.add_subcommand("cluster", "Manage clusters");
+  cluster->require_subcommand(1);
+  auto name = std::make_shared<std::string>();
+  auto* create = cluster->add_subcommand("create", "Create a cluster");
+  create->add_option("name", *name, "Cluster name")->required();
+  create->callback([&ctx, name] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(Json c, api.post("/api/v1/clusters", Json{{"name", *name}}));
+      if (ctx.output == Output::kJson)
+        print_object(ctx, c);
+      else
+        std::cout << "ID: " << c["id"] << std::endl;
+      return {};
+    });
+  });
+  cluster->add_subcommand("list", "List clusters")->callback([&ctx] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/clusters"));
+      print_list(ctx, page["items"],
+                 {field("ID", "id"), field("NAME", "name"), field("CREATED", "created_at")});
+      return {};
+    });
+  });
+  auto target = std::make_shared<std::string>();
+  auto* show = cluster->add_subcommand("show", "Show a cluster and its hosts");
+  show->add_option("cluster", *target, "Cluster id or name")->required();
+  show->callback([&ctx, target] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_cluster(api, *target));
+      FAB_ASSIGN_OR_RETURN(Json c, api.get("/api/v1/clusters/" + std::to_string(id)));
+      print_object(ctx, c);
+      return {};
+    });
+  });
+  auto* del = cluster->add_subcommand("delete", "Delete an empty cluster");
+  del->add_option("cluster", *target, "Cluster id or name")->required();
+  del->callback([&ctx, target] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_cluster(api, *target));
+      FAB_TRY(api.del("/api/v1/clusters/" + std::to_string(id)));
+      std::cout << "Cluster " << id << " deleted" << std::endl;
+      return {};
+    });
+  });
+  auto host = std::make_shared<std::string>();
+  for (bool add : {true, false}) {
+    auto* cmd = cluster->add_subcommand(
+        add ? "addhost" : "delhost",
+        add ? "Move a host into a cluster" : "Move a host back to the default cluster");
+    cmd->add_option("cluster", *target, "Cluster id or name")->required();
+    cmd->add_option("host", *host, "Host id or name")->required();
+    cmd->callback([&ctx, target, host, add] {
+      ctx.run([&]() -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+        FAB_ASSIGN_OR_RETURN(int64_t cid, resolve_cluster(api, *target));
+        FAB_ASSIGN_OR_RETURN(int64_t hid, resolve_host(api, *host));
+        std::string base = "/api/v1/clusters/" + std::to_string(cid) + "/hosts";
+        FAB_ASSIGN_OR_RETURN(Json out, add ? api.post(base, Json{{"host_id", hid}})
+                                           : api.del(base + "/" + std::to_string(hid)));
+        print_object(ctx, out);
+        return {};
+      });
+    });
+  }
+}
+
+}  // namespace fabrica::cli
