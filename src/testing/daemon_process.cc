@@ -31,6 +31,71 @@ CommandResult run_command(const std::string& command) {
   return result;
 }
 
+namespace {
+
+int exit_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace
+
+ChildProcess::ChildProcess(std::vector<std::string> argv, std::string log_path)
+    : log_path_(std::move(log_path)) {
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) pid_ = -1;
+  posix_spawn_file_actions_destroy(&actions);
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ > 0) stop(SIGKILL);
+}
+
+bool ChildProcess::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+int ChildProcess::stop(int signal) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, signal);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return exit_status(status);
+}
+
+std::optional<int> ChildProcess::wait_for(std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return exit_status(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return std::nullopt;
+}
+
+std::string ChildProcess::log() const {
+  std::ifstream in(log_path_);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 DaemonProcess::DaemonProcess(std::vector<std::string> extra_args)
     : extra_args_(std::move(extra_args)) {
   std::random_device rd;
@@ -47,11 +112,13 @@ DaemonProcess::~DaemonProcess() {
 
 bool DaemonProcess::start() {
   std::filesystem::remove(data_dir_ / "fabricad.addr");
+  // A restart keeps the port, as clients (agents) remember it.
+  std::string listen = url_.empty() ? "127.0.0.1:0" : url_.substr(std::string("http://").size());
   std::vector<std::string> args = {binary_path("fabricad"),
                                    "--data-dir",
                                    data_dir_.string(),
                                    "--listen",
-                                   "127.0.0.1:0",
+                                   listen,
                                    "--access-log",
                                    (data_dir_ / "access.log").string()};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());

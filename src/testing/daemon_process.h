@@ -2,8 +2,10 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,7 +24,8 @@ class DaemonProcess {
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
 
-  // Starts fabricad and waits (up to 30 s) until /healthz answers. Returns false on failure.
+  // Starts fabricad and waits (up to 30 s) until /healthz answers; a restart reuses the port.
+  // Returns false on failure.
   bool start();
   // Sends `signal` and waits for the process to exit; returns its exit status (or 128+sig).
   int stop(int signal);
@@ -52,6 +55,25 @@ struct CommandResult {
 };
 // Runs `command` through the shell with stderr merged into stdout and stdin from /dev/null.
 CommandResult run_command(const std::string& command);
+
+// Any child process, with stdout and stderr appended to `log_path`. Killed on destruction.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> argv, std::string log_path);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  bool running();
+  // Sends `signal` and waits; returns the exit status (or 128 + signal).
+  int stop(int signal);
+  // Waits up to `timeout` for the process to exit by itself; nullopt if it did not.
+  std::optional<int> wait_for(std::chrono::seconds timeout);
+  std::string log() const;
+
+ private:
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
 
 // Path of a built binary (fabricad, fabrica), from the FABRICA_BIN_DIR compile definition.
 std::string binary_path(const std::string& name);

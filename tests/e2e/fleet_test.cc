@@ -1,0 +1,181 @@
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "testing/daemon_process.h"
+
+namespace fabrica {
+namespace {
+
+using testing::ChildProcess;
+using testing::DaemonProcess;
+
+// Polls `check` until it returns true or 30 s pass.
+template <typename Fn>
+bool eventually(Fn check) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (check()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+class FleetE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(daemon_.start()) << daemon_.log(); }
+
+  std::unique_ptr<ChildProcess> agent(const std::string& token, const std::string& fixture) {
+    std::vector<std::string> argv = {
+        testing::binary_path("fabrica-agent"),
+        "--server",
+        daemon_.url(),
+        "--state-dir",
+        (daemon_.data_dir() / "agent").string(),
+        "--sysfs-root",
+        (testing::source_dir() / "tests/fixtures/hosts" / fixture).string()};
+    if (!token.empty()) {
+      argv.push_back("--join-token");
+      argv.push_back(token);
+    }
+    return std::make_unique<ChildProcess>(argv, (daemon_.data_dir() / "agent.log").string());
+  }
+
+  std::string state_of(client::ApiClient& api, int64_t id) {
+    auto host = api.get("/api/v1/hosts/" + std::to_string(id));
+    return host ? (*host)["state_name"].get<std::string>() : "gone";
+  }
+
+  DaemonProcess daemon_{{"--host-offline-after", "2", "--heartbeat-interval", "1"}};
+};
+
+TEST_F(FleetE2eTest, AgentJoinsReportsGoesOfflineAndRecovers) {
+  auto api = daemon_.login();
+  auto added = api.post("/api/v1/hosts", Json{{"name", "gpu-node-01"}});
+  ASSERT_TRUE(added) << added.error().message();
+  int64_t id = (*added)["host"]["id"];
+  EXPECT_EQ((*added)["host"]["state_name"], "INIT");
+  std::string token = (*added)["join_token"];
+
+  auto a = agent(token, "hgx-h100");
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "MONITORED"; })) << a->log();
+  auto host = api.get("/api/v1/hosts/" + std::to_string(id));
+  EXPECT_EQ((*host)["inventory"]["gpus"].size(), 8u);
+  EXPECT_EQ((*host)["inventory"]["nvswitches"].size(), 4u);
+  EXPECT_EQ((*host)["inventory"]["hostname"], "gpu-node-01");
+  auto credential = daemon_.data_dir() / "agent/credential";
+  ASSERT_TRUE(std::filesystem::exists(credential));
+  EXPECT_EQ(std::filesystem::status(credential).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+
+  // The token was single-use.
+  client::ApiClient anon(daemon_.http(), "");
+  auto reuse =
+      anon.post("/api/v1/agent/join",
+                Json{{"token", token}, {"hostname", "thief"}, {"inventory", (*host)["inventory"]}});
+  EXPECT_EQ(reuse.error().code(), ErrorCode::kUnauthenticated);
+
+  // Silence -> OFFLINE -> the agent comes back with its stored credential -> MONITORED.
+  EXPECT_EQ(a->stop(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "OFFLINE"; }));
+  a = agent("", "hgx-h100");
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "MONITORED"; })) << a->log();
+
+  // fabricad restarts under a running agent: the agent backs off and reconnects.
+  EXPECT_EQ(daemon_.stop(SIGTERM), 0);
+  ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  auto api2 = daemon_.login();
+  std::string before = (*api2.get("/api/v1/hosts/" + std::to_string(id)))["last_seen"];
+  ASSERT_TRUE(eventually([&] {
+    auto h = api2.get("/api/v1/hosts/" + std::to_string(id));
+    return h && (*h)["last_seen"] != before && (*h)["state_name"] == "MONITORED";
+  })) << a->log();
+
+  // Deleting the host revokes its credential: the agent stops with a clear error.
+  ASSERT_TRUE(api2.del("/api/v1/hosts/" + std::to_string(id)));
+  auto exited = a->wait_for(std::chrono::seconds(30));
+  ASSERT_TRUE(exited.has_value());
+  EXPECT_NE(*exited, 0);
+  EXPECT_NE(a->log().find("unknown or revoked host credential"), std::string::npos) << a->log();
+}
+
+TEST_F(FleetE2eTest, BadAgentInputIsRejectedAndChangesNothing) {
+  auto api = daemon_.login();
+  auto token = api.post("/api/v1/hosts/join-tokens", Json{{"count", 3}});
+  ASSERT_TRUE(token) << token.error().message();
+  std::string secret = (*token)["join_token"];
+  client::ApiClient anon(daemon_.http(), "");
+  Json good = Json{{"hostname", "sim-1"}, {"cpu", {{"threads", 8}, {"cores", 4}, {"sockets", 1}}}};
+  struct Case {
+    Json body;
+    std::string field;
+  };
+  const Case cases[] = {
+      {Json{{"token", secret}, {"hostname", "sim-1"}}, "inventory"},
+      {Json{{"token", secret}, {"hostname", "a/b"}, {"inventory", good}}, "hostname"},
+      {Json{{"token", secret},
+            {"hostname", "sim-1"},
+            {"inventory", {{"hostname", "x"}, {"cpu", {{"cores", 9}, {"threads", 8}}}}}},
+       "inventory/cpu"},
+      {Json{{"token", secret},
+            {"hostname", "sim-1"},
+            {"inventory", {{"hostname", "x"}, {"numa_nodes", "lots"}}}},
+       "inventory/"},
+  };
+  for (const Case& c : cases) {
+    auto r = anon.post("/api/v1/agent/join", c.body);
+    ASSERT_FALSE(r) << c.body.dump();
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument) << c.body.dump();
+    EXPECT_EQ(r.error().field(), c.field) << r.error().message();
+  }
+  EXPECT_TRUE((*api.get("/api/v1/hosts"))["items"].empty());  // No use of the token was spent.
+  auto joined = anon.post("/api/v1/agent/join",
+                          Json{{"token", secret}, {"hostname", "sim-1"}, {"inventory", good}});
+  ASSERT_TRUE(joined) << joined.error().message();
+  client::ApiClient agent_api(daemon_.http(), (*joined)["credential"]);
+  auto bad_beat = agent_api.post("/api/v1/agent/heartbeat", Json{{"cpu_used_permille", 5000}});
+  EXPECT_EQ(bad_beat.error().field(), "cpu_used_permille");
+  auto bad_inv = agent_api.call(
+      "PUT", "/api/v1/agent/inventory",
+      Json{{"inventory", {{"hostname", "x"}, {"pci_devices", {{{"address", ""}}}}}}});
+  EXPECT_EQ(bad_inv.error().field(), "inventory/pci_devices");
+  auto host = api.get("/api/v1/hosts/" + std::to_string((*joined)["host_id"].get<int64_t>()));
+  EXPECT_EQ((*host)["inventory"]["cpu"]["threads"], 8);  // Unchanged by the rejected report.
+  client::ApiClient forged(daemon_.http(), "fah_forged");
+  EXPECT_EQ(forged.post("/api/v1/agent/heartbeat", Json::object()).error().code(),
+            ErrorCode::kUnauthenticated);
+}
+
+TEST_F(FleetE2eTest, TenantsCannotSeeOrTouchInfrastructure) {
+  auto api = daemon_.login();
+  auto added = api.post("/api/v1/hosts", Json{{"name", "secret-node"}});
+  int64_t id = (*added)["host"]["id"];
+  ASSERT_TRUE(api.post("/api/v1/users", Json{{"name", "tenant"}, {"password", "tenant-password"}}));
+  auto tenant = daemon_.login("tenant", "tenant-password");
+  EXPECT_TRUE((*tenant.get("/api/v1/hosts"))["items"].empty());
+  EXPECT_TRUE((*tenant.get("/api/v1/clusters"))["items"].empty());
+  EXPECT_EQ(tenant.get("/api/v1/hosts/" + std::to_string(id)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(tenant.post("/api/v1/hosts/" + std::to_string(id) + "/disable", Json::object())
+                .error()
+                .code(),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(tenant.del("/api/v1/hosts/" + std::to_string(id)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(tenant.post("/api/v1/hosts", Json{{"name", "mine"}}).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(tenant.post("/api/v1/hosts/join-tokens", Json{{"count", 5}}).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(tenant.post("/api/v1/clusters", Json{{"name", "c"}}).error().code(),
+            ErrorCode::kPermissionDenied);
+  // An ACL lets the users group see the default cluster's hosts, not change them.
+  ASSERT_TRUE(api.post("/api/v1/acl", Json{{"rule", "@1 HOST/%0 USE"}}));
+  EXPECT_EQ((*tenant.get("/api/v1/hosts"))["items"].size(), 1u);
+  EXPECT_EQ(tenant.post("/api/v1/hosts/" + std::to_string(id) + "/disable", Json::object())
+                .error()
+                .code(),
+            ErrorCode::kPermissionDenied);
+}
+
+}  // namespace
+}  // namespace fabrica
