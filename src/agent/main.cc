@@ -7,6 +7,7 @@
 
 #include "agent/discovery.h"
 #include "agent/runner.h"
+#include "agent/simulator.h"
 
 using namespace fabrica;
 using namespace fabrica::inventory;
@@ -97,6 +98,15 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", run.state_dir, "Where the host credential is kept (0600)");
   app.add_option("--hostname", run.hostname, "Name to join under (default: this host's name)");
   app.add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
+  agent::SimulationOptions sim;
+  int simulate = 0;
+  int64_t sim_interval_ms = 0;
+  app.add_option("--simulate", simulate, "Run N simulated hosts in this process (scale tests)");
+  app.add_option("--profile", sim.profile, "Simulated hardware: hgx-h100, gh200, mig-h100, cpu");
+  app.add_option("--sim-threads", sim.threads, "Connections driving the simulated hosts");
+  app.add_option("--sim-prefix", sim.name_prefix, "Name prefix of simulated hosts");
+  app.add_option("--rounds", sim.rounds, "Heartbeat rounds, then print a report and exit");
+  app.add_option("--interval-ms", sim_interval_ms, "Heartbeat interval (default: the server's)");
   auto* discover = app.add_subcommand("discover", "Print the hardware this agent sees");
   std::string output = "table";
   discover->add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
@@ -105,7 +115,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   agent::SysfsSource source(root);
-  if (discover->parsed() || run.server.empty()) {
+  if (discover->parsed() || (run.server.empty() && simulate == 0)) {
     auto inv = agent::discover(source);
     if (!inv) {
       std::cerr << "Error: " << inv.error().message() << std::endl;
@@ -120,6 +130,24 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGTERM, [](int) { g_stop = true; });
   std::signal(SIGINT, [](int) { g_stop = true; });
+  if (simulate > 0) {
+    sim.server = run.server;
+    sim.join_token = run.join_token;
+    sim.hosts = simulate;
+    sim.interval = std::chrono::milliseconds(sim_interval_ms);
+    auto report = agent::simulate(sim, g_stop);
+    if (!report) {
+      std::cerr << "Error: " << report.error().message() << std::endl;
+      return 1;
+    }
+    std::printf("simulated hosts joined: %d in %.2f s (%.0f joins/s)\n", report->joined,
+                report->join_seconds, report->joined / std::max(report->join_seconds, 1e-9));
+    std::printf("heartbeats: %lld in %.2f s (%.0f reports/s), failures: %lld\n",
+                static_cast<long long>(report->heartbeats), report->heartbeat_seconds,
+                report->heartbeats / std::max(report->heartbeat_seconds, 1e-9),
+                static_cast<long long>(report->failures));
+    return report->failures == 0 ? 0 : 1;
+  }
   auto result = agent::AgentRunner(run, source).run(g_stop);
   if (!result) {
     std::cerr << "Error: " << result.error().message() << std::endl;

@@ -177,5 +177,28 @@ TEST_F(FleetE2eTest, TenantsCannotSeeOrTouchInfrastructure) {
             ErrorCode::kPermissionDenied);
 }
 
+TEST_F(FleetE2eTest, SimulatedFleetOfAThousandHostsJoinsAndHeartbeats) {
+  auto api = daemon_.login();
+  auto token = api.post("/api/v1/hosts/join-tokens", Json{{"count", 1000}});
+  ASSERT_TRUE(token) << token.error().message();
+  auto sim =
+      testing::run_command(testing::binary_path("fabrica-agent") + " --server " + daemon_.url() +
+                           " --join-token " + (*token)["join_token"].get<std::string>() +
+                           " --simulate 1000 --profile hgx-h100 --rounds 2 --interval-ms 1");
+  ASSERT_EQ(sim.exit_code, 0) << sim.output;
+  EXPECT_NE(sim.output.find("joined: 1000"), std::string::npos) << sim.output;
+  EXPECT_NE(sim.output.find("heartbeats: 2000"), std::string::npos) << sim.output;
+  auto hosts = api.get("/api/v1/hosts?gpu_model=H100&free_gpus=8&state=MONITORED");
+  ASSERT_TRUE(hosts) << hosts.error().message();
+  ASSERT_EQ((*hosts)["items"].size(), 1000u);
+  for (const auto& h : (*hosts)["items"]) EXPECT_EQ(h["gpus"]["H100 SXM5 80GB"], 8);
+  // The token is used up: one more simulated host cannot join.
+  auto extra = testing::run_command(
+      testing::binary_path("fabrica-agent") + " --server " + daemon_.url() + " --join-token " +
+      (*token)["join_token"].get<std::string>() + " --simulate 1 --sim-prefix extra --rounds 1");
+  EXPECT_NE(extra.exit_code, 0);
+  EXPECT_NE(extra.output.find("join token"), std::string::npos) << extra.output;
+}
+
 }  // namespace
 }  // namespace fabrica

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "core/error.h"
+#include "inventory/hardware.h"
+
+namespace fabrica::agent {
+
+// Synthetic but realistic inventory for simulated host `index` of a profile:
+// "hgx-h100" (8x H100 SXM5, 4 NVSwitch, 8x ConnectX-7 NDR), "gh200" (Neoverse-V2 + GH200),
+// "mig-h100" (8x H100 in MIG mode, 7x 1g.10gb each) or "cpu". kInvalidArgument otherwise.
+Result<inventory::HostInventory> simulated_inventory(std::string_view profile, int index);
+
+struct SimulationOptions {
+  std::string server;
+  std::string join_token;  // Must be good for `hosts` joins.
+  std::string profile = "hgx-h100";
+  int hosts = 1;
+  int threads = 4;
+  std::string name_prefix = "sim";
+  int rounds = 0;  // Heartbeat rounds before returning; 0 runs until stopped.
+  std::chrono::milliseconds interval{0};  // 0: the interval the server asks for.
+};
+
+struct SimulationReport {
+  int joined = 0;
+  double join_seconds = 0;
+  int64_t heartbeats = 0;
+  int64_t failures = 0;
+  double heartbeat_seconds = 0;
+};
+
+// N hollow hosts in one process (Kubernetes' kubemark idea): each joins with the real
+// protocol and its own credential, then heartbeats. Hosts are spread over `threads`, each
+// with its own connection. Returns when `stop` turns true or after `rounds` rounds.
+Result<SimulationReport> simulate(const SimulationOptions& options, const std::atomic<bool>& stop);
+
+}  // namespace fabrica::agent
