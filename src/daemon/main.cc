@@ -248,6 +248,9 @@ int serve(const Options& o) {
     api.set_draining();
   });
   stop_sweeper();
+  if (auto flushed = wiring.fleet.flush(); !flushed) {
+    spdlog::warn("final heartbeat flush failed: {}", flushed.error().message());
+  }
   spdlog::info("fabricad stopped");
   return 0;
 }

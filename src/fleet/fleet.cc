@@ -11,6 +11,7 @@ constexpr std::string_view kClusterType = "cluster";
 constexpr std::string_view kHostType = "host";
 constexpr std::string_view kJoinTokenType = "join_token";
 constexpr std::string_view kCredentialType = "host_credential";
+constexpr std::string_view kInventoryType = "host_inventory";
 
 std::string host_noun(int64_t id) { return "host " + std::to_string(id); }
 std::string cluster_noun(int64_t id) { return "cluster " + std::to_string(id); }
@@ -90,10 +91,21 @@ std::string_view host_state_name(HostState state) {
 
 Json Cluster::to_api_json() const { return header_json(header); }
 
+HostSummary summarize(const inventory::HostInventory& inv) {
+  HostSummary s;
+  s.cpu_threads = inv.cpu.threads;
+  for (const auto& n : inv.numa_nodes) s.memory_total_kb += n.memory_total_kb;
+  for (const auto& g : inv.gpus) s.gpus[g.model]++;
+  return s;
+}
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(HostSummary, cpu_threads, memory_total_kb, gpus)
+
 Json Host::to_api_json() const {
   Json j = header_json(header);
   j["state_name"] = host_state_name(state());
   j["cluster_id"] = cluster_id;
+  j["summary"] = summary;
   j["inventory"] = inventory ? inventory->to_json() : Json(nullptr);
   j["monitoring"] = monitoring_json(monitoring);
   j["last_seen"] = last_seen ? Json(format_time(last_seen)) : Json(nullptr);
@@ -102,32 +114,23 @@ Json Host::to_api_json() const {
 }
 
 Json Host::to_summary_json() const {
-  Json gpus = Json::object();
-  int64_t memory_total = 0;
-  int threads = 0;
-  if (inventory) {
-    for (const auto& g : inventory->gpus) {
-      gpus[g.model] = gpus.value(g.model, 0) + 1;
-    }
-    for (const auto& n : inventory->numa_nodes) memory_total += n.memory_total_kb;
-    threads = inventory->cpu.threads;
-  }
   return Json{{"id", header.id},
               {"name", header.name},
               {"state", header.state},
               {"state_name", host_state_name(state())},
               {"cluster_id", cluster_id},
-              {"cpu_threads", threads},
+              {"cpu_threads", summary.cpu_threads},
               {"cpu_used_percent", monitoring.cpu_used_percent},
-              {"memory_total_kb", memory_total},
+              {"memory_total_kb", summary.memory_total_kb},
               {"memory_used_kb", monitoring.memory_used_kb},
-              {"gpus", gpus},
+              {"gpus", summary.gpus},
               {"allocated_vms", allocated_vms},
               {"last_seen", last_seen ? Json(format_time(last_seen)) : Json(nullptr)}};
 }
 
 store::Record host_record(const Host& host) {
   Json body = host.to_api_json();
+  body.erase("inventory");  // Stored in its own record.
   body["monitoring"]["timestamp"] = host.monitoring.timestamp;
   body["last_seen"] = host.last_seen;
   return store::Record{.type = std::string(kHostType),
@@ -146,9 +149,7 @@ Result<Host> host_from_record(const store::Record& r) {
   FAB_ASSIGN_OR_RETURN(h.header, ObjectHeader::from_json(body));
   try {
     h.cluster_id = body.at("cluster_id").get<int64_t>();
-    if (!body.at("inventory").is_null()) {
-      FAB_ASSIGN_OR_RETURN(h.inventory, inventory::HostInventory::from_json(body["inventory"]));
-    }
+    h.summary = body.at("summary").get<HostSummary>();
     const Json& m = body.at("monitoring");
     h.monitoring.timestamp = m.at("timestamp").get<int64_t>();
     h.monitoring.cpu_used_percent = m.at("cpu_used_percent").get<double>();
@@ -315,7 +316,6 @@ Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const Ho
   return store_.read_value<std::vector<Host>>(
       [&](store::Transaction& tx) -> Result<std::vector<Host>> {
         store::ListQuery query{.limit = 1000, .gid = f.cluster_id};
-        if (f.state) query.state = static_cast<int>(*f.state);
         std::vector<Host> out;
         while (true) {
           FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHostType, query));
@@ -324,15 +324,15 @@ Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const Ho
             if (!authorizer_.allows(caller, host_ref(h, &h.cluster_id), Right::kUse)) continue;
             if (f.gpu_model || f.free_gpus) {
               int matching = 0;
-              if (h.inventory) {
-                for (const auto& g : h.inventory->gpus) {
-                  matching += !f.gpu_model || g.model.find(*f.gpu_model) != std::string::npos ||
-                              g.product_name.find(*f.gpu_model) != std::string::npos;
-                }
+              for (const auto& [model, count] : h.summary.gpus) {
+                if (!f.gpu_model || model.find(*f.gpu_model) != std::string::npos)
+                  matching += count;
               }
               if (f.gpu_model && matching == 0) continue;
               if (f.free_gpus && matching < *f.free_gpus) continue;
             }
+            overlay(h);  // Then filter on state: a pending heartbeat may have changed it.
+            if (f.state && h.state() != *f.state) continue;
             out.push_back(std::move(h));
           }
           if (batch.size() < query.limit) return out;
@@ -342,8 +342,18 @@ Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const Ho
 }
 
 Result<Host> Fleet::get_host(const auth::Caller& caller, int64_t id) {
-  return store_.read_value<Host>(
-      [&](store::Transaction& tx) { return load_host(tx, caller, id, Right::kUse); });
+  FAB_ASSIGN_OR_RETURN(
+      Host host, store_.read_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+        FAB_ASSIGN_OR_RETURN(Host h, load_host(tx, caller, id, Right::kUse));
+        auto inv = tx.get(kInventoryType, id);
+        if (inv) {
+          FAB_ASSIGN_OR_RETURN(Json body, parse_json(inv->body));
+          FAB_ASSIGN_OR_RETURN(h.inventory, inventory::HostInventory::from_json(body));
+        }
+        return h;
+      }));
+  overlay(host);
+  return host;
 }
 
 Result<Host> Fleet::set_enabled(const auth::Caller& caller, int64_t id, bool enabled) {
@@ -384,9 +394,12 @@ Result<void> Fleet::delete_host(const auth::Caller& caller, int64_t id, bool for
       }
       FAB_TRY(authorizer_.require_superuser(caller, "force-delete a host with VMs"));
     }
-    FAB_ASSIGN_OR_RETURN(auto credentials, tx.list(kCredentialType, {.limit = 100000, .uid = id}));
-    for (const auto& c : credentials) FAB_TRY(tx.remove(kCredentialType, c.id));
-    return tx.remove(kHostType, id);
+    FAB_TRY(remove_credentials(tx, id));
+    if (tx.get(kInventoryType, id)) FAB_TRY(tx.remove(kInventoryType, id));
+    FAB_TRY(tx.remove(kHostType, id));
+    std::lock_guard lock(live_mutex_);
+    live_.erase(id);
+    return {};
   });
 }
 
@@ -422,9 +435,7 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
       FAB_TRY(tx.insert(host_record(host)));
     }
     // One credential per host: a re-join retires the old one.
-    FAB_ASSIGN_OR_RETURN(auto old,
-                         tx.list(kCredentialType, {.limit = 100000, .uid = host.header.id}));
-    for (const auto& c : old) FAB_TRY(tx.remove(kCredentialType, c.id));
+    FAB_TRY(remove_credentials(tx, host.header.id));
     Joined joined{.credential = "fah_" + auth::new_token_secret().substr(4)};
     FAB_ASSIGN_OR_RETURN(int64_t cred_id, tx.allocate_id(kCredentialType));
     FAB_TRY(tx.insert(store::Record{.type = std::string(kCredentialType),
@@ -433,8 +444,11 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
                                     .uid = host.header.id,
                                     .key = auth::sha256_hex(joined.credential),
                                     .body = dump_json(Json{{"host_id", host.header.id}})}));
-    host.inventory = inv;
-    host.inventory->hostname = host.header.name;
+    inventory::HostInventory named = inv;
+    named.hostname = host.header.name;
+    FAB_TRY(put_inventory(tx, host.header.id, named));
+    host.summary = summarize(named);
+    host.inventory = std::move(named);
     if (host.state() != HostState::kDisabled) {
       host.header.state = static_cast<int>(HostState::kMonitored);
     }
@@ -445,44 +459,123 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
 }
 
 Result<int64_t> Fleet::authenticate_agent(std::string_view credential) {
-  auto record = store_.read_value<store::Record>([&](store::Transaction& tx) {
-    return tx.get_by_key(kCredentialType, auth::sha256_hex(credential));
-  });
+  std::string hash = auth::sha256_hex(credential);
+  {
+    std::lock_guard lock(credentials_mutex_);
+    if (auto it = credentials_.find(hash); it != credentials_.end()) return it->second;
+  }
+  uint64_t epoch = credential_epoch_.load();
+  auto record = store_.read_value<store::Record>(
+      [&](store::Transaction& tx) { return tx.get_by_key(kCredentialType, hash); });
   if (!record) {
     if (record.error().code() == ErrorCode::kNotFound) {
       return fail(ErrorCode::kUnauthenticated, "unknown or revoked host credential");
     }
     return fail(record.error());
   }
+  std::lock_guard lock(credentials_mutex_);
+  if (credential_epoch_.load() == epoch) {
+    if (credentials_.size() >= 200000) credentials_.clear();
+    credentials_[hash] = record->uid;
+  }
   return record->uid;
+}
+
+void Fleet::forget_credentials() {
+  std::lock_guard lock(credentials_mutex_);
+  credential_epoch_++;
+  credentials_.clear();
+}
+
+Result<void> Fleet::remove_credentials(store::Transaction& tx, int64_t host_id) {
+  FAB_ASSIGN_OR_RETURN(auto old, tx.list(kCredentialType, {.limit = 100000, .uid = host_id}));
+  for (const auto& c : old) FAB_TRY(tx.remove(kCredentialType, c.id));
+  // Before the commit, so no lookup can cache a credential this transaction removes.
+  if (!old.empty()) forget_credentials();
+  return {};
+}
+
+Result<void> Fleet::put_inventory(store::Transaction& tx, int64_t host_id,
+                                  const inventory::HostInventory& inv) {
+  inventory::HostInventory named = inv;
+  store::Record record{.type = std::string(kInventoryType),
+                       .id = host_id,
+                       .name = "inventory",
+                       .uid = host_id,
+                       .body = dump_json(named.to_json())};
+  auto existing = tx.get(kInventoryType, host_id);
+  if (existing) {
+    record.version = existing->version;
+    return tx.update(record).map([](int64_t) {});
+  }
+  return tx.insert(record);
 }
 
 Result<Host> Fleet::report_inventory(int64_t host_id, const inventory::HostInventory& inv) {
   return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
     FAB_ASSIGN_OR_RETURN(auto record, tx.get(kHostType, host_id));
     FAB_ASSIGN_OR_RETURN(Host host, host_from_record(record));
-    host.inventory = inv;
-    host.inventory->hostname = host.header.name;
+    inventory::HostInventory named = inv;
+    named.hostname = host.header.name;
+    FAB_TRY(put_inventory(tx, host_id, named));
+    host.summary = summarize(named);
     return update_host(tx, std::move(host));
   });
 }
 
-Result<Host> Fleet::heartbeat(int64_t host_id, const Monitoring& monitoring) {
+Result<void> Fleet::heartbeat(int64_t host_id, const Monitoring& monitoring) {
   int64_t now = unix_seconds(clock_.now());
-  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
-    FAB_ASSIGN_OR_RETURN(auto record, tx.get(kHostType, host_id));
-    FAB_ASSIGN_OR_RETURN(Host host, host_from_record(record));
-    host.monitoring = monitoring;
-    host.monitoring.timestamp = now;
-    host.last_seen = now;
-    if (host.state() != HostState::kDisabled) {
-      host.header.state = static_cast<int>(HostState::kMonitored);
+  std::lock_guard lock(live_mutex_);
+  Live& live = live_[host_id];
+  live.last_seen = now;
+  live.monitoring = monitoring;
+  live.monitoring.timestamp = now;
+  return {};
+}
+
+void Fleet::overlay(Host& host) {
+  std::lock_guard lock(live_mutex_);
+  auto it = live_.find(host.header.id);
+  if (it == live_.end() || it->second.last_seen < host.last_seen) return;
+  host.last_seen = it->second.last_seen;
+  host.monitoring = it->second.monitoring;
+  if (host.state() != HostState::kDisabled)
+    host.header.state = static_cast<int>(HostState::kMonitored);
+}
+
+Result<void> Fleet::flush() {
+  std::unordered_map<int64_t, Live> pending;
+  {
+    std::lock_guard lock(live_mutex_);
+    pending.swap(live_);
+  }
+  if (pending.empty()) return {};
+  auto written = store_.write([&](store::Transaction& tx) -> Result<void> {
+    for (const auto& [id, live] : pending) {
+      auto record = tx.get(kHostType, id);
+      if (!record) {
+        if (record.error().code() == ErrorCode::kNotFound) continue;  // Deleted meanwhile.
+        return fail(record.error());
+      }
+      FAB_ASSIGN_OR_RETURN(Host host, host_from_record(*record));
+      host.last_seen = live.last_seen;
+      host.monitoring = live.monitoring;
+      if (host.state() != HostState::kDisabled) {
+        host.header.state = static_cast<int>(HostState::kMonitored);
+      }
+      FAB_TRY(update_host(tx, std::move(host)));
     }
-    return update_host(tx, std::move(host));
+    return {};
   });
+  if (!written) {  // Keep what was not written, unless a newer heartbeat came meanwhile.
+    std::lock_guard lock(live_mutex_);
+    for (auto& [id, live] : pending) live_.try_emplace(id, std::move(live));
+  }
+  return written;
 }
 
 Result<int> Fleet::sweep_offline() {
+  FAB_TRY(flush());
   int64_t cutoff = unix_seconds(clock_.now()) - options_.offline_after.count();
   return store_.write_value<int>([&](store::Transaction& tx) -> Result<int> {
     int marked = 0;

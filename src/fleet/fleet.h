@@ -1,8 +1,12 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "auth/authorizer.h"
@@ -40,9 +44,19 @@ struct Monitoring {
                               // power_w, ecc_errors.
 };
 
+// What lists and filters need of an inventory, kept on the host record itself.
+struct HostSummary {
+  int cpu_threads = 0;
+  int64_t memory_total_kb = 0;
+  std::map<std::string, int> gpus;  // Count by model.
+};
+HostSummary summarize(const inventory::HostInventory& inventory);
+
 struct Host {
   ObjectHeader header;  // name = hostname; state = HostState.
   int64_t cluster_id = kDefaultClusterId;
+  HostSummary summary;
+  // The full inventory lives in its own record; loaded by get_host only.
   std::optional<inventory::HostInventory> inventory;
   Monitoring monitoring;
   int64_t last_seen = 0;
@@ -118,8 +132,12 @@ class Fleet {
   // The host a credential belongs to; kUnauthenticated otherwise.
   Result<int64_t> authenticate_agent(std::string_view credential);
   Result<Host> report_inventory(int64_t host_id, const inventory::HostInventory& inventory);
-  Result<Host> heartbeat(int64_t host_id, const Monitoring& monitoring);
-  // Marks hosts silent for longer than offline_after OFFLINE; returns how many.
+  // Records a heartbeat in memory at once (reads see it immediately); flush() makes it
+  // durable. Monitoring is soft state: a crash loses at most the last second of it.
+  Result<void> heartbeat(int64_t host_id, const Monitoring& monitoring);
+  // Writes pending heartbeats in one transaction. Called every second and at shutdown.
+  Result<void> flush();
+  // Flushes, then marks hosts silent for longer than offline_after OFFLINE; returns how many.
   Result<int> sweep_offline();
 
   const FleetOptions& options() const { return options_; }
@@ -130,11 +148,29 @@ class Fleet {
   Result<Host> load_host(store::Transaction& tx, const auth::Caller& caller, int64_t id,
                          Right right);
   Result<Host> update_host(store::Transaction& tx, Host host);
+  Result<void> put_inventory(store::Transaction& tx, int64_t host_id,
+                             const inventory::HostInventory& inventory);
+  Result<void> remove_credentials(store::Transaction& tx, int64_t host_id);
+  // Applies a pending heartbeat to a host read from the store.
+  void overlay(Host& host);
+  void forget_credentials();
+
+  struct Live {
+    int64_t last_seen = 0;
+    Monitoring monitoring;
+  };
 
   store::Store& store_;
   auth::Authorizer& authorizer_;
   const Clock& clock_;
   FleetOptions options_;
+  std::mutex live_mutex_;
+  std::unordered_map<int64_t, Live> live_;  // Heartbeats not yet flushed.
+  // Host credential hash -> host id. Entries are dropped whenever a credential is removed;
+  // the epoch keeps a lookup racing with a removal from caching what was removed.
+  std::mutex credentials_mutex_;
+  std::unordered_map<std::string, int64_t> credentials_;
+  std::atomic<uint64_t> credential_epoch_{0};
 };
 
 store::Record host_record(const Host& host);
