@@ -50,10 +50,13 @@ std::optional<std::string> SysfsSource::link_name(std::string_view path) const {
 }
 
 std::optional<std::string> SysfsSource::nvidia_smi(NvidiaSmiQuery query) const {
-  const char* args = query == NvidiaSmiQuery::kQueryXml ? "-q -x" : "-L";
+  const char* args = query == NvidiaSmiQuery::kQueryXml ? "-q -x"
+                     : query == NvidiaSmiQuery::kList   ? "-L"
+                                                        : kGpuMonitoringQuery;
   if (root_ != "/" && !root_.empty()) {
     return read_file(query == NvidiaSmiQuery::kQueryXml ? "/nvidia-smi/q-x.xml"
-                                                        : "/nvidia-smi/L.txt");
+                     : query == NvidiaSmiQuery::kList   ? "/nvidia-smi/L.txt"
+                                                        : "/nvidia-smi/query-gpu.csv");
   }
   std::string command = std::string("nvidia-smi ") + args + " 2>/dev/null";
   FILE* pipe = popen(command.c_str(), "r");

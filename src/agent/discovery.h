@@ -13,6 +13,7 @@ namespace fabrica::agent {
 enum class NvidiaSmiQuery {
   kQueryXml,  // nvidia-smi -q -x
   kList,      // nvidia-smi -L
+  kMonitor,   // nvidia-smi with kGpuMonitoringQuery (CSV)
 };
 
 // Where hardware facts come from: a root holding proc/ and sys/, the live machine ("/") or a
@@ -47,7 +48,7 @@ class SysfsSource final : public HardwareSource {
   std::optional<std::string> link_name(std::string_view path) const override;
   std::optional<std::string> pci_address_of(std::string_view path) const override;
   // On the live root ("/") this runs nvidia-smi when it is on PATH; under a fixture root it
-  // reads ROOT/nvidia-smi/q-x.xml and ROOT/nvidia-smi/L.txt.
+  // reads ROOT/nvidia-smi/q-x.xml, L.txt and query-gpu.csv.
   std::optional<std::string> nvidia_smi(NvidiaSmiQuery query) const override;
 
  private:

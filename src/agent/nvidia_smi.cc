@@ -116,4 +116,34 @@ void merge_nvidia_smi(inventory::HostInventory& inv, const std::vector<SmiGpu>& 
   }
 }
 
+Json parse_gpu_monitoring(std::string_view csv) {
+  static const char* kFields[] = {
+      "uuid",    "utilization_percent", "memory_used_mib", "temperature_c",
+      "power_w", "ecc_uncorrected"};
+  Json out = Json::array();
+  std::istringstream in{std::string(csv)};
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::istringstream row(line);
+    std::string cell;
+    while (std::getline(row, cell, ',')) {
+      auto b = cell.find_first_not_of(' ');
+      auto e = cell.find_last_not_of(" \r");
+      cells.push_back(b == std::string::npos ? "" : cell.substr(b, e - b + 1));
+    }
+    if (cells.size() != std::size(kFields) || !cells[0].starts_with("GPU-")) continue;
+    Json gpu = Json::object();
+    gpu["uuid"] = cells[0];
+    for (size_t i = 1; i < cells.size(); ++i) {
+      char* end = nullptr;
+      double v = std::strtod(cells[i].c_str(), &end);
+      bool number = !cells[i].empty() && end && *end == '\0';
+      gpu[kFields[i]] = number ? Json(v) : Json(nullptr);
+    }
+    out.push_back(std::move(gpu));
+  }
+  return out;
+}
+
 }  // namespace fabrica::agent

@@ -37,4 +37,13 @@ std::map<std::string, std::vector<SmiMigDevice>> parse_nvidia_smi_list(std::stri
 void merge_nvidia_smi(inventory::HostInventory& inventory, const std::vector<SmiGpu>& gpus,
                       const std::map<std::string, std::vector<SmiMigDevice>>& mig_devices);
 
+// The query behind GPU monitoring samples, in this column order.
+inline constexpr const char* kGpuMonitoringQuery =
+    "--query-gpu=uuid,utilization.gpu,memory.used,temperature.gpu,power.draw,"
+    "ecc.errors.uncorrected.volatile.total --format=csv,noheader,nounits";
+
+// Parses that CSV into one JSON object per GPU: uuid, utilization_percent, memory_used_mib,
+// temperature_c, power_w, ecc_uncorrected. "[N/A]" and "[Not Supported]" become null.
+Json parse_gpu_monitoring(std::string_view csv);
+
 }  // namespace fabrica::agent

@@ -48,6 +48,29 @@ TEST(NvidiaSmiTest, ListGivesMigProfilesAndUuidsPerGpu) {
   EXPECT_TRUE(list["GPU-b"].empty());
 }
 
+TEST(NvidiaSmiTest, ParsesGpuMonitoringCsv) {
+  Json gpus = parse_gpu_monitoring(
+      "GPU-a, 97, 80312, 64, 688.21, 0\n"
+      "GPU-b, [N/A], 12, 40, [Not Supported], [N/A]\n"
+      "garbage line\n");
+  ASSERT_EQ(gpus.size(), 2u);
+  EXPECT_EQ(gpus[0]["uuid"], "GPU-a");
+  EXPECT_EQ(gpus[0]["utilization_percent"], 97.0);
+  EXPECT_EQ(gpus[0]["memory_used_mib"], 80312.0);
+  EXPECT_EQ(gpus[0]["temperature_c"], 64.0);
+  EXPECT_EQ(gpus[0]["power_w"], 688.21);
+  EXPECT_EQ(gpus[0]["ecc_uncorrected"], 0.0);
+  EXPECT_TRUE(gpus[1]["utilization_percent"].is_null());
+  EXPECT_TRUE(gpus[1]["power_w"].is_null());
+  SysfsSource source(std::string(FABRICA_FIXTURES) + "/mig-h100");
+  auto csv = source.nvidia_smi(NvidiaSmiQuery::kMonitor);
+  ASSERT_TRUE(csv);
+  Json fixture = parse_gpu_monitoring(*csv);
+  ASSERT_EQ(fixture.size(), 3u);
+  EXPECT_EQ(fixture[1]["temperature_c"], 32.0);
+  EXPECT_TRUE(fixture[2]["ecc_uncorrected"].is_null());
+}
+
 TEST(NvidiaSmiTest, MigPartitionedH100NodeFixture) {
   SysfsSource source(std::string(FABRICA_FIXTURES) + "/mig-h100");
   auto inv = discover(source);

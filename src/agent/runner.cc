@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/nvidia_smi.h"
 #include "client/http_client.h"
 
 namespace fabrica::agent {
@@ -103,6 +104,11 @@ Result<std::string> AgentRunner::credential() {
   return secret;
 }
 
+Json AgentRunner::gpu_samples() const {
+  auto csv = source_.nvidia_smi(NvidiaSmiQuery::kMonitor);
+  return csv ? parse_gpu_monitoring(*csv) : Json::array();
+}
+
 Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
   std::mt19937 rng(std::random_device{}());
   std::chrono::milliseconds backoff(1000);
@@ -128,10 +134,10 @@ Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
           last_inventory = inv.to_json();
         }
       }
-      FAB_ASSIGN_OR_RETURN(
-          Json reply,
-          api->post("/api/v1/agent/heartbeat", Json{{"cpu_used_permille", cpu.sample(source_)},
-                                                    {"memory_used_kb", memory_used_kb(source_)}}));
+      FAB_ASSIGN_OR_RETURN(Json reply, api->post("/api/v1/agent/heartbeat",
+                                                 Json{{"cpu_used_permille", cpu.sample(source_)},
+                                                      {"memory_used_kb", memory_used_kb(source_)},
+                                                      {"gpus", gpu_samples()}}));
       interval_s = reply.value("heartbeat_interval_seconds", interval_s);
       return {};
     };

@@ -6,6 +6,7 @@
 
 #include "agent/discovery.h"
 #include "core/error.h"
+#include "core/json.h"
 
 namespace fabrica::agent {
 
@@ -31,6 +32,8 @@ class AgentRunner {
 
  private:
   Result<std::string> credential();
+  // Per-GPU utilisation, memory, temperature, power and ECC from nvidia-smi; [] without it.
+  Json gpu_samples() const;
   RunnerOptions options_;
   const HardwareSource& source_;
 };

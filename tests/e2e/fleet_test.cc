@@ -101,6 +101,28 @@ TEST_F(FleetE2eTest, AgentJoinsReportsGoesOfflineAndRecovers) {
   EXPECT_NE(a->log().find("unknown or revoked host credential"), std::string::npos) << a->log();
 }
 
+TEST_F(FleetE2eTest, MigNodeReportsSlicesAndGpuMonitoring) {
+  auto api = daemon_.login();
+  auto added = api.post("/api/v1/hosts", Json{{"name", "mig-node-01"}});
+  ASSERT_TRUE(added);
+  int64_t id = (*added)["host"]["id"];
+  auto a = agent((*added)["join_token"], "mig-h100");
+  ASSERT_TRUE(eventually([&] {
+    auto h = api.get("/api/v1/hosts/" + std::to_string(id));
+    return h && (*h)["monitoring"]["gpus"].size() == 3;
+  })) << a->log();
+  auto host = api.get("/api/v1/hosts/" + std::to_string(id));
+  const Json& gpus = (*host)["inventory"]["gpus"];
+  ASSERT_EQ(gpus.size(), 3u);
+  EXPECT_EQ(gpus[0]["mig_instances"].size(), 4u);
+  EXPECT_EQ(gpus[0]["mig_instances"][0]["profile"], "3g.40gb");
+  EXPECT_EQ(gpus[1]["mig_instances"].size(), 7u);
+  const Json& sample = (*host)["monitoring"]["gpus"][1];
+  EXPECT_EQ(sample["uuid"], gpus[1]["uuid"]);
+  EXPECT_EQ(sample["temperature_c"], 32.0);
+  EXPECT_EQ(sample["utilization_percent"], 35.0);
+}
+
 TEST_F(FleetE2eTest, BadAgentInputIsRejectedAndChangesNothing) {
   auto api = daemon_.login();
   auto token = api.post("/api/v1/hosts/join-tokens", Json{{"count", 3}});
