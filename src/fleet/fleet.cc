@@ -14,6 +14,14 @@ constexpr std::string_view kCredentialType = "host_credential";
 constexpr std::string_view kInventoryType = "host_inventory";
 
 std::string host_noun(int64_t id) { return "host " + std::to_string(id); }
+
+// Hosts written and deleted by the transaction running on this thread (see Fleet::indexed).
+thread_local std::vector<Host>* t_saved_hosts = nullptr;
+thread_local std::vector<int64_t>* t_deleted_hosts = nullptr;
+
+void log_saved(const Host& host) {
+  if (t_saved_hosts != nullptr) t_saved_hosts->push_back(host);
+}
 std::string cluster_noun(int64_t id) { return "cluster " + std::to_string(id); }
 
 // Infrastructure objects carry no permission bits: only administrators and ACLs reach them.
@@ -167,7 +175,7 @@ Result<Host> host_from_record(const store::Record& r) {
 
 Result<void> Fleet::bootstrap() {
   int64_t now = unix_seconds(clock_.now());
-  return store_.write([&](store::Transaction& tx) -> Result<void> {
+  return write([&](store::Transaction& tx) -> Result<void> {
     if (tx.get(kClusterType, kDefaultClusterId)) return {};
     return tx.insert(cluster_record(Cluster{infra_header(kDefaultClusterId, "default", 0, now)}));
   });
@@ -177,7 +185,7 @@ Result<Cluster> Fleet::create_cluster(const auth::Caller& caller, const std::str
   FAB_TRY(validate_name(name));
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kCluster, caller.gid));
   int64_t now = unix_seconds(clock_.now());
-  return store_.write_value<Cluster>([&](store::Transaction& tx) -> Result<Cluster> {
+  return write_value<Cluster>([&](store::Transaction& tx) -> Result<Cluster> {
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kClusterType));
     id = std::max<int64_t>(id, 100);
     Cluster c{infra_header(id, name, 0, now)};
@@ -213,7 +221,7 @@ Result<Cluster> Fleet::get_cluster(const auth::Caller& caller, int64_t id) {
 }
 
 Result<void> Fleet::delete_cluster(const auth::Caller& caller, int64_t id) {
-  return store_.write([&](store::Transaction& tx) -> Result<void> {
+  return write([&](store::Transaction& tx) -> Result<void> {
     auto r = tx.get(kClusterType, id);
     if (!r) return fail(r.error().code(), cluster_noun(id) + " not found");
     FAB_TRY(authorizer_.require(caller, cluster_ref(id), Right::kAdmin, cluster_noun(id)));
@@ -261,7 +269,69 @@ Result<Host> Fleet::load_host(store::Transaction& tx, const auth::Caller& caller
 Result<Host> Fleet::update_host(store::Transaction& tx, Host host) {
   host.header.updated_at = unix_seconds(clock_.now());
   FAB_ASSIGN_OR_RETURN(host.version, tx.update(host_record(host)));
+  log_saved(host);
   return host;
+}
+
+template <typename Fn>
+auto Fleet::indexed(Fn&& write) -> decltype(write()) {
+  std::vector<Host> saved;
+  std::vector<int64_t> deleted;
+  t_saved_hosts = &saved;
+  t_deleted_hosts = &deleted;
+  auto result = write();
+  t_saved_hosts = nullptr;
+  t_deleted_hosts = nullptr;
+  if (result) index_apply(saved, deleted);
+  return result;
+}
+
+template <typename T, typename Fn>
+Result<T> Fleet::write_value(Fn&& work) {
+  return indexed([&] { return store_.write_value<T>(std::forward<Fn>(work)); });
+}
+
+Result<void> Fleet::write(const store::Store::Work& work) {
+  return indexed([&] { return store_.write(work); });
+}
+
+void Fleet::index_apply(std::vector<Host>& saved, const std::vector<int64_t>& deleted) {
+  std::lock_guard lock(index_mutex_);
+  for (int64_t id : deleted) {
+    deleted_.insert(id);
+    index_.erase(id);
+  }
+  for (Host& h : saved) {
+    if (deleted_.contains(h.header.id)) continue;
+    auto it = index_.find(h.header.id);
+    if (it != index_.end() && it->second.version >= h.version) continue;
+    h.inventory.reset();
+    index_[h.header.id] = std::move(h);
+  }
+}
+
+Result<void> Fleet::load_index() {
+  {
+    std::lock_guard lock(index_mutex_);
+    if (index_loaded_) return {};
+  }
+  std::vector<Host> all;
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    store::ListQuery query{.limit = 1000};
+    while (true) {
+      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHostType, query));
+      for (const auto& r : batch) {
+        FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
+        all.push_back(std::move(h));
+      }
+      if (batch.size() < query.limit) return {};
+      query.after_id = batch.back().id;
+    }
+  }));
+  index_apply(all, {});
+  std::lock_guard lock(index_mutex_);
+  index_loaded_ = true;
+  return {};
 }
 
 Result<std::pair<Host, JoinToken>> Fleet::add_host(const auth::Caller& caller,
@@ -269,7 +339,7 @@ Result<std::pair<Host, JoinToken>> Fleet::add_host(const auth::Caller& caller,
   FAB_TRY(validate_name(name));
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kHost, caller.gid));
   int64_t now = unix_seconds(clock_.now());
-  return store_.write_value<std::pair<Host, JoinToken>>(
+  return write_value<std::pair<Host, JoinToken>>(
       [&](store::Transaction& tx) -> Result<std::pair<Host, JoinToken>> {
         if (!tx.get(kClusterType, cluster_id)) {
           return fail(ErrorCode::kInvalidArgument, cluster_noun(cluster_id) + " does not exist",
@@ -285,6 +355,7 @@ Result<std::pair<Host, JoinToken>> Fleet::add_host(const auth::Caller& caller,
           return fail(ErrorCode::kAlreadyExists, "host \"" + name + "\" already exists", "name");
         }
         FAB_TRY(inserted);
+        log_saved(host);
         FAB_ASSIGN_OR_RETURN(JoinToken token, issue_token(tx, cluster_id, id, 1, caller.uid));
         return std::pair{host, token};
       });
@@ -296,7 +367,7 @@ Result<JoinToken> Fleet::create_fleet_token(const auth::Caller& caller, int64_t 
     return fail(ErrorCode::kInvalidArgument, "must be 1-100000", "count");
   }
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kHost, caller.gid));
-  return store_.write_value<JoinToken>([&](store::Transaction& tx) -> Result<JoinToken> {
+  return write_value<JoinToken>([&](store::Transaction& tx) -> Result<JoinToken> {
     if (!tx.get(kClusterType, cluster_id)) {
       return fail(ErrorCode::kInvalidArgument, cluster_noun(cluster_id) + " does not exist",
                   "cluster_id");
@@ -306,39 +377,38 @@ Result<JoinToken> Fleet::create_fleet_token(const auth::Caller& caller, int64_t 
 }
 
 Result<JoinToken> Fleet::rejoin_token(const auth::Caller& caller, int64_t host_id) {
-  return store_.write_value<JoinToken>([&](store::Transaction& tx) -> Result<JoinToken> {
+  return write_value<JoinToken>([&](store::Transaction& tx) -> Result<JoinToken> {
     FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, host_id, Right::kAdmin));
     return issue_token(tx, host.cluster_id, host_id, 1, caller.uid);
   });
 }
 
 Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const HostFilter& f) {
-  return store_.read_value<std::vector<Host>>(
-      [&](store::Transaction& tx) -> Result<std::vector<Host>> {
-        store::ListQuery query{.limit = 1000, .gid = f.cluster_id};
-        std::vector<Host> out;
-        while (true) {
-          FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHostType, query));
-          for (const auto& r : batch) {
-            FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
-            if (!authorizer_.allows(caller, host_ref(h, &h.cluster_id), Right::kUse)) continue;
-            if (f.gpu_model || f.free_gpus) {
-              int matching = 0;
-              for (const auto& [model, count] : h.summary.gpus) {
-                if (!f.gpu_model || model.find(*f.gpu_model) != std::string::npos)
-                  matching += count;
-              }
-              if (f.gpu_model && matching == 0) continue;
-              if (f.free_gpus && matching < *f.free_gpus) continue;
-            }
-            overlay(h);  // Then filter on state: a pending heartbeat may have changed it.
-            if (f.state && h.state() != *f.state) continue;
-            out.push_back(std::move(h));
-          }
-          if (batch.size() < query.limit) return out;
-          query.after_id = batch.back().id;
-        }
-      });
+  FAB_TRY(load_index());
+  std::vector<Host> candidates;
+  {
+    std::lock_guard lock(index_mutex_);
+    candidates.reserve(index_.size());
+    for (const auto& [id, h] : index_) {
+      if (!f.cluster_id || h.cluster_id == *f.cluster_id) candidates.push_back(h);
+    }
+  }
+  std::vector<Host> out;
+  for (Host& h : candidates) {
+    if (!authorizer_.allows(caller, host_ref(h, &h.cluster_id), Right::kUse)) continue;
+    if (f.gpu_model || f.free_gpus) {
+      int matching = 0;
+      for (const auto& [model, count] : h.summary.gpus) {
+        if (!f.gpu_model || model.find(*f.gpu_model) != std::string::npos) matching += count;
+      }
+      if (f.gpu_model && matching == 0) continue;
+      if (f.free_gpus && matching < *f.free_gpus) continue;
+    }
+    overlay(h);  // Then filter on state: a pending heartbeat may have changed it.
+    if (f.state && h.state() != *f.state) continue;
+    out.push_back(std::move(h));
+  }
+  return out;
 }
 
 Result<Host> Fleet::get_host(const auth::Caller& caller, int64_t id) {
@@ -357,7 +427,7 @@ Result<Host> Fleet::get_host(const auth::Caller& caller, int64_t id) {
 }
 
 Result<Host> Fleet::set_enabled(const auth::Caller& caller, int64_t id, bool enabled) {
-  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+  return write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
     FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, id, Right::kAdmin));
     if (!enabled) {
       host.header.state = static_cast<int>(HostState::kDisabled);
@@ -370,7 +440,7 @@ Result<Host> Fleet::set_enabled(const auth::Caller& caller, int64_t id, bool ena
 }
 
 Result<Host> Fleet::move_host(const auth::Caller& caller, int64_t id, int64_t cluster_id) {
-  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+  return write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
     FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, id, Right::kAdmin));
     if (!tx.get(kClusterType, cluster_id)) {
       return fail(ErrorCode::kInvalidArgument, cluster_noun(cluster_id) + " does not exist",
@@ -384,7 +454,7 @@ Result<Host> Fleet::move_host(const auth::Caller& caller, int64_t id, int64_t cl
 }
 
 Result<void> Fleet::delete_host(const auth::Caller& caller, int64_t id, bool force) {
-  return store_.write([&](store::Transaction& tx) -> Result<void> {
+  return write([&](store::Transaction& tx) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, id, Right::kAdmin));
     if (host.allocated_vms > 0) {
       if (!force) {
@@ -397,6 +467,7 @@ Result<void> Fleet::delete_host(const auth::Caller& caller, int64_t id, bool for
     FAB_TRY(remove_credentials(tx, id));
     if (tx.get(kInventoryType, id)) FAB_TRY(tx.remove(kInventoryType, id));
     FAB_TRY(tx.remove(kHostType, id));
+    if (t_deleted_hosts != nullptr) t_deleted_hosts->push_back(id);
     std::lock_guard lock(live_mutex_);
     live_.erase(id);
     return {};
@@ -408,7 +479,7 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
   FAB_TRY(validate_name(hostname).map_error(
       [](Error e) { return Error(e.code(), e.message(), "hostname"); }));
   int64_t now = unix_seconds(clock_.now());
-  return store_.write_value<Joined>([&](store::Transaction& tx) -> Result<Joined> {
+  return write_value<Joined>([&](store::Transaction& tx) -> Result<Joined> {
     auto record = tx.get_by_key(kJoinTokenType, auth::sha256_hex(token));
     if (!record) return fail(unauthenticated_token());
     FAB_ASSIGN_OR_RETURN(Json body, parse_json(record->body));
@@ -433,6 +504,7 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
       host.cluster_id = body.value("cluster_id", kDefaultClusterId);
       host.version = 1;
       FAB_TRY(tx.insert(host_record(host)));
+      log_saved(host);
     }
     // One credential per host: a re-join retires the old one.
     FAB_TRY(remove_credentials(tx, host.header.id));
@@ -512,7 +584,7 @@ Result<void> Fleet::put_inventory(store::Transaction& tx, int64_t host_id,
 }
 
 Result<Host> Fleet::report_inventory(int64_t host_id, const inventory::HostInventory& inv) {
-  return store_.write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
+  return write_value<Host>([&](store::Transaction& tx) -> Result<Host> {
     FAB_ASSIGN_OR_RETURN(auto record, tx.get(kHostType, host_id));
     FAB_ASSIGN_OR_RETURN(Host host, host_from_record(record));
     inventory::HostInventory named = inv;
@@ -550,7 +622,7 @@ Result<void> Fleet::flush() {
     pending.swap(live_);
   }
   if (pending.empty()) return {};
-  auto written = store_.write([&](store::Transaction& tx) -> Result<void> {
+  auto written = write([&](store::Transaction& tx) -> Result<void> {
     for (const auto& [id, live] : pending) {
       auto record = tx.get(kHostType, id);
       if (!record) {
@@ -577,7 +649,7 @@ Result<void> Fleet::flush() {
 Result<int> Fleet::sweep_offline() {
   FAB_TRY(flush());
   int64_t cutoff = unix_seconds(clock_.now()) - options_.offline_after.count();
-  return store_.write_value<int>([&](store::Transaction& tx) -> Result<int> {
+  return write_value<int>([&](store::Transaction& tx) -> Result<int> {
     int marked = 0;
     store::ListQuery query{.limit = 1000, .state = static_cast<int>(HostState::kMonitored)};
     std::vector<Host> silent;

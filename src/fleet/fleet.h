@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -151,6 +152,16 @@ class Fleet {
   Result<void> put_inventory(store::Transaction& tx, int64_t host_id,
                              const inventory::HostInventory& inventory);
   Result<void> remove_credentials(store::Transaction& tx, int64_t host_id);
+  // Every write goes through these: hosts the transaction saved or deleted reach the index
+  // once it has committed (never before, never for a rolled-back transaction).
+  template <typename Fn>
+  auto indexed(Fn&& write) -> decltype(write());
+  template <typename T, typename Fn>
+  Result<T> write_value(Fn&& work);
+  Result<void> write(const store::Store::Work& work);
+  void index_apply(std::vector<Host>& saved, const std::vector<int64_t>& deleted);
+  Result<void> load_index();
+
   // Applies a pending heartbeat to a host read from the store.
   void overlay(Host& host);
   void forget_credentials();
@@ -171,6 +182,13 @@ class Fleet {
   std::mutex credentials_mutex_;
   std::unordered_map<std::string, int64_t> credentials_;
   std::atomic<uint64_t> credential_epoch_{0};
+  // Host records (without inventory) for lists: loaded once, then written through after every
+  // commit, moving forward in version only; deleted ids stay tombstoned (ids are never reused).
+  // Valid while this process is the only writer of hosts.
+  std::mutex index_mutex_;
+  bool index_loaded_ = false;
+  std::map<int64_t, Host> index_;
+  std::set<int64_t> deleted_;
 };
 
 store::Record host_record(const Host& host);

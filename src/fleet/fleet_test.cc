@@ -144,6 +144,34 @@ TEST_F(FleetTest, DeleteRefusesWhileVmsAreAllocatedUnlessForced) {
             ErrorCode::kFailedPrecondition);
 }
 
+TEST_F(FleetTest, ListsReflectEveryCommittedChangeAndNothingElse) {
+  auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 2);
+  auto a = fleet_->join(token->secret, "a", h100_inventory(8));
+  ASSERT_EQ(fleet_->list_hosts(admin_, {})->size(), 1u);  // Index loaded here.
+  auto b = fleet_->join(token->secret, "b", h100_inventory(4));
+  ASSERT_EQ(fleet_->list_hosts(admin_, {})->size(), 2u);
+  ASSERT_TRUE(fleet_->set_enabled(admin_, a->host.header.id, false));
+  EXPECT_EQ(fleet_->list_hosts(admin_, {.state = HostState::kDisabled})->size(), 1u);
+  auto west = fleet_->create_cluster(admin_, "west");
+  ASSERT_TRUE(fleet_->move_host(admin_, b->host.header.id, west->header.id));
+  EXPECT_EQ(fleet_->list_hosts(admin_, {.cluster_id = west->header.id})->size(), 1u);
+  EXPECT_FALSE(fleet_->add_host(admin_, "a", kDefaultClusterId));  // Rolled back: no trace.
+  EXPECT_EQ(fleet_->list_hosts(admin_, {})->size(), 2u);
+  ASSERT_TRUE(fleet_->heartbeat(b->host.header.id, Monitoring{.cpu_used_percent = 50}));
+  EXPECT_EQ(fleet_->list_hosts(admin_, {.cluster_id = west->header.id})
+                ->front()
+                .monitoring.cpu_used_percent,
+            50);
+  ASSERT_TRUE(fleet_->flush());
+  ASSERT_TRUE(fleet_->delete_host(admin_, b->host.header.id, false));
+  EXPECT_EQ(fleet_->list_hosts(admin_, {})->size(), 1u);
+  // A fresh Fleet over the same store rebuilds the same view from the records.
+  Fleet reopened(*store_, *authorizer_, clock_);
+  auto listed = reopened.list_hosts(admin_, {});
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().state(), HostState::kDisabled);
+}
+
 TEST_F(FleetTest, FiltersByGpuModelAndFreeGpus) {
   auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 3);
   ASSERT_TRUE(fleet_->join(token->secret, "eight", h100_inventory(8)));
