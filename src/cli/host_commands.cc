@@ -69,26 +69,30 @@ void add_host_action(CLI::App* host, Context& ctx, const std::string& verb,
 
 }  // namespace
 
-Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name) {
+namespace {
+
+// An id, or the name of an object in `collection`'s (unpaginated) list.
+Result<int64_t> resolve_in_list(client::ApiClient& api, const std::string& collection,
+                                const std::string& id_or_name) {
   int64_t id = 0;
   auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
   if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
-  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/hosts"));
-  for (const auto& h : page["items"]) {
-    if (h["name"] == id_or_name) return h["id"].get<int64_t>();
+  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/" + collection));
+  for (const auto& item : page["items"]) {
+    if (item["name"] == id_or_name) return item["id"].get<int64_t>();
   }
-  return fail(ErrorCode::kNotFound, "host \"" + id_or_name + "\" not found");
+  return fail(ErrorCode::kNotFound,
+              collection.substr(0, collection.size() - 1) + " \"" + id_or_name + "\" not found");
+}
+
+}  // namespace
+
+Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name) {
+  return resolve_in_list(api, "hosts", id_or_name);
 }
 
 Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name) {
-  int64_t id = 0;
-  auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
-  if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
-  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/clusters"));
-  for (const auto& c : page["items"]) {
-    if (c["name"] == id_or_name) return c["id"].get<int64_t>();
-  }
-  return fail(ErrorCode::kNotFound, "cluster \"" + id_or_name + "\" not found");
+  return resolve_in_list(api, "clusters", id_or_name);
 }
 
 void add_host_commands(CLI::App& app, Context& ctx) {
