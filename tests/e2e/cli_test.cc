@@ -2,9 +2,11 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "testing/daemon_process.h"
 
@@ -79,6 +81,51 @@ TEST_F(CliTest, QuickstartFlowFromTheReadme) {
   auto after = fabrica("user list");
   EXPECT_NE(after.exit_code, 0);
   EXPECT_NE(after.out.find("fabrica login"), std::string::npos) << after.out;
+}
+
+TEST_F(CliTest, HostAndClusterCommands) {
+  ASSERT_EQ(
+      fabrica("--endpoint " + daemon_.url() + " login --password " + DaemonProcess::kAdminPassword)
+          .exit_code,
+      0);
+  ASSERT_EQ(fabrica("cluster create west").exit_code, 0);
+  auto added = fabrica("host add gpu-node-01 --cluster west -o json");
+  ASSERT_EQ(added.exit_code, 0) << added.out;
+  auto token = parse_json(added.out);
+  ASSERT_TRUE(token) << added.out;
+  testing::ChildProcess agent(
+      {testing::binary_path("fabrica-agent"), "--server", daemon_.url(), "--join-token",
+       (*token)["join_token"].get<std::string>(), "--state-dir",
+       (daemon_.data_dir() / "agent").string(), "--sysfs-root",
+       (testing::source_dir() / "tests/fixtures/hosts/hgx-h100").string()},
+      (daemon_.data_dir() / "agent.log").string());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::string listed;
+  while (std::chrono::steady_clock::now() < deadline) {
+    listed = fabrica("host list").out;
+    if (listed.find("MONITORED") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(listed.find("8xH100 SXM5 80GB"), std::string::npos) << listed;
+  auto show = fabrica("host show gpu-node-01");
+  EXPECT_NE(show.out.find("0-55,112-167"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("nvswitch"), std::string::npos);
+  EXPECT_NE(show.out.find("ConnectX-7"), std::string::npos);
+  auto fits = parse_json(fabrica("host list --gpu-model H100 --free-gpus 8 -o json").out);
+  EXPECT_EQ(fits->size(), 1u);
+  auto too_many = parse_json(fabrica("host list --gpu-model H100 --free-gpus 9 -o json").out);
+  EXPECT_TRUE(too_many->empty());
+  auto cluster = parse_json(fabrica("cluster show west -o json").out);
+  EXPECT_EQ((*cluster)["hosts"].size(), 1u);
+  ASSERT_EQ(fabrica("cluster delhost west gpu-node-01").exit_code, 0);
+  EXPECT_TRUE((*parse_json(fabrica("cluster show west -o json").out))["hosts"].empty());
+  ASSERT_EQ(fabrica("host disable gpu-node-01").exit_code, 0);
+  EXPECT_NE(fabrica("host list").out.find("DISABLED"), std::string::npos);
+  ASSERT_EQ(fabrica("host delete gpu-node-01").exit_code, 0);
+  ASSERT_EQ(fabrica("cluster delete west").exit_code, 0);
+  auto gone = fabrica("host show gpu-node-01");
+  EXPECT_NE(gone.exit_code, 0);
+  EXPECT_NE(gone.out.find("not found"), std::string::npos);
 }
 
 TEST_F(CliTest, AdministratorCommands) {
