@@ -89,10 +89,10 @@ void add_fleet_routes(Router& router, Services& s) {
         if (free) filter.free_gpus = static_cast<int>(*free);
         FAB_ASSIGN_OR_RETURN(filter.cluster_id, ctx.query_int("cluster_id", 0, int64_t{1} << 53));
         FAB_ASSIGN_OR_RETURN(filter.state, state_filter(ctx));
-        FAB_ASSIGN_OR_RETURN(auto hosts, s.fleet.list_hosts(ctx.who(), filter));
-        Json items = Json::array();
-        for (const auto& h : hosts) items.push_back(h.to_summary_json());
-        return json_response(200, Json{{"items", items}, {"next_cursor", nullptr}});
+        FAB_ASSIGN_OR_RETURN(std::string items, s.fleet.list_hosts_json(ctx.who(), filter));
+        // Spliced as rendered: at 10,000 hosts rebuilding the array costs more than the rest.
+        return HttpResponse{.status = 200,
+                            .body = "{\"items\":" + items + ",\"next_cursor\":null}"};
       });
   router.add("POST", "/api/v1/hosts", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {

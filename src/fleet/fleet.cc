@@ -304,9 +304,10 @@ void Fleet::index_apply(std::vector<Host>& saved, const std::vector<int64_t>& de
   for (Host& h : saved) {
     if (deleted_.contains(h.header.id)) continue;
     auto it = index_.find(h.header.id);
-    if (it != index_.end() && it->second.version >= h.version) continue;
+    if (it != index_.end() && it->second.host.version >= h.version) continue;
     h.inventory.reset();
-    index_[h.header.id] = std::move(h);
+    std::string rendered = dump_json(h.to_summary_json());
+    index_[h.header.id] = Indexed{std::move(h), std::move(rendered)};
   }
 }
 
@@ -383,18 +384,13 @@ Result<JoinToken> Fleet::rejoin_token(const auth::Caller& caller, int64_t host_i
   });
 }
 
-Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const HostFilter& f) {
+template <typename Visit>
+Result<void> Fleet::visit_hosts(const auth::Caller& caller, const HostFilter& f, Visit&& visit) {
   FAB_TRY(load_index());
-  std::vector<Host> candidates;
-  {
-    std::lock_guard lock(index_mutex_);
-    candidates.reserve(index_.size());
-    for (const auto& [id, h] : index_) {
-      if (!f.cluster_id || h.cluster_id == *f.cluster_id) candidates.push_back(h);
-    }
-  }
-  std::vector<Host> out;
-  for (Host& h : candidates) {
+  std::lock_guard lock(index_mutex_);
+  for (const auto& [id, entry] : index_) {
+    const Host& h = entry.host;
+    if (f.cluster_id && h.cluster_id != *f.cluster_id) continue;
     if (!authorizer_.allows(caller, host_ref(h, &h.cluster_id), Right::kUse)) continue;
     if (f.gpu_model || f.free_gpus) {
       int matching = 0;
@@ -404,10 +400,36 @@ Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const Ho
       if (f.gpu_model && matching == 0) continue;
       if (f.free_gpus && matching < *f.free_gpus) continue;
     }
-    overlay(h);  // Then filter on state: a pending heartbeat may have changed it.
-    if (f.state && h.state() != *f.state) continue;
-    out.push_back(std::move(h));
+    bool pending = false;
+    {
+      std::lock_guard live_lock(live_mutex_);
+      auto it = live_.find(id);
+      pending = it != live_.end() && it->second.last_seen >= h.last_seen;
+    }
+    if (!pending) {
+      if (!f.state || h.state() == *f.state) visit(h, &entry.summary_json);
+      continue;
+    }
+    Host current = h;
+    overlay(current);  // Then filter on state: the pending heartbeat may have changed it.
+    if (!f.state || current.state() == *f.state) visit(current, nullptr);
   }
+  return {};
+}
+
+Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const HostFilter& f) {
+  std::vector<Host> out;
+  FAB_TRY(visit_hosts(caller, f, [&](const Host& h, const std::string*) { out.push_back(h); }));
+  return out;
+}
+
+Result<std::string> Fleet::list_hosts_json(const auth::Caller& caller, const HostFilter& f) {
+  std::string out = "[";
+  FAB_TRY(visit_hosts(caller, f, [&](const Host& h, const std::string* rendered) {
+    if (out.size() > 1) out += ',';
+    out += rendered ? *rendered : dump_json(h.to_summary_json());
+  }));
+  out += ']';
   return out;
 }
 

@@ -117,6 +117,9 @@ class Fleet {
   // when the host re-joins.
   Result<JoinToken> rejoin_token(const auth::Caller& caller, int64_t host_id);
   Result<std::vector<Host>> list_hosts(const auth::Caller& caller, const HostFilter& filter);
+  // The same list as a JSON array of host summaries, rendered from the index: hosts without a
+  // pending heartbeat reuse the text rendered at their last committed change.
+  Result<std::string> list_hosts_json(const auth::Caller& caller, const HostFilter& filter);
   Result<Host> get_host(const auth::Caller& caller, int64_t id);
   Result<Host> set_enabled(const auth::Caller& caller, int64_t id, bool enabled);
   Result<Host> move_host(const auth::Caller& caller, int64_t id, int64_t cluster_id);
@@ -161,6 +164,11 @@ class Fleet {
   Result<void> write(const store::Store::Work& work);
   void index_apply(std::vector<Host>& saved, const std::vector<int64_t>& deleted);
   Result<void> load_index();
+  // Calls visit(host, summary_json_or_null) for every host `caller` may see that passes
+  // `filter`, with pending heartbeats overlaid (then summary_json is null). Holds the index
+  // lock while visiting.
+  template <typename Visit>
+  Result<void> visit_hosts(const auth::Caller& caller, const HostFilter& filter, Visit&& visit);
 
   // Applies a pending heartbeat to a host read from the store.
   void overlay(Host& host);
@@ -187,7 +195,11 @@ class Fleet {
   // Valid while this process is the only writer of hosts.
   std::mutex index_mutex_;
   bool index_loaded_ = false;
-  std::map<int64_t, Host> index_;
+  struct Indexed {
+    Host host;
+    std::string summary_json;  // host.to_summary_json(), rendered once per committed change.
+  };
+  std::map<int64_t, Indexed> index_;
   std::set<int64_t> deleted_;
 };
 
