@@ -8,11 +8,13 @@
 namespace fabrica::cli {
 namespace {
 
+// "2/8 H100 SXM5 80GB": GPUs allocated / present, by model.
 std::string gpu_summary(const Json& h) {
   std::string out;
   for (auto it = h["gpus"].begin(); it != h["gpus"].end(); ++it) {
-    if (!out.empty()) out += ",";
-    out += std::to_string(it->get<int>()) + "x" + it.key();
+    if (!out.empty()) out += ", ";
+    int used = h.contains("gpus_allocated") ? h["gpus_allocated"].value(it.key(), 0) : 0;
+    out += std::to_string(used) + "/" + std::to_string(it->get<int>()) + " " + it.key();
   }
   return out.empty() ? "-" : out;
 }
@@ -44,7 +46,7 @@ std::vector<Column> host_columns() {
                    return gib(h["memory_used_kb"].get<int64_t>()) + "/" +
                           gib(h["memory_total_kb"].get<int64_t>());
                  }},
-          Column{"GPUS", gpu_summary},
+          Column{"GPUS(used/total)", gpu_summary},
           field("VMS", "allocated_vms"),
           field("LAST SEEN", "last_seen")};
 }

@@ -118,6 +118,7 @@ Json Host::to_api_json() const {
   j["monitoring"] = monitoring_json(monitoring);
   j["last_seen"] = last_seen ? Json(format_time(last_seen)) : Json(nullptr);
   j["allocated_vms"] = allocated_vms;
+  j["gpus_allocated"] = gpus_allocated;
   return j;
 }
 
@@ -133,6 +134,7 @@ Json Host::to_summary_json() const {
               {"memory_used_kb", monitoring.memory_used_kb},
               {"gpus", summary.gpus},
               {"allocated_vms", allocated_vms},
+              {"gpus_allocated", gpus_allocated},
               {"last_seen", last_seen ? Json(format_time(last_seen)) : Json(nullptr)}};
 }
 
@@ -165,6 +167,7 @@ Result<Host> host_from_record(const store::Record& r) {
     h.monitoring.gpus = m.at("gpus");
     h.last_seen = body.at("last_seen").get<int64_t>();
     h.allocated_vms = body.at("allocated_vms").get<int>();
+    h.gpus_allocated = body.value("gpus_allocated", std::map<std::string, int>{});
   } catch (const std::exception& e) {
     return fail(ErrorCode::kInternal,
                 "stored host " + std::to_string(r.id) + " is malformed: " + e.what());
@@ -394,11 +397,15 @@ Result<void> Fleet::visit_hosts(const auth::Caller& caller, const HostFilter& f,
     if (!authorizer_.allows(caller, host_ref(h, &h.cluster_id), Right::kUse)) continue;
     if (f.gpu_model || f.free_gpus) {
       int matching = 0;
+      int free = 0;
       for (const auto& [model, count] : h.summary.gpus) {
-        if (!f.gpu_model || model.find(*f.gpu_model) != std::string::npos) matching += count;
+        if (f.gpu_model && model.find(*f.gpu_model) == std::string::npos) continue;
+        matching += count;
+        auto used = h.gpus_allocated.find(model);
+        free += count - (used == h.gpus_allocated.end() ? 0 : used->second);
       }
       if (f.gpu_model && matching == 0) continue;
-      if (f.free_gpus && matching < *f.free_gpus) continue;
+      if (f.free_gpus && free < *f.free_gpus) continue;
     }
     bool pending = false;
     {

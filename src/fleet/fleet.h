@@ -61,7 +61,9 @@ struct Host {
   std::optional<inventory::HostInventory> inventory;
   Monitoring monitoring;
   int64_t last_seen = 0;
-  int allocated_vms = 0;  // Filled by the scheduler.
+  // Allocation bookkeeping, filled by the scheduler: VMs placed here and GPUs they hold.
+  int allocated_vms = 0;
+  std::map<std::string, int> gpus_allocated;  // Count by model.
   int64_t version = 0;
 
   HostState state() const { return static_cast<HostState>(header.state); }

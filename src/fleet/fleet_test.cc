@@ -182,6 +182,17 @@ TEST_F(FleetTest, FiltersByGpuModelAndFreeGpus) {
   ASSERT_EQ(eight->size(), 1u);
   EXPECT_EQ(eight->front().header.name, "eight");
   EXPECT_TRUE(fleet_->list_hosts(admin_, {.gpu_model = "A100"})->empty());
+  // GPUs the scheduler has allocated are not free.
+  auto eight_id = eight->front().header.id;
+  ASSERT_TRUE(store_->write([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(auto r, tx.get("host", eight_id));
+    FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
+    h.gpus_allocated["H100 SXM5 80GB"] = 2;
+    return tx.update(host_record(h)).map([](int64_t) {});
+  }));
+  Fleet fresh(*store_, *authorizer_, clock_);
+  EXPECT_TRUE(fresh.list_hosts(admin_, {.gpu_model = "H100", .free_gpus = 8})->empty());
+  EXPECT_EQ(fresh.list_hosts(admin_, {.gpu_model = "H100", .free_gpus = 6})->size(), 1u);
 }
 
 }  // namespace

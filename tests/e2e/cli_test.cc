@@ -106,7 +106,7 @@ TEST_F(CliTest, HostAndClusterCommands) {
     if (listed.find("MONITORED") != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  EXPECT_NE(listed.find("8xH100 SXM5 80GB"), std::string::npos) << listed;
+  EXPECT_NE(listed.find("0/8 H100 SXM5 80GB"), std::string::npos) << listed;
   auto show = fabrica("host show gpu-node-01");
   EXPECT_NE(show.out.find("0-55,112-167"), std::string::npos) << show.out;
   EXPECT_NE(show.out.find("nvswitch"), std::string::npos);
