@@ -218,6 +218,18 @@ void add_host_commands(CLI::App& app, Context& ctx) {
                     field("MODEL", "model"), field("RDMA", "rdma_device"),
                     field("SPEED(Mb/s)", "speed_mbps"), field("NUMA", "numa_node"),
                     field("VF", "virtual_function")});
+        Json sriov = Json::array();
+        for (const auto& d : inv["pci_devices"]) {
+          if (d.value("sriov_total_vfs", 0) > 0) sriov.push_back(d);
+        }
+        if (!sriov.empty()) {
+          std::cout << "\nSR-IOV\n";
+          print_list(
+              ctx, sriov,
+              {field("PF", "address"), field("DRIVER", "driver"),
+               field("VFS(total)", "sriov_total_vfs"), field("VFS(enabled)", "sriov_num_vfs"),
+               field("VF ADDRESSES", "virtual_functions")});
+        }
         if (!inv["dpus"].empty()) {
           std::cout << "\nDPUS\n";
           print_list(
