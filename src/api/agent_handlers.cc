@@ -13,10 +13,6 @@ Result<int64_t> agent_host(Services& s, const Context& ctx) {
   return s.fleet.authenticate_agent(header.substr(kScheme.size()));
 }
 
-Result<inventory::HostInventory> read_inventory(const Json& json) {
-  return inventory::HostInventory::from_json(json);
-}
-
 }  // namespace
 
 void add_agent_routes(Router& router, Services& s) {
@@ -29,7 +25,7 @@ void add_agent_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto inv_json, body.optional_object("inventory"));
                FAB_TRY(body.finish());
                if (!inv_json) return fail(ErrorCode::kInvalidArgument, "is required", "inventory");
-               FAB_ASSIGN_OR_RETURN(auto inv, read_inventory(*inv_json));
+               FAB_ASSIGN_OR_RETURN(auto inv, inventory::HostInventory::from_json(*inv_json));
                FAB_ASSIGN_OR_RETURN(auto joined, s.fleet.join(token, hostname, inv));
                return json_response(201, Json{{"host_id", joined.host.header.id},
                                               {"name", joined.host.header.name},
@@ -44,7 +40,7 @@ void add_agent_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto inv_json, body.optional_object("inventory"));
                FAB_TRY(body.finish());
                if (!inv_json) return fail(ErrorCode::kInvalidArgument, "is required", "inventory");
-               FAB_ASSIGN_OR_RETURN(auto inv, read_inventory(*inv_json));
+               FAB_ASSIGN_OR_RETURN(auto inv, inventory::HostInventory::from_json(*inv_json));
                FAB_TRY(s.fleet.report_inventory(host, inv));
                return HttpResponse{.status = 204, .content_type = ""};
              });

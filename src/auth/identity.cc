@@ -11,39 +11,13 @@ constexpr Permissions kGroupPermissions{0640};  // Members see their group.
 std::string user_noun(int64_t id) { return "user " + std::to_string(id); }
 std::string group_noun(int64_t id) { return "group " + std::to_string(id); }
 
-// Headers are filled field by field: GCC 12 at -O3 misreports nested designated
-// initialisers holding strings as maybe-uninitialised.
-ObjectHeader new_header(int64_t id, std::string name, int64_t uid, int64_t gid,
-                        Permissions permissions, int state, int64_t now) {
-  ObjectHeader h;
-  h.id = id;
-  h.name = std::move(name);
-  h.uid = uid;
-  h.gid = gid;
-  h.permissions = permissions;
-  h.state = state;
-  h.created_at = now;
-  h.updated_at = now;
-  return h;
-}
-
 Group new_group(int64_t id, std::string name, int64_t owner, const AttributeTree& attributes,
                 int64_t now) {
   Group g;
-  g.header = new_header(id, std::move(name), owner, id, kGroupPermissions, 0, now);
+  g.header = ObjectHeader::create(id, std::move(name), owner, id, kGroupPermissions, 0, now);
   g.attributes = attributes;
   g.version = 1;
   return g;
-}
-
-// Inserts a record whose key is its name; a taken name is kAlreadyExists on field "name".
-Result<void> insert_named(store::Transaction& tx, const store::Record& record) {
-  auto inserted = tx.insert(record);
-  if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
-    return fail(ErrorCode::kAlreadyExists, record.type + " \"" + record.name + "\" already exists",
-                "name");
-  }
-  return inserted;
 }
 
 bool contains(const std::vector<int64_t>& v, int64_t x) {
@@ -205,8 +179,8 @@ Result<bool> Identity::bootstrap(std::string_view admin_password) {
       FAB_TRY(tx.insert(group_record(g)));
     }
     User admin;
-    admin.header = new_header(kSuperuserId, "admin", kSuperuserId, kAdminGroupId, kUserPermissions,
-                              kUserEnabled, now);
+    admin.header = ObjectHeader::create(kSuperuserId, "admin", kSuperuserId, kAdminGroupId,
+                                        kUserPermissions, kUserEnabled, now);
     admin.password_hash = hash;
     FAB_TRY(tx.insert(user_record(admin)));
     FAB_ASSIGN_OR_RETURN(AclRule rule,
@@ -254,13 +228,13 @@ Result<User> Identity::create_user(const Caller& caller, const NewUser& request)
     }
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kUserType));
     User user;
-    user.header = new_header(id, request.name, id, gid, kUserPermissions,
-                             request.enabled ? kUserEnabled : kUserDisabled, now);
+    user.header = ObjectHeader::create(id, request.name, id, gid, kUserPermissions,
+                                       request.enabled ? kUserEnabled : kUserDisabled, now);
     user.groups = std::move(groups);
     user.password_hash = hash;
     user.attributes = request.attributes;
     user.version = 1;
-    FAB_TRY(insert_named(tx, user_record(user)));
+    FAB_TRY(store::insert_named(tx, user_record(user)));
     return user;
   });
 }
@@ -396,7 +370,7 @@ Result<Group> Identity::create_group(const Caller& caller, const NewGroup& reque
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kGroupType));
     id = std::max<int64_t>(id, 100);  // OpenNebula numbers user-defined groups from 100.
     Group group = new_group(id, request.name, caller.uid, request.attributes, now);
-    FAB_TRY(insert_named(tx, group_record(group)));
+    FAB_TRY(store::insert_named(tx, group_record(group)));
     return group;
   });
 }

@@ -152,6 +152,20 @@ std::optional<int64_t> parse_time(std::string_view text) {
   return tp.time_since_epoch().count();
 }
 
+ObjectHeader ObjectHeader::create(int64_t id, std::string name, int64_t uid, int64_t gid,
+                                  Permissions permissions, int state, int64_t now) {
+  ObjectHeader h;
+  h.id = id;
+  h.name = std::move(name);
+  h.uid = uid;
+  h.gid = gid;
+  h.permissions = permissions;
+  h.state = state;
+  h.created_at = now;
+  h.updated_at = now;
+  return h;
+}
+
 void ObjectHeader::to_json(Json& out) const {
   out["id"] = id;
   out["name"] = name;

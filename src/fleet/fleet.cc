@@ -26,13 +26,7 @@ std::string cluster_noun(int64_t id) { return "cluster " + std::to_string(id); }
 
 // Infrastructure objects carry no permission bits: only administrators and ACLs reach them.
 ObjectHeader infra_header(int64_t id, const std::string& name, int state, int64_t now) {
-  ObjectHeader h;
-  h.id = id;
-  h.name = name;
-  h.state = state;
-  h.created_at = now;
-  h.updated_at = now;
-  return h;
+  return ObjectHeader::create(id, name, 0, 0, Permissions(), state, now);
 }
 
 auth::ObjectRef host_ref(const Host& host, const int64_t* cluster) {
@@ -192,11 +186,7 @@ Result<Cluster> Fleet::create_cluster(const auth::Caller& caller, const std::str
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kClusterType));
     id = std::max<int64_t>(id, 100);
     Cluster c{infra_header(id, name, 0, now)};
-    auto inserted = tx.insert(cluster_record(c));
-    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
-      return fail(ErrorCode::kAlreadyExists, "cluster \"" + name + "\" already exists", "name");
-    }
-    FAB_TRY(inserted);
+    FAB_TRY(store::insert_named(tx, cluster_record(c)));
     return c;
   });
 }
@@ -354,11 +344,7 @@ Result<std::pair<Host, JoinToken>> Fleet::add_host(const auth::Caller& caller,
         host.header = infra_header(id, name, static_cast<int>(HostState::kInit), now);
         host.cluster_id = cluster_id;
         host.version = 1;
-        auto inserted = tx.insert(host_record(host));
-        if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
-          return fail(ErrorCode::kAlreadyExists, "host \"" + name + "\" already exists", "name");
-        }
-        FAB_TRY(inserted);
+        FAB_TRY(store::insert_named(tx, host_record(host)));
         log_saved(host);
         FAB_ASSIGN_OR_RETURN(JoinToken token, issue_token(tx, cluster_id, id, 1, caller.uid));
         return std::pair{host, token};

@@ -59,6 +59,17 @@ class Transaction {
   virtual Result<void> remove(std::string_view type, int64_t id) = 0;
 };
 
+// Inserts a record whose unique key is its name: a taken name is kAlreadyExists on field
+// "name", as API callers expect.
+inline Result<void> insert_named(Transaction& tx, const Record& record) {
+  auto inserted = tx.insert(record);
+  if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
+    return fail(ErrorCode::kAlreadyExists, record.type + " \"" + record.name + "\" already exists",
+                "name");
+  }
+  return inserted;
+}
+
 // A transactional object store. Thread-safe: any number of concurrent readers and writers.
 class Store {
  public:
