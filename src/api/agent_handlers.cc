@@ -33,49 +33,53 @@ void add_agent_routes(Router& router, Services& s) {
                                               {"heartbeat_interval_seconds",
                                                s.fleet.options().heartbeat_interval.count()}});
              });
-  router.add("PUT", "/api/v1/agent/inventory", AuthMode::kNone,
-             [&s](const Context& ctx) -> Result<HttpResponse> {
-               FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
-               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-               FAB_ASSIGN_OR_RETURN(auto inv_json, body.optional_object("inventory"));
-               FAB_TRY(body.finish());
-               if (!inv_json) return fail(ErrorCode::kInvalidArgument, "is required", "inventory");
-               FAB_ASSIGN_OR_RETURN(auto inv, inventory::HostInventory::from_json(*inv_json));
-               FAB_TRY(s.fleet.report_inventory(host, inv));
-               return HttpResponse{.status = 204, .content_type = ""};
-             });
-  router.add("POST", "/api/v1/agent/heartbeat", AuthMode::kNone,
-             [&s](const Context& ctx) -> Result<HttpResponse> {
-               FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
-               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-               fleet::Monitoring m;
-               FAB_ASSIGN_OR_RETURN(auto cpu, body.optional_int("cpu_used_permille"));
-               FAB_ASSIGN_OR_RETURN(auto mem, body.optional_int("memory_used_kb"));
-               FAB_ASSIGN_OR_RETURN(auto gpus, body.optional_array("gpus"));
-               FAB_TRY(body.finish());
-               if (cpu && (*cpu < 0 || *cpu > 1000)) {
-                 return fail(ErrorCode::kInvalidArgument, "must be 0-1000", "cpu_used_permille");
-               }
-               if (mem && *mem < 0)
-                 return fail(ErrorCode::kInvalidArgument, "must be >= 0", "memory_used_kb");
-               if (gpus && gpus->size() > 256) {
-                 return fail(ErrorCode::kInvalidArgument, "at most 256 GPUs", "gpus");
-               }
-               for (const Json& g : gpus.value_or(Json::array())) {
-                 if (!g.is_object() || g.size() > 16) {
-                   return fail(ErrorCode::kInvalidArgument,
-                               "each GPU sample is an object of at most 16 fields", "gpus");
-                 }
-               }
-               m.cpu_used_percent = cpu.value_or(0) / 10.0;
-               m.memory_used_kb = mem.value_or(0);
-               if (gpus) m.gpus = *gpus;
-               FAB_TRY(s.fleet.heartbeat(host, m));
-               // The same channel will carry VM commands (deploy, shutdown...) to the agent.
-               return json_response(200, Json{{"heartbeat_interval_seconds",
-                                               s.fleet.options().heartbeat_interval.count()},
-                                              {"commands", Json::array()}});
-             });
+  router.add(
+      "PUT", "/api/v1/agent/inventory", AuthMode::kNone,
+      [&s](const Context& ctx) -> Result<HttpResponse> {
+        FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
+        FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+        FAB_ASSIGN_OR_RETURN(auto inv_json, body.optional_object("inventory"));
+        FAB_TRY(body.finish());
+        if (!inv_json) return fail(ErrorCode::kInvalidArgument, "is required", "inventory");
+        FAB_ASSIGN_OR_RETURN(auto inv, inventory::HostInventory::from_json(*inv_json));
+        FAB_TRY(s.fleet.report_inventory(host, inv));
+        return HttpResponse{.status = 204, .content_type = ""};
+      },
+      Audit::kNever);
+  router.add(
+      "POST", "/api/v1/agent/heartbeat", AuthMode::kNone,
+      [&s](const Context& ctx) -> Result<HttpResponse> {
+        FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
+        FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+        fleet::Monitoring m;
+        FAB_ASSIGN_OR_RETURN(auto cpu, body.optional_int("cpu_used_permille"));
+        FAB_ASSIGN_OR_RETURN(auto mem, body.optional_int("memory_used_kb"));
+        FAB_ASSIGN_OR_RETURN(auto gpus, body.optional_array("gpus"));
+        FAB_TRY(body.finish());
+        if (cpu && (*cpu < 0 || *cpu > 1000)) {
+          return fail(ErrorCode::kInvalidArgument, "must be 0-1000", "cpu_used_permille");
+        }
+        if (mem && *mem < 0)
+          return fail(ErrorCode::kInvalidArgument, "must be >= 0", "memory_used_kb");
+        if (gpus && gpus->size() > 256) {
+          return fail(ErrorCode::kInvalidArgument, "at most 256 GPUs", "gpus");
+        }
+        for (const Json& g : gpus.value_or(Json::array())) {
+          if (!g.is_object() || g.size() > 16) {
+            return fail(ErrorCode::kInvalidArgument,
+                        "each GPU sample is an object of at most 16 fields", "gpus");
+          }
+        }
+        m.cpu_used_percent = cpu.value_or(0) / 10.0;
+        m.memory_used_kb = mem.value_or(0);
+        if (gpus) m.gpus = *gpus;
+        FAB_TRY(s.fleet.heartbeat(host, m));
+        // The same channel will carry VM commands (deploy, shutdown...) to the agent.
+        return json_response(
+            200, Json{{"heartbeat_interval_seconds", s.fleet.options().heartbeat_interval.count()},
+                      {"commands", Json::array()}});
+      },
+      Audit::kNever);
 }
 
 }  // namespace fabrica::api

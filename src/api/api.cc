@@ -1,5 +1,6 @@
 #include "api/api.h"
 
+#include <cstdio>
 #include <exception>
 
 #include "auth/crypto.h"
@@ -14,29 +15,71 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_acl_routes(router_, services_);
   add_fleet_routes(router_, services_);
   add_agent_routes(router_, services_);
+  add_vdc_routes(router_, services_);
+  add_quota_routes(router_, services_);
+  add_apikey_routes(router_, services_);
+  add_audit_routes(router_, services_);
 }
 
 HttpResponse Api::handle(const HttpRequest& request) {
-  Result<HttpResponse> response = [&]() -> Result<HttpResponse> {
+  Outcome outcome;
+  Result<HttpResponse> result = [&]() -> Result<HttpResponse> {
     try {
-      return dispatch(request);
+      return dispatch(request, outcome);
     } catch (const std::exception& e) {
       return fail(ErrorCode::kInternal, std::string("internal error: ") + e.what());
     }
   }();
-  if (!response) return error_response(response.error(), request.request_id);
-  return std::move(*response);
+  HttpResponse response =
+      result ? std::move(*result) : error_response(result.error(), request.request_id);
+  if (outcome.route != nullptr && outcome.route->audited) audit(request, outcome, response);
+  return response;
 }
 
-Result<HttpResponse> Api::dispatch(const HttpRequest& request) {
+Result<HttpResponse> Api::dispatch(const HttpRequest& request, Outcome& outcome) {
   FAB_ASSIGN_OR_RETURN(Router::Match match, router_.match(request.method, request.path));
+  outcome.route = match.route;
   Context ctx{.request = request, .params = std::move(match.params)};
   std::optional<auth::Caller> caller;
   if (match.route->auth == AuthMode::kBearer) {
     FAB_ASSIGN_OR_RETURN(caller, authenticate(request));
     ctx.caller = &*caller;
+    outcome.uid = caller->uid;
+    outcome.user = caller->name;
+  } else if (match.route->auth == AuthMode::kBasic) {
+    if (auto basic = basic_credentials(request)) outcome.user = basic->user.substr(0, 128);
   }
   return (*match.handler)(ctx);
+}
+
+void Api::audit(const HttpRequest& request, const Outcome& outcome, const HttpResponse& response) {
+  auth::AuditEntry entry;
+  entry.uid = outcome.uid;
+  entry.user = outcome.user;
+  entry.address = request.remote_address;
+  entry.action = outcome.route->method + " " + outcome.route->pattern;
+  entry.target = request.path.substr(0, 512);
+  entry.status = response.status;
+  entry.request_id = request.request_id;
+  if (response.status < 400) {
+    entry.outcome = auth::AuditOutcome::kSuccess;
+    if (entry.uid < 0 && outcome.route->auth == AuthMode::kBasic) {
+      // A login: the token answered names the user.
+      if (auto body = parse_json(response.body); body && body->contains("uid")) {
+        entry.uid = (*body)["uid"].get<int64_t>();
+      }
+    }
+  } else {
+    entry.outcome = response.status == 401 || response.status == 403 ? auth::AuditOutcome::kDenied
+                                                                     : auth::AuditOutcome::kFailed;
+    if (auto body = parse_json(response.body); body && body->contains("error")) {
+      entry.error_code = (*body)["error"].value("code", "");
+    }
+  }
+  if (auto written = services_.audit.append(std::move(entry)); !written) {
+    std::fprintf(stderr, "audit: could not record %s %s: %s\n", request.method.c_str(),
+                 request.path.c_str(), written.error().message().c_str());
+  }
 }
 
 Result<auth::Caller> Api::authenticate(const HttpRequest& request) {
@@ -76,6 +119,14 @@ Result<auth::ListOptions> list_options(const Context& ctx) {
   if (options.name) FAB_TRY(validate_name(*options.name));
   FAB_ASSIGN_OR_RETURN(options.gid, ctx.query_int("gid", 0, int64_t{1} << 53));
   return options;
+}
+
+Result<int64_t> read_int_body(const Context& ctx, std::string_view field) {
+  FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+  FAB_ASSIGN_OR_RETURN(int64_t value, body.required_int(field));
+  FAB_TRY(body.finish());
+  if (value < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", std::string(field));
+  return value;
 }
 
 Result<Permissions> read_chmod_body(const Context& ctx) {

@@ -6,8 +6,12 @@
 
 #include "api/http.h"
 #include "api/router.h"
+#include "auth/apikeys.h"
+#include "auth/audit.h"
 #include "auth/identity.h"
+#include "auth/quota.h"
 #include "auth/sessions.h"
+#include "auth/vdc.h"
 #include "fleet/fleet.h"
 #include "store/store.h"
 
@@ -20,6 +24,10 @@ struct Services {
   auth::Identity& identity;
   auth::Sessions& sessions;
   fleet::Fleet& fleet;
+  auth::Vdcs& vdcs;
+  auth::Quotas& quotas;
+  auth::ApiKeys& apikeys;
+  auth::AuditLog& audit;
   std::string version;
 };
 
@@ -37,9 +45,18 @@ class Api {
   void set_draining() { draining_ = true; }
   bool draining() const { return draining_; }
   Services& services() { return services_; }
+  // For tests that prove the isolation check catches an unguarded route.
+  Router& router() { return router_; }
 
  private:
-  Result<HttpResponse> dispatch(const HttpRequest& request);
+  // What handle() needs to audit a request.
+  struct Outcome {
+    const RouteInfo* route = nullptr;
+    int64_t uid = -1;
+    std::string user;
+  };
+  Result<HttpResponse> dispatch(const HttpRequest& request, Outcome& outcome);
+  void audit(const HttpRequest& request, const Outcome& outcome, const HttpResponse& response);
   Result<auth::Caller> authenticate(const HttpRequest& request);
 
   Services services_;
@@ -55,6 +72,10 @@ void add_group_routes(Router& router, Services& services);
 void add_acl_routes(Router& router, Services& services);
 void add_fleet_routes(Router& router, Services& services);
 void add_agent_routes(Router& router, Services& services);
+void add_vdc_routes(Router& router, Services& services);
+void add_quota_routes(Router& router, Services& services);
+void add_apikey_routes(Router& router, Services& services);
+void add_audit_routes(Router& router, Services& services);
 
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);
@@ -74,6 +95,8 @@ struct BasicCredentials {
 // The user and password of an Authorization: Basic header; kUnauthenticated when absent.
 Result<BasicCredentials> basic_credentials(const HttpRequest& request);
 
+// Reads a body holding exactly one integer field, >= 0.
+Result<int64_t> read_int_body(const Context& ctx, std::string_view field);
 // Reads {"permissions": "640"}.
 Result<Permissions> read_chmod_body(const Context& ctx);
 

@@ -54,6 +54,20 @@ void add_group_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto group, s.identity.chown_group(ctx.who(), id, uid));
                return json_response(200, group.to_api_json());
              });
+  router.add("POST", "/api/v1/groups/{id}/admins", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(int64_t uid, read_int_body(ctx, "uid"));
+               FAB_ASSIGN_OR_RETURN(auto group, s.identity.add_admin(ctx.who(), id, uid));
+               return json_response(200, group.to_api_json());
+             });
+  router.add("DELETE", "/api/v1/groups/{id}/admins/{uid}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(int64_t uid, ctx.id_param(1, "uid"));
+               FAB_ASSIGN_OR_RETURN(auto group, s.identity.remove_admin(ctx.who(), id, uid));
+               return json_response(200, group.to_api_json());
+             });
 }
 
 }  // namespace fabrica::api

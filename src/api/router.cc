@@ -4,6 +4,18 @@
 
 namespace fabrica::api {
 
+std::string_view auth_mode_name(AuthMode mode) {
+  switch (mode) {
+    case AuthMode::kNone:
+      return "none";
+    case AuthMode::kBearer:
+      return "bearer";
+    case AuthMode::kBasic:
+      return "basic";
+  }
+  return "none";
+}
+
 std::vector<std::string> split_path(std::string_view path) {
   std::vector<std::string> out;
   size_t i = 0;
@@ -64,9 +76,11 @@ Result<std::optional<int64_t>> Context::query_int(std::string_view name, int64_t
   return value;
 }
 
-void Router::add(std::string method, std::string pattern, AuthMode auth, Handler handler) {
+void Router::add(std::string method, std::string pattern, AuthMode auth, Handler handler,
+                 Audit audit) {
   auto segments = split_path(pattern);
-  entries_.push_back(Entry{.info = {std::move(method), std::move(pattern), auth},
+  bool audited = audit == Audit::kWrites && method != "GET";
+  entries_.push_back(Entry{.info = {std::move(method), std::move(pattern), auth, audited},
                            .segments = std::move(segments),
                            .handler = std::move(handler)});
 }

@@ -36,17 +36,28 @@ struct Context {
 
 using Handler = std::function<Result<HttpResponse>(const Context&)>;
 
+// "none", "bearer", "basic".
+std::string_view auth_mode_name(AuthMode mode);
+
+// Which requests to a route the audit log records.
+enum class Audit {
+  kWrites,  // Every request except GET (the default).
+  kNever,   // Telemetry: agent heartbeats and inventory reports.
+};
+
 struct RouteInfo {
   std::string method;
   std::string pattern;  // "/api/v1/users/{id}"
   AuthMode auth;
+  bool audited = false;
 };
 
 // Matches method + path against patterns whose segments are literals or {name}.
 // Unknown paths are 404, known paths with another method 405 (with Allow).
 class Router {
  public:
-  void add(std::string method, std::string pattern, AuthMode auth, Handler handler);
+  void add(std::string method, std::string pattern, AuthMode auth, Handler handler,
+           Audit audit = Audit::kWrites);
 
   struct Match {
     const RouteInfo* route = nullptr;

@@ -34,15 +34,6 @@ Result<auth::NewUser> read_new_user(const Context& ctx) {
   return user;
 }
 
-// Reads a body holding exactly one integer field.
-Result<int64_t> read_int_body(const Context& ctx, std::string_view field) {
-  FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-  FAB_ASSIGN_OR_RETURN(int64_t value, body.required_int(field));
-  FAB_TRY(body.finish());
-  if (value < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", std::string(field));
-  return value;
-}
-
 HttpResponse user_response(int status, const auth::User& user) {
   return json_response(status, user.to_api_json());
 }
@@ -58,6 +49,8 @@ void add_user_routes(Router& router, Services& s) {
                                               {"gid", c.gid},
                                               {"groups", c.groups},
                                               {"superuser", c.is_superuser()},
+                                              {"role", c.role()},
+                                              {"admin_groups", c.admin_groups},
                                               {"token_id", c.token_id}});
              });
   router.add("GET", "/api/v1/users", AuthMode::kBearer,

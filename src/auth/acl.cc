@@ -178,7 +178,8 @@ Json AclRule::to_json() const {
               {"user", acl_hex(user)},
               {"resource", acl_hex(resource)},
               {"rights", acl_hex(rights)},
-              {"zone", acl_hex(zone)}};
+              {"zone", acl_hex(zone)},
+              {"owners", owners}};
 }
 
 bool AclRule::grants(const Subject& subject, const ObjectRef& object, Right right) const {

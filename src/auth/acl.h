@@ -48,6 +48,10 @@ struct AclRule {
   uint64_t resource = 0;
   uint64_t rights = 0;
   uint64_t zone = kAclIndividual | kLocalZone;
+  // Objects that generated this rule ("vdc:3", "group:100"); it lives while any owner needs
+  // it or it was also made by hand (`manual`). Not part of the rule's meaning.
+  std::vector<std::string> owners;
+  bool manual = true;
 
   // Parses OpenNebula's rule syntax; the zone defaults to #0. kInvalidArgument (field
   // "rule") naming the part at fault.
@@ -57,7 +61,8 @@ struct AclRule {
                                       uint64_t zone);
   // Canonical text: types in OpenNebula order, rights USE+MANAGE+ADMIN+CREATE, zone last.
   std::string to_string() const;
-  // {"id", "rule", "user", "resource", "rights", "zone"} with hex strings for the numbers.
+  // {"id", "rule", "user", "resource", "rights", "zone", "owners"} with hex strings for the
+  // numbers.
   Json to_json() const;
 
   // True when this rule grants `right` on `object` to `subject`.

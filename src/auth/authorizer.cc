@@ -8,8 +8,20 @@ bool Caller::is_superuser() const {
   return uid == 0 || std::find(groups.begin(), groups.end(), 0) != groups.end();
 }
 
+bool Caller::administers(int64_t gid) const {
+  return std::find(admin_groups.begin(), admin_groups.end(), gid) != admin_groups.end();
+}
+
+std::string_view Caller::role() const {
+  if (is_superuser()) return "infrastructure-admin";
+  if (!admin_groups.empty()) return "tenant-admin";
+  return "tenant-user";
+}
+
 store::Record acl_record(const AclRule& rule) {
   std::string text = rule.to_string();
+  Json body = rule.to_json();
+  body["manual"] = rule.manual;
   return store::Record{.type = std::string(kAclRecordType),
                        .id = rule.id,
                        .name = text,
@@ -17,16 +29,76 @@ store::Record acl_record(const AclRule& rule) {
                        .gid = 0,
                        .state = 0,
                        .key = text,
-                       .body = dump_json(rule.to_json())};
+                       .body = dump_json(body)};
 }
 
 Result<AclRule> acl_from_record(const store::Record& record) {
   auto rule = AclRule::parse(record.name);
-  if (!rule)
-    return fail(ErrorCode::kInternal, "stored ACL rule " + std::to_string(record.id) +
-                                          " is malformed: " + rule.error().message());
+  auto body = parse_json(record.body);
+  if (!rule || !body || !body->is_object()) {
+    return fail(ErrorCode::kInternal,
+                "stored ACL rule " + std::to_string(record.id) + " is malformed");
+  }
   rule->id = record.id;
+  try {
+    rule->owners = body->value("owners", std::vector<std::string>{});
+    rule->manual = body->value("manual", true);
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kInternal,
+                "stored ACL rule " + std::to_string(record.id) + " is malformed: " + e.what());
+  }
   return rule;
+}
+
+Result<int64_t> acquire_rule(store::Transaction& tx, AclRule rule, std::string_view owner) {
+  std::string text = rule.to_string();
+  auto existing = tx.get_by_key(kAclRecordType, text);
+  if (existing) {
+    FAB_ASSIGN_OR_RETURN(AclRule held, acl_from_record(*existing));
+    if (std::find(held.owners.begin(), held.owners.end(), owner) == held.owners.end()) {
+      held.owners.emplace_back(owner);
+      store::Record updated = acl_record(held);
+      updated.version = existing->version;
+      FAB_TRY(tx.update(updated));
+    }
+    return held.id;
+  }
+  if (existing.error().code() != ErrorCode::kNotFound) return fail(existing.error());
+  FAB_ASSIGN_OR_RETURN(rule.id, tx.allocate_id(kAclRecordType));
+  rule.owners = {std::string(owner)};
+  rule.manual = false;
+  FAB_TRY(tx.insert(acl_record(rule)));
+  return rule.id;
+}
+
+Result<void> release_rule(store::Transaction& tx, int64_t id, std::string_view owner) {
+  auto record = tx.get(kAclRecordType, id);
+  if (!record) {
+    if (record.error().code() == ErrorCode::kNotFound) return {};  // Already gone.
+    return fail(record.error());
+  }
+  FAB_ASSIGN_OR_RETURN(AclRule rule, acl_from_record(*record));
+  std::erase(rule.owners, std::string(owner));
+  if (rule.owners.empty() && !rule.manual) return tx.remove(kAclRecordType, id);
+  store::Record updated = acl_record(rule);
+  updated.version = record->version;
+  FAB_TRY(tx.update(updated));
+  return {};
+}
+
+Result<std::vector<int64_t>> sync_owned_rules(store::Transaction& tx, std::string_view owner,
+                                              const std::vector<int64_t>& held,
+                                              const std::vector<std::string>& wanted) {
+  std::vector<int64_t> now;
+  for (const auto& text : wanted) {
+    FAB_ASSIGN_OR_RETURN(AclRule rule, AclRule::parse(text));
+    FAB_ASSIGN_OR_RETURN(int64_t id, acquire_rule(tx, rule, owner));
+    if (std::find(now.begin(), now.end(), id) == now.end()) now.push_back(id);
+  }
+  for (int64_t id : held) {
+    if (std::find(now.begin(), now.end(), id) == now.end()) FAB_TRY(release_rule(tx, id, owner));
+  }
+  return now;
 }
 
 Result<std::shared_ptr<const std::vector<AclRule>>> Authorizer::rules() {
@@ -117,6 +189,8 @@ Result<AclRule> Authorizer::create_rule(const Caller& caller, AclRule rule) {
   FAB_TRY(require_superuser(caller, "manage ACL rules"));
   return store_.write_value<AclRule>([&](store::Transaction& tx) -> Result<AclRule> {
     FAB_ASSIGN_OR_RETURN(rule.id, tx.allocate_id(kAclRecordType));
+    rule.owners.clear();
+    rule.manual = true;
     auto inserted = tx.insert(acl_record(rule));
     if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists) {
       return fail(ErrorCode::kAlreadyExists, "the rule \"" + rule.to_string() + "\" already exists",
@@ -130,10 +204,18 @@ Result<AclRule> Authorizer::create_rule(const Caller& caller, AclRule rule) {
 Result<void> Authorizer::delete_rule(const Caller& caller, int64_t id) {
   FAB_TRY(require_superuser(caller, "manage ACL rules"));
   return store_.write([&](store::Transaction& tx) -> Result<void> {
-    auto removed = tx.remove(kAclRecordType, id);
-    if (!removed)
-      return fail(removed.error().code(), "ACL rule " + std::to_string(id) + " not found");
-    return {};
+    auto record = tx.get(kAclRecordType, id);
+    if (!record)
+      return fail(record.error().code(), "ACL rule " + std::to_string(id) + " not found");
+    FAB_ASSIGN_OR_RETURN(AclRule rule, acl_from_record(*record));
+    if (!rule.owners.empty()) {
+      std::string owners;
+      for (const auto& o : rule.owners) owners += (owners.empty() ? "" : ", ") + o;
+      return fail(ErrorCode::kFailedPrecondition, "ACL rule " + std::to_string(id) +
+                                                      " is generated by " + owners +
+                                                      "; change that object instead");
+    }
+    return tx.remove(kAclRecordType, id);
   });
 }
 

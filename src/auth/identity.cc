@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include "auth/quota.h"
+#include "auth/vdc.h"
+
 namespace fabrica::auth {
 namespace {
 
@@ -75,6 +78,8 @@ Json User::to_api_json() const {
 
 Json Group::to_api_json() const {
   Json j = header_json(header);
+  j["admins"] = admins;
+  j["rules"] = rules;
   j["template"] = attributes.to_json();
   return j;
 }
@@ -128,8 +133,35 @@ Result<Group> group_from_record(const store::Record& record) {
   FAB_ASSIGN_OR_RETURN(group.header, ObjectHeader::from_json(body));
   FAB_ASSIGN_OR_RETURN(group.attributes,
                        AttributeTree::from_json(body.value("template", Json::object())));
+  try {
+    group.admins = body.value("admins", std::vector<int64_t>{});
+    group.rules = body.value("rules", std::vector<int64_t>{});
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kInternal,
+                "stored group " + std::to_string(record.id) + " is malformed: " + e.what());
+  }
   group.version = record.version;
   return group;
+}
+
+std::vector<std::string> group_rule_texts(const Group& group) {
+  std::string gid = std::to_string(group.header.id);
+  std::vector<std::string> texts;
+  if (group.header.id == kAdminGroupId) return texts;  // Bypasses every check anyway.
+  texts.push_back("@" + gid + " VM+NET+IMAGE+TEMPLATE+DOCUMENT/@" + gid + " CREATE");
+  for (int64_t uid : group.admins) {
+    std::string who = "#" + std::to_string(uid);
+    texts.push_back(who + " USER/@" + gid + " USE+MANAGE+ADMIN+CREATE");
+    texts.push_back(who + " VM+NET+IMAGE+TEMPLATE+DOCUMENT+ENDPOINT+APIKEY/@" + gid +
+                    " USE+MANAGE+CREATE");
+  }
+  return texts;
+}
+
+Result<void> save_group_rules(store::Transaction& tx, Group& group) {
+  FAB_ASSIGN_OR_RETURN(group.rules, sync_owned_rules(tx, "group:" + std::to_string(group.header.id),
+                                                     group.rules, group_rule_texts(group)));
+  return {};
 }
 
 template <typename T, typename Decode>
@@ -176,6 +208,7 @@ Result<bool> Identity::bootstrap(std::string_view admin_password) {
     for (auto [id, name] :
          {std::pair<int64_t, const char*>{kAdminGroupId, "admins"}, {kUsersGroupId, "users"}}) {
       Group g = new_group(id, name, kSuperuserId, AttributeTree(), now);
+      FAB_TRY(save_group_rules(tx, g));
       FAB_TRY(tx.insert(group_record(g)));
     }
     User admin;
@@ -183,10 +216,6 @@ Result<bool> Identity::bootstrap(std::string_view admin_password) {
                                         kUserPermissions, kUserEnabled, now);
     admin.password_hash = hash;
     FAB_TRY(tx.insert(user_record(admin)));
-    FAB_ASSIGN_OR_RETURN(AclRule rule,
-                         AclRule::parse("@1 VM+NET+IMAGE+TEMPLATE+DOCUMENT/* CREATE #0"));
-    FAB_ASSIGN_OR_RETURN(rule.id, tx.allocate_id(kAclRecordType));
-    FAB_TRY(tx.insert(acl_record(rule)));
     return true;
   });
 }
@@ -208,6 +237,32 @@ Result<void> Identity::require_group_usable(const Caller& caller, store::Transac
     return fail(ErrorCode::kInvalidArgument, group_noun(gid) + " does not exist", "gid");
   }
   return {};
+}
+
+Result<void> Identity::require_group_admin(const Caller& caller, store::Transaction& tx,
+                                           int64_t gid) {
+  FAB_TRY(require_group_usable(caller, tx, gid));
+  if (caller.is_superuser() || caller.administers(gid)) return {};
+  return fail(ErrorCode::kPermissionDenied,
+              "only an administrator of " + group_noun(gid) + " may change its members", "gid");
+}
+
+Result<void> Identity::drop_stale_admin(store::Transaction& tx, const User& user, bool gone) {
+  int64_t after = -1;
+  while (true) {
+    FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kGroupType, {.after_id = after, .limit = 500}));
+    for (const auto& r : batch) {
+      FAB_ASSIGN_OR_RETURN(Group g, group_from_record(r));
+      int64_t uid = user.header.id;
+      bool member = !gone && (user.header.gid == g.header.id || contains(user.groups, g.header.id));
+      if (member || !contains(g.admins, uid)) continue;
+      std::erase(g.admins, uid);
+      FAB_TRY(save_group_rules(tx, g));
+      FAB_ASSIGN_OR_RETURN(g.version, tx.update(group_record(g)));
+    }
+    if (batch.size() < 500) return {};
+    after = batch.back().id;
+  }
 }
 
 Result<User> Identity::create_user(const Caller& caller, const NewUser& request) {
@@ -273,6 +328,9 @@ Result<void> Identity::delete_user(const Caller& caller, int64_t id) {
       return fail(ErrorCode::kFailedPrecondition, "the superuser cannot be deleted");
     }
     if (id == caller.uid) return fail(ErrorCode::kFailedPrecondition, "you cannot delete yourself");
+    FAB_TRY(require_no_quota_use(tx, QuotaOwner::kUser, id));
+    FAB_TRY(remove_quota(tx, QuotaOwner::kUser, id));
+    FAB_TRY(drop_stale_admin(tx, user, /*gone=*/true));
     FAB_TRY(tx.remove(kUserType, id));
     // Their tokens die with them.
     FAB_ASSIGN_OR_RETURN(auto tokens, tx.list("token", {.limit = 100000, .uid = id}));
@@ -309,17 +367,17 @@ Result<User> Identity::chgrp_user(const Caller& caller, int64_t id, int64_t gid)
         if (id == kSuperuserId && gid != kAdminGroupId) {
           return fail(ErrorCode::kFailedPrecondition, "the superuser stays in the admins group");
         }
-        FAB_TRY(require_group_usable(caller, tx, gid));
+        FAB_TRY(require_group_admin(caller, tx, gid));
         std::erase(user.groups, gid);
         user.header.gid = gid;
-        return {};
+        return drop_stale_admin(tx, user, false);
       });
 }
 
 Result<User> Identity::add_secondary_group(const Caller& caller, int64_t id, int64_t gid) {
   return mutate_user(caller, id, Right::kAdmin,
                      [&](store::Transaction& tx, User& user) -> Result<void> {
-                       FAB_TRY(require_group_usable(caller, tx, gid));
+                       FAB_TRY(require_group_admin(caller, tx, gid));
                        if (gid != user.header.gid && !contains(user.groups, gid))
                          user.groups.push_back(gid);
                        return {};
@@ -328,7 +386,7 @@ Result<User> Identity::add_secondary_group(const Caller& caller, int64_t id, int
 
 Result<User> Identity::remove_secondary_group(const Caller& caller, int64_t id, int64_t gid) {
   return mutate_user(
-      caller, id, Right::kAdmin, [&](store::Transaction&, User& user) -> Result<void> {
+      caller, id, Right::kAdmin, [&](store::Transaction& tx, User& user) -> Result<void> {
         if (gid == user.header.gid) {
           return fail(ErrorCode::kFailedPrecondition,
                       "group " + std::to_string(gid) + " is the user's primary group; use chgrp",
@@ -337,8 +395,13 @@ Result<User> Identity::remove_secondary_group(const Caller& caller, int64_t id, 
         if (!contains(user.groups, gid)) {
           return fail(ErrorCode::kNotFound, "user is not in group " + std::to_string(gid), "gid");
         }
+        if (!caller.is_superuser() && !caller.administers(gid)) {
+          return fail(ErrorCode::kPermissionDenied,
+                      "only an administrator of " + group_noun(gid) + " may change its members",
+                      "gid");
+        }
         std::erase(user.groups, gid);
-        return {};
+        return drop_stale_admin(tx, user, false);
       });
 }
 
@@ -370,6 +433,7 @@ Result<Group> Identity::create_group(const Caller& caller, const NewGroup& reque
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kGroupType));
     id = std::max<int64_t>(id, 100);  // OpenNebula numbers user-defined groups from 100.
     Group group = new_group(id, request.name, caller.uid, request.attributes, now);
+    FAB_TRY(save_group_rules(tx, group));
     FAB_TRY(store::insert_named(tx, group_record(group)));
     return group;
   });
@@ -422,6 +486,21 @@ Result<void> Identity::delete_group(const Caller& caller, int64_t id) {
       return fail(ErrorCode::kFailedPrecondition,
                   group_noun(id) + " still has users; move or delete them first");
     }
+    FAB_ASSIGN_OR_RETURN(auto vdcs, vdcs_with_group(tx, id));
+    if (!vdcs.empty()) {
+      return fail(ErrorCode::kFailedPrecondition, group_noun(id) + " belongs to VDC " +
+                                                      std::to_string(vdcs.front()) +
+                                                      "; remove it from the VDC first");
+    }
+    FAB_ASSIGN_OR_RETURN(int64_t keys, tx.count("apikey", {.gid = id}));
+    if (keys > 0) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  group_noun(id) + " still owns API keys; delete them first");
+    }
+    FAB_TRY(require_no_quota_use(tx, QuotaOwner::kGroup, id));
+    FAB_TRY(remove_quota(tx, QuotaOwner::kGroup, id));
+    group.admins.clear();
+    FAB_TRY(save_group_rules(tx, group));
     return tx.remove(kGroupType, id);
   });
 }
@@ -448,6 +527,48 @@ Result<Group> Identity::chown_group(const Caller& caller, int64_t id, int64_t ui
       return fail(ErrorCode::kInvalidArgument, user_noun(uid) + " does not exist", "uid");
     }
     group.header.uid = uid;
+    group.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(group.version, tx.update(group_record(group)));
+    return group;
+  });
+}
+
+Result<Group> Identity::add_admin(const Caller& caller, int64_t gid, int64_t uid) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
+    FAB_ASSIGN_OR_RETURN(Group group, load_group(tx, caller, gid, Right::kUse));
+    FAB_TRY(authorizer_.require_superuser(caller, "appoint group administrators"));
+    if (gid == kAdminGroupId) {
+      return fail(ErrorCode::kFailedPrecondition, "the admins group needs no administrators");
+    }
+    auto record = tx.get(kUserType, uid);
+    if (!record)
+      return fail(ErrorCode::kInvalidArgument, user_noun(uid) + " does not exist", "uid");
+    FAB_ASSIGN_OR_RETURN(User user, user_from_record(*record));
+    if (user.header.gid != gid && !contains(user.groups, gid)) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  user_noun(uid) + " is not a member of " + group_noun(gid), "uid");
+    }
+    if (contains(group.admins, uid)) return group;
+    group.admins.push_back(uid);
+    FAB_TRY(save_group_rules(tx, group));
+    group.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(group.version, tx.update(group_record(group)));
+    return group;
+  });
+}
+
+Result<Group> Identity::remove_admin(const Caller& caller, int64_t gid, int64_t uid) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Group>([&](store::Transaction& tx) -> Result<Group> {
+    FAB_ASSIGN_OR_RETURN(Group group, load_group(tx, caller, gid, Right::kUse));
+    FAB_TRY(authorizer_.require_superuser(caller, "appoint group administrators"));
+    if (!contains(group.admins, uid)) {
+      return fail(ErrorCode::kNotFound,
+                  user_noun(uid) + " is not an administrator of " + group_noun(gid), "uid");
+    }
+    std::erase(group.admins, uid);
+    FAB_TRY(save_group_rules(tx, group));
     group.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(group.version, tx.update(group_record(group)));
     return group;
@@ -483,6 +604,12 @@ Result<Caller> Identity::caller_in(store::Transaction& tx, int64_t uid, std::str
   caller.groups.insert(caller.groups.end(), user.groups.begin(), user.groups.end());
   caller.name = user.header.name;
   caller.address = std::move(address);
+  for (int64_t gid : caller.groups) {
+    auto group = tx.get(kGroupType, gid);
+    if (!group) continue;  // A dangling membership grants nothing.
+    FAB_ASSIGN_OR_RETURN(Group g, group_from_record(*group));
+    if (contains(g.admins, uid)) caller.admin_groups.push_back(gid);
+  }
   return caller;
 }
 

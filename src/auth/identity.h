@@ -32,7 +32,9 @@ struct User {
 };
 
 struct Group {
-  ObjectHeader header;  // gid is the group's own id, so its members get the group bits.
+  ObjectHeader header;          // gid is the group's own id, so its members get the group bits.
+  std::vector<int64_t> admins;  // Tenant administrators: members who run the group's users.
+  std::vector<int64_t> rules;   // ACL rules the group generated (see group_rule_texts).
   AttributeTree attributes;
   int64_t version = 0;
   Json to_api_json() const;
@@ -97,6 +99,11 @@ class Identity {
   Result<void> delete_group(const Caller& caller, int64_t id);
   Result<Group> chmod_group(const Caller& caller, int64_t id, Permissions permissions);
   Result<Group> chown_group(const Caller& caller, int64_t id, int64_t uid);
+  // Makes member `uid` an administrator of group `gid` (superuser only): it may then create,
+  // disable and delete the group's users, reset their passwords, set their quotas within the
+  // group's, and manage the group's VMs, images, templates, endpoints and API keys.
+  Result<Group> add_admin(const Caller& caller, int64_t gid, int64_t uid);
+  Result<Group> remove_admin(const Caller& caller, int64_t gid, int64_t uid);
   // Ids of users whose primary or secondary group is `gid` (caller must see the group).
   Result<std::vector<int64_t>> group_members(const Caller& caller, int64_t gid);
 
@@ -117,6 +124,10 @@ class Identity {
   template <typename Fn>
   Result<User> mutate_user(const Caller& caller, int64_t id, Right right, Fn&& change);
   Result<void> require_group_usable(const Caller& caller, store::Transaction& tx, int64_t gid);
+  // Non-superusers may only move users into groups they administer.
+  Result<void> require_group_admin(const Caller& caller, store::Transaction& tx, int64_t gid);
+  // Takes administration of any group `user` no longer belongs to (all of them when `gone`).
+  Result<void> drop_stale_admin(store::Transaction& tx, const User& user, bool gone);
 
   store::Store& store_;
   Authorizer& authorizer_;
@@ -132,5 +143,9 @@ Result<User> user_from_record(const store::Record& record);
 store::Record group_record(const Group& group);
 Result<Group> group_from_record(const store::Record& record);
 ObjectRef object_ref(ObjectType type, const ObjectHeader& header);
+// The ACL rules a group generates: its members may create their own resources in it, and
+// each administrator manages the group's users and resources.
+std::vector<std::string> group_rule_texts(const Group& group);
+Result<void> save_group_rules(store::Transaction& tx, Group& group);
 
 }  // namespace fabrica::auth

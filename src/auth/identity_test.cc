@@ -50,7 +50,7 @@ TEST_F(IdentityTest, BootstrapCreatesSuperuserGroupsAndDefaultRuleOnce) {
   EXPECT_EQ(identity_->get_group(admin_, 1)->header.name, "users");
   auto rules = authorizer_->rules();
   ASSERT_EQ((*rules)->size(), 1u);
-  EXPECT_EQ((*rules)->front().to_string(), "@1 VM+NET+IMAGE+TEMPLATE+DOCUMENT/* CREATE #0");
+  EXPECT_EQ((*rules)->front().to_string(), "@1 VM+NET+IMAGE+TEMPLATE+DOCUMENT/@1 CREATE #0");
   EXPECT_FALSE(admin->to_api_json().contains("password_hash"));
 }
 

@@ -39,12 +39,14 @@ std::string_view error_code_name(ErrorCode code) {
       return "UNAVAILABLE";
     case ErrorCode::kDeadlineExceeded:
       return "DEADLINE_EXCEEDED";
+    case ErrorCode::kQuotaExceeded:
+      return "QUOTA_EXCEEDED";
   }
   return "INTERNAL";
 }
 
 ErrorCode error_code_from_name(std::string_view name) {
-  for (int i = 0; i <= static_cast<int>(ErrorCode::kDeadlineExceeded); ++i) {
+  for (int i = 0; i <= static_cast<int>(ErrorCode::kQuotaExceeded); ++i) {
     auto code = static_cast<ErrorCode>(i);
     if (error_code_name(code) == name) return code;
   }
@@ -79,6 +81,8 @@ int http_status(ErrorCode code) {
       return 503;
     case ErrorCode::kDeadlineExceeded:
       return 504;
+    case ErrorCode::kQuotaExceeded:
+      return 403;
   }
   return 500;
 }

@@ -25,6 +25,7 @@ enum class ErrorCode {
   kInternal,
   kUnavailable,
   kDeadlineExceeded,
+  kQuotaExceeded,  // 403: a quota refuses the request (429 stays for rate limits).
 };
 
 // A failure for a person to read: a code, a message, and optionally the input field at fault.

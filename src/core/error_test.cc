@@ -25,6 +25,7 @@ TEST(ErrorTest, EveryCodeHasAStableNameAndStatus) {
       {ErrorCode::kInternal, "INTERNAL", 500},
       {ErrorCode::kUnavailable, "UNAVAILABLE", 503},
       {ErrorCode::kDeadlineExceeded, "DEADLINE_EXCEEDED", 504},
+      {ErrorCode::kQuotaExceeded, "QUOTA_EXCEEDED", 403},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(error_code_name(c.code), c.name);

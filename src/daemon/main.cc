@@ -22,6 +22,7 @@
 #include "auth/identity.h"
 #include "auth/sessions.h"
 #include "core/clock.h"
+#include "daemon/wiring.h"
 #include "fleet/fleet.h"
 #include "store/sqlite_store.h"
 
@@ -131,28 +132,6 @@ std::shared_ptr<spdlog::logger> make_access_log(const Options& o) {
   return logger;
 }
 
-// The services of one fabricad over one store, wired as the API needs them.
-struct Wiring {
-  Wiring(store::Store& store, const Clock& clock, fleet::FleetOptions fleet_options = {})
-      : authorizer(store),
-        identity(store, authorizer, clock),
-        limiter(clock),
-        sessions(store, identity, clock, limiter),
-        fleet(store, authorizer, clock, fleet_options),
-        api(api::Services{.store = store,
-                          .authorizer = authorizer,
-                          .identity = identity,
-                          .sessions = sessions,
-                          .fleet = fleet,
-                          .version = kVersion}) {}
-  auth::Authorizer authorizer;
-  auth::Identity identity;
-  auth::LoginLimiter limiter;
-  auth::Sessions sessions;
-  fleet::Fleet fleet;
-  api::Api api;
-};
-
 int fatal(const Error& e) {
   spdlog::critical("{}", e.message());
   return 1;
@@ -179,7 +158,7 @@ int serve(const Options& o) {
   if (!store) return fatal(store.error());
 
   SystemClock clock;
-  Wiring wiring(**store, clock,
+  Wiring wiring(**store, clock, kVersion,
                 {.offline_after = std::chrono::seconds(o.host_offline_after),
                  .heartbeat_interval = std::chrono::seconds(o.heartbeat_interval)});
   auth::Identity& identity = wiring.identity;
@@ -202,17 +181,24 @@ int serve(const Options& o) {
 
   if (auto r = wiring.fleet.bootstrap(); !r) return fatal(r.error().with_context("bootstrap"));
 
-  // Marks silent hosts OFFLINE, once a second, until shutdown.
+  // Marks silent hosts OFFLINE, once a second, and releases expired quota holds every ten
+  // seconds, until shutdown.
   std::mutex sweep_mutex;
   std::condition_variable sweep_wake;
   bool stopping = false;
   std::thread sweeper([&] {
     std::unique_lock lock(sweep_mutex);
+    uint64_t ticks = 0;
     while (!sweep_wake.wait_for(lock, std::chrono::seconds(1), [&] { return stopping; })) {
       lock.unlock();
       auto marked = wiring.fleet.sweep_offline();
       if (!marked) spdlog::warn("offline sweep failed: {}", marked.error().message());
       if (marked && *marked > 0) spdlog::info("{} hosts went OFFLINE", *marked);
+      if (++ticks % 10 == 0) {
+        auto expired = wiring.quotas.expire();
+        if (!expired) spdlog::warn("quota hold expiry failed: {}", expired.error().message());
+        if (expired && *expired > 0) spdlog::info("released {} expired quota holds", *expired);
+      }
       lock.lock();
     }
   });
@@ -260,10 +246,14 @@ int print_route_table() {
   auto store = store::SqliteStore::open(":memory:");
   if (!store) return fatal(store.error());
   SystemClock clock;
-  Wiring wiring(**store, clock);
+  Wiring wiring(**store, clock, kVersion);
   Json routes = Json::array();
-  for (const auto& r : wiring.api.routes())
-    routes.push_back(Json{{"method", r.method}, {"path", r.pattern}});
+  for (const auto& r : wiring.api.routes()) {
+    routes.push_back(Json{{"method", r.method},
+                          {"path", r.pattern},
+                          {"auth", api::auth_mode_name(r.auth)},
+                          {"audited", r.audited}});
+  }
   std::cout << routes.dump(1) << std::endl;
   return 0;
 }

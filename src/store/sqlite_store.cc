@@ -135,11 +135,13 @@ class SqliteTransaction final : public Transaction {
 
   Result<std::vector<Record>> list(std::string_view type, const ListQuery& q) override {
     std::string sql = std::string("SELECT ") + kColumns + " FROM objects WHERE type = ?1" +
-                      filters(q) + " AND id > ?6 ORDER BY id LIMIT ?7";
+                      filters(q) + " AND id > ?6" + (q.before_id ? " AND id < ?8" : "") +
+                      (q.descending ? " ORDER BY id DESC" : " ORDER BY id") + " LIMIT ?7";
     FAB_ASSIGN_OR_RETURN(auto stmt, conn_.prepare(sql));
     bind_filters(stmt, type, q);
     sqlite3_bind_int64(stmt, 6, q.after_id);
     sqlite3_bind_int64(stmt, 7, static_cast<int64_t>(q.limit));
+    if (q.before_id) sqlite3_bind_int64(stmt, 8, *q.before_id);
     std::vector<Record> out;
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) out.push_back(read_record(stmt));

@@ -24,7 +24,8 @@ struct Record {
   int64_t version = 0;             // 1 on insert, +1 on every update.
 };
 
-// Filters for list(): records of one type in ascending id order, id > after_id.
+// Filters for list(): records of one type in ascending id order, id > after_id (or
+// descending, see below).
 struct ListQuery {
   int64_t after_id = -1;
   size_t limit = 100;
@@ -32,6 +33,9 @@ struct ListQuery {
   std::optional<int64_t> gid;
   std::optional<std::string> name;
   std::optional<int> state;
+  // Newest first: descending ids, only ids below before_id when set (after_id still applies).
+  bool descending = false;
+  std::optional<int64_t> before_id;
 };
 
 // Operations inside one transaction. Reads see one consistent snapshot. Mutations are

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -160,6 +161,19 @@ TEST_P(StoreConformanceTest, ListPaginatesAndFilters) {
   auto n = store->read_value<int64_t>(
       [](Transaction& tx) { return tx.count("user", ListQuery{.gid = 1}); });
   EXPECT_EQ(*n, 13);
+  // Newest first, paged with before_id.
+  std::vector<int64_t> newest;
+  std::optional<int64_t> before;
+  while (true) {
+    auto r = store->read_value<std::vector<Record>>([&](Transaction& tx) {
+      return tx.list("user", ListQuery{.limit = 10, .descending = true, .before_id = before});
+    });
+    ASSERT_TRUE(r);
+    if (r->empty()) break;
+    for (const auto& rec : *r) newest.push_back(rec.id);
+    before = r->back().id;
+  }
+  EXPECT_EQ(newest, std::vector<int64_t>(seen.rbegin(), seen.rend()));
 }
 
 TEST_P(StoreConformanceTest, StoresHostileTextLiterally) {

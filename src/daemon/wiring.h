@@ -1,0 +1,53 @@
+#pragma once
+
+#include <string>
+
+#include "api/api.h"
+#include "auth/apikeys.h"
+#include "auth/audit.h"
+#include "auth/identity.h"
+#include "auth/quota.h"
+#include "auth/sessions.h"
+#include "auth/vdc.h"
+#include "fleet/fleet.h"
+#include "store/store.h"
+
+namespace fabrica {
+
+// The services of one fabricad over one store, wired as the API needs them. fabricad builds
+// one over its SQLite file; in-process tests build one over a temporary store.
+struct Wiring {
+  Wiring(store::Store& store, const Clock& clock, std::string version,
+         fleet::FleetOptions fleet_options = {})
+      : authorizer(store),
+        identity(store, authorizer, clock),
+        limiter(clock),
+        sessions(store, identity, clock, limiter),
+        fleet(store, authorizer, clock, fleet_options),
+        vdcs(store, authorizer, clock),
+        quotas(store, authorizer, clock),
+        apikeys(store, authorizer, clock),
+        audit(store, clock),
+        api(api::Services{.store = store,
+                          .authorizer = authorizer,
+                          .identity = identity,
+                          .sessions = sessions,
+                          .fleet = fleet,
+                          .vdcs = vdcs,
+                          .quotas = quotas,
+                          .apikeys = apikeys,
+                          .audit = audit,
+                          .version = std::move(version)}) {}
+  auth::Authorizer authorizer;
+  auth::Identity identity;
+  auth::LoginLimiter limiter;
+  auth::Sessions sessions;
+  fleet::Fleet fleet;
+  auth::Vdcs vdcs;
+  auth::Quotas quotas;
+  auth::ApiKeys apikeys;
+  auth::AuditLog audit;
+  api::Api api;
+};
+
+}  // namespace fabrica
