@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "auth/crypto.h"
+#include "auth/vdc.h"
 
 namespace fabrica::fleet {
 namespace {
@@ -226,6 +227,7 @@ Result<void> Fleet::delete_cluster(const auth::Caller& caller, int64_t id) {
       return fail(ErrorCode::kFailedPrecondition,
                   cluster_noun(id) + " still holds " + std::to_string(hosts) + " hosts");
     }
+    FAB_TRY(auth::vdc_forget_resource(tx, "cluster", id));
     return tx.remove(kClusterType, id);
   });
 }
@@ -481,6 +483,7 @@ Result<void> Fleet::delete_host(const auth::Caller& caller, int64_t id, bool for
     }
     FAB_TRY(remove_credentials(tx, id));
     if (tx.get(kInventoryType, id)) FAB_TRY(tx.remove(kInventoryType, id));
+    FAB_TRY(auth::vdc_forget_resource(tx, "host", id));
     FAB_TRY(tx.remove(kHostType, id));
     if (t_deleted_hosts != nullptr) t_deleted_hosts->push_back(id);
     std::lock_guard lock(live_mutex_);
