@@ -23,8 +23,8 @@ class TenancyTest : public ::testing::Test {
   void SetUp() override {
     dir_ = std::filesystem::temp_directory_path() / ("fabrica-tenancy-" + random_hex(8));
     std::filesystem::create_directories(dir_);
-    store_ = std::move(*store::SqliteStore::open((dir_ / "db").string(),
-                                                 {.sync = store::Sync::kNormal}));
+    store_ = std::move(
+        *store::SqliteStore::open((dir_ / "db").string(), {.sync = store::Sync::kNormal}));
     authorizer_ = std::make_unique<Authorizer>(*store_);
     identity_ = std::make_unique<Identity>(*store_, *authorizer_, clock_, HashCost::kMinimum);
     vdcs_ = std::make_unique<Vdcs>(*store_, *authorizer_, clock_);
@@ -35,8 +35,8 @@ class TenancyTest : public ::testing::Test {
     // Infrastructure the VDCs hand out: clusters 5 and 6, host 9 in cluster 5.
     ASSERT_TRUE(store_->write([](store::Transaction& tx) -> Result<void> {
       for (int64_t id : {5, 6}) {
-        FAB_TRY(tx.insert({.type = "cluster", .id = id, .name = "c" + std::to_string(id),
-                           .body = "{}"}));
+        FAB_TRY(tx.insert(
+            {.type = "cluster", .id = id, .name = "c" + std::to_string(id), .body = "{}"}));
       }
       return tx.insert({.type = "host", .id = 9, .name = "gpu-node-09", .body = "{}"});
     }));
@@ -49,8 +49,8 @@ class TenancyTest : public ::testing::Test {
     return g->header.id;
   }
   Caller user(const std::string& name, int64_t gid) {
-    auto u = identity_->create_user(admin_, {.name = name, .password = "password-" + name,
-                                             .gid = gid});
+    auto u =
+        identity_->create_user(admin_, {.name = name, .password = "password-" + name, .gid = gid});
     EXPECT_TRUE(u) << u.error().message();
     return *identity_->caller_for(u->header.id, "test");
   }
@@ -62,7 +62,11 @@ class TenancyTest : public ::testing::Test {
   }
 
   bool may_use(const Caller& c, ObjectType type, int64_t id, std::vector<int64_t> clusters = {}) {
-    ObjectRef ref{.type = type, .id = id, .uid = 0, .gid = 0, .permissions = Permissions(0),
+    ObjectRef ref{.type = type,
+                  .id = id,
+                  .uid = 0,
+                  .gid = 0,
+                  .permissions = Permissions(0),
                   .clusters = clusters};
     return authorizer_->allows(c, ref, Right::kUse);
   }
@@ -158,13 +162,13 @@ TEST_F(TenancyTest, OverlappingVdcsShareRulesAndHandMadeRulesSurvive) {
   EXPECT_TRUE(may_use(alice, ObjectType::kHost, 9));  // b still grants it.
   // A rule also made by hand outlives the VDC.
   ASSERT_TRUE(vdcs_->add_resource(admin_, b->header.id, {"cluster", 6}));
-  auto manual = authorizer_->create_rule(admin_, *AclRule::parse("@" + std::to_string(acme) +
-                                                                 " CLUSTER/#6 USE"));
+  auto manual = authorizer_->create_rule(
+      admin_, *AclRule::parse("@" + std::to_string(acme) + " CLUSTER/#6 USE"));
   EXPECT_EQ(manual.error().code(), ErrorCode::kAlreadyExists);
   ASSERT_TRUE(vdcs_->remove(admin_, b->header.id));
   EXPECT_FALSE(may_use(alice, ObjectType::kHost, 9));
-  ASSERT_TRUE(authorizer_->create_rule(admin_, *AclRule::parse("@" + std::to_string(acme) +
-                                                               " CLUSTER/#6 USE")));
+  ASSERT_TRUE(authorizer_->create_rule(
+      admin_, *AclRule::parse("@" + std::to_string(acme) + " CLUSTER/#6 USE")));
   auto c = vdcs_->create(admin_, "c", {});
   ASSERT_TRUE(vdcs_->add_group(admin_, c->header.id, acme));
   ASSERT_TRUE(vdcs_->add_resource(admin_, c->header.id, {"cluster", 6}));
@@ -197,7 +201,8 @@ TEST_F(TenancyTest, TenantAdministratorRunsItsGroupAndCannotEscalate) {
   EXPECT_EQ(identity_->add_admin(admin_, acme, eve.uid).error().code(),
             ErrorCode::kFailedPrecondition);  // Not a member.
   // Runs its own users.
-  auto bob = identity_->create_user(alice, {.name = "bob", .password = "bob-password", .gid = acme});
+  auto bob =
+      identity_->create_user(alice, {.name = "bob", .password = "bob-password", .gid = acme});
   ASSERT_TRUE(bob) << bob.error().message();
   ASSERT_TRUE(identity_->set_password(alice, bob->header.id, "bob-new-password"));
   ASSERT_TRUE(identity_->set_enabled(alice, bob->header.id, false));
@@ -207,8 +212,8 @@ TEST_F(TenancyTest, TenantAdministratorRunsItsGroupAndCannotEscalate) {
   EXPECT_FALSE(identity_->create_user(alice, {.name = "x", .password = "x-password", .gid = 0}));
   EXPECT_FALSE(
       identity_->create_user(alice, {.name = "y", .password = "y-password", .gid = other}));
-  EXPECT_FALSE(identity_->create_user(alice, {.name = "z", .password = "z-password",
-                                              .gid = acme, .groups = {kAdminGroupId}}));
+  EXPECT_FALSE(identity_->create_user(
+      alice, {.name = "z", .password = "z-password", .gid = acme, .groups = {kAdminGroupId}}));
   EXPECT_FALSE(identity_->chgrp_user(alice, bob->header.id, other));
   EXPECT_FALSE(identity_->chgrp_user(alice, bob->header.id, kUsersGroupId));
   EXPECT_FALSE(identity_->add_secondary_group(alice, alice.uid, other));
@@ -221,8 +226,8 @@ TEST_F(TenancyTest, TenantAdministratorRunsItsGroupAndCannotEscalate) {
   EXPECT_EQ(identity_->set_password(alice, eve.uid, "hijacked-password").error().code(),
             ErrorCode::kNotFound);
   // No ACLs, no VDCs, no superuser.
-  EXPECT_FALSE(authorizer_->create_rule(alice, *AclRule::parse("#" + std::to_string(alice.uid) +
-                                                               " USER/* ADMIN")));
+  EXPECT_FALSE(authorizer_->create_rule(
+      alice, *AclRule::parse("#" + std::to_string(alice.uid) + " USER/* ADMIN")));
   EXPECT_FALSE(vdcs_->create(alice, "mine", {}));
   // Quotas: never its own, never its group's, never beyond the group's.
   ASSERT_TRUE(quotas_->set(admin_, QuotaOwner::kGroup, acme, {.limits = {{"gpu:H100", 16}}}));
@@ -231,17 +236,21 @@ TEST_F(TenancyTest, TenantAdministratorRunsItsGroupAndCannotEscalate) {
                 .code(),
             ErrorCode::kPermissionDenied);
   EXPECT_FALSE(quotas_->set(alice, QuotaOwner::kGroup, acme, {.limits = {{"gpu:H100", 32}}}));
-  auto beyond = quotas_->set(alice, QuotaOwner::kUser, bob->header.id, {.limits = {{"gpu:H100", 20}}});
+  auto beyond =
+      quotas_->set(alice, QuotaOwner::kUser, bob->header.id, {.limits = {{"gpu:H100", 20}}});
   EXPECT_EQ(beyond.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ(beyond.error().field(), "limits.gpu:H100");
   EXPECT_FALSE(quotas_->set(alice, QuotaOwner::kUser, bob->header.id,
                             {.limits = {{"gpu:H100", kQuotaUnlimited}}}));
-  EXPECT_TRUE(quotas_->set(alice, QuotaOwner::kUser, bob->header.id, {.limits = {{"gpu:H100", 8}}}));
+  EXPECT_TRUE(
+      quotas_->set(alice, QuotaOwner::kUser, bob->header.id, {.limits = {{"gpu:H100", 8}}}));
   EXPECT_TRUE(quotas_->set(alice, QuotaOwner::kGroup, acme, {.user_defaults = {{"gpu:H100", 4}}}));
-  EXPECT_FALSE(quotas_->set(alice, QuotaOwner::kGroup, acme, {.user_defaults = {{"gpu:H100", 17}}}));
+  EXPECT_FALSE(
+      quotas_->set(alice, QuotaOwner::kGroup, acme, {.user_defaults = {{"gpu:H100", 17}}}));
   EXPECT_EQ(quotas_->get(alice, QuotaOwner::kUser, eve.uid).error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(quotas_->set(alice, QuotaOwner::kUser, eve.uid, {.limits = {{"vms", 1}}}).error().code(),
-            ErrorCode::kNotFound);
+  EXPECT_EQ(
+      quotas_->set(alice, QuotaOwner::kUser, eve.uid, {.limits = {{"vms", 1}}}).error().code(),
+      ErrorCode::kNotFound);
   // Once it leaves the group it administers nothing.
   ASSERT_TRUE(identity_->chgrp_user(admin_, alice.uid, kUsersGroupId));
   alice = refresh(alice);
@@ -274,13 +283,15 @@ TEST_F(TenancyTest, UserLimitsDefaultsUnlimitedAndClusterScopes) {
   ASSERT_TRUE(reserve(c, {{"vms", 2}}));
   auto third = reserve(c, {{"vms", 1}});
   EXPECT_EQ(third.error().message(), "user alice: VMs quota 2, used 2, requested 1");
-  ASSERT_TRUE(quotas_->set(admin_, QuotaOwner::kUser, alice.uid, {.limits = {{"vms", kQuotaUnlimited}}}));
+  ASSERT_TRUE(
+      quotas_->set(admin_, QuotaOwner::kUser, alice.uid, {.limits = {{"vms", kQuotaUnlimited}}}));
   EXPECT_TRUE(reserve(c, {{"vms", 10}}));
-  ASSERT_TRUE(quotas_->set(admin_, QuotaOwner::kUser, alice.uid, {.limits = {{"vms", kQuotaDefault}}}));
+  ASSERT_TRUE(
+      quotas_->set(admin_, QuotaOwner::kUser, alice.uid, {.limits = {{"vms", kQuotaDefault}}}));
   EXPECT_FALSE(reserve(c, {{"vms", 1}}));
   // Scoped to cluster 5: 4 H100 there, any number elsewhere.
-  ASSERT_TRUE(quotas_->set(admin_, QuotaOwner::kGroup, acme,
-                           {.cluster = 5, .limits = {{"gpu:H100", 4}}}));
+  ASSERT_TRUE(
+      quotas_->set(admin_, QuotaOwner::kGroup, acme, {.cluster = 5, .limits = {{"gpu:H100", 4}}}));
   ASSERT_TRUE(reserve(c, {{"gpu:H100", 4}}, 5));
   auto scoped = reserve(c, {{"gpu:H100", 1}}, 5);
   EXPECT_EQ(scoped.error().message(),
@@ -361,8 +372,8 @@ TEST_F(TenancyTest, RandomisedSequencesKeepUsageEqualToARecount) {
   }
   ASSERT_TRUE(quotas_->set(admin_, QuotaOwner::kGroup, acme,
                            {.limits = {{"gpu:H100", 12}, {"vcpus", 64}}}));
-  ASSERT_TRUE(quotas_->set(admin_, QuotaOwner::kGroup, beta, {.cluster = 5,
-                                                              .limits = {{"mig:1g.10gb", 7}}}));
+  ASSERT_TRUE(quotas_->set(admin_, QuotaOwner::kGroup, beta,
+                           {.cluster = 5, .limits = {{"mig:1g.10gb", 7}}}));
   std::mt19937 rng(20261124);
   std::vector<int64_t> live;
   const char* keys[] = {"gpu:H100", "vcpus", "mig:1g.10gb", "memory_mb"};
@@ -415,8 +426,11 @@ TEST_F(TenancyTest, ApiKeysBelongToTheirTenantAndStoreOnlyAHash) {
   Caller alice = tenant_admin("alice", acme);
   Caller bob = user("bob", acme);
   Caller eve = tenant_admin("eve", other);
-  auto issued = apikeys_->create(alice, {.name = "chat-app", .endpoints = {"llama-8b"},
-                                         .expires_in = 3600, .rpm = 600, .tpm = 200000});
+  auto issued = apikeys_->create(alice, {.name = "chat-app",
+                                         .endpoints = {"llama-8b"},
+                                         .expires_in = 3600,
+                                         .rpm = 600,
+                                         .tpm = 200000});
   ASSERT_TRUE(issued) << issued.error().message();
   EXPECT_TRUE(issued->secret.starts_with("fak_"));
   EXPECT_EQ(issued->key.header.gid, acme);

@@ -1,0 +1,316 @@
+#include "testing/isolation.h"
+
+#include <sqlite3.h>
+
+#include <cctype>
+#include <stdexcept>
+
+#include "auth/crypto.h"
+
+namespace fabrica::testing {
+namespace {
+
+constexpr int64_t kGhostBase = 900000;
+
+// Which fixture collection a {placeholder} stands for, by the literal segment before it.
+const std::map<std::string, std::string>& collections() {
+  static const std::map<std::string, std::string> m = {
+      {"users", "users"},   {"admins", "users"},      {"groups", "groups"},
+      {"hosts", "hosts"},   {"clusters", "clusters"}, {"vdcs", "vdcs"},
+      {"tokens", "tokens"}, {"acl", "acl"},           {"apikeys", "apikeys"},
+  };
+  return m;
+}
+
+// A valid body for every route that takes one, naming the victim's objects as $collection.
+// A new route that takes a body must be added here, or the proof fails for it.
+const std::map<std::string, std::string>& probe_bodies() {
+  static const std::map<std::string, std::string> m = {
+      {"POST /api/v1/auth/tokens", R"({"name":"probe"})"},
+      {"POST /api/v1/users", R"({"name":"probe-user","password":"probe-password","gid":$groups})"},
+      {"POST /api/v1/users/{id}/password", R"({"password":"hijacked-password"})"},
+      {"POST /api/v1/users/{id}/chgrp", R"({"gid":$groups})"},
+      {"POST /api/v1/users/{id}/groups", R"({"gid":$groups})"},
+      {"POST /api/v1/users/{id}/enable", "{}"},
+      {"POST /api/v1/users/{id}/disable", "{}"},
+      {"POST /api/v1/users/{id}/chmod", R"({"permissions":"777"})"},
+      {"PUT /api/v1/users/{id}/quota", R"({"limits":{"gpu:H100":1000}})"},
+      {"POST /api/v1/groups", R"({"name":"probe-group"})"},
+      {"POST /api/v1/groups/{id}/chmod", R"({"permissions":"777"})"},
+      {"POST /api/v1/groups/{id}/chown", R"({"uid":$users})"},
+      {"POST /api/v1/groups/{id}/admins", R"({"uid":$users})"},
+      {"PUT /api/v1/groups/{id}/quota",
+       R"({"limits":{"gpu:H100":1000},"user_defaults":{"vms":100}})"},
+      {"POST /api/v1/quotas/recount", R"({"fix":true})"},
+      {"POST /api/v1/acl", R"({"rule":"@$groups HOST+CLUSTER/* USE+MANAGE+ADMIN"})"},
+      {"POST /api/v1/clusters", R"({"name":"probe-cluster"})"},
+      {"POST /api/v1/clusters/{id}/hosts", R"({"host_id":$hosts})"},
+      {"POST /api/v1/hosts", R"({"name":"probe-host","cluster_id":$clusters})"},
+      {"POST /api/v1/hosts/join-tokens", R"({"cluster_id":$clusters,"count":1})"},
+      {"POST /api/v1/hosts/{id}/enable", "{}"},
+      {"POST /api/v1/hosts/{id}/disable", "{}"},
+      {"POST /api/v1/hosts/{id}/join-token", "{}"},
+      {"POST /api/v1/agent/join", R"({"token":"fjt_probe","hostname":"probe-host"})"},
+      {"PUT /api/v1/agent/inventory", R"({"inventory":{}})"},
+      {"POST /api/v1/agent/heartbeat", "{}"},
+      {"POST /api/v1/vdcs", R"({"name":"probe-vdc"})"},
+      {"POST /api/v1/vdcs/{id}/groups", R"({"gid":$groups})"},
+      {"POST /api/v1/vdcs/{id}/resources", R"({"kind":"cluster","id":$clusters})"},
+      {"POST /api/v1/apikeys", R"({"name":"probe-key","gid":$groups,"endpoints":["*"]})"},
+      {"POST /api/v1/apikeys/{id}/revoke", "{}"},
+  };
+  return m;
+}
+
+// Filters that name the victim's objects on list routes.
+const std::map<std::string, std::string>& probe_queries() {
+  static const std::map<std::string, std::string> m = {
+      {"GET /api/v1/users", "?gid=$groups"},      {"GET /api/v1/apikeys", "?gid=$groups"},
+      {"GET /api/v1/auth/tokens", "?uid=$users"}, {"GET /api/v1/hosts", "?cluster_id=$clusters"},
+      {"GET /api/v1/audit", "?uid=$users"},
+  };
+  return m;
+}
+
+std::string substitute(std::string text, const std::map<std::string, int64_t>& ids) {
+  // No collection name is a prefix of another, so plain replacement is exact.
+  for (const auto& [name, id] : ids) {
+    std::string key = "$" + name;
+    for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at)) {
+      text.replace(at, key.size(), std::to_string(id));
+    }
+  }
+  return text;
+}
+
+// Digits blurred, so "user 12 not found" and "user 900001 not found" read alike.
+std::string blur(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      if (out.empty() || out.back() != '#') out += '#';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// What an answer tells the caller: the status and the body, minus the request id.
+std::string shape(const Reply& r) {
+  auto body = parse_json(r.body);
+  if (!body) return std::to_string(r.status) + " " + blur(r.body);
+  if (body->is_object() && body->contains("error") && (*body)["error"].is_object()) {
+    (*body)["error"].erase("request_id");
+  }
+  return std::to_string(r.status) + " " + blur(body->dump());
+}
+
+}  // namespace
+
+std::vector<RouteSpec> parse_route_table(const Json& routes) {
+  std::vector<RouteSpec> out;
+  for (const auto& r : routes) {
+    out.push_back({r.at("method").get<std::string>(), r.at("path").get<std::string>(),
+                   r.value("auth", "bearer")});
+  }
+  return out;
+}
+
+IsolationFixture build_isolation_fixture(const Transport& transport, const std::string& admin_auth,
+                                         const std::function<void()>& expire) {
+  auto call = [&](const std::string& method, const std::string& target, const Json& body,
+                  const std::string& auth) -> Json {
+    Reply r = transport(method, target, body.is_null() ? "" : body.dump(), auth);
+    if (r.status >= 300) {
+      throw std::runtime_error("fixture: " + method + " " + target + " answered " +
+                               std::to_string(r.status) + ": " + r.body);
+    }
+    auto parsed = parse_json(r.body);
+    return parsed ? *parsed : Json();
+  };
+  auto login = [&](const std::string& user, const std::string& password, int expires_in) {
+    std::string basic = "Basic " + auth::base64_encode(user + ":" + password);
+    Json token = call("POST", "/api/v1/auth/tokens", Json{{"expires_in", expires_in}}, basic);
+    return std::make_pair("Bearer " + token.at("token").get<std::string>(),
+                          token.at("id").get<int64_t>());
+  };
+  IsolationFixture f;
+  for (int t = 0; t < 3; ++t) {
+    IsolationTenant tenant;
+    std::string m = "t" + std::to_string(t) + "x9";
+    tenant.marker = m;
+    std::string password = "password-" + m;
+    auto& ids = tenant.ids;
+    ids["groups"] = call("POST", "/api/v1/groups", {{"name", m + "-grp"}}, admin_auth)["id"];
+    ids["clusters"] =
+        call("POST", "/api/v1/clusters", {{"name", m + "-cluster"}}, admin_auth)["id"];
+    ids["hosts"] =
+        call("POST", "/api/v1/hosts", {{"name", m + "-host"}, {"cluster_id", ids["clusters"]}},
+             admin_auth)["host"]["id"];
+    ids["vdcs"] = call("POST", "/api/v1/vdcs", {{"name", m + "-vdc"}}, admin_auth)["id"];
+    std::string vdc = "/api/v1/vdcs/" + std::to_string(ids["vdcs"]);
+    call("POST", vdc + "/groups", {{"gid", ids["groups"]}}, admin_auth);
+    call("POST", vdc + "/resources", {{"kind", "cluster"}, {"id", ids["clusters"]}}, admin_auth);
+    Json shown =
+        call("POST", vdc + "/resources", {{"kind", "host"}, {"id", ids["hosts"]}}, admin_auth);
+    ids["acl"] = shown.at("rules").at(0).get<int64_t>();
+    int64_t admin = call("POST", "/api/v1/users",
+                         {{"name", m + "-admin"}, {"password", password}, {"gid", ids["groups"]}},
+                         admin_auth)["id"];
+    call("POST", "/api/v1/groups/" + std::to_string(ids["groups"]) + "/admins", {{"uid", admin}},
+         admin_auth);
+    call("PUT", "/api/v1/groups/" + std::to_string(ids["groups"]) + "/quota",
+         {{"limits", {{"gpu:H100", 16}, {"vms", 10}}}, {"user_defaults", {{"vms", 2}}}},
+         admin_auth);
+    tenant.admin_auth = login(m + "-admin", password, 3600).first;
+    // The tenant administrator runs the rest of its tenant.
+    ids["users"] = call("POST", "/api/v1/users",
+                        {{"name", m + "-user"}, {"password", password}, {"gid", ids["groups"]}},
+                        tenant.admin_auth)["id"];
+    call("PUT", "/api/v1/users/" + std::to_string(ids["users"]) + "/quota",
+         {{"limits", {{"gpu:H100", 4}}}}, tenant.admin_auth);
+    Json key = call("POST", "/api/v1/apikeys", {{"name", m + "-key"}, {"endpoints", {"*"}}},
+                    tenant.admin_auth);
+    ids["apikeys"] = key["id"];
+    tenant.apikey_auth = "Bearer " + key["key"].get<std::string>();
+    auto [user_auth, token_id] = login(m + "-user", password, 3600);
+    tenant.user_auth = user_auth;
+    ids["tokens"] = token_id;
+    f.tenants.push_back(std::move(tenant));
+  }
+  call("POST", "/api/v1/users", {{"name", "norights"}, {"password", "norights-password"}},
+       admin_auth);
+  f.norights_auth = login("norights", "norights-password", 3600).first;
+  f.expired_auth = login("norights", "norights-password", 1).first;
+  expire();
+  return f;
+}
+
+std::vector<std::string> prove_isolation(const Transport& transport,
+                                         const std::vector<RouteSpec>& routes,
+                                         const IsolationFixture& fixture,
+                                         const std::function<std::string()>& digest,
+                                         size_t* requests) {
+  std::vector<std::string> violations;
+  size_t made = 0;
+  std::string before = digest();
+  for (size_t v = 0; v < fixture.tenants.size(); ++v) {
+    const IsolationTenant& victim = fixture.tenants[v];
+    std::map<std::string, int64_t> ghost;
+    int64_t n = 0;
+    for (const auto& [name, id] : victim.ids) ghost[name] = kGhostBase + n++;
+    std::vector<std::pair<std::string, std::string>> actors;
+    for (size_t o = 0; o < fixture.tenants.size(); ++o) {
+      if (o == v) continue;
+      actors.push_back({"tenant " + std::to_string(o) + " admin", fixture.tenants[o].admin_auth});
+      actors.push_back({"tenant " + std::to_string(o) + " user", fixture.tenants[o].user_auth});
+    }
+    actors.push_back({"user without group rights", fixture.norights_auth});
+    actors.push_back({"the victim's own end-user API key", victim.apikey_auth});
+    actors.push_back({"no credentials", ""});
+    actors.push_back({"expired token", fixture.expired_auth});
+
+    for (const RouteSpec& route : routes) {
+      std::string key = route.method + " " + route.pattern;
+      // The victim's objects in the path.
+      std::string path;
+      bool placeholders = false, unknown = false;
+      std::string previous;
+      size_t i = 0;
+      while (i < route.pattern.size()) {
+        size_t j = route.pattern.find('/', i + 1);
+        if (j == std::string::npos) j = route.pattern.size();
+        std::string segment = route.pattern.substr(i + 1, j - i - 1);
+        if (segment.starts_with("{")) {
+          placeholders = true;
+          if (segment == "{kind}") {
+            segment = "host";
+          } else if (segment == "{rid}" && previous == "host") {
+            segment = "$hosts";
+          } else if (auto c = collections().find(previous); c != collections().end()) {
+            segment = "$" + c->second;
+          } else {
+            unknown = true;
+          }
+        }
+        path += "/" + segment;
+        previous = segment;
+        i = j;
+      }
+      if (unknown) {
+        violations.push_back(key +
+                             ": the isolation proof has no tenant object for its "
+                             "placeholders; teach build_isolation_fixture about them");
+        continue;
+      }
+      std::string body;
+      if (route.method == "POST" || route.method == "PUT" || route.method == "PATCH") {
+        auto b = probe_bodies().find(key);
+        if (b == probe_bodies().end()) {
+          violations.push_back(key + ": no probe body; add a valid one to probe_bodies()");
+          continue;
+        }
+        body = b->second;
+      }
+      if (auto q = probe_queries().find(key); q != probe_queries().end()) path += q->second;
+      for (const auto& [who, auth] : actors) {
+        Reply hit = transport(route.method, substitute(path, victim.ids),
+                              substitute(body, victim.ids), auth);
+        Reply miss =
+            transport(route.method, substitute(path, ghost), substitute(body, ghost), auth);
+        made += 2;
+        std::string what = key + " as " + who + " against tenant " + std::to_string(v);
+        bool reads_own = route.method == "GET" && !placeholders;
+        if (hit.status < 400 && !reads_own) {
+          violations.push_back(what + ": answered " + std::to_string(hit.status) + " " +
+                               hit.body.substr(0, 200));
+        }
+        if (hit.body.find(victim.marker) != std::string::npos) {
+          violations.push_back(
+              what + ": the answer names the victim's objects: " + hit.body.substr(0, 200));
+        }
+        if (shape(hit) != shape(miss)) {
+          violations.push_back(what + ": answers differently for an existing object (" +
+                               shape(hit).substr(0, 160) + ") than for a missing one (" +
+                               shape(miss).substr(0, 160) + ")");
+        }
+      }
+      std::string after = digest();
+      if (after != before) {
+        violations.push_back(key + " against tenant " + std::to_string(v) + ": the store changed");
+        before = after;
+      }
+    }
+  }
+  if (requests != nullptr) *requests = made;
+  return violations;
+}
+
+std::string sqlite_digest(const std::string& db_path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    sqlite3_close(db);
+    throw std::runtime_error("cannot open " + db_path);
+  }
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_stmt* stmt = nullptr;
+  sqlite3_prepare_v2(db,
+                     "SELECT type, id, version, body FROM objects WHERE type != 'audit' "
+                     "ORDER BY type, id",
+                     -1, &stmt, nullptr);
+  std::string all;
+  while (sqlite3_step(stmt) == SQLITE_ROW) {
+    for (int c = 0; c < 4; ++c) {
+      const unsigned char* text = sqlite3_column_text(stmt, c);
+      all += text ? reinterpret_cast<const char*>(text) : "";
+      all += '\x1f';
+    }
+    all += '\n';
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return auth::sha256_hex(all);
+}
+
+}  // namespace fabrica::testing
