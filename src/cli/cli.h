@@ -61,7 +61,14 @@ Result<Json> list_all(client::ApiClient& api, const std::string& target, size_t 
 // Reads a password: the given flag value, else FABRICA_PASSWORD, else a prompt without echo.
 Result<std::string> read_password(const std::optional<std::string>& flag, const char* prompt);
 
+// "30d", "12h", "90m", "3600s" or plain seconds.
+Result<int64_t> parse_duration(const std::string& text);
+
 void add_session_commands(CLI::App& app, Context& ctx);
+void add_vdc_commands(CLI::App& app, Context& ctx);
+void add_quota_commands(CLI::App& app, Context& ctx);
+void add_apikey_commands(CLI::App& app, Context& ctx);
+void add_audit_commands(CLI::App& app, Context& ctx);
 void add_user_commands(CLI::App& app, Context& ctx);
 void add_group_commands(CLI::App& app, Context& ctx);
 void add_acl_commands(CLI::App& app, Context& ctx);

@@ -58,6 +58,29 @@ void add_group_commands(CLI::App& app, Context& ctx) {
       return {};
     });
   });
+
+  auto member = std::make_shared<std::string>();
+  for (bool add : {true, false}) {
+    auto* cmd = group->add_subcommand(
+        add ? "addadmin" : "deladmin",
+        add ? "Make a member the group's tenant administrator (administrators)"
+            : "Remove a tenant administrator (administrators)");
+    cmd->add_option("group", *target, "Group id or name")->required();
+    cmd->add_option("user", *member, "User id or name")->required();
+    cmd->callback([&ctx, target, member, add] {
+      ctx.run([&]() -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+        FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", *target));
+        FAB_ASSIGN_OR_RETURN(int64_t uid, resolve_id(api, "users", *member));
+        std::string base = "/api/v1/groups/" + std::to_string(gid) + "/admins";
+        FAB_ASSIGN_OR_RETURN(Json g, add ? api.post(base, Json{{"uid", uid}})
+                                         : api.del(base + "/" + std::to_string(uid)));
+        if (ctx.output == Output::kJson) return print_object(ctx, g), Result<void>{};
+        std::cout << "Group " << gid << " administrators: " << to_text(g["admins"]) << std::endl;
+        return {};
+      });
+    });
+  }
 }
 
 void add_acl_commands(CLI::App& app, Context& ctx) {
@@ -69,7 +92,8 @@ void add_acl_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/acl"));
       print_list(ctx, page["items"],
                  {field("ID", "id"), field("RULE", "rule"), field("USER", "user"),
-                  field("RESOURCE", "resource"), field("RIGHTS", "rights"), field("ZONE", "zone")});
+                  field("RESOURCE", "resource"), field("RIGHTS", "rights"), field("ZONE", "zone"),
+                  field("OWNERS", "owners")});
       return {};
     });
   });

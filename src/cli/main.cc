@@ -20,6 +20,10 @@ int main(int argc, char** argv) {
   add_permission_commands(app, ctx);
   add_host_commands(app, ctx);
   add_cluster_commands(app, ctx);
+  add_vdc_commands(app, ctx);
+  add_quota_commands(app, ctx);
+  add_apikey_commands(app, ctx);
+  add_audit_commands(app, ctx);
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;
 }

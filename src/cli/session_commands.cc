@@ -3,9 +3,7 @@
 #include "cli/cli.h"
 
 namespace fabrica::cli {
-namespace {
 
-// "30d", "12h", "90m", "3600s" or plain seconds.
 Result<int64_t> parse_duration(const std::string& text) {
   if (text.empty()) return fail(ErrorCode::kInvalidArgument, "empty duration", "expires");
   int64_t unit = 1;
@@ -39,6 +37,8 @@ Result<int64_t> parse_duration(const std::string& text) {
                 "expires");
   }
 }
+
+namespace {
 
 std::vector<Column> token_columns() {
   return {field("ID", "id"),

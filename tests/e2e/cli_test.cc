@@ -201,5 +201,63 @@ TEST(AgentCliTest, DiscoverPrintsATableOrJsonForAFixtureTree) {
   EXPECT_NE(missing.output.find("/proc/cpuinfo"), std::string::npos) << missing.output;
 }
 
+TEST_F(CliTest, TenantsFromVdcToTenantAdministratorToUser) {
+  auto as = [&](const std::string& user, const std::string& password) {
+    auto r = fabrica("--endpoint " + daemon_.url() + " login --user " + user + " --password " +
+                     password);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+  };
+  as("admin", DaemonProcess::kAdminPassword);
+  ASSERT_EQ(fabrica("group create acme-ml").exit_code, 0);
+  ASSERT_EQ(fabrica("cluster create gpu-west").exit_code, 0);
+  ASSERT_EQ(fabrica("vdc create acme").exit_code, 0);
+  ASSERT_EQ(fabrica("vdc addgroup acme acme-ml").exit_code, 0);
+  auto added = fabrica("vdc addcluster acme gpu-west");
+  ASSERT_EQ(added.exit_code, 0) << added.out;
+  EXPECT_NE(added.out.find("HOST/%"), std::string::npos) << added.out;
+  ASSERT_EQ(fabrica("vdc adddatastore acme 100").exit_code, 0);
+  auto vdcs = fabrica("vdc list");
+  EXPECT_NE(vdcs.out.find("cluster:"), std::string::npos) << vdcs.out;
+  ASSERT_EQ(fabrica("user create acme-boss --password boss-password --group acme-ml").exit_code, 0);
+  ASSERT_EQ(fabrica("group addadmin acme-ml acme-boss").exit_code, 0);
+  auto quota = fabrica("quota set group acme-ml gpu:H100=16 mig:1g.10gb=14 vms=20");
+  ASSERT_EQ(quota.exit_code, 0) << quota.out;
+  EXPECT_NE(quota.out.find("gpu:H100"), std::string::npos) << quota.out;
+
+  as("acme-boss", "boss-password");
+  EXPECT_NE(fabrica("whoami").out.find("tenant-admin"), std::string::npos);
+  ASSERT_EQ(fabrica("user create bob --password bob-password --group acme-ml").exit_code, 0);
+  auto too_much = fabrica("quota set user bob gpu:H100=20");
+  EXPECT_NE(too_much.exit_code, 0);
+  EXPECT_NE(too_much.out.find("cannot grant more than group acme-ml holds"), std::string::npos)
+      << too_much.out;
+  ASSERT_EQ(fabrica("quota set user bob gpu:H100=8").exit_code, 0);
+  auto shown = fabrica("quota show user bob -o json");
+  EXPECT_EQ((*parse_json(shown.out))["limits"]["gpu:H100"], 8) << shown.out;
+  EXPECT_NE(fabrica("quota set user acme-boss gpu:H100=16").exit_code, 0);  // Not its own.
+  EXPECT_NE(fabrica("vdc create mine").exit_code, 0);
+  auto vdc = fabrica("vdc show acme");
+  EXPECT_NE(vdc.out.find("CLUSTER/#"), std::string::npos) << vdc.out;
+  auto key = fabrica(
+      "apikey create chat-app --endpoints llama-8b --rpm 600 --tpm 200000 "
+      "--expires 30d");
+  ASSERT_EQ(key.exit_code, 0) << key.out;
+  EXPECT_NE(key.out.find("fak_"), std::string::npos);
+  auto keys = fabrica("apikey list");
+  EXPECT_NE(keys.out.find("chat-app"), std::string::npos) << keys.out;
+  EXPECT_EQ(keys.out.find(key.out.substr(key.out.find("fak_"), 30)), std::string::npos);
+  EXPECT_NE(fabrica("audit list").exit_code, 0);  // Administrators only.
+
+  as("admin", DaemonProcess::kAdminPassword);
+  auto denied = fabrica("audit list --outcome denied --user acme-boss");
+  ASSERT_EQ(denied.exit_code, 0) << denied.out;
+  EXPECT_NE(denied.out.find("PUT /api/v1/users/{id}/quota"), std::string::npos) << denied.out;
+  auto recount = fabrica("quota recount");
+  EXPECT_EQ(recount.exit_code, 0) << recount.out;
+  EXPECT_NE(recount.out.find("no drift"), std::string::npos);
+  ASSERT_EQ(fabrica("vdc delcluster acme gpu-west").exit_code, 0);
+  ASSERT_EQ(fabrica("vdc delete acme").exit_code, 0);
+}
+
 }  // namespace
 }  // namespace fabrica
