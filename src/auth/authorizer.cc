@@ -108,17 +108,12 @@ Result<std::shared_ptr<const std::vector<AclRule>>> Authorizer::rules() {
     if (cached_ && cached_generation_ == generation) return cached_;
   }
   auto loaded = std::make_shared<std::vector<AclRule>>();
-  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
-    int64_t after = -1;
-    while (true) {
-      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kAclRecordType, {.after_id = after, .limit = 1000}));
-      for (const auto& r : batch) {
-        FAB_ASSIGN_OR_RETURN(AclRule rule, acl_from_record(r));
-        loaded->push_back(rule);
-      }
-      if (batch.size() < 1000) return {};
-      after = batch.back().id;
-    }
+  FAB_TRY(store_.read([&](store::Transaction& tx) {
+    return store::for_each(tx, kAclRecordType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(AclRule rule, acl_from_record(r));
+      loaded->push_back(rule);
+      return {};
+    });
   }));
   std::lock_guard lock(mutex_);
   cached_ = loaded;

@@ -248,21 +248,16 @@ Result<void> Identity::require_group_admin(const Caller& caller, store::Transact
 }
 
 Result<void> Identity::drop_stale_admin(store::Transaction& tx, const User& user, bool gone) {
-  int64_t after = -1;
-  while (true) {
-    FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kGroupType, {.after_id = after, .limit = 500}));
-    for (const auto& r : batch) {
-      FAB_ASSIGN_OR_RETURN(Group g, group_from_record(r));
-      int64_t uid = user.header.id;
-      bool member = !gone && (user.header.gid == g.header.id || contains(user.groups, g.header.id));
-      if (member || !contains(g.admins, uid)) continue;
-      std::erase(g.admins, uid);
-      FAB_TRY(save_group_rules(tx, g));
-      FAB_ASSIGN_OR_RETURN(g.version, tx.update(group_record(g)));
-    }
-    if (batch.size() < 500) return {};
-    after = batch.back().id;
-  }
+  return store::for_each(tx, kGroupType, [&](const store::Record& r) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Group g, group_from_record(r));
+    int64_t uid = user.header.id;
+    bool member = !gone && (user.header.gid == g.header.id || contains(user.groups, g.header.id));
+    if (member || !contains(g.admins, uid)) return {};
+    std::erase(g.admins, uid);
+    FAB_TRY(save_group_rules(tx, g));
+    FAB_ASSIGN_OR_RETURN(g.version, tx.update(group_record(g)));
+    return {};
+  });
 }
 
 Result<User> Identity::create_user(const Caller& caller, const NewUser& request) {
@@ -460,16 +455,12 @@ Result<std::vector<int64_t>> Identity::group_members(const Caller& caller, int64
   return store_.read_value<std::vector<int64_t>>(
       [&](store::Transaction& tx) -> Result<std::vector<int64_t>> {
         std::vector<int64_t> members;
-        int64_t after = -1;
-        while (true) {
-          FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kUserType, {.after_id = after, .limit = 1000}));
-          for (const auto& r : batch) {
-            FAB_ASSIGN_OR_RETURN(User u, user_from_record(r));
-            if (u.header.gid == gid || contains(u.groups, gid)) members.push_back(u.header.id);
-          }
-          if (batch.size() < 1000) return members;
-          after = batch.back().id;
-        }
+        FAB_TRY(store::for_each(tx, kUserType, [&](const store::Record& r) -> Result<void> {
+          FAB_ASSIGN_OR_RETURN(User u, user_from_record(r));
+          if (u.header.gid == gid || contains(u.groups, gid)) members.push_back(u.header.id);
+          return {};
+        }));
+        return members;
       });
 }
 

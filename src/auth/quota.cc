@@ -530,33 +530,23 @@ Result<std::vector<QuotaDrift>> Quotas::recount(const Caller& caller, bool fix) 
   auto work = [&](store::Transaction& tx) -> Result<std::vector<QuotaDrift>> {
     // Usage as the holds say it is, per quota record key.
     std::map<std::string, Quota> counted;
-    int64_t after = -1;
-    while (true) {
-      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHoldType, {.after_id = after, .limit = 1000}));
-      for (const auto& r : batch) {
-        FAB_ASSIGN_OR_RETURN(Hold h, hold_from_record(r));
-        for (auto [owner, id] : {std::pair{QuotaOwner::kUser, h.consumer.uid},
-                                 std::pair{QuotaOwner::kGroup, h.consumer.gid}}) {
-          Quota& q = counted[record_key(owner, id)];
-          q.owner = owner;
-          q.owner_id = id;
-          charge(q, h.cluster, h.amounts, +1);
-        }
+    FAB_TRY(store::for_each(tx, kHoldType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(Hold h, hold_from_record(r));
+      for (auto [owner, id] : {std::pair{QuotaOwner::kUser, h.consumer.uid},
+                               std::pair{QuotaOwner::kGroup, h.consumer.gid}}) {
+        Quota& q = counted[record_key(owner, id)];
+        q.owner = owner;
+        q.owner_id = id;
+        charge(q, h.cluster, h.amounts, +1);
       }
-      if (batch.size() < 1000) break;
-      after = batch.back().id;
-    }
+      return {};
+    }));
     std::map<std::string, Quota> stored;
-    after = -1;
-    while (true) {
-      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kQuotaType, {.after_id = after, .limit = 1000}));
-      for (const auto& r : batch) {
-        FAB_ASSIGN_OR_RETURN(Quota q, quota_from_record(r));
-        stored[record_key(q.owner, q.owner_id)] = std::move(q);
-      }
-      if (batch.size() < 1000) break;
-      after = batch.back().id;
-    }
+    FAB_TRY(store::for_each(tx, kQuotaType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(Quota q, quota_from_record(r));
+      stored[record_key(q.owner, q.owner_id)] = std::move(q);
+      return {};
+    }));
     std::vector<QuotaDrift> drifts;
     auto compare = [&](QuotaOwner owner, int64_t id, std::optional<int64_t> cluster,
                        const Amounts& have, const Amounts& want) {

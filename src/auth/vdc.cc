@@ -51,16 +51,10 @@ Result<Vdc> vdc_from_record(const store::Record& r) {
 
 template <typename Visit>
 Result<void> each_vdc(store::Transaction& tx, Visit&& visit) {
-  int64_t after = -1;
-  while (true) {
-    FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kVdcType, {.after_id = after, .limit = 500}));
-    for (const auto& r : batch) {
-      FAB_ASSIGN_OR_RETURN(Vdc v, vdc_from_record(r));
-      FAB_TRY(visit(v));
-    }
-    if (batch.size() < 500) return {};
-    after = batch.back().id;
-  }
+  return store::for_each(tx, kVdcType, [&](const store::Record& r) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Vdc v, vdc_from_record(r));
+    return visit(v);
+  });
 }
 
 // Regenerates the VDC's rules and saves it, in one transaction.

@@ -74,6 +74,19 @@ inline Result<void> insert_named(Transaction& tx, const Record& record) {
   return inserted;
 }
 
+// Calls visit(record) -> Result<void> for every record of `type` passing `query`'s filters, in
+// ascending id order, a page at a time; stops at the first failure.
+template <typename Visit>
+Result<void> for_each(Transaction& tx, std::string_view type, Visit&& visit, ListQuery query = {}) {
+  query.limit = 1000;
+  while (true) {
+    FAB_ASSIGN_OR_RETURN(auto batch, tx.list(type, query));
+    for (const auto& record : batch) FAB_TRY(visit(record));
+    if (batch.size() < query.limit) return {};
+    query.after_id = batch.back().id;
+  }
+}
+
 // A transactional object store. Thread-safe: any number of concurrent readers and writers.
 class Store {
  public:
