@@ -19,6 +19,7 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_quota_routes(router_, services_);
   add_apikey_routes(router_, services_);
   add_audit_routes(router_, services_);
+  add_compute_routes(router_, services_);
 }
 
 HttpResponse Api::handle(const HttpRequest& request) {

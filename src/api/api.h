@@ -12,6 +12,7 @@
 #include "auth/quota.h"
 #include "auth/sessions.h"
 #include "auth/vdc.h"
+#include "compute/compute.h"
 #include "fleet/fleet.h"
 #include "store/store.h"
 
@@ -28,6 +29,7 @@ struct Services {
   auth::Quotas& quotas;
   auth::ApiKeys& apikeys;
   auth::AuditLog& audit;
+  compute::Compute& compute;
   std::string version;
 };
 
@@ -76,6 +78,7 @@ void add_vdc_routes(Router& router, Services& services);
 void add_quota_routes(Router& router, Services& services);
 void add_apikey_routes(Router& router, Services& services);
 void add_audit_routes(Router& router, Services& services);
+void add_compute_routes(Router& router, Services& services);
 
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <atomic>
 #include <thread>
 
 #include "api/api.h"
@@ -202,6 +203,22 @@ int serve(const Options& o) {
       lock.lock();
     }
   });
+  // The scheduler: a pass whenever a VM is created or deleted (Compute::notify), and at least
+  // every two seconds for host changes.
+  std::atomic<bool> scheduler_stopping{false};
+  std::thread scheduler([&] {
+    while (!scheduler_stopping) {
+      wiring.compute.wait(std::chrono::seconds(2));
+      if (scheduler_stopping) break;
+      auto pass = wiring.compute.schedule_pass();
+      if (!pass) {
+        spdlog::warn("scheduler pass failed: {}", pass.error().message());
+      } else if (pass->placed > 0 || pass->conflicts > 0) {
+        spdlog::info("scheduler placed {} of {} pending VMs ({} conflicts)", pass->placed,
+                     pass->pending, pass->conflicts);
+      }
+    }
+  });
   auto stop_sweeper = [&] {
     {
       std::lock_guard lock(sweep_mutex);
@@ -209,6 +226,9 @@ int serve(const Options& o) {
     }
     sweep_wake.notify_all();
     if (sweeper.joinable()) sweeper.join();
+    scheduler_stopping = true;
+    wiring.compute.notify();
+    if (scheduler.joinable()) scheduler.join();
   };
 
   size_t threads = o.threads ? o.threads : std::max(2u, std::thread::hardware_concurrency());

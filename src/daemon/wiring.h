@@ -28,6 +28,7 @@ struct Wiring {
         quotas(store, authorizer, clock),
         apikeys(store, authorizer, clock),
         audit(store, clock),
+        compute(store, authorizer, identity, quotas, fleet, clock),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -37,6 +38,7 @@ struct Wiring {
                           .quotas = quotas,
                           .apikeys = apikeys,
                           .audit = audit,
+                          .compute = compute,
                           .version = std::move(version)}) {}
   auth::Authorizer authorizer;
   auth::Identity identity;
@@ -47,6 +49,7 @@ struct Wiring {
   auth::Quotas quotas;
   auth::ApiKeys apikeys;
   auth::AuditLog audit;
+  compute::Compute compute;
   api::Api api;
 };
 

@@ -8,11 +8,8 @@
 namespace fabrica::fleet {
 namespace {
 
-constexpr std::string_view kClusterType = "cluster";
-constexpr std::string_view kHostType = "host";
 constexpr std::string_view kJoinTokenType = "join_token";
 constexpr std::string_view kCredentialType = "host_credential";
-constexpr std::string_view kInventoryType = "host_inventory";
 
 std::string host_noun(int64_t id) { return "host " + std::to_string(id); }
 
@@ -114,6 +111,7 @@ Json Host::to_api_json() const {
   j["last_seen"] = last_seen ? Json(format_time(last_seen)) : Json(nullptr);
   j["allocated_vms"] = allocated_vms;
   j["gpus_allocated"] = gpus_allocated;
+  j["inventory_version"] = inventory_version;
   return j;
 }
 
@@ -163,6 +161,7 @@ Result<Host> host_from_record(const store::Record& r) {
     h.last_seen = body.at("last_seen").get<int64_t>();
     h.allocated_vms = body.at("allocated_vms").get<int>();
     h.gpus_allocated = body.value("gpus_allocated", std::map<std::string, int>{});
+    h.inventory_version = body.value("inventory_version", int64_t{0});
   } catch (const std::exception& e) {
     return fail(ErrorCode::kInternal,
                 "stored host " + std::to_string(r.id) + " is malformed: " + e.what());
@@ -536,7 +535,8 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
                                     .body = dump_json(Json{{"host_id", host.header.id}})}));
     inventory::HostInventory named = inv;
     named.hostname = host.header.name;
-    FAB_TRY(put_inventory(tx, host.header.id, named));
+    FAB_ASSIGN_OR_RETURN(bool changed, put_inventory(tx, host.header.id, named));
+    if (changed) ++host.inventory_version;
     host.summary = summarize(named);
     host.inventory = std::move(named);
     if (host.state() != HostState::kDisabled) {
@@ -585,7 +585,7 @@ Result<void> Fleet::remove_credentials(store::Transaction& tx, int64_t host_id) 
   return {};
 }
 
-Result<void> Fleet::put_inventory(store::Transaction& tx, int64_t host_id,
+Result<bool> Fleet::put_inventory(store::Transaction& tx, int64_t host_id,
                                   const inventory::HostInventory& inv) {
   inventory::HostInventory named = inv;
   store::Record record{.type = std::string(kInventoryType),
@@ -595,10 +595,24 @@ Result<void> Fleet::put_inventory(store::Transaction& tx, int64_t host_id,
                        .body = dump_json(named.to_json())};
   auto existing = tx.get(kInventoryType, host_id);
   if (existing) {
+    if (existing->body == record.body) return false;  // Same hardware: nothing to reschedule.
     record.version = existing->version;
-    return tx.update(record).map([](int64_t) {});
+    return tx.update(record).map([](int64_t) { return true; });
   }
-  return tx.insert(record);
+  return tx.insert(record).map([] { return true; });
+}
+
+Result<void> Fleet::count_allocation(store::Transaction& tx, int64_t host_id, int vms,
+                                     const std::map<std::string, int>& gpus) {
+  FAB_ASSIGN_OR_RETURN(auto record, tx.get(kHostType, host_id));
+  FAB_ASSIGN_OR_RETURN(Host host, host_from_record(record));
+  host.allocated_vms = std::max(0, host.allocated_vms + vms);
+  for (const auto& [model, n] : gpus) {
+    int& count = host.gpus_allocated[model];
+    count = std::max(0, count + n);
+    if (count == 0) host.gpus_allocated.erase(model);
+  }
+  return update_host(tx, std::move(host)).map([](const Host&) {});
 }
 
 Result<Host> Fleet::report_inventory(int64_t host_id, const inventory::HostInventory& inv) {
@@ -607,7 +621,8 @@ Result<Host> Fleet::report_inventory(int64_t host_id, const inventory::HostInven
     FAB_ASSIGN_OR_RETURN(Host host, host_from_record(record));
     inventory::HostInventory named = inv;
     named.hostname = host.header.name;
-    FAB_TRY(put_inventory(tx, host_id, named));
+    FAB_ASSIGN_OR_RETURN(bool changed, put_inventory(tx, host_id, named));
+    if (changed) ++host.inventory_version;
     host.summary = summarize(named);
     return update_host(tx, std::move(host));
   });

@@ -64,6 +64,7 @@ struct Host {
   // Allocation bookkeeping, filled by the scheduler: VMs placed here and GPUs they hold.
   int allocated_vms = 0;
   std::map<std::string, int> gpus_allocated;  // Count by model.
+  int64_t inventory_version = 0;  // Changes whenever the reported hardware changes.
   int64_t version = 0;
 
   HostState state() const { return static_cast<HostState>(header.state); }
@@ -148,13 +149,20 @@ class Fleet {
 
   const FleetOptions& options() const { return options_; }
 
+  // For the scheduler's commits: runs `work` in one transaction whose host changes reach the
+  // host index once committed, and, inside it, adds to a host's allocation counters.
+  Result<void> write_with_hosts(const store::Store::Work& work) { return write(work); }
+  Result<void> count_allocation(store::Transaction& tx, int64_t host_id, int vms,
+                                const std::map<std::string, int>& gpus);
+
  private:
   Result<JoinToken> issue_token(store::Transaction& tx, int64_t cluster_id,
                                 std::optional<int64_t> host_id, int uses, int64_t creator);
   Result<Host> load_host(store::Transaction& tx, const auth::Caller& caller, int64_t id,
                          Right right);
   Result<Host> update_host(store::Transaction& tx, Host host);
-  Result<void> put_inventory(store::Transaction& tx, int64_t host_id,
+  // Returns whether the stored inventory changed.
+  Result<bool> put_inventory(store::Transaction& tx, int64_t host_id,
                              const inventory::HostInventory& inventory);
   Result<void> remove_credentials(store::Transaction& tx, int64_t host_id);
   // Every write goes through these: hosts the transaction saved or deleted reach the index
@@ -204,6 +212,10 @@ class Fleet {
   std::map<int64_t, Indexed> index_;
   std::set<int64_t> deleted_;
 };
+
+inline constexpr std::string_view kClusterType = "cluster";
+inline constexpr std::string_view kHostType = "host";
+inline constexpr std::string_view kInventoryType = "host_inventory";
 
 store::Record host_record(const Host& host);
 Result<Host> host_from_record(const store::Record& record);

@@ -3,7 +3,9 @@
 #include <sqlite3.h>
 
 #include <cctype>
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 
 #include "auth/crypto.h"
 
@@ -18,6 +20,7 @@ const std::map<std::string, std::string>& collections() {
       {"users", "users"},   {"admins", "users"},      {"groups", "groups"},
       {"hosts", "hosts"},   {"clusters", "clusters"}, {"vdcs", "vdcs"},
       {"tokens", "tokens"}, {"acl", "acl"},           {"apikeys", "apikeys"},
+      {"templates", "templates"}, {"vms", "vms"},
   };
   return m;
 }
@@ -58,6 +61,10 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vdcs/{id}/resources", R"({"kind":"cluster","id":$clusters})"},
       {"POST /api/v1/apikeys", R"({"name":"probe-key","gid":$groups,"endpoints":["*"]})"},
       {"POST /api/v1/apikeys/{id}/revoke", "{}"},
+      {"POST /api/v1/templates", R"({"name":"probe-template","gid":$groups})"},
+      {"PUT /api/v1/templates/{id}", R"({"description":"hijacked"})"},
+      {"POST /api/v1/templates/{id}/instantiate", R"({"name":"probe-vm","gid":$groups})"},
+      {"POST /api/v1/vms", R"({"name":"probe-vm","gid":$groups})"},
   };
   return m;
 }
@@ -67,7 +74,8 @@ const std::map<std::string, std::string>& probe_queries() {
   static const std::map<std::string, std::string> m = {
       {"GET /api/v1/users", "?gid=$groups"},      {"GET /api/v1/apikeys", "?gid=$groups"},
       {"GET /api/v1/auth/tokens", "?uid=$users"}, {"GET /api/v1/hosts", "?cluster_id=$clusters"},
-      {"GET /api/v1/audit", "?uid=$users"},
+      {"GET /api/v1/audit", "?uid=$users"},       {"GET /api/v1/vms", "?gid=$groups"},
+      {"GET /api/v1/templates", "?gid=$groups"},
   };
   return m;
 }
@@ -173,6 +181,23 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     Json key = call("POST", "/api/v1/apikeys", {{"name", m + "-key"}, {"endpoints", {"*"}}},
                     tenant.admin_auth);
     ids["apikeys"] = key["id"];
+    ids["templates"] = call("POST", "/api/v1/templates",
+                            {{"name", m + "-template"},
+                             {"description", m + " training node"},
+                             {"request", {{"vcpus", 4}, {"memory_mb", 8192}}}},
+                            tenant.admin_auth)["id"];
+    ids["vms"] = call("POST", "/api/v1/templates/" + std::to_string(ids["templates"]) +
+                                  "/instantiate",
+                      {{"name", m + "-vm"}}, tenant.admin_auth)["id"];
+    // Let the scheduler's first look at the VM land before anything is fingerprinted.
+    std::string vm_path = "/api/v1/vms/" + std::to_string(ids["vms"]);
+    for (int i = 0; i < 200; ++i) {
+      if (call("GET", vm_path, nullptr, tenant.admin_auth)["explanation"] !=
+          "waiting for the scheduler") {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
     tenant.apikey_auth = "Bearer " + key["key"].get<std::string>();
     auto [user_auth, token_id] = login(m + "-user", password, 3600);
     tenant.user_auth = user_auth;

@@ -1,0 +1,154 @@
+#include <charconv>
+
+#include "api/api.h"
+
+namespace fabrica::api {
+namespace {
+
+Result<compute::NewTemplate> read_new_template(const Context& ctx) {
+  FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+  compute::NewTemplate t;
+  FAB_ASSIGN_OR_RETURN(t.name, body.required_string("name"));
+  FAB_ASSIGN_OR_RETURN(t.gid, body.optional_int("gid"));
+  FAB_ASSIGN_OR_RETURN(auto description, body.optional_string("description"));
+  FAB_ASSIGN_OR_RETURN(auto request, body.optional_object("request"));
+  FAB_TRY(body.finish());
+  t.description = description.value_or("");
+  FAB_ASSIGN_OR_RETURN(t.request,
+                       sched::VmRequest::from_json(request.value_or(Json::object()), "request."));
+  return t;
+}
+
+Result<compute::NewVm> read_new_vm(const Context& ctx) {
+  FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+  compute::NewVm vm;
+  FAB_ASSIGN_OR_RETURN(vm.name, body.required_string("name"));
+  FAB_ASSIGN_OR_RETURN(vm.gid, body.optional_int("gid"));
+  FAB_ASSIGN_OR_RETURN(vm.template_id, body.optional_int("template_id"));
+  FAB_ASSIGN_OR_RETURN(auto request, body.optional_object("request"));
+  FAB_TRY(body.finish());
+  if (vm.template_id && request) {
+    return fail(ErrorCode::kInvalidArgument, "give template_id or request, not both", "request");
+  }
+  FAB_ASSIGN_OR_RETURN(vm.request,
+                       sched::VmRequest::from_json(request.value_or(Json::object()), "request."));
+  return vm;
+}
+
+Result<compute::VmListOptions> vm_list_options(const Context& ctx) {
+  FAB_TRY(ctx.allow_query({"limit", "cursor", "state", "gid", "host"}));
+  FAB_ASSIGN_OR_RETURN(auto base, list_options(ctx));
+  compute::VmListOptions o{.limit = base.limit, .after_id = base.after_id, .gid = base.gid};
+  if (auto state = ctx.query("state")) {
+    if (*state == "PENDING") {
+      o.state = compute::VmState::kPending;
+    } else if (*state == "ALLOCATED") {
+      o.state = compute::VmState::kAllocated;
+    } else {
+      return fail(ErrorCode::kInvalidArgument, "must be PENDING or ALLOCATED", "state");
+    }
+  }
+  if (auto host = ctx.query("host")) {
+    int64_t id = -1;
+    auto [end, ec] = std::from_chars(host->data(), host->data() + host->size(), id);
+    if (ec != std::errc() || end != host->data() + host->size() || id < 0) {
+      return fail(ErrorCode::kInvalidArgument, "must be a host id", "host");
+    }
+    o.host_id = id;
+  }
+  return o;
+}
+
+}  // namespace
+
+void add_compute_routes(Router& router, Services& s) {
+  router.add("GET", "/api/v1/templates", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_TRY(ctx.allow_query({"limit", "cursor", "name", "gid"}));
+               FAB_ASSIGN_OR_RETURN(auto options, list_options(ctx));
+               FAB_ASSIGN_OR_RETURN(auto page, s.compute.list_templates(ctx.who(), options));
+               return page_response(page);
+             });
+  router.add("POST", "/api/v1/templates", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(auto request, read_new_template(ctx));
+               FAB_ASSIGN_OR_RETURN(auto t, s.compute.create_template(ctx.who(), request));
+               return json_response(201, t.to_api_json());
+             });
+  router.add("GET", "/api/v1/templates/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto t, s.compute.get_template(ctx.who(), id));
+               return json_response(200, t.to_api_json());
+             });
+  router.add("PUT", "/api/v1/templates/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+               FAB_ASSIGN_OR_RETURN(auto description, body.optional_string("description"));
+               FAB_ASSIGN_OR_RETURN(auto request_json, body.optional_object("request"));
+               FAB_TRY(body.finish());
+               std::optional<sched::VmRequest> request;
+               if (request_json) {
+                 FAB_ASSIGN_OR_RETURN(request,
+                                      sched::VmRequest::from_json(*request_json, "request."));
+               }
+               FAB_ASSIGN_OR_RETURN(auto t,
+                                    s.compute.update_template(ctx.who(), id, description, request));
+               return json_response(200, t.to_api_json());
+             });
+  router.add("DELETE", "/api/v1/templates/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_TRY(s.compute.delete_template(ctx.who(), id));
+               return HttpResponse{.status = 204, .content_type = ""};
+             });
+  router.add("POST", "/api/v1/templates/{id}/instantiate", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+               compute::NewVm vm{.template_id = id};
+               FAB_ASSIGN_OR_RETURN(vm.name, body.required_string("name"));
+               FAB_ASSIGN_OR_RETURN(vm.gid, body.optional_int("gid"));
+               FAB_TRY(body.finish());
+               FAB_ASSIGN_OR_RETURN(auto created, s.compute.create_vm(ctx.who(), std::move(vm)));
+               return json_response(201, created.to_api_json());
+             });
+  router.add("GET", "/api/v1/vms", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(auto options, vm_list_options(ctx));
+               FAB_ASSIGN_OR_RETURN(auto page, s.compute.list_vms(ctx.who(), options));
+               return page_response(page);
+             });
+  router.add("POST", "/api/v1/vms", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(auto request, read_new_vm(ctx));
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.create_vm(ctx.who(), std::move(request)));
+               return json_response(201, vm.to_api_json());
+             });
+  router.add("GET", "/api/v1/vms/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.get_vm(ctx.who(), id));
+               return json_response(200, vm.to_api_json());
+             });
+  router.add("GET", "/api/v1/vms/{id}/explain", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.get_vm(ctx.who(), id));
+               return json_response(
+                   200, Json{{"id", vm.header.id},
+                             {"state_name", compute::vm_state_name(vm.state())},
+                             {"host_name", vm.allocation ? Json(vm.allocation->host_name)
+                                                         : Json(nullptr)},
+                             {"explanation", vm.explanation}});
+             });
+  router.add("DELETE", "/api/v1/vms/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_TRY(s.compute.delete_vm(ctx.who(), id));
+               return HttpResponse{.status = 204, .content_type = ""};
+             });
+}
+
+}  // namespace fabrica::api

@@ -1,0 +1,559 @@
+#include "compute/compute.h"
+
+#include <algorithm>
+
+namespace fabrica::compute {
+namespace {
+
+constexpr Permissions kVmPermissions{0600};
+constexpr Permissions kTemplatePermissions{0600};
+const auth::Caller kRoot{.uid = auth::kSuperuserId, .gid = 0, .groups = {0}, .name = "scheduler"};
+
+std::string vm_noun(int64_t id) { return "VM " + std::to_string(id); }
+std::string template_noun(int64_t id) { return "template " + std::to_string(id); }
+
+Json header_json(const ObjectHeader& h) {
+  Json j = Json::object();
+  h.to_json(j);
+  return j;
+}
+
+store::Record vm_record(const Vm& vm) {
+  return store::Record{.type = std::string(kVmType),
+                       .id = vm.header.id,
+                       .name = vm.header.name,
+                       .uid = vm.header.uid,
+                       .gid = vm.header.gid,
+                       .state = vm.header.state,
+                       .body = dump_json(vm.to_api_json()),
+                       .version = vm.version};
+}
+
+Result<Vm> vm_from_record(const store::Record& r) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+  Vm vm;
+  FAB_ASSIGN_OR_RETURN(vm.header, ObjectHeader::from_json(body));
+  auto corrupt = [&](const std::string& what) {
+    return fail(ErrorCode::kInternal, "stored " + vm_noun(r.id) + " is malformed: " + what);
+  };
+  if (!body.contains("request") || !body.contains("allocation")) return corrupt("fields missing");
+  auto request = sched::VmRequest::from_json(body["request"]);
+  if (!request) return corrupt(request.error().message());
+  vm.request = std::move(*request);
+  if (!body["allocation"].is_null()) {
+    FAB_ASSIGN_OR_RETURN(vm.allocation, sched::Allocation::from_json(body["allocation"]));
+  }
+  vm.template_id = body.value("template_id", Json(-1)).is_number() ? body.value("template_id", -1)
+                                                                     : -1;
+  vm.explanation = body.value("explanation", "");
+  vm.placed_at = body.value("placed_at_unix", int64_t{0});
+  vm.request.vm_id = vm.header.id;
+  vm.request.gid = vm.header.gid;
+  vm.version = r.version;
+  return vm;
+}
+
+store::Record template_record(const VmTemplate& t) {
+  return store::Record{.type = std::string(kTemplateType),
+                       .id = t.header.id,
+                       .name = t.header.name,
+                       .uid = t.header.uid,
+                       .gid = t.header.gid,
+                       .body = dump_json(t.to_api_json()),
+                       .version = t.version};
+}
+
+Result<VmTemplate> template_from_record(const store::Record& r) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+  VmTemplate t;
+  FAB_ASSIGN_OR_RETURN(t.header, ObjectHeader::from_json(body));
+  auto request = sched::VmRequest::from_json(body.value("request", Json::object()));
+  if (!request) {
+    return fail(ErrorCode::kInternal, "stored " + template_noun(r.id) +
+                                          " is malformed: " + request.error().message());
+  }
+  t.request = std::move(*request);
+  t.description = body.value("description", "");
+  t.version = r.version;
+  return t;
+}
+
+// GPUs by model, for the host's allocation counters.
+std::map<std::string, int> gpu_counts(const sched::Allocation& a, int sign) {
+  std::map<std::string, int> out;
+  for (const auto& g : a.gpus) out[g.model] += sign;
+  return out;
+}
+
+auth::ObjectRef cluster_ref(int64_t id) {
+  return auth::ObjectRef{.type = ObjectType::kCluster, .id = id, .uid = 0, .gid = 0};
+}
+
+// The per-host allocation ledger: {"vms": {"<vm id>": {"gid", "vm_group", "allocation"}}}.
+struct Ledger {
+  Json body = Json{{"vms", Json::object()}};
+  int64_t version = 0;  // 0: not stored yet.
+};
+
+Result<Ledger> read_ledger(store::Transaction& tx, int64_t host_id) {
+  auto r = tx.get(kLedgerType, host_id);
+  if (!r) {
+    if (r.error().code() == ErrorCode::kNotFound) return Ledger{};
+    return fail(r.error());
+  }
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r->body));
+  return Ledger{std::move(body), r->version};
+}
+
+Result<void> write_ledger(store::Transaction& tx, int64_t host_id, const Ledger& ledger) {
+  store::Record record{.type = std::string(kLedgerType),
+                       .id = host_id,
+                       .name = "ledger",
+                       .uid = host_id,
+                       .body = dump_json(ledger.body),
+                       .version = ledger.version};
+  if (ledger.version == 0) return tx.insert(record);
+  return tx.update(record).map([](int64_t) {});
+}
+
+sched::VmRequest group_request(const Json& entry) {
+  sched::VmRequest r;
+  r.gid = entry.value("gid", int64_t{-1});
+  r.vm_group = entry.value("vm_group", "");
+  return r;
+}
+
+}  // namespace
+
+std::string_view vm_state_name(VmState state) {
+  return state == VmState::kPending ? "PENDING" : "ALLOCATED";
+}
+
+Json Vm::to_api_json() const {
+  Json j = header_json(header);
+  j["state_name"] = vm_state_name(state());
+  j["template_id"] = template_id >= 0 ? Json(template_id) : Json(nullptr);
+  j["request"] = request.to_json();
+  j["allocation"] = allocation ? allocation->to_json() : Json(nullptr);
+  j["host_id"] = allocation ? Json(allocation->host_id) : Json(nullptr);
+  j["host_name"] = allocation ? Json(allocation->host_name) : Json(nullptr);
+  j["explanation"] = explanation;
+  j["placed_at"] = placed_at ? Json(format_time(placed_at)) : Json(nullptr);
+  j["placed_at_unix"] = placed_at;
+  return j;
+}
+
+Json VmTemplate::to_api_json() const {
+  Json j = header_json(header);
+  j["description"] = description;
+  j["request"] = request.to_json();
+  return j;
+}
+
+Result<Vm> Compute::load_vm(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                            Right right) {
+  auto r = tx.get(kVmType, id);
+  if (!r) return fail(r.error().code(), vm_noun(id) + " not found");
+  FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(*r));
+  FAB_TRY(authorizer_.require(caller, auth::object_ref(ObjectType::kVm, vm.header), right,
+                              vm_noun(id)));
+  return vm;
+}
+
+Result<VmTemplate> Compute::load_template(store::Transaction& tx, const auth::Caller& caller,
+                                          int64_t id, Right right) {
+  auto r = tx.get(kTemplateType, id);
+  if (!r) return fail(r.error().code(), template_noun(id) + " not found");
+  FAB_ASSIGN_OR_RETURN(VmTemplate t, template_from_record(*r));
+  FAB_TRY(authorizer_.require(caller, auth::object_ref(ObjectType::kTemplate, t.header), right,
+                              template_noun(id)));
+  return t;
+}
+
+Result<VmTemplate> Compute::create_template(const auth::Caller& caller,
+                                            const NewTemplate& request) {
+  FAB_TRY(validate_name(request.name));
+  if (request.description.size() > 1024) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 1024 characters", "description");
+  }
+  int64_t gid = request.gid.value_or(caller.gid);
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kTemplate, gid));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<VmTemplate>([&](store::Transaction& tx) -> Result<VmTemplate> {
+    if (!tx.get(auth::kGroupType, gid)) {
+      return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
+                  "gid");
+    }
+    FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kTemplateType));
+    VmTemplate t{.header = ObjectHeader::create(id, request.name, caller.uid, gid,
+                                                kTemplatePermissions, 0, now),
+                 .description = request.description,
+                 .request = request.request,
+                 .version = 1};
+    FAB_TRY(tx.insert(template_record(t)));
+    return t;
+  });
+}
+
+Result<VmTemplate> Compute::get_template(const auth::Caller& caller, int64_t id) {
+  return store_.read_value<VmTemplate>(
+      [&](store::Transaction& tx) { return load_template(tx, caller, id, Right::kUse); });
+}
+
+Result<auth::Page<VmTemplate>> Compute::list_templates(const auth::Caller& caller,
+                                                       const auth::ListOptions& options) {
+  return store_.read_value<auth::Page<VmTemplate>>(
+      [&](store::Transaction& tx) -> Result<auth::Page<VmTemplate>> {
+        auth::Page<VmTemplate> page;
+        store::ListQuery query{.after_id = options.after_id, .gid = options.gid,
+                               .name = options.name};
+        auto visit = [&](const store::Record& r) -> Result<void> {
+          if (page.next_cursor) return {};
+          FAB_ASSIGN_OR_RETURN(VmTemplate t, template_from_record(r));
+          if (!authorizer_.allows(caller, auth::object_ref(ObjectType::kTemplate, t.header),
+                                  Right::kUse)) {
+            return {};
+          }
+          if (page.items.size() == options.limit) {
+            page.next_cursor = std::to_string(page.items.back().header.id);
+            return {};
+          }
+          page.items.push_back(std::move(t));
+          return {};
+        };
+        FAB_TRY(store::for_each(tx, kTemplateType, visit, query));
+        return page;
+      });
+}
+
+Result<VmTemplate> Compute::update_template(const auth::Caller& caller, int64_t id,
+                                            const std::optional<std::string>& description,
+                                            const std::optional<sched::VmRequest>& request) {
+  if (description && description->size() > 1024) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 1024 characters", "description");
+  }
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<VmTemplate>([&](store::Transaction& tx) -> Result<VmTemplate> {
+    FAB_ASSIGN_OR_RETURN(VmTemplate t, load_template(tx, caller, id, Right::kManage));
+    if (description) t.description = *description;
+    if (request) t.request = *request;
+    t.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(t.version, tx.update(template_record(t)));
+    return t;
+  });
+}
+
+Result<void> Compute::delete_template(const auth::Caller& caller, int64_t id) {
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    FAB_TRY(load_template(tx, caller, id, Right::kManage));
+    return tx.remove(kTemplateType, id);
+  });
+}
+
+Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
+  FAB_TRY(validate_name(request.name));
+  int64_t gid = request.gid.value_or(caller.gid);
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kVm, gid));
+  int64_t now = unix_seconds(clock_.now());
+  auto vm = store_.write_value<Vm>([&](store::Transaction& tx) -> Result<Vm> {
+    if (!tx.get(auth::kGroupType, gid)) {
+      return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
+                  "gid");
+    }
+    if (request.template_id) {
+      FAB_ASSIGN_OR_RETURN(VmTemplate t, load_template(tx, caller, *request.template_id,
+                                                       Right::kUse));
+      request.request = t.request;
+    }
+    for (int64_t cluster : request.request.clusters) {
+      std::string noun = "cluster " + std::to_string(cluster);
+      if (!tx.get(fleet::kClusterType, cluster)) {
+        return fail(ErrorCode::kNotFound, noun + " not found", "clusters");
+      }
+      FAB_TRY(authorizer_.require(caller, cluster_ref(cluster), Right::kUse, noun));
+    }
+    FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kVmType));
+    Vm vm{.header = ObjectHeader::create(id, request.name, caller.uid, gid, kVmPermissions,
+                                         static_cast<int>(VmState::kPending), now),
+          .template_id = request.template_id.value_or(-1),
+          .request = request.request,
+          .explanation = "waiting for the scheduler",
+          .version = 1};
+    vm.request.vm_id = id;
+    vm.request.gid = gid;
+    auth::Amounts amounts;
+    for (const auto& [key, n] : vm.request.quota_amounts()) amounts[key] += n;
+    FAB_ASSIGN_OR_RETURN(auto hold, quotas_.reserve(tx, auth::Consumer{caller.uid, gid},
+                                                    std::nullopt, amounts, "vm:" + std::to_string(id)));
+    FAB_TRY(quotas_.commit(tx, hold.id));
+    FAB_TRY(tx.insert(vm_record(vm)));
+    return vm;
+  });
+  if (vm) notify();
+  return vm;
+}
+
+Result<Vm> Compute::get_vm(const auth::Caller& caller, int64_t id) {
+  return store_.read_value<Vm>(
+      [&](store::Transaction& tx) { return load_vm(tx, caller, id, Right::kUse); });
+}
+
+Result<auth::Page<Vm>> Compute::list_vms(const auth::Caller& caller,
+                                         const VmListOptions& options) {
+  return store_.read_value<auth::Page<Vm>>([&](store::Transaction& tx) -> Result<auth::Page<Vm>> {
+    auth::Page<Vm> page;
+    store::ListQuery query{.after_id = options.after_id, .gid = options.gid};
+    if (options.state) query.state = static_cast<int>(*options.state);
+    auto visit = [&](const store::Record& r) -> Result<void> {
+      if (page.next_cursor) return {};
+      FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(r));
+      if (options.host_id && (!vm.allocation || vm.allocation->host_id != *options.host_id)) {
+        return {};
+      }
+      if (!authorizer_.allows(caller, auth::object_ref(ObjectType::kVm, vm.header), Right::kUse)) {
+        return {};
+      }
+      if (page.items.size() == options.limit) {
+        page.next_cursor = std::to_string(page.items.back().header.id);
+        return {};
+      }
+      page.items.push_back(std::move(vm));
+      return {};
+    };
+    FAB_TRY(store::for_each(tx, kVmType, visit, query));
+    return page;
+  });
+}
+
+Result<void> Compute::delete_vm(const auth::Caller& caller, int64_t id) {
+  std::optional<Vm> deleted;
+  FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Vm vm, load_vm(tx, caller, id, Right::kManage));
+    FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
+    if (vm.allocation) {
+      int64_t host = vm.allocation->host_id;
+      FAB_ASSIGN_OR_RETURN(Ledger ledger, read_ledger(tx, host));
+      if (ledger.version > 0) {
+        ledger.body["vms"].erase(std::to_string(id));
+        FAB_TRY(write_ledger(tx, host, ledger));
+        auto counted = fleet_.count_allocation(tx, host, -1, gpu_counts(*vm.allocation, -1));
+        if (!counted && counted.error().code() != ErrorCode::kNotFound) return counted;
+      }
+    }
+    FAB_TRY(tx.remove(kVmType, id));
+    deleted = std::move(vm);
+    return {};
+  }));
+  if (deleted && deleted->allocation) {
+    std::lock_guard lock(engine_mutex_);
+    engine_.release(deleted->request, *deleted->allocation);
+  }
+  notify();
+  return {};
+}
+
+void Compute::notify() {
+  {
+    std::lock_guard lock(wake_mutex_);
+    woken_ = true;
+  }
+  wake_.notify_one();
+}
+
+bool Compute::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(wake_mutex_);
+  bool woken = wake_.wait_for(lock, timeout, [&] { return woken_; });
+  woken_ = false;
+  return woken;
+}
+
+Result<void> Compute::rebuild_host(const fleet::Host& summary) {
+  FAB_ASSIGN_OR_RETURN(fleet::Host host, fleet_.get_host(kRoot, summary.header.id));
+  if (!host.inventory) return {};
+  sched::HostInfo info{.id = host.header.id,
+                       .name = host.header.name,
+                       .cluster_id = host.cluster_id,
+                       .schedulable = host.state() == fleet::HostState::kMonitored,
+                       .cpu_usage = summary.monitoring.cpu_used_percent,
+                       .inventory_version = host.inventory_version};
+  engine_.set_host(info, *host.inventory);
+  FAB_ASSIGN_OR_RETURN(Ledger ledger, store_.read_value<Ledger>([&](store::Transaction& tx) {
+    return read_ledger(tx, host.header.id);
+  }));
+  for (const auto& [vm, entry] : ledger.body["vms"].items()) {
+    auto allocation = sched::Allocation::from_json(entry.at("allocation"));
+    if (allocation) (void)engine_.hold(group_request(entry), *allocation);
+  }
+  known_inventory_[host.header.id] = host.inventory_version;
+  return {};
+}
+
+Result<void> Compute::sync_hosts() {
+  FAB_ASSIGN_OR_RETURN(auto hosts, fleet_.list_hosts(kRoot, {}));
+  std::set<int64_t> seen;
+  for (const auto& h : hosts) {
+    int64_t id = h.header.id;
+    seen.insert(id);
+    auto known = known_inventory_.find(id);
+    if (!engine_.has_host(id) || known == known_inventory_.end() ||
+        known->second != h.inventory_version || stale_hosts_.contains(id)) {
+      FAB_TRY(rebuild_host(h));
+      continue;
+    }
+    engine_.update_host(sched::HostInfo{.id = id,
+                                        .name = h.header.name,
+                                        .cluster_id = h.cluster_id,
+                                        .schedulable = h.state() == fleet::HostState::kMonitored,
+                                        .cpu_usage = h.monitoring.cpu_used_percent,
+                                        .inventory_version = h.inventory_version});
+  }
+  for (auto it = known_inventory_.begin(); it != known_inventory_.end();) {
+    if (seen.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    engine_.remove_host(it->first);
+    it = known_inventory_.erase(it);
+  }
+  stale_hosts_.clear();
+  host_clusters_.clear();
+  for (const auto& h : hosts) host_clusters_.emplace_back(h.header.id, h.cluster_id);
+  return {};
+}
+
+std::shared_ptr<const std::unordered_set<int64_t>> Compute::allowed_hosts(int64_t uid) {
+  auto cached = allowed_cache_.find(uid);
+  if (cached != allowed_cache_.end()) return cached->second;
+  std::shared_ptr<const std::unordered_set<int64_t>> out;
+  auto caller = identity_.caller_for(uid, "scheduler");
+  if (!caller) {
+    out = std::make_shared<const std::unordered_set<int64_t>>();  // Owner gone: nowhere.
+  } else if (!caller->is_superuser()) {
+    auto set = std::make_shared<std::unordered_set<int64_t>>();
+    for (const auto& [id, cluster] : host_clusters_) {
+      auth::ObjectRef ref{.type = ObjectType::kHost, .id = id, .uid = 0, .gid = 0,
+                          .clusters = std::span<const int64_t>(&cluster, 1)};
+      if (authorizer_.allows(*caller, ref, Right::kUse)) set->insert(id);
+    }
+    out = std::move(set);
+  }
+  allowed_cache_[uid] = out;
+  return out;
+}
+
+Result<PassReport> Compute::schedule_pass() {
+  std::lock_guard lock(engine_mutex_);
+  FAB_TRY(sync_hosts());
+  allowed_cache_.clear();
+  std::map<int64_t, Vm> vms;
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    return store::for_each(
+        tx, kVmType,
+        [&](const store::Record& r) -> Result<void> {
+          FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(r));
+          vms.emplace(vm.header.id, std::move(vm));
+          return {};
+        },
+        store::ListQuery{.state = static_cast<int>(VmState::kPending)});
+  }));
+  PassReport report{.pending = static_cast<int>(vms.size())};
+  if (vms.empty()) return report;
+  std::vector<sched::VmRequest> requests;
+  requests.reserve(vms.size());
+  for (const auto& [id, vm] : vms) {
+    sched::VmRequest r = vm.request;
+    r.allowed_hosts = allowed_hosts(vm.header.uid);
+    r.scope = "the hosts the owner's VDCs grant";
+    requests.push_back(std::move(r));
+  }
+  auto decisions = engine_.schedule(std::move(requests));
+  FAB_TRY(commit(decisions, vms, report));
+  return report;
+}
+
+Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
+                             const std::map<int64_t, Vm>& vms, PassReport& report) {
+  int64_t now = unix_seconds(clock_.now());
+  std::vector<const sched::Decision*> refused;  // Placed by the engine, refused by the store.
+  auto written = fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
+    refused.clear();
+    std::map<int64_t, Ledger> ledgers;
+    std::map<int64_t, std::unique_ptr<sched::HostState>> checks;
+    for (const auto& d : decisions) {
+      auto current = tx.get(kVmType, d.vm_id);
+      if (!current) {
+        if (d.allocation) refused.push_back(&d);
+        continue;  // Deleted meanwhile.
+      }
+      FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(*current));
+      if (vm.state() != VmState::kPending) {
+        if (d.allocation) refused.push_back(&d);
+        continue;
+      }
+      if (!d.allocation) {
+        if (vm.explanation == d.explanation) continue;
+        vm.explanation = d.explanation;
+        FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
+        continue;
+      }
+      const sched::Allocation& a = *d.allocation;
+      // The optimistic check: the host as the store has it now must still take this.
+      if (!checks.contains(a.host_id)) {
+        auto host_record = tx.get(fleet::kHostType, a.host_id);
+        auto inventory_record = tx.get(fleet::kInventoryType, a.host_id);
+        std::unique_ptr<sched::HostState> check;
+        if (host_record && inventory_record) {
+          FAB_ASSIGN_OR_RETURN(fleet::Host host, fleet::host_from_record(*host_record));
+          FAB_ASSIGN_OR_RETURN(Json inv_json, parse_json(inventory_record->body));
+          FAB_ASSIGN_OR_RETURN(auto inventory, inventory::HostInventory::from_json(inv_json));
+          if (host.state() == fleet::HostState::kMonitored &&
+              host.inventory_version == a.inventory_version) {
+            check = std::make_unique<sched::HostState>(
+                sched::HostInfo{.id = a.host_id, .name = host.header.name}, inventory);
+            FAB_ASSIGN_OR_RETURN(ledgers[a.host_id], read_ledger(tx, a.host_id));
+            for (const auto& [id, entry] : ledgers[a.host_id].body["vms"].items()) {
+              auto held = sched::Allocation::from_json(entry.at("allocation"));
+              if (held) (void)check->hold(*held);
+            }
+          }
+        }
+        checks[a.host_id] = std::move(check);
+      }
+      sched::HostState* check = checks[a.host_id].get();
+      if (!check || !check->hold(a)) {
+        refused.push_back(&d);
+        continue;
+      }
+      ledgers[a.host_id].body["vms"][std::to_string(d.vm_id)] =
+          Json{{"gid", vm.header.gid}, {"vm_group", vm.request.vm_group}, {"allocation", a.to_json()}};
+      vm.allocation = a;
+      vm.explanation = d.explanation;
+      vm.placed_at = now;
+      vm.header.state = static_cast<int>(VmState::kAllocated);
+      vm.header.updated_at = now;
+      FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
+      FAB_TRY(fleet_.count_allocation(tx, a.host_id, 1, gpu_counts(a, 1)));
+    }
+    for (auto& [host, ledger] : ledgers) FAB_TRY(write_ledger(tx, host, ledger));
+    return {};
+  });
+  if (!written) {
+    // Nothing was committed: give every placement of this pass back and look again.
+    for (const auto& d : decisions) {
+      if (!d.allocation) continue;
+      engine_.release(vms.at(d.vm_id).request, *d.allocation);
+      stale_hosts_.insert(d.allocation->host_id);
+    }
+    return fail(written.error());
+  }
+  for (const sched::Decision* d : refused) {
+    engine_.release(vms.at(d->vm_id).request, *d->allocation);
+    stale_hosts_.insert(d->allocation->host_id);
+    ++report.conflicts;
+  }
+  for (const auto& d : decisions) report.placed += d.allocation ? 1 : 0;
+  report.placed -= report.conflicts;
+  return {};
+}
+
+}  // namespace fabrica::compute

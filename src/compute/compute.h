@@ -1,0 +1,150 @@
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <unordered_set>
+#include <string>
+#include <vector>
+
+#include "auth/authorizer.h"
+#include "auth/identity.h"
+#include "auth/quota.h"
+#include "core/clock.h"
+#include "fleet/fleet.h"
+#include "sched/scheduler.h"
+#include "store/store.h"
+
+namespace fabrica::compute {
+
+// VM states so far: created and waiting for the scheduler, then holding its exact devices.
+// (Deploying, running and the rest come with the VM lifecycle.)
+enum class VmState : int { kPending = 1, kAllocated = 2 };
+std::string_view vm_state_name(VmState state);
+
+struct Vm {
+  ObjectHeader header;  // state = VmState.
+  int64_t template_id = -1;
+  sched::VmRequest request;
+  std::optional<sched::Allocation> allocation;
+  std::string explanation;  // Why it is pending, or why it went where it went.
+  int64_t placed_at = 0;
+  int64_t version = 0;
+
+  VmState state() const { return static_cast<VmState>(header.state); }
+  Json to_api_json() const;
+};
+
+struct VmTemplate {
+  ObjectHeader header;
+  std::string description;
+  sched::VmRequest request;
+  int64_t version = 0;
+  Json to_api_json() const;
+};
+
+struct NewVm {
+  std::string name;
+  std::optional<int64_t> gid;  // The caller's primary group by default.
+  std::optional<int64_t> template_id;
+  sched::VmRequest request;
+};
+
+struct NewTemplate {
+  std::string name;
+  std::optional<int64_t> gid;
+  std::string description;
+  sched::VmRequest request;
+};
+
+struct VmListOptions {
+  size_t limit = 100;
+  int64_t after_id = -1;
+  std::optional<VmState> state;
+  std::optional<int64_t> gid;
+  std::optional<int64_t> host_id;
+};
+
+struct PassReport {
+  int pending = 0;
+  int placed = 0;
+  int conflicts = 0;  // Placements the store refused (another writer got there first).
+};
+
+// VM templates, VM requests and the scheduler's integration: creating a VM checks rights,
+// the requested clusters and quotas and leaves it PENDING in one transaction; schedule_pass()
+// places pending VMs with the engine and commits each allocation with an optimistic check
+// against the host's allocation ledger (a store record per host), so concurrent passes and
+// API calls can never give one device twice; deleting a VM frees its devices and quota in
+// the same transaction. Thread-safe.
+class Compute {
+ public:
+  Compute(store::Store& store, auth::Authorizer& authorizer, auth::Identity& identity,
+          auth::Quotas& quotas, fleet::Fleet& fleet, const Clock& clock)
+      : store_(store),
+        authorizer_(authorizer),
+        identity_(identity),
+        quotas_(quotas),
+        fleet_(fleet),
+        clock_(clock) {}
+
+  Result<VmTemplate> create_template(const auth::Caller& caller, const NewTemplate& request);
+  Result<VmTemplate> get_template(const auth::Caller& caller, int64_t id);
+  Result<auth::Page<VmTemplate>> list_templates(const auth::Caller& caller,
+                                                const auth::ListOptions& options);
+  Result<VmTemplate> update_template(const auth::Caller& caller, int64_t id,
+                                     const std::optional<std::string>& description,
+                                     const std::optional<sched::VmRequest>& request);
+  Result<void> delete_template(const auth::Caller& caller, int64_t id);
+
+  // kQuotaExceeded naming the quota; kNotFound for a cluster the caller may not use.
+  Result<Vm> create_vm(const auth::Caller& caller, NewVm request);
+  Result<Vm> get_vm(const auth::Caller& caller, int64_t id);
+  Result<auth::Page<Vm>> list_vms(const auth::Caller& caller, const VmListOptions& options);
+  // Frees the VM's devices and quota at once.
+  Result<void> delete_vm(const auth::Caller& caller, int64_t id);
+
+  // One scheduler pass over every pending VM. Run by one thread at a time (the daemon's
+  // scheduler loop); API calls wake it through notify().
+  Result<PassReport> schedule_pass();
+  void notify();
+  // Blocks until notify() or `timeout`; returns whether notified.
+  bool wait(std::chrono::milliseconds timeout);
+
+ private:
+  Result<Vm> load_vm(store::Transaction& tx, const auth::Caller& caller, int64_t id, Right right);
+  Result<VmTemplate> load_template(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                                   Right right);
+  Result<void> sync_hosts();
+  Result<void> rebuild_host(const fleet::Host& host);
+  std::shared_ptr<const std::unordered_set<int64_t>> allowed_hosts(int64_t uid);
+  Result<void> commit(const std::vector<sched::Decision>& decisions,
+                      const std::map<int64_t, Vm>& vms, PassReport& report);
+
+  store::Store& store_;
+  auth::Authorizer& authorizer_;
+  auth::Identity& identity_;
+  auth::Quotas& quotas_;
+  fleet::Fleet& fleet_;
+  const Clock& clock_;
+
+  std::mutex engine_mutex_;  // Guards everything below.
+  sched::Scheduler engine_;
+  std::map<int64_t, int64_t> known_inventory_;  // Host id -> inventory version in the engine.
+  std::set<int64_t> stale_hosts_;               // Rebuild from the store next pass.
+  std::map<int64_t, std::shared_ptr<const std::unordered_set<int64_t>>> allowed_cache_;
+  std::vector<std::pair<int64_t, int64_t>> host_clusters_;  // (host, cluster), last sync.
+
+  std::mutex wake_mutex_;
+  std::condition_variable wake_;
+  bool woken_ = false;
+};
+
+inline constexpr std::string_view kVmType = "vm";
+inline constexpr std::string_view kTemplateType = "vm_template";
+inline constexpr std::string_view kLedgerType = "host_alloc";
+
+}  // namespace fabrica::compute
