@@ -1,9 +1,9 @@
 // The placement engine at fleet scale: 10,000 hosts x 8 GPUs (80% whole H100 boards, 20% in
 // MIG mode with 7 slices per GPU) and 100,000 pending VMs of mixed shapes (1, 2, 4 and 8
-// GPUs, MIG slices, CPU-only) arriving in random order, first with packing (the default), then with first fit as the
-// baseline. Prints placements/s, p50/p99 time to place one VM into the loaded fleet, and GPU
-// fragmentation at the end: the share of free GPUs stranded on boards that can no longer take
-// an 8-GPU VM.
+// GPUs, MIG slices, CPU-only) arriving in random order, first with packing (the default), then with
+// first fit as the baseline. Prints placements/s, p50/p99 time to place one VM into the loaded
+// fleet, and GPU fragmentation at the end: the share of free GPUs stranded on boards that can no
+// longer take an 8-GPU VM.
 //   build-release/bin/sched_bench [--benchmark_filter=...]   (or bench/sched)
 #include <benchmark/benchmark.h>
 

@@ -132,17 +132,17 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto vm, s.compute.get_vm(ctx.who(), id));
                return json_response(200, vm.to_api_json());
              });
-  router.add("GET", "/api/v1/vms/{id}/explain", AuthMode::kBearer,
-             [&s](const Context& ctx) -> Result<HttpResponse> {
-               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.get_vm(ctx.who(), id));
-               return json_response(
-                   200, Json{{"id", vm.header.id},
-                             {"state_name", compute::vm_state_name(vm.state())},
-                             {"host_name", vm.allocation ? Json(vm.allocation->host_name)
-                                                         : Json(nullptr)},
-                             {"explanation", vm.explanation}});
-             });
+  router.add(
+      "GET", "/api/v1/vms/{id}/explain", AuthMode::kBearer,
+      [&s](const Context& ctx) -> Result<HttpResponse> {
+        FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+        FAB_ASSIGN_OR_RETURN(auto vm, s.compute.get_vm(ctx.who(), id));
+        return json_response(
+            200, Json{{"id", vm.header.id},
+                      {"state_name", compute::vm_state_name(vm.state())},
+                      {"host_name", vm.allocation ? Json(vm.allocation->host_name) : Json(nullptr)},
+                      {"explanation", vm.explanation}});
+      });
   router.add("DELETE", "/api/v1/vms/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));

@@ -43,8 +43,8 @@ Result<Vm> vm_from_record(const store::Record& r) {
   if (!body["allocation"].is_null()) {
     FAB_ASSIGN_OR_RETURN(vm.allocation, sched::Allocation::from_json(body["allocation"]));
   }
-  vm.template_id = body.value("template_id", Json(-1)).is_number() ? body.value("template_id", -1)
-                                                                     : -1;
+  vm.template_id =
+      body.value("template_id", Json(-1)).is_number() ? body.value("template_id", -1) : -1;
   vm.explanation = body.value("explanation", "");
   vm.placed_at = body.value("placed_at_unix", int64_t{0});
   vm.request.vm_id = vm.header.id;
@@ -69,8 +69,8 @@ Result<VmTemplate> template_from_record(const store::Record& r) {
   FAB_ASSIGN_OR_RETURN(t.header, ObjectHeader::from_json(body));
   auto request = sched::VmRequest::from_json(body.value("request", Json::object()));
   if (!request) {
-    return fail(ErrorCode::kInternal, "stored " + template_noun(r.id) +
-                                          " is malformed: " + request.error().message());
+    return fail(ErrorCode::kInternal,
+                "stored " + template_noun(r.id) + " is malformed: " + request.error().message());
   }
   t.request = std::move(*request);
   t.description = body.value("description", "");
@@ -205,8 +205,8 @@ Result<auth::Page<VmTemplate>> Compute::list_templates(const auth::Caller& calle
   return store_.read_value<auth::Page<VmTemplate>>(
       [&](store::Transaction& tx) -> Result<auth::Page<VmTemplate>> {
         auth::Page<VmTemplate> page;
-        store::ListQuery query{.after_id = options.after_id, .gid = options.gid,
-                               .name = options.name};
+        store::ListQuery query{
+            .after_id = options.after_id, .gid = options.gid, .name = options.name};
         auto visit = [&](const store::Record& r) -> Result<void> {
           if (page.next_cursor) return {};
           FAB_ASSIGN_OR_RETURN(VmTemplate t, template_from_record(r));
@@ -261,8 +261,8 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
                   "gid");
     }
     if (request.template_id) {
-      FAB_ASSIGN_OR_RETURN(VmTemplate t, load_template(tx, caller, *request.template_id,
-                                                       Right::kUse));
+      FAB_ASSIGN_OR_RETURN(VmTemplate t,
+                           load_template(tx, caller, *request.template_id, Right::kUse));
       request.request = t.request;
     }
     for (int64_t cluster : request.request.clusters) {
@@ -283,8 +283,9 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
     vm.request.gid = gid;
     auth::Amounts amounts;
     for (const auto& [key, n] : vm.request.quota_amounts()) amounts[key] += n;
-    FAB_ASSIGN_OR_RETURN(auto hold, quotas_.reserve(tx, auth::Consumer{caller.uid, gid},
-                                                    std::nullopt, amounts, "vm:" + std::to_string(id)));
+    FAB_ASSIGN_OR_RETURN(auto hold,
+                         quotas_.reserve(tx, auth::Consumer{caller.uid, gid}, std::nullopt, amounts,
+                                         "vm:" + std::to_string(id)));
     FAB_TRY(quotas_.commit(tx, hold.id));
     FAB_TRY(tx.insert(vm_record(vm)));
     return vm;
@@ -298,8 +299,7 @@ Result<Vm> Compute::get_vm(const auth::Caller& caller, int64_t id) {
       [&](store::Transaction& tx) { return load_vm(tx, caller, id, Right::kUse); });
 }
 
-Result<auth::Page<Vm>> Compute::list_vms(const auth::Caller& caller,
-                                         const VmListOptions& options) {
+Result<auth::Page<Vm>> Compute::list_vms(const auth::Caller& caller, const VmListOptions& options) {
   return store_.read_value<auth::Page<Vm>>([&](store::Transaction& tx) -> Result<auth::Page<Vm>> {
     auth::Page<Vm> page;
     store::ListQuery query{.after_id = options.after_id, .gid = options.gid};
@@ -431,7 +431,10 @@ std::shared_ptr<const std::unordered_set<int64_t>> Compute::allowed_hosts(int64_
   } else if (!caller->is_superuser()) {
     auto set = std::make_shared<std::unordered_set<int64_t>>();
     for (const auto& [id, cluster] : host_clusters_) {
-      auth::ObjectRef ref{.type = ObjectType::kHost, .id = id, .uid = 0, .gid = 0,
+      auth::ObjectRef ref{.type = ObjectType::kHost,
+                          .id = id,
+                          .uid = 0,
+                          .gid = 0,
                           .clusters = std::span<const int64_t>(&cluster, 1)};
       if (authorizer_.allows(*caller, ref, Right::kUse)) set->insert(id);
     }
@@ -524,8 +527,8 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
         refused.push_back(&d);
         continue;
       }
-      ledgers[a.host_id].body["vms"][std::to_string(d.vm_id)] =
-          Json{{"gid", vm.header.gid}, {"vm_group", vm.request.vm_group}, {"allocation", a.to_json()}};
+      ledgers[a.host_id].body["vms"][std::to_string(d.vm_id)] = Json{
+          {"gid", vm.header.gid}, {"vm_group", vm.request.vm_group}, {"allocation", a.to_json()}};
       vm.allocation = a;
       vm.explanation = d.explanation;
       vm.placed_at = now;

@@ -6,8 +6,8 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <unordered_set>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "auth/authorizer.h"

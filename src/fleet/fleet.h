@@ -64,7 +64,7 @@ struct Host {
   // Allocation bookkeeping, filled by the scheduler: VMs placed here and GPUs they hold.
   int allocated_vms = 0;
   std::map<std::string, int> gpus_allocated;  // Count by model.
-  int64_t inventory_version = 0;  // Changes whenever the reported hardware changes.
+  int64_t inventory_version = 0;              // Changes whenever the reported hardware changes.
   int64_t version = 0;
 
   HostState state() const { return static_cast<HostState>(header.state); }

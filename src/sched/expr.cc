@@ -43,8 +43,8 @@ class Lexer {
       tok_.text = std::string(text_.substr(start, pos_ - start));
       return {};
     }
-    for (std::string_view op : {">=", "<=", "!=", "=", ">", "<", "&", "|", "!", "(", ")", "+",
-                                "-", "*", "/"}) {
+    for (std::string_view op :
+         {">=", "<=", "!=", "=", ">", "<", "&", "|", "!", "(", ")", "+", "-", "*", "/"}) {
       if (text_.substr(pos_).starts_with(op)) {
         tok_.kind = Tok::kOp;
         tok_.text = std::string(op);
@@ -59,10 +59,10 @@ class Lexer {
   bool at(std::string_view op) const { return tok_.kind == Tok::kOp && tok_.text == op; }
   Error error(const std::string& what) const { return error_at(tok_.pos, what); }
   Error error_at(size_t pos, const std::string& what) const {
-    return Error(ErrorCode::kInvalidArgument,
-                 what + " at position " + std::to_string(pos + 1) + " of \"" +
-                     std::string(text_) + "\"",
-                 std::string(field_));
+    return Error(
+        ErrorCode::kInvalidArgument,
+        what + " at position " + std::to_string(pos + 1) + " of \"" + std::string(text_) + "\"",
+        std::string(field_));
   }
 
  private:
@@ -105,8 +105,8 @@ Result<int> find_attribute(const Lexer& lex, std::span<const AttrSpec> attribute
   }
   std::string known;
   for (const auto& a : attributes) known += (known.empty() ? "" : ", ") + std::string(a.name);
-  return fail(lex.error("unknown host attribute \"" + lex.tok().text + "\" (known: " + known +
-                        ")"));
+  return fail(
+      lex.error("unknown host attribute \"" + lex.tok().text + "\" (known: " + known + ")"));
 }
 
 Result<void> check_length(std::string_view text, std::string_view field) {
@@ -129,7 +129,8 @@ class RequirementParser {
     FAB_TRY(lex_.next());
     if (lex_.tok().kind == Tok::kEnd) return {};
     FAB_TRY(parse_or(0));
-    if (lex_.tok().kind != Tok::kEnd) return fail(lex_.error("unexpected \"" + lex_.tok().text + "\""));
+    if (lex_.tok().kind != Tok::kEnd)
+      return fail(lex_.error("unexpected \"" + lex_.tok().text + "\""));
     return {};
   }
 
@@ -181,14 +182,15 @@ class RequirementParser {
     FAB_ASSIGN_OR_RETURN(int attr, find_attribute(lex_, attributes_));
     const AttrSpec& spec = attributes_[attr];
     FAB_TRY(lex_.next());
-    static const std::pair<std::string_view, Op> kOps[] = {
-        {"=", Op::kEq}, {"!=", Op::kNe}, {">", Op::kGt}, {"<", Op::kLt}, {">=", Op::kGe},
-        {"<=", Op::kLe}};
+    static const std::pair<std::string_view, Op> kOps[] = {{"=", Op::kEq},  {"!=", Op::kNe},
+                                                           {">", Op::kGt},  {"<", Op::kLt},
+                                                           {">=", Op::kGe}, {"<=", Op::kLe}};
     std::optional<Op> op;
     for (auto [text, o] : kOps) {
       if (lex_.at(text)) op = o;
     }
-    if (!op) return fail(lex_.error("expected =, !=, >, <, >= or <= after " + std::string(spec.name)));
+    if (!op)
+      return fail(lex_.error("expected =, !=, >, <, >= or <= after " + std::string(spec.name)));
     FAB_TRY(lex_.next());
     Node node{.op = *op, .left = attr, .kind = spec.kind};
     const Token& value = lex_.tok();
@@ -229,7 +231,8 @@ class RankParser {
     FAB_TRY(lex_.next());
     if (lex_.tok().kind == Tok::kEnd) return {};
     FAB_TRY(parse_sum(0));
-    if (lex_.tok().kind != Tok::kEnd) return fail(lex_.error("unexpected \"" + lex_.tok().text + "\""));
+    if (lex_.tok().kind != Tok::kEnd)
+      return fail(lex_.error("unexpected \"" + lex_.tok().text + "\""));
     return {};
   }
 
@@ -300,13 +303,20 @@ class RankParser {
 bool compare_number(Requirement::Node::Op op, double value, double literal) {
   using Op = Requirement::Node::Op;
   switch (op) {
-    case Op::kEq: return value == literal;
-    case Op::kNe: return value != literal;
-    case Op::kGt: return value > literal;
-    case Op::kLt: return value < literal;
-    case Op::kGe: return value >= literal;
-    case Op::kLe: return value <= literal;
-    default: return false;
+    case Op::kEq:
+      return value == literal;
+    case Op::kNe:
+      return value != literal;
+    case Op::kGt:
+      return value > literal;
+    case Op::kLt:
+      return value < literal;
+    case Op::kGe:
+      return value >= literal;
+    case Op::kLe:
+      return value <= literal;
+    default:
+      return false;
   }
 }
 
@@ -347,10 +357,14 @@ bool Requirement::matches(const AttributeSource& source) const {
 bool Requirement::eval(int index, const AttributeSource& source) const {
   const Node& n = nodes_[index];
   switch (n.op) {
-    case Node::Op::kAnd: return eval(n.left, source) && eval(n.right, source);
-    case Node::Op::kOr: return eval(n.left, source) || eval(n.right, source);
-    case Node::Op::kNot: return !eval(n.left, source);
-    default: break;
+    case Node::Op::kAnd:
+      return eval(n.left, source) && eval(n.right, source);
+    case Node::Op::kOr:
+      return eval(n.left, source) || eval(n.right, source);
+    case Node::Op::kNot:
+      return !eval(n.left, source);
+    default:
+      break;
   }
   if (n.kind == AttrKind::kNumber) return compare_number(n.op, source.number(n.left), n.number);
   bool any = false;
@@ -377,12 +391,18 @@ double Rank::score(const AttributeSource& source) const {
 double Rank::eval(int index, const AttributeSource& source) const {
   const Node& n = nodes_[index];
   switch (n.op) {
-    case Node::Op::kNumber: return n.number;
-    case Node::Op::kAttr: return source.number(n.left);
-    case Node::Op::kNeg: return -eval(n.left, source);
-    case Node::Op::kAdd: return eval(n.left, source) + eval(n.right, source);
-    case Node::Op::kSub: return eval(n.left, source) - eval(n.right, source);
-    case Node::Op::kMul: return eval(n.left, source) * eval(n.right, source);
+    case Node::Op::kNumber:
+      return n.number;
+    case Node::Op::kAttr:
+      return source.number(n.left);
+    case Node::Op::kNeg:
+      return -eval(n.left, source);
+    case Node::Op::kAdd:
+      return eval(n.left, source) + eval(n.right, source);
+    case Node::Op::kSub:
+      return eval(n.left, source) - eval(n.right, source);
+    case Node::Op::kMul:
+      return eval(n.left, source) * eval(n.right, source);
     case Node::Op::kDiv: {
       double d = eval(n.right, source);
       return d == 0 ? 0 : eval(n.left, source) / d;

@@ -8,10 +8,8 @@ namespace fabrica::sched {
 namespace {
 
 constexpr AttrSpec kAttrs[] = {
-    {"NAME", AttrKind::kString, ""},
-    {"GPU_MODEL", AttrKind::kString, ""},
-    {"FREE_MEMORY", AttrKind::kNumber, ""},
-    {"FREE_CPU", AttrKind::kNumber, ""},
+    {"NAME", AttrKind::kString, ""},        {"GPU_MODEL", AttrKind::kString, ""},
+    {"FREE_MEMORY", AttrKind::kNumber, ""}, {"FREE_CPU", AttrKind::kNumber, ""},
     {"RUNNING_VMS", AttrKind::kNumber, ""},
 };
 

@@ -163,7 +163,8 @@ HostState::HostState(HostInfo info, const inventory::HostInventory& inv) : info_
     size_t per = cpus.size() / threads;
     for (size_t c = 0; c < per; ++c) {
       Core core{.node = numa.id};
-      for (int t = 0; t < threads && core.cpus.size() < 32; ++t) core.cpus.push_back(cpus[c + t * per]);
+      for (int t = 0; t < threads && core.cpus.size() < 32; ++t)
+        core.cpus.push_back(cpus[c + t * per]);
       for (int cpu : core.cpus) core_of_cpu_[cpu] = static_cast<int>(cores_.size());
       node.cores.push_back(static_cast<int>(cores_.size()));
       total_threads_ += static_cast<int>(core.cpus.size());
@@ -281,15 +282,21 @@ std::map<std::string, int> HostState::free_mig_by_profile() const {
 
 double HostState::number(int attr) const {
   switch (static_cast<HostAttr>(attr)) {
-    case HostAttr::kId: return static_cast<double>(info_.id);
-    case HostAttr::kClusterId: return static_cast<double>(info_.cluster_id);
-    case HostAttr::kTotalCpu: return total_threads_;
-    case HostAttr::kFreeCpu: return free_threads();
-    case HostAttr::kTotalMemory: return total_memory_mb_;
+    case HostAttr::kId:
+      return static_cast<double>(info_.id);
+    case HostAttr::kClusterId:
+      return static_cast<double>(info_.cluster_id);
+    case HostAttr::kTotalCpu:
+      return total_threads_;
+    case HostAttr::kFreeCpu:
+      return free_threads();
+    case HostAttr::kTotalMemory:
+      return total_memory_mb_;
     case HostAttr::kFreeMemory: {
       return static_cast<double>(free_memory_kb_ / 1024);
     }
-    case HostAttr::kGpuCount: return static_cast<double>(gpus_.size());
+    case HostAttr::kGpuCount:
+      return static_cast<double>(gpus_.size());
     case HostAttr::kFreeGpus: {
       int free = 0;
       for (const auto& m : free_gpus_by_model()) free += m.free;
@@ -300,10 +307,14 @@ double HostState::number(int attr) const {
       for (const auto& [p, n] : free_mig_by_profile()) free += n;
       return free;
     }
-    case HostAttr::kNumaNodes: return static_cast<double>(nodes_.size());
-    case HostAttr::kRunningVms: return vms_;
-    case HostAttr::kCpuUsage: return info_.cpu_usage;
-    default: return 0;
+    case HostAttr::kNumaNodes:
+      return static_cast<double>(nodes_.size());
+    case HostAttr::kRunningVms:
+      return vms_;
+    case HostAttr::kCpuUsage:
+      return info_.cpu_usage;
+    default:
+      return 0;
   }
 }
 
@@ -447,8 +458,8 @@ bool HostState::pick_mig(const VmRequest& request, Fit& fit, int only_node) cons
       for (const auto& m : gpus_[g].mig) {
         if (static_cast<int>(picked.size()) == want.count) break;
         if (!m.held && m.profile == want.profile) {
-          picked.push_back(MigAssignment{m.uuid, m.profile, gpus_[g].spec.pci_address,
-                                         gpus_[g].spec.uuid});
+          picked.push_back(
+              MigAssignment{m.uuid, m.profile, gpus_[g].spec.pci_address, gpus_[g].spec.uuid});
         }
       }
     }
@@ -462,8 +473,8 @@ bool HostState::pick_mig(const VmRequest& request, Fit& fit, int only_node) cons
   return true;
 }
 
-bool HostState::pick_vfs(const VmRequest& request, const std::vector<int>& device_nodes,
-                         Fit& fit, int only_node) const {
+bool HostState::pick_vfs(const VmRequest& request, const std::vector<int>& device_nodes, Fit& fit,
+                         int only_node) const {
   std::set<std::string> taken;
   std::map<std::string, int> held_on_pf;
   for (const auto& v : vfs_) held_on_pf[v.spec.pf_pci_address] += v.held ? 1 : 0;
@@ -475,8 +486,8 @@ bool HostState::pick_vfs(const VmRequest& request, const std::vector<int>& devic
     for (const auto& v : vfs_) {
       if (v.held || v.spec.fabric != want.fabric || taken.contains(v.spec.pci_address)) continue;
       any.push_back(&v);
-      if (!restrict || std::find(near_nodes.begin(), near_nodes.end(), v.spec.numa_node) !=
-                           near_nodes.end()) {
+      if (!restrict ||
+          std::find(near_nodes.begin(), near_nodes.end(), v.spec.numa_node) != near_nodes.end()) {
         near.push_back(&v);
       }
     }
@@ -500,9 +511,8 @@ bool HostState::pick_vfs(const VmRequest& request, const std::vector<int>& devic
   return true;
 }
 
-bool HostState::pick_cpus_and_memory(const VmRequest& request,
-                                     const std::vector<int>& device_nodes, Fit& fit,
-                                     int only_node) const {
+bool HostState::pick_cpus_and_memory(const VmRequest& request, const std::vector<int>& device_nodes,
+                                     Fit& fit, int only_node) const {
   Allocation& a = fit.allocation;
   size_t n = nodes_.size();
   bool strict = request.numa_policy == NumaPolicy::kStrict;
@@ -511,8 +521,8 @@ bool HostState::pick_cpus_and_memory(const VmRequest& request,
     int i = node_index(node);
     if (i >= 0) ++device_weight[i];
   }
-  bool has_devices = std::any_of(device_weight.begin(), device_weight.end(),
-                                 [](int64_t w) { return w > 0; });
+  bool has_devices =
+      std::any_of(device_weight.begin(), device_weight.end(), [](int64_t w) { return w > 0; });
   if (!has_devices && only_node >= 0 && node_index(only_node) >= 0) {
     device_weight[node_index(only_node)] = 1;  // The node this attempt is about.
     has_devices = true;
@@ -568,8 +578,8 @@ bool HostState::pick_cpus_and_memory(const VmRequest& request,
     return false;
   }
   // Memory follows the pinned CPUs, else the devices, else one node.
-  std::vector<int64_t> mem_weight = request.cpu_policy == CpuPolicy::kShared ? device_weight
-                                                                             : cpus_per_node;
+  std::vector<int64_t> mem_weight =
+      request.cpu_policy == CpuPolicy::kShared ? device_weight : cpus_per_node;
   bool weighted = std::any_of(mem_weight.begin(), mem_weight.end(), [](int64_t w) { return w; });
   std::vector<bool> mem_allowed = allowed;
   if (strict && weighted) {
@@ -726,7 +736,8 @@ void HostState::release(const Allocation& a) {
         pinned_threads_ -= std::popcount(core.used);
         core.used = 0;
       } else {
-        uint32_t bit = 1u << (std::find(core.cpus.begin(), core.cpus.end(), cpu) - core.cpus.begin());
+        uint32_t bit =
+            1u << (std::find(core.cpus.begin(), core.cpus.end(), cpu) - core.cpus.begin());
         if (core.used & bit) --pinned_threads_;
         core.used &= ~bit;
       }

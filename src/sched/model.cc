@@ -85,8 +85,8 @@ Result<GpuRequest> read_gpus(const Json& json, const std::string& prefix) {
   FAB_ASSIGN_OR_RETURN(g.count, read_count(r, "count", kMaxDevices, prefix + ".count"));
   FAB_ASSIGN_OR_RETURN(auto model, r.optional_string("model"));
   FAB_ASSIGN_OR_RETURN(auto ids, r.optional_string("vendor_device"));
-  FAB_ASSIGN_OR_RETURN(g.topology, read_enum(r, "topology", kTopologies, GpuTopology::kAny,
-                                             prefix + ".topology"));
+  FAB_ASSIGN_OR_RETURN(
+      g.topology, read_enum(r, "topology", kTopologies, GpuTopology::kAny, prefix + ".topology"));
   FAB_TRY(r.finish());
   if (model && ids) return fail(bad(prefix + ".model", "give model or vendor_device, not both"));
   if (model) {
@@ -292,8 +292,8 @@ Result<VmRequest> VmRequest::from_json(const Json& json, std::string_view field_
   VmRequest q;
   FAB_ASSIGN_OR_RETURN(auto vcpus, r.optional_int("vcpus"));
   FAB_ASSIGN_OR_RETURN(auto memory, r.optional_int("memory_mb"));
-  FAB_ASSIGN_OR_RETURN(q.cpu_policy, read_enum(r, "cpu_policy", kCpuPolicies, CpuPolicy::kShared,
-                                               p + "cpu_policy"));
+  FAB_ASSIGN_OR_RETURN(
+      q.cpu_policy, read_enum(r, "cpu_policy", kCpuPolicies, CpuPolicy::kShared, p + "cpu_policy"));
   FAB_ASSIGN_OR_RETURN(q.numa_policy, read_enum(r, "numa_policy", kNumaPolicies,
                                                 NumaPolicy::kPreferred, p + "numa_policy"));
   FAB_ASSIGN_OR_RETURN(q.hugepage_kb, read_hugepages(r, p + "hugepages"));
@@ -401,8 +401,8 @@ Result<Allocation> Allocation::from_json(const Json& j) {
     a.host_name = j.at("host_name").get<std::string>();
     a.cluster_id = j.at("cluster_id").get<int64_t>();
     a.inventory_version = j.at("inventory_version").get<int64_t>();
-    a.cpu_policy = enum_from(kCpuPolicies, j.at("cpu_policy").get<std::string>())
-                       .value_or(CpuPolicy::kShared);
+    a.cpu_policy =
+        enum_from(kCpuPolicies, j.at("cpu_policy").get<std::string>()).value_or(CpuPolicy::kShared);
     a.shared_vcpus = j.at("shared_vcpus").get<int>();
     std::string huge = j.at("hugepages").get<std::string>();
     a.hugepage_kb = huge == "1G" ? kHugepage1G : huge == "2M" ? kHugepage2M : 0;

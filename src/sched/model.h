@@ -49,8 +49,8 @@ inline constexpr int64_t kHugepage1G = 1048576;
 
 struct GpuRequest {
   int count = 0;
-  std::string model;          // Glob over the GPU model ("H100*", "GH200"); "" = any model.
-  int vendor = -1;            // With device: exact PCI ids instead of a model.
+  std::string model;  // Glob over the GPU model ("H100*", "GH200"); "" = any model.
+  int vendor = -1;    // With device: exact PCI ids instead of a model.
   int device = -1;
   // kAny still prefers one domain; kSameDomain refuses a host that cannot give one.
   GpuTopology topology = GpuTopology::kAny;
@@ -84,7 +84,7 @@ struct VmRequest {
   Policy policy = Policy::kPacking;
   std::string vm_group;  // "" = none.
   HostAffinity host_affinity = HostAffinity::kNone;
-  bool same_cluster = false;  // Every VM of vm_group in one cluster.
+  bool same_cluster = false;      // Every VM of vm_group in one cluster.
   std::vector<int64_t> clusters;  // Only these clusters ("" = any the VM may use).
 
   // Filled by the caller for each pass, not part of the JSON: hosts the VM's owner may use

@@ -58,8 +58,11 @@ VmRequest random_request(std::mt19937& rng, int64_t id) {
       if (rng() % 4 == 0) r.gpus.model = "GH200";
       break;
     }
-    case 2: r.mig = {{"1g.10gb", 1 + static_cast<int>(rng() % 4)}}; break;
-    default: break;
+    case 2:
+      r.mig = {{"1g.10gb", 1 + static_cast<int>(rng() % 4)}};
+      break;
+    default:
+      break;
   }
   if (rng() % 5 == 0) r.vfs = {{"infiniband", 1 + static_cast<int>(rng() % 3), rng() % 2 == 0}};
   if (rng() % 6 == 0) {  // Members of one group share its rules.
@@ -68,8 +71,8 @@ VmRequest random_request(std::mt19937& rng, int64_t id) {
     r.host_affinity = group == 1 ? HostAffinity::kSameHost : HostAffinity::kDifferentHosts;
     r.same_cluster = group == 2;
   }
-  const Policy policies[] = {Policy::kPacking, Policy::kPacking, Policy::kStriping,
-                             Policy::kLoadAware, Policy::kRank, Policy::kFirstFit};
+  const Policy policies[] = {Policy::kPacking,   Policy::kPacking, Policy::kStriping,
+                             Policy::kLoadAware, Policy::kRank,    Policy::kFirstFit};
   r.policy = policies[rng() % 6];
   if (r.policy == Policy::kRank) r.rank = "FREE_CPU - RUNNING_VMS * 4";
   if (rng() % 8 == 0) r.requirements = "CLUSTER_ID != 2 | FREE_MEMORY > 300000";
@@ -118,8 +121,9 @@ TEST_P(PropertyTest, NoDoubleAllocationAndEveryPendingReasonIsTrue) {
     auto decisions = sched.schedule(pending, [&](const VmRequest& r, const Decision& d) {
       if (d.allocation) return;
       auto reason = sched.prove_unplaceable(r);
-      EXPECT_TRUE(reason.has_value()) << "VM " << r.vm_id << " was left pending but fits: "
-                                      << dump_json(r.to_json()) << ": " << d.explanation;
+      EXPECT_TRUE(reason.has_value())
+          << "VM " << r.vm_id << " was left pending but fits: " << dump_json(r.to_json()) << ": "
+          << d.explanation;
     });
     std::vector<VmRequest> still;
     for (const auto& d : decisions) {

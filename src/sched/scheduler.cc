@@ -430,8 +430,8 @@ std::string Scheduler::explain_placement(const VmRequest& r, const Allocation& a
   std::string out = "placed on " + a.host_name + " (cluster " + std::to_string(a.cluster_id) +
                     ") by " + std::string(policy_name(r.policy));
   if (!a.gpus.empty()) {
-    out += ": " + plural(static_cast<int>(a.gpus.size()), "GPU", "GPUs") + " " +
-           a.gpus.front().model;
+    out +=
+        ": " + plural(static_cast<int>(a.gpus.size()), "GPU", "GPUs") + " " + a.gpus.front().model;
     if (!a.gpus.front().nvlink_domain.empty()) {
       bool one = std::all_of(a.gpus.begin(), a.gpus.end(), [&](const GpuAssignment& g) {
         return g.nvlink_domain == a.gpus.front().nvlink_domain;
@@ -439,7 +439,8 @@ std::string Scheduler::explain_placement(const VmRequest& r, const Allocation& a
       if (one) out += " in NVLink domain " + a.gpus.front().nvlink_domain;
     }
   }
-  if (!a.mig.empty()) out += ", " + plural(static_cast<int>(a.mig.size()), "MIG instance", "MIG instances");
+  if (!a.mig.empty())
+    out += ", " + plural(static_cast<int>(a.mig.size()), "MIG instance", "MIG instances");
   if (!a.vfs.empty()) out += ", " + plural(static_cast<int>(a.vfs.size()), "VF", "VFs");
   auto pinned = a.pinned_cpus();
   if (!pinned.empty()) {

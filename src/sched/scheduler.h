@@ -110,9 +110,8 @@ class Scheduler {
   void visit_candidates(const VmRequest& request, Visit&& visit) const;
   using Tally = std::array<int, static_cast<size_t>(Misfit::kCount)>;
   Decision place(const VmRequest& request, Tally& tally);
-  std::string explain_failure(const VmRequest& request,
-                              const Tally& tally,
-                              const HostState* best, int best_count) const;
+  std::string explain_failure(const VmRequest& request, const Tally& tally, const HostState* best,
+                              int best_count) const;
   std::string explain_placement(const VmRequest& request, const Allocation& a) const;
   std::pair<const HostState*, int> best_below(const VmRequest& request) const;
   void note_group(const VmRequest& request, const Allocation& a, int delta);

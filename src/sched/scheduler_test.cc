@@ -76,7 +76,8 @@ TEST_F(SchedulerTest, OfflineAndDisabledHostsReceiveNothing) {
 
 TEST_F(SchedulerTest, VdcLimitsHostsAndExplanationsNameIt) {
   for (int id = 1; id <= 3; ++id) add(id, "hgx-h100");
-  auto allowed = std::make_shared<const std::unordered_set<int64_t>>(std::unordered_set<int64_t>{3});
+  auto allowed =
+      std::make_shared<const std::unordered_set<int64_t>>(std::unordered_set<int64_t>{3});
   VmRequest r = vm(8);
   r.allowed_hosts = allowed;
   r.scope = "VDC acme's hosts";

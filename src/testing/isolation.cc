@@ -17,9 +17,9 @@ constexpr int64_t kGhostBase = 900000;
 // Which fixture collection a {placeholder} stands for, by the literal segment before it.
 const std::map<std::string, std::string>& collections() {
   static const std::map<std::string, std::string> m = {
-      {"users", "users"},   {"admins", "users"},      {"groups", "groups"},
-      {"hosts", "hosts"},   {"clusters", "clusters"}, {"vdcs", "vdcs"},
-      {"tokens", "tokens"}, {"acl", "acl"},           {"apikeys", "apikeys"},
+      {"users", "users"},         {"admins", "users"},      {"groups", "groups"},
+      {"hosts", "hosts"},         {"clusters", "clusters"}, {"vdcs", "vdcs"},
+      {"tokens", "tokens"},       {"acl", "acl"},           {"apikeys", "apikeys"},
       {"templates", "templates"}, {"vms", "vms"},
   };
   return m;
@@ -186,9 +186,9 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
                              {"description", m + " training node"},
                              {"request", {{"vcpus", 4}, {"memory_mb", 8192}}}},
                             tenant.admin_auth)["id"];
-    ids["vms"] = call("POST", "/api/v1/templates/" + std::to_string(ids["templates"]) +
-                                  "/instantiate",
-                      {{"name", m + "-vm"}}, tenant.admin_auth)["id"];
+    ids["vms"] =
+        call("POST", "/api/v1/templates/" + std::to_string(ids["templates"]) + "/instantiate",
+             {{"name", m + "-vm"}}, tenant.admin_auth)["id"];
     // Let the scheduler's first look at the VM land before anything is fingerprinted.
     std::string vm_path = "/api/v1/vms/" + std::to_string(ids["vms"]);
     for (int i = 0; i < 200; ++i) {
