@@ -10,7 +10,6 @@
 
 namespace fabrica::agent {
 
-
 struct SimulationOptions {
   std::string server;
   std::string join_token;  // Must be good for `hosts` joins.

@@ -126,26 +126,12 @@ Result<ApiKey> ApiKeys::get(const Caller& caller, int64_t id) {
 }
 
 Result<Page<ApiKey>> ApiKeys::list(const Caller& caller, const ListOptions& options) {
-  return store_.read_value<Page<ApiKey>>([&](store::Transaction& tx) -> Result<Page<ApiKey>> {
-    Page<ApiKey> page;
-    store::ListQuery query{
-        .after_id = options.after_id, .limit = 500, .gid = options.gid, .name = options.name};
-    while (true) {
-      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kApiKeyType, query));
-      for (const auto& r : batch) {
-        FAB_ASSIGN_OR_RETURN(ApiKey k, apikey_from_record(r));
-        if (!authorizer_.allows(caller, object_ref(ObjectType::kApiKey, k.header), Right::kUse)) {
-          continue;
-        }
-        if (page.items.size() == options.limit) {
-          page.next_cursor = std::to_string(page.items.back().header.id);
-          return page;
-        }
-        page.items.push_back(std::move(k));
-      }
-      if (batch.size() < query.limit) return page;
-      query.after_id = batch.back().id;
-    }
+  store::ListQuery query{.after_id = options.after_id, .gid = options.gid, .name = options.name};
+  return store_.read_value<Page<ApiKey>>([&](store::Transaction& tx) {
+    return visible_page<ApiKey>(
+        tx, kApiKeyType, query, options.limit, apikey_from_record, [&](const ApiKey& k) {
+          return authorizer_.allows(caller, object_ref(ObjectType::kApiKey, k.header), Right::kUse);
+        });
   });
 }
 

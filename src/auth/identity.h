@@ -47,6 +47,27 @@ struct Page {
   std::optional<std::string> next_cursor;
 };
 
+// One page of the records of `type` that decode and that `visible` lets through: at most
+// `limit` items, then a cursor; stops reading as soon as the page is full.
+template <typename T, typename Decode, typename Visible>
+Result<Page<T>> visible_page(store::Transaction& tx, std::string_view type,
+                             const store::ListQuery& query, size_t limit, Decode decode,
+                             Visible visible) {
+  Page<T> page;
+  auto visit = [&](const store::Record& r) -> Result<bool> {
+    FAB_ASSIGN_OR_RETURN(T item, decode(r));
+    if (!visible(item)) return true;
+    if (page.items.size() == limit) {
+      page.next_cursor = std::to_string(page.items.back().header.id);
+      return false;
+    }
+    page.items.push_back(std::move(item));
+    return true;
+  };
+  FAB_TRY(store::for_each(tx, type, visit, query));
+  return page;
+}
+
 struct ListOptions {
   size_t limit = 100;
   int64_t after_id = -1;

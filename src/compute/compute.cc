@@ -44,7 +44,7 @@ Result<Vm> vm_from_record(const store::Record& r) {
     FAB_ASSIGN_OR_RETURN(vm.allocation, sched::Allocation::from_json(body["allocation"]));
   }
   vm.template_id =
-      body.value("template_id", Json(-1)).is_number() ? body.value("template_id", -1) : -1;
+      body["template_id"].is_number_integer() ? body["template_id"].get<int64_t>() : -1;
   vm.explanation = body.value("explanation", "");
   vm.placed_at = body.value("placed_at_unix", int64_t{0});
   vm.request.vm_id = vm.header.id;
@@ -202,28 +202,14 @@ Result<VmTemplate> Compute::get_template(const auth::Caller& caller, int64_t id)
 
 Result<auth::Page<VmTemplate>> Compute::list_templates(const auth::Caller& caller,
                                                        const auth::ListOptions& options) {
-  return store_.read_value<auth::Page<VmTemplate>>(
-      [&](store::Transaction& tx) -> Result<auth::Page<VmTemplate>> {
-        auth::Page<VmTemplate> page;
-        store::ListQuery query{
-            .after_id = options.after_id, .gid = options.gid, .name = options.name};
-        auto visit = [&](const store::Record& r) -> Result<void> {
-          if (page.next_cursor) return {};
-          FAB_ASSIGN_OR_RETURN(VmTemplate t, template_from_record(r));
-          if (!authorizer_.allows(caller, auth::object_ref(ObjectType::kTemplate, t.header),
-                                  Right::kUse)) {
-            return {};
-          }
-          if (page.items.size() == options.limit) {
-            page.next_cursor = std::to_string(page.items.back().header.id);
-            return {};
-          }
-          page.items.push_back(std::move(t));
-          return {};
-        };
-        FAB_TRY(store::for_each(tx, kTemplateType, visit, query));
-        return page;
-      });
+  store::ListQuery query{.after_id = options.after_id, .gid = options.gid, .name = options.name};
+  return store_.read_value<auth::Page<VmTemplate>>([&](store::Transaction& tx) {
+    return auth::visible_page<VmTemplate>(
+        tx, kTemplateType, query, options.limit, template_from_record, [&](const VmTemplate& t) {
+          return authorizer_.allows(caller, auth::object_ref(ObjectType::kTemplate, t.header),
+                                    Right::kUse);
+        });
+  });
 }
 
 Result<VmTemplate> Compute::update_template(const auth::Caller& caller, int64_t id,
@@ -300,28 +286,17 @@ Result<Vm> Compute::get_vm(const auth::Caller& caller, int64_t id) {
 }
 
 Result<auth::Page<Vm>> Compute::list_vms(const auth::Caller& caller, const VmListOptions& options) {
-  return store_.read_value<auth::Page<Vm>>([&](store::Transaction& tx) -> Result<auth::Page<Vm>> {
-    auth::Page<Vm> page;
-    store::ListQuery query{.after_id = options.after_id, .gid = options.gid};
-    if (options.state) query.state = static_cast<int>(*options.state);
-    auto visit = [&](const store::Record& r) -> Result<void> {
-      if (page.next_cursor) return {};
-      FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(r));
-      if (options.host_id && (!vm.allocation || vm.allocation->host_id != *options.host_id)) {
-        return {};
-      }
-      if (!authorizer_.allows(caller, auth::object_ref(ObjectType::kVm, vm.header), Right::kUse)) {
-        return {};
-      }
-      if (page.items.size() == options.limit) {
-        page.next_cursor = std::to_string(page.items.back().header.id);
-        return {};
-      }
-      page.items.push_back(std::move(vm));
-      return {};
-    };
-    FAB_TRY(store::for_each(tx, kVmType, visit, query));
-    return page;
+  store::ListQuery query{.after_id = options.after_id, .gid = options.gid};
+  if (options.state) query.state = static_cast<int>(*options.state);
+  return store_.read_value<auth::Page<Vm>>([&](store::Transaction& tx) {
+    return auth::visible_page<Vm>(
+        tx, kVmType, query, options.limit, vm_from_record, [&](const Vm& vm) {
+          if (options.host_id && (!vm.allocation || vm.allocation->host_id != *options.host_id)) {
+            return false;
+          }
+          return authorizer_.allows(caller, auth::object_ref(ObjectType::kVm, vm.header),
+                                    Right::kUse);
+        });
   });
 }
 

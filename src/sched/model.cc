@@ -193,6 +193,13 @@ std::string_view numa_policy_name(NumaPolicy p) { return enum_name(kNumaPolicies
 std::string_view policy_name(Policy p) { return enum_name(kPolicies, p); }
 std::string_view host_affinity_name(HostAffinity a) { return enum_name(kAffinities, a); }
 
+std::string GpuRequest::vendor_device() const {
+  if (vendor < 0) return "";
+  char ids[16];
+  std::snprintf(ids, sizeof ids, "%04x:%04x", vendor, device);
+  return ids;
+}
+
 std::string gpu_family(std::string_view model) {
   std::string out;
   for (char c : model) {
@@ -238,9 +245,8 @@ std::vector<std::pair<std::string, int64_t>> VmRequest::quota_amounts() const {
   if (gpus.count > 0) {
     std::string family = !gpus.model.empty() ? gpu_family(gpus.model) : "";
     if (gpus.vendor >= 0) {
-      char ids[16];
-      std::snprintf(ids, sizeof ids, "%04x-%04x", gpus.vendor, gpus.device);
-      family = ids;
+      family = gpus.vendor_device();
+      family[4] = '-';  // Quota keys take no colon: "gpu:10de-2330".
     }
     out.emplace_back("gpu:" + (family.empty() ? std::string("any") : family), gpus.count);
   }
@@ -262,9 +268,7 @@ Json VmRequest::to_json() const {
   if (gpus.count > 0) {
     Json g{{"count", gpus.count}, {"topology", enum_name(kTopologies, gpus.topology)}};
     if (gpus.vendor >= 0) {
-      char ids[16];
-      std::snprintf(ids, sizeof ids, "%04x:%04x", gpus.vendor, gpus.device);
-      g["vendor_device"] = ids;
+      g["vendor_device"] = gpus.vendor_device();
     } else if (!gpus.model.empty()) {
       g["model"] = gpus.model;
     }

@@ -54,6 +54,9 @@ struct GpuRequest {
   int device = -1;
   // kAny still prefers one domain; kSameDomain refuses a host that cannot give one.
   GpuTopology topology = GpuTopology::kAny;
+
+  // "10de:2330" when the request names PCI ids, "" otherwise.
+  std::string vendor_device() const;
 };
 
 struct MigRequest {

@@ -41,12 +41,7 @@ std::string plural(int n, std::string_view one, std::string_view many) {
 }
 
 std::string gpu_words(const GpuRequest& g) {
-  std::string model = g.model;
-  if (g.vendor >= 0) {
-    char ids[16];
-    std::snprintf(ids, sizeof ids, "%04x:%04x", g.vendor, g.device);
-    model = ids;
-  }
+  std::string model = g.vendor >= 0 ? g.vendor_device() : g.model;
   return std::to_string(g.count) + " free " + (model.empty() ? "" : model + " ") +
          (g.count == 1 ? "GPU" : "GPUs") +
          (g.topology == GpuTopology::kSameDomain && g.count > 1 ? " in one NVLink domain" : "");
@@ -230,18 +225,7 @@ void Scheduler::visit_candidates(const VmRequest& r, Visit&& visit) const {
     }
     return false;
   };
-  std::vector<const std::vector<Bucket>*> lists;
-  int need = 0;
-  if (r.gpus.count > 0) {
-    for (const auto& m : models_) {
-      if (model_matches(r.gpus, m.name, m.vendor, m.device)) lists.push_back(&m.by_free);
-    }
-    need = r.gpus.count;
-  } else if (!r.mig.empty()) {
-    auto p = mig_profiles_.find(r.mig.front().profile);
-    if (p != mig_profiles_.end()) lists.push_back(&mig_index_[p->second]);
-    need = r.mig.front().count;
-  }
+  auto [lists, need] = device_buckets(r);
   if (r.policy == Policy::kFirstFit) {
     // The baseline: every host in id order, skipping at once those whose index keys show
     // too few devices or CPUs.
@@ -372,21 +356,24 @@ std::vector<Decision> Scheduler::schedule(std::vector<VmRequest> pending,
   return out;
 }
 
-std::pair<const HostState*, int> Scheduler::best_below(const VmRequest& r) const {
-  std::vector<const std::vector<Bucket>*> lists;
-  int need = 0;
+Scheduler::DeviceBuckets Scheduler::device_buckets(const VmRequest& r) const {
+  DeviceBuckets out;
   if (r.gpus.count > 0) {
     for (const auto& m : models_) {
-      if (model_matches(r.gpus, m.name, m.vendor, m.device)) lists.push_back(&m.by_free);
+      if (model_matches(r.gpus, m.name, m.vendor, m.device)) out.lists.push_back(&m.by_free);
     }
-    need = r.gpus.count;
+    out.need = r.gpus.count;
   } else if (!r.mig.empty()) {
     auto p = mig_profiles_.find(r.mig.front().profile);
-    if (p != mig_profiles_.end()) lists.push_back(&mig_index_[p->second]);
-    need = r.mig.front().count;
-  } else {
-    return {nullptr, 0};
+    if (p != mig_profiles_.end()) out.lists.push_back(&mig_index_[p->second]);
+    out.need = r.mig.front().count;
   }
+  return out;
+}
+
+std::pair<const HostState*, int> Scheduler::best_below(const VmRequest& r) const {
+  if (r.gpus.count == 0 && r.mig.empty()) return {nullptr, 0};
+  auto [lists, need] = device_buckets(r);
   int examined = 0;
   for (int c = need - 1; c >= 1; --c) {
     for (const auto* l : lists) {

@@ -106,6 +106,13 @@ class Scheduler {
   void unindex(int64_t id, Slot& slot);
   void index(int64_t id, Slot& slot);
   Misfit check(const VmRequest& request, const HostState& host) const;
+  // The index buckets a GPU or MIG request draws from and how many devices it needs; empty
+  // for a CPU-only request.
+  struct DeviceBuckets {
+    std::vector<const std::vector<Bucket>*> lists;
+    int need = 0;
+  };
+  DeviceBuckets device_buckets(const VmRequest& request) const;
   template <typename Visit>
   void visit_candidates(const VmRequest& request, Visit&& visit) const;
   using Tally = std::array<int, static_cast<size_t>(Misfit::kCount)>;

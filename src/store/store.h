@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "core/error.h"
@@ -74,14 +75,22 @@ inline Result<void> insert_named(Transaction& tx, const Record& record) {
   return inserted;
 }
 
-// Calls visit(record) -> Result<void> for every record of `type` passing `query`'s filters, in
-// ascending id order, a page at a time; stops at the first failure.
+// Calls visit(record) for every record of `type` passing `query`'s filters, in ascending id
+// order, a page at a time; stops at the first failure. visit returns Result<void>, or
+// Result<bool> where false stops the walk early (a page that is full).
 template <typename Visit>
 Result<void> for_each(Transaction& tx, std::string_view type, Visit&& visit, ListQuery query = {}) {
   query.limit = 1000;
   while (true) {
     FAB_ASSIGN_OR_RETURN(auto batch, tx.list(type, query));
-    for (const auto& record : batch) FAB_TRY(visit(record));
+    for (const auto& record : batch) {
+      if constexpr (std::is_same_v<decltype(visit(record)), Result<bool>>) {
+        FAB_ASSIGN_OR_RETURN(bool more, visit(record));
+        if (!more) return {};
+      } else {
+        FAB_TRY(visit(record));
+      }
+    }
     if (batch.size() < query.limit) return {};
     query.after_id = batch.back().id;
   }

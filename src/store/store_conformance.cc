@@ -176,6 +176,24 @@ TEST_P(StoreConformanceTest, ListPaginatesAndFilters) {
   EXPECT_EQ(newest, std::vector<int64_t>(seen.rbegin(), seen.rend()));
 }
 
+TEST_P(StoreConformanceTest, ForEachVisitsEveryPageAndStopsWhenTold) {
+  auto store = open();
+  ASSERT_TRUE(store->write([](Transaction& tx) -> Result<void> {
+    for (int i = 0; i < 2500; ++i) FAB_TRY(insert_new(tx, user(0, "u" + std::to_string(i))));
+    return {};
+  }));
+  int all = 0, some = 0;
+  ASSERT_TRUE(store->read([&](Transaction& tx) -> Result<void> {
+    FAB_TRY(for_each(tx, "user", [&](const Record&) -> Result<void> {
+      ++all;
+      return {};
+    }));
+    return for_each(tx, "user", [&](const Record&) -> Result<bool> { return ++some < 1500; });
+  }));
+  EXPECT_EQ(all, 2500);
+  EXPECT_EQ(some, 1500);
+}
+
 TEST_P(StoreConformanceTest, StoresHostileTextLiterally) {
   auto store = open();
   const std::string evil = "x'); DROP TABLE objects; --\"\\%_*";

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/http_client.h"
@@ -79,5 +80,16 @@ class ChildProcess {
 std::string binary_path(const std::string& name);
 // Source tree root, from FABRICA_SOURCE_DIR.
 std::filesystem::path source_dir();
+
+// Polls `check` until it returns true or `limit` passes (50 ms between tries).
+template <typename Fn>
+bool eventually(Fn check, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (check()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
 
 }  // namespace fabrica::testing

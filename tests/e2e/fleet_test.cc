@@ -11,17 +11,7 @@ namespace {
 
 using testing::ChildProcess;
 using testing::DaemonProcess;
-
-// Polls `check` until it returns true or 30 s pass.
-template <typename Fn>
-bool eventually(Fn check) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (check()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
+using testing::eventually;
 
 class FleetE2eTest : public ::testing::Test {
  protected:

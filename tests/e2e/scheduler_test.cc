@@ -13,16 +13,7 @@ namespace fabrica {
 namespace {
 
 using testing::DaemonProcess;
-
-template <typename Fn>
-bool eventually(Fn check) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (check()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
+using testing::eventually;
 
 class SchedulerE2eTest : public ::testing::Test {
  protected:
