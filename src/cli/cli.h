@@ -75,6 +75,8 @@ void add_acl_commands(CLI::App& app, Context& ctx);
 void add_permission_commands(CLI::App& app, Context& ctx);
 void add_host_commands(CLI::App& app, Context& ctx);
 void add_cluster_commands(CLI::App& app, Context& ctx);
+void add_template_commands(CLI::App& app, Context& ctx);
+void add_vm_commands(CLI::App& app, Context& ctx);
 Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name);
 Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name);
 

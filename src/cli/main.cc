@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   add_permission_commands(app, ctx);
   add_host_commands(app, ctx);
   add_cluster_commands(app, ctx);
+  add_template_commands(app, ctx);
+  add_vm_commands(app, ctx);
   add_vdc_commands(app, ctx);
   add_quota_commands(app, ctx);
   add_apikey_commands(app, ctx);

@@ -441,7 +441,7 @@ Result<PassReport> Compute::schedule_pass() {
   for (const auto& [id, vm] : vms) {
     sched::VmRequest r = vm.request;
     r.allowed_hosts = allowed_hosts(vm.header.uid);
-    r.scope = "the hosts the owner's VDCs grant";
+    r.scope = "the tenant's VDCs";
     requests.push_back(std::move(r));
   }
   auto decisions = engine_.schedule(std::move(requests));

@@ -62,7 +62,7 @@ std::string describe(const VmRequest& r) {
 
 std::string scope_of(const VmRequest& r) {
   if (!r.allowed_hosts) return "the fleet";
-  return r.scope.empty() ? "the hosts the VM's VDC grants" : r.scope;
+  return r.scope.empty() ? "the VM's VDCs" : r.scope;
 }
 
 std::string node_list(const Allocation& a) {

@@ -259,5 +259,102 @@ TEST_F(CliTest, TenantsFromVdcToTenantAdministratorToUser) {
   ASSERT_EQ(fabrica("vdc delete acme").exit_code, 0);
 }
 
+// A tenant describes VMs with flags or templates, watches the scheduler place them on a
+// simulated fleet, reads why one waits, and frees devices; another tenant sees none of it.
+TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
+  auto as = [&](const std::string& user, const std::string& password) {
+    auto r = fabrica("--endpoint " + daemon_.url() + " login --user " + user + " --password " +
+                     password);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+  };
+  as("admin", DaemonProcess::kAdminPassword);
+  for (auto [profile, prefix] : {std::pair{"hgx-h100", "gpu"}, std::pair{"mig-h100", "mig"}}) {
+    auto token = parse_json(fabrica("host add --count 1 -o json").out);
+    ASSERT_TRUE(token);
+    auto sim = testing::run_command(
+        testing::binary_path("fabrica-agent") + " --server " + daemon_.url() + " --join-token " +
+        (*token)["join_token"].get<std::string>() + " --simulate 1 --profile " + profile +
+        " --sim-prefix " + prefix + " --rounds 1");
+    ASSERT_EQ(sim.exit_code, 0) << sim.output;
+  }
+  ASSERT_EQ(fabrica("group create acme-ml").exit_code, 0);
+  ASSERT_EQ(fabrica("vdc create acme").exit_code, 0);
+  ASSERT_EQ(fabrica("vdc addgroup acme acme-ml").exit_code, 0);
+  ASSERT_EQ(fabrica("vdc addcluster acme default").exit_code, 0);
+  ASSERT_EQ(fabrica("user create bob --password bob-password --group acme-ml").exit_code, 0);
+  ASSERT_EQ(fabrica("user create carol --password carol-password").exit_code, 0);
+  ASSERT_EQ(fabrica("quota set group acme-ml gpu:H100=16 mig:1g.10gb=2 vms=10").exit_code, 0);
+
+  as("bob", "bob-password");
+  auto tmpl = fabrica(
+      "template create trainer-8x --cpu 32 --memory 256G --gpu H100:8 --gpu-topology "
+      "same-domain --cpu-policy core --hugepages 1G --vf infiniband:4 --description "
+      "\"one HGX board\"");
+  ASSERT_EQ(tmpl.exit_code, 0) << tmpl.out;
+  auto listed = fabrica("template list");
+  EXPECT_NE(listed.out.find("8xH100*, 4xinfiniband"), std::string::npos) << listed.out;
+  auto placed = fabrica("template instantiate trainer-8x --name trainer --wait -o json");
+  ASSERT_EQ(placed.exit_code, 0) << placed.out;
+  auto vm = parse_json(placed.out);
+  ASSERT_TRUE(vm) << placed.out;
+  EXPECT_EQ((*vm)["state_name"], "ALLOCATED");
+  EXPECT_EQ((*vm)["host_name"], "gpu-hgx-h100-0");
+  EXPECT_EQ((*vm)["allocation"]["gpus"].size(), 8u);
+  EXPECT_EQ((*vm)["allocation"]["vfs"].size(), 4u);
+  EXPECT_EQ((*vm)["allocation"]["pinned_cpus"].size(), 32u);
+  auto show = fabrica("vm show trainer");
+  EXPECT_NE(show.out.find("pinned to"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("nvswitch"), std::string::npos) << show.out;
+
+  auto notebook = fabrica("vm create notebook --cpu 4 --memory 16G --mig 1g.10gb --wait");
+  ASSERT_EQ(notebook.exit_code, 0) << notebook.out;
+  EXPECT_NE(notebook.out.find("mig-mig-h100-0"), std::string::npos) << notebook.out;
+  EXPECT_NE(notebook.out.find("1g.10gb  0000:"), std::string::npos) << notebook.out;
+
+  // The only free H100 board is gone: --wait reports the scheduler's reason, the VM queues.
+  auto late = fabrica("vm create late --cpu 8 --memory 64G --gpu H100:8 --wait --timeout 20");
+  EXPECT_EQ(late.exit_code, 1);
+  EXPECT_NE(late.out.find("no host in the tenant's VDCs has 8 free H100* GPUs"), std::string::npos)
+      << late.out;
+  EXPECT_NE(fabrica("vm explain late").out.find("VM 2 is PENDING"), std::string::npos);
+  auto pending = parse_json(fabrica("vm list --state PENDING -o json").out);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0]["name"], "late");
+  auto table = fabrica("vm list");
+  EXPECT_NE(table.out.find("ALLOCATED  gpu-hgx-h100-0"), std::string::npos) << table.out;
+
+  // Bad input names the flag; the server's checks name the request field.
+  auto bad_memory = fabrica("vm create x --memory 12Q");
+  EXPECT_NE(bad_memory.out.find("(field: --memory)"), std::string::npos) << bad_memory.out;
+  auto bad_policy = fabrica("vm create x --cpu-policy bogus");
+  EXPECT_NE(bad_policy.out.find("(field: request.cpu_policy)"), std::string::npos)
+      << bad_policy.out;
+  EXPECT_NE(fabrica("vm create x --template trainer-8x --cpu 4").exit_code, 0);
+  auto over = fabrica("vm create x --gpu H100:9");
+  EXPECT_NE(over.exit_code, 0);
+  EXPECT_NE(over.out.find("gpu:H100"), std::string::npos) << over.out;  // Quota refusal.
+
+  // Another tenant cannot see, explain or delete any of it.
+  as("carol", "carol-password");
+  EXPECT_TRUE(parse_json(fabrica("vm list -o json").out)->empty());
+  EXPECT_NE(fabrica("vm show 0").exit_code, 0);
+  EXPECT_NE(fabrica("vm explain trainer").out.find("not found"), std::string::npos);
+  EXPECT_NE(fabrica("vm delete 0").exit_code, 0);
+  EXPECT_NE(fabrica("template show trainer-8x").exit_code, 0);
+
+  // Freeing the board lets the queued VM in.
+  as("bob", "bob-password");
+  ASSERT_EQ(fabrica("vm delete trainer").exit_code, 0);
+  EXPECT_TRUE(testing::eventually(
+      [&] { return fabrica("vm show late").out.find("ALLOCATED") != std::string::npos; }));
+  auto updated = fabrica("template update trainer-8x --cpu 16 -o json");
+  ASSERT_EQ(updated.exit_code, 0) << updated.out;
+  EXPECT_EQ((*parse_json(updated.out))["request"]["vcpus"], 16);
+  EXPECT_EQ((*parse_json(updated.out))["request"]["gpus"]["count"], 8);  // Kept.
+  ASSERT_EQ(fabrica("vm delete late notebook").exit_code, 0);
+  ASSERT_EQ(fabrica("template delete trainer-8x").exit_code, 0);
+  EXPECT_TRUE(parse_json(fabrica("vm list -o json").out)->empty());
+}
+
 }  // namespace
 }  // namespace fabrica

@@ -122,7 +122,7 @@ TEST_F(SchedulerE2eTest, TenantVmsGoOnlyWhereTheirVdcAllows) {
   ASSERT_TRUE(created) << created.error().message();
   Json vm = settled(alice, (*created)["id"]);
   EXPECT_EQ(vm["state_name"], "PENDING");
-  EXPECT_EQ(vm["explanation"], "no host in the hosts the owner's VDCs grant has 1 free GPU");
+  EXPECT_EQ(vm["explanation"], "no host in the tenant's VDCs has 1 free GPU");
   auto vdc = api_->post("/api/v1/vdcs", Json{{"name", "acme-vdc"}});
   ASSERT_TRUE(vdc);
   std::string path = "/api/v1/vdcs/" + std::to_string((*vdc)["id"].get<int64_t>());

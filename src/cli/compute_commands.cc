@@ -1,0 +1,619 @@
+// fabrica template … and fabrica vm …: VM templates, VM requests, placements and explanations.
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "cli/cli.h"
+#include "inventory/hardware.h"
+
+namespace fabrica::cli {
+namespace {
+
+constexpr std::string_view kWaiting = "waiting for the scheduler";
+
+Error bad_flag(const std::string& flag, const std::string& message) {
+  return Error(ErrorCode::kInvalidArgument, message, flag);
+}
+
+Result<int64_t> parse_count(std::string_view text, const std::string& flag) {
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 1) {
+    return fail(bad_flag(flag, "\"" + std::string(text) + "\" is not a positive count"));
+  }
+  return n;
+}
+
+// "128G", "512M", "1T" or plain MiB.
+Result<int64_t> parse_memory_mb(const std::string& text) {
+  std::string_view digits = text;
+  int64_t scale = 1;
+  if (!digits.empty()) {
+    switch (digits.back()) {
+      case 'M':
+      case 'm':
+        scale = 1;
+        digits.remove_suffix(1);
+        break;
+      case 'G':
+      case 'g':
+        scale = 1024;
+        digits.remove_suffix(1);
+        break;
+      case 'T':
+      case 't':
+        scale = 1024 * 1024;
+        digits.remove_suffix(1);
+        break;
+      default:
+        break;
+    }
+  }
+  auto n = parse_count(digits, "--memory");
+  if (!n || *n > (int64_t{1} << 40) / scale) {
+    return fail(bad_flag("--memory", "\"" + text + "\" is not a size such as 128G, 512M or 1T"));
+  }
+  return *n * scale;
+}
+
+bool is_hex4(std::string_view s) {
+  return s.size() == 4 && s.find_first_not_of("0123456789abcdefABCDEF") == std::string_view::npos;
+}
+
+// "8" (any GPU), "H100:8" (a model prefix or glob), "10de:2330:8" (PCI vendor:device).
+Result<Json> parse_gpus(const std::string& text) {
+  auto colon = text.rfind(':');
+  std::string what = colon == std::string::npos ? "" : text.substr(0, colon);
+  FAB_ASSIGN_OR_RETURN(
+      int64_t count,
+      parse_count(colon == std::string::npos ? text : text.substr(colon + 1), "--gpu"));
+  Json gpus{{"count", count}};
+  auto inner = what.find(':');
+  if (inner != std::string::npos && is_hex4(what.substr(0, inner)) &&
+      is_hex4(what.substr(inner + 1))) {
+    gpus["vendor_device"] = what;
+  } else if (!what.empty()) {
+    // A bare model name is a prefix: "H100" matches "H100 SXM5 80GB".
+    gpus["model"] = what.find_first_of("*?") == std::string::npos ? what + "*" : what;
+  }
+  return gpus;
+}
+
+// "NAME:COUNT" or "NAME" (one) into {key: NAME, count: COUNT}.
+Result<Json> parse_named_count(const std::string& text, const char* key, const std::string& flag) {
+  auto colon = text.rfind(':');
+  Json out{{key, text.substr(0, colon)}, {"count", 1}};
+  if (colon != std::string::npos) {
+    FAB_ASSIGN_OR_RETURN(int64_t n, parse_count(text.substr(colon + 1), flag));
+    out["count"] = n;
+  }
+  if (out[key].get<std::string>().empty()) {
+    return fail(bad_flag(flag, "\"" + text + "\" needs a name before the count"));
+  }
+  return out;
+}
+
+// The flags that describe a VM, shared by `template create|update` and `vm create`. Each one
+// given replaces that part of the request; the server validates the whole.
+struct RequestFlags {
+  std::string file;
+  std::optional<int> vcpus;
+  std::string memory;
+  std::string gpu;
+  std::string gpu_topology;
+  std::vector<std::string> mig;
+  std::vector<std::string> vfs;
+  std::string cpu_policy;
+  std::string numa_policy;
+  std::string hugepages;
+  std::string requirements;
+  std::string rank;
+  std::string policy;
+  std::optional<int> priority;
+  std::string vm_group;
+  std::string affinity;
+  bool same_cluster = false;
+  std::vector<std::string> clusters;
+
+  void add_to(CLI::App* cmd) {
+    cmd->add_option("-f,--file", file, "Start from a JSON request (see docs/api/openapi.yaml)");
+    cmd->add_option("--cpu", vcpus, "vCPUs");
+    cmd->add_option("--memory", memory, "Memory: 128G, 512M, 1T or MiB");
+    cmd->add_option("--gpu", gpu, "Whole GPUs: 8, H100:8 (model prefix or glob), 10de:2330:8");
+    cmd->add_option("--gpu-topology", gpu_topology, "any or same-domain (one NVLink domain)");
+    cmd->add_option("--mig", mig, "MIG slices PROFILE[:COUNT], e.g. 1g.10gb:2 (repeatable)");
+    cmd->add_option("--vf", vfs, "SR-IOV NIC functions FABRIC[:COUNT]: infiniband:1, ethernet:2");
+    cmd->add_option("--cpu-policy", cpu_policy, "shared, core (dedicated cores) or thread");
+    cmd->add_option("--numa-policy", numa_policy, "preferred or strict");
+    cmd->add_option("--hugepages", hugepages, "none, 2M or 1G");
+    cmd->add_option("--requirements", requirements, "Host filter, e.g. 'CLUSTER_ID = 100'");
+    cmd->add_option("--rank", rank, "Host preference (higher wins), e.g. FREE_MEMORY");
+    cmd->add_option("--policy", policy, "packing, striping, load-aware, rank or first-fit");
+    cmd->add_option("--priority", priority, "-1000..1000; higher is placed first");
+    cmd->add_option("--vm-group", vm_group, "VM group name for affinity rules");
+    cmd->add_option("--affinity", affinity, "Within the VM group: same-host or different-hosts");
+    cmd->add_flag("--same-cluster", same_cluster, "Keep the VM group in one cluster");
+    cmd->add_option("--cluster", clusters, "Only these clusters, id or name (repeatable)");
+  }
+
+  bool any() const {
+    return !file.empty() || vcpus || !memory.empty() || !gpu.empty() || !gpu_topology.empty() ||
+           !mig.empty() || !vfs.empty() || !cpu_policy.empty() || !numa_policy.empty() ||
+           !hugepages.empty() || !requirements.empty() || !rank.empty() || !policy.empty() ||
+           priority || !vm_group.empty() || !affinity.empty() || same_cluster || !clusters.empty();
+  }
+
+  // `base` with the flags applied.
+  Result<Json> apply(client::ApiClient& api, Json base) const {
+    if (!file.empty()) {
+      std::ifstream in(file);
+      if (!in) return fail(bad_flag("--file", "cannot read " + file));
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      auto json = parse_json(text);
+      if (!json || !json->is_object()) {
+        return fail(bad_flag("--file", file + " does not hold a JSON object"));
+      }
+      base = std::move(*json);
+    }
+    if (vcpus) base["vcpus"] = *vcpus;
+    if (!memory.empty()) {
+      FAB_ASSIGN_OR_RETURN(int64_t mb, parse_memory_mb(memory));
+      base["memory_mb"] = mb;
+    }
+    if (!gpu.empty()) {
+      FAB_ASSIGN_OR_RETURN(base["gpus"], parse_gpus(gpu));
+    }
+    if (!gpu_topology.empty()) {
+      if (!base.contains("gpus")) return fail(bad_flag("--gpu-topology", "needs --gpu"));
+      base["gpus"]["topology"] = gpu_topology;
+    }
+    if (!mig.empty()) {
+      base["mig"] = Json::array();
+      for (const auto& m : mig) {
+        FAB_ASSIGN_OR_RETURN(Json one, parse_named_count(m, "profile", "--mig"));
+        base["mig"].push_back(std::move(one));
+      }
+    }
+    if (!vfs.empty()) {
+      base["vfs"] = Json::array();
+      for (const auto& v : vfs) {
+        FAB_ASSIGN_OR_RETURN(Json one, parse_named_count(v, "fabric", "--vf"));
+        base["vfs"].push_back(std::move(one));
+      }
+    }
+    auto set = [&](const char* key, const std::string& value) {
+      if (!value.empty()) base[key] = value;
+    };
+    set("cpu_policy", cpu_policy);
+    set("numa_policy", numa_policy);
+    set("hugepages", hugepages);
+    set("requirements", requirements);
+    set("rank", rank);
+    set("policy", policy);
+    set("vm_group", vm_group);
+    set("host_affinity", affinity);
+    if (priority) base["priority"] = *priority;
+    if (same_cluster) base["same_cluster"] = true;
+    if (!clusters.empty()) {
+      base["clusters"] = Json::array();
+      for (const auto& c : clusters) {
+        FAB_ASSIGN_OR_RETURN(int64_t id, resolve_cluster(api, c));
+        base["clusters"].push_back(id);
+      }
+    }
+    return base;
+  }
+};
+
+std::string memory_text(const Json& mb) {
+  if (!mb.is_number_integer()) return "-";
+  int64_t v = mb.get<int64_t>();
+  if (v % 1024 == 0) return std::to_string(v / 1024) + "G";
+  return std::to_string(v) + "M";
+}
+
+// "8×H100*, 2×1g.10gb, 1×infiniband": what a request asks for beyond CPU and memory.
+std::string devices_text(const Json& request) {
+  std::string out;
+  auto add = [&](const Json& count, const std::string& what) {
+    out += (out.empty() ? "" : ", ") + count.dump() + "x" + what;
+  };
+  if (const Json& g = request.value("gpus", Json()); g.is_object()) {
+    add(g["count"], g.contains("model")           ? g["model"].get<std::string>()
+                    : g.contains("vendor_device") ? g["vendor_device"].get<std::string>()
+                                                  : "GPU");
+  }
+  for (const auto& m : request.value("mig", Json::array())) add(m["count"], to_text(m["profile"]));
+  for (const auto& v : request.value("vfs", Json::array())) add(v["count"], to_text(v["fabric"]));
+  return out.empty() ? "-" : out;
+}
+
+std::vector<Column> request_columns() {
+  return {Column{"VCPUS", [](const Json& o) { return to_text(o["request"]["vcpus"]); }},
+          Column{"MEMORY", [](const Json& o) { return memory_text(o["request"]["memory_mb"]); }},
+          Column{"DEVICES", [](const Json& o) { return devices_text(o["request"]); }}};
+}
+
+// A template id, or its name within what the caller can see.
+Result<int64_t> resolve_template(client::ApiClient& api, const std::string& id_or_name) {
+  return resolve_id(api, "templates", id_or_name);
+}
+
+// A VM id, or the name of exactly one VM the caller can see.
+Result<int64_t> resolve_vm(client::ApiClient& api, const std::string& id_or_name) {
+  int64_t id = 0;
+  auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
+  if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
+  FAB_ASSIGN_OR_RETURN(Json all, list_all(api, "/api/v1/vms?limit=1000"));
+  std::vector<int64_t> found;
+  for (const auto& vm : all) {
+    if (vm["name"] == id_or_name) found.push_back(vm["id"].get<int64_t>());
+  }
+  if (found.empty()) return fail(ErrorCode::kNotFound, "VM \"" + id_or_name + "\" not found");
+  if (found.size() > 1) {
+    return fail(ErrorCode::kInvalidArgument,
+                std::to_string(found.size()) + " VMs are named \"" + id_or_name + "\"; give the id",
+                "vm");
+  }
+  return found[0];
+}
+
+// Polls VM `id` until the scheduler has ruled on it. Succeeds once it is ALLOCATED; fails with
+// the scheduler's explanation if it stays PENDING (it is still queued and may be placed later).
+Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  Json vm;
+  while (true) {
+    FAB_ASSIGN_OR_RETURN(vm, api.get("/api/v1/vms/" + std::to_string(id)));
+    if (vm["state_name"] == "ALLOCATED") return vm;
+    if (vm["explanation"] != kWaiting) break;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return fail(ErrorCode::kUnavailable, "VM " + std::to_string(id) + " is still PENDING (" +
+                                           to_text(vm["explanation"]) +
+                                           "); it stays queued until it fits or is deleted");
+}
+
+// "KEY : value" lines in the order given.
+void print_fields(const std::vector<std::pair<std::string, std::string>>& fields) {
+  size_t width = 0;
+  for (const auto& [key, value] : fields) width = std::max(width, key.size());
+  for (const auto& [key, value] : fields) {
+    std::cout << key << std::string(width - key.size(), ' ') << " : " << value << "\n";
+  }
+}
+
+// The VM as the person who made it wants to see it: where it went and what it holds.
+void print_vm(const Context& ctx, const Json& vm) {
+  if (ctx.output == Output::kJson) {
+    print_object(ctx, vm);
+    return;
+  }
+  print_fields({{"ID", to_text(vm["id"])},
+                {"NAME", to_text(vm["name"])},
+                {"GROUP", to_text(vm["gid"])},
+                {"STATE", to_text(vm["state_name"])},
+                {"HOST", to_text(vm["host_name"])},
+                {"TEMPLATE", to_text(vm["template_id"])},
+                {"VCPUS", to_text(vm["request"]["vcpus"])},
+                {"MEMORY", memory_text(vm["request"]["memory_mb"])},
+                {"DEVICES", devices_text(vm["request"])},
+                {"CREATED", to_text(vm["created_at"])},
+                {"PLACED", to_text(vm["placed_at"])},
+                {"EXPLANATION", to_text(vm["explanation"])}});
+  const Json& a = vm["allocation"];
+  if (!a.is_object()) return;
+  std::cout << "\nCPU: " << to_text(a["cpu_policy"]);
+  if (a["cpu_policy"] == "shared") {
+    std::cout << ", " << a["shared_vcpus"] << " shared vCPUs";
+  } else {
+    std::cout << ", pinned to "
+              << inventory::format_cpu_list(a["pinned_cpus"].get<std::vector<int>>());
+  }
+  std::cout << "; hugepages " << to_text(a["hugepages"]) << "\n\nNUMA\n";
+  print_list(ctx, a["numa"],
+             {field("NODE", "node"),
+              Column{"CPUS",
+                     [](const Json& n) {
+                       auto cpus = n["cpus"].get<std::vector<int>>();
+                       return cpus.empty() ? std::string("-") : inventory::format_cpu_list(cpus);
+                     }},
+              Column{"MEMORY",
+                     [](const Json& n) {
+                       return memory_text(Json(n["memory_kb"].get<int64_t>() / 1024));
+                     }},
+              field("HUGEPAGES", "hugepages")});
+  if (!a["gpus"].empty()) {
+    std::cout << "\nGPUS\n";
+    print_list(ctx, a["gpus"],
+               {field("PCI", "pci_address"), field("MODEL", "model"), field("NUMA", "numa_node"),
+                field("NVLINK", "nvlink_domain"), field("UUID", "uuid")});
+  }
+  if (!a["mig"].empty()) {
+    std::cout << "\nMIG\n";
+    print_list(
+        ctx, a["mig"],
+        {field("PROFILE", "profile"), field("GPU", "gpu_pci_address"), field("UUID", "uuid")});
+  }
+  if (!a["vfs"].empty()) {
+    std::cout << "\nVFS\n";
+    print_list(ctx, a["vfs"],
+               {field("PCI", "pci_address"), field("FABRIC", "fabric"), field("PF", "pf_name"),
+                field("NUMA", "numa_node")});
+  }
+}
+
+// Prints a VM just created, waiting for its placement first with --wait.
+Result<void> report_created(Context& ctx, client::ApiClient& api, const Json& vm, bool wait,
+                            int timeout_s) {
+  int64_t id = vm["id"].get<int64_t>();
+  if (wait) {
+    FAB_ASSIGN_OR_RETURN(Json placed, wait_for_placement(api, id, timeout_s));
+    print_vm(ctx, placed);
+    return {};
+  }
+  if (ctx.output == Output::kJson) {
+    print_object(ctx, vm);
+  } else {
+    std::cout << "VM " << id << " (" << to_text(vm["name"])
+              << ") created, PENDING; see `fabrica vm show " << id << "`" << std::endl;
+  }
+  return {};
+}
+
+Result<void> set_gid(client::ApiClient& api, const std::string& group, Json& body) {
+  if (group.empty()) return {};
+  FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", group));
+  body["gid"] = gid;
+  return {};
+}
+
+}  // namespace
+
+void add_template_commands(CLI::App& app, Context& ctx) {
+  auto* tmpl = app.add_subcommand("template", "VM templates: reusable VM shapes");
+  tmpl->require_subcommand(1);
+
+  auto flags = std::make_shared<RequestFlags>();
+  auto name = std::make_shared<std::string>();
+  auto description = std::make_shared<std::optional<std::string>>();
+  auto group = std::make_shared<std::string>();
+  auto* create = tmpl->add_subcommand("create", "Create a template");
+  create->add_option("name", *name, "Template name")->required();
+  create->add_option("--description", *description, "What it is for");
+  create->add_option("--group", *group, "Owning group (default: yours)");
+  flags->add_to(create);
+  create->callback([&ctx, flags, name, description, group] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(Json request, flags->apply(api, Json::object()));
+      Json body{{"name", *name}, {"request", request}};
+      if (*description) body["description"] = **description;
+      FAB_TRY(set_gid(api, *group, body));
+      FAB_ASSIGN_OR_RETURN(Json t, api.post("/api/v1/templates", body));
+      if (ctx.output == Output::kJson) return print_object(ctx, t), Result<void>{};
+      std::cout << "Template " << t["id"] << " (" << *name << ") created" << std::endl;
+      return {};
+    });
+  });
+
+  tmpl->add_subcommand("list", "List the templates you can see")->callback([&ctx] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(Json all, list_all(api, "/api/v1/templates?limit=1000"));
+      std::vector<Column> columns{field("ID", "id"), field("NAME", "name"), field("GROUP", "gid")};
+      for (auto& c : request_columns()) columns.push_back(std::move(c));
+      columns.push_back(field("DESCRIPTION", "description"));
+      print_list(ctx, all, columns);
+      return {};
+    });
+  });
+
+  auto target = std::make_shared<std::string>();
+  auto* show = tmpl->add_subcommand("show", "Show a template");
+  show->add_option("template", *target, "Template id or name")->required();
+  show->callback([&ctx, target] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_template(api, *target));
+      FAB_ASSIGN_OR_RETURN(Json t, api.get("/api/v1/templates/" + std::to_string(id)));
+      if (ctx.output == Output::kJson) return print_object(ctx, t), Result<void>{};
+      const Json& r = t["request"];
+      print_fields({{"ID", to_text(t["id"])},
+                    {"NAME", to_text(t["name"])},
+                    {"OWNER", to_text(t["uid"])},
+                    {"GROUP", to_text(t["gid"])},
+                    {"PERMISSIONS", to_text(t["permissions"])},
+                    {"DESCRIPTION", to_text(t["description"])},
+                    {"VCPUS", to_text(r["vcpus"])},
+                    {"MEMORY", memory_text(r["memory_mb"])},
+                    {"DEVICES", devices_text(r)},
+                    {"CPU POLICY", to_text(r["cpu_policy"])},
+                    {"NUMA POLICY", to_text(r["numa_policy"])},
+                    {"HUGEPAGES", to_text(r["hugepages"])},
+                    {"PLACEMENT", to_text(r["policy"])},
+                    {"REQUIREMENTS", to_text(r["requirements"])},
+                    {"RANK", to_text(r["rank"])},
+                    {"VM GROUP", r.contains("vm_group") ? to_text(r["vm_group"]) : "-"},
+                    {"UPDATED", to_text(t["updated_at"])}});
+      return {};
+    });
+  });
+
+  auto* update = tmpl->add_subcommand(
+      "update", "Change a template's description or request; flags not given keep their value");
+  update->add_option("template", *target, "Template id or name")->required();
+  update->add_option("--description", *description, "What it is for");
+  flags->add_to(update);
+  update->callback([&ctx, flags, target, description] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_template(api, *target));
+      std::string path = "/api/v1/templates/" + std::to_string(id);
+      Json body = Json::object();
+      if (*description) body["description"] = **description;
+      if (flags->any()) {
+        FAB_ASSIGN_OR_RETURN(Json current, api.get(path));
+        FAB_ASSIGN_OR_RETURN(body["request"], flags->apply(api, current["request"]));
+      }
+      if (body.empty()) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "nothing to change: give --description or "
+                    "request flags such as --cpu");
+      }
+      FAB_ASSIGN_OR_RETURN(Json t, api.call("PUT", path, body));
+      if (ctx.output == Output::kJson) return print_object(ctx, t), Result<void>{};
+      std::cout << "Template " << id << " updated" << std::endl;
+      return {};
+    });
+  });
+
+  auto* del = tmpl->add_subcommand("delete", "Delete a template (its VMs keep running)");
+  del->add_option("template", *target, "Template id or name")->required();
+  del->callback([&ctx, target] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_template(api, *target));
+      FAB_TRY(api.del("/api/v1/templates/" + std::to_string(id)));
+      std::cout << "Template " << id << " deleted" << std::endl;
+      return {};
+    });
+  });
+
+  auto vm_name = std::make_shared<std::string>();
+  auto wait = std::make_shared<bool>(false);
+  auto timeout = std::make_shared<int>(60);
+  auto* inst = tmpl->add_subcommand("instantiate", "Create a VM from a template");
+  inst->add_option("template", *target, "Template id or name")->required();
+  inst->add_option("--name", *vm_name, "VM name")->required();
+  inst->add_option("--group", *group, "Owning group (default: yours)");
+  inst->add_flag("--wait", *wait, "Wait for the scheduler and show the placement");
+  inst->add_option("--timeout", *timeout, "Seconds --wait waits at most (default 60)");
+  inst->callback([&ctx, target, vm_name, group, wait, timeout] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_template(api, *target));
+      Json body{{"name", *vm_name}};
+      FAB_TRY(set_gid(api, *group, body));
+      FAB_ASSIGN_OR_RETURN(
+          Json vm, api.post("/api/v1/templates/" + std::to_string(id) + "/instantiate", body));
+      return report_created(ctx, api, vm, *wait, *timeout);
+    });
+  });
+}
+
+void add_vm_commands(CLI::App& app, Context& ctx) {
+  auto* vm = app.add_subcommand("vm", "Virtual machines: request, place, inspect");
+  vm->require_subcommand(1);
+
+  auto flags = std::make_shared<RequestFlags>();
+  auto name = std::make_shared<std::string>();
+  auto from = std::make_shared<std::string>();
+  auto group = std::make_shared<std::string>();
+  auto wait = std::make_shared<bool>(false);
+  auto timeout = std::make_shared<int>(60);
+  auto* create = vm->add_subcommand("create", "Request a VM from a template or from flags");
+  create->add_option("name", *name, "VM name")->required();
+  create->add_option("--template", *from, "Template id or name");
+  create->add_option("--group", *group, "Owning group (default: yours)");
+  create->add_flag("--wait", *wait, "Wait for the scheduler and show the placement");
+  create->add_option("--timeout", *timeout, "Seconds --wait waits at most (default 60)");
+  flags->add_to(create);
+  create->callback([&ctx, flags, name, from, group, wait, timeout] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      Json body{{"name", *name}};
+      if (!from->empty()) {
+        if (flags->any()) {
+          return fail(bad_flag("--template",
+                               "give a template or request flags, not both (change the "
+                               "template, or copy it with `fabrica template show -o json`)"));
+        }
+        FAB_ASSIGN_OR_RETURN(int64_t tid, resolve_template(api, *from));
+        body["template_id"] = tid;
+      } else {
+        FAB_ASSIGN_OR_RETURN(body["request"], flags->apply(api, Json::object()));
+      }
+      FAB_TRY(set_gid(api, *group, body));
+      FAB_ASSIGN_OR_RETURN(Json created, api.post("/api/v1/vms", body));
+      return report_created(ctx, api, created, *wait, *timeout);
+    });
+  });
+
+  auto state = std::make_shared<std::string>();
+  auto host = std::make_shared<std::string>();
+  auto* list = vm->add_subcommand("list", "List the VMs you can see");
+  list->add_option("--state", *state, "PENDING or ALLOCATED");
+  list->add_option("--host", *host, "Only VMs on this host (id or name)");
+  list->add_option("--group", *group, "Only VMs of this group (id or name)");
+  list->callback([&ctx, state, host, group] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      std::string target = "/api/v1/vms?limit=1000";
+      if (!state->empty()) target += "&state=" + client::url_encode(*state);
+      if (!host->empty()) {
+        FAB_ASSIGN_OR_RETURN(int64_t hid, resolve_host(api, *host));
+        target += "&host=" + std::to_string(hid);
+      }
+      if (!group->empty()) {
+        FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", *group));
+        target += "&gid=" + std::to_string(gid);
+      }
+      FAB_ASSIGN_OR_RETURN(Json all, list_all(api, target));
+      std::vector<Column> columns{field("ID", "id"), field("NAME", "name"), field("GROUP", "gid"),
+                                  field("STATE", "state_name"), field("HOST", "host_name")};
+      for (auto& c : request_columns()) columns.push_back(std::move(c));
+      print_list(ctx, all, columns);
+      return {};
+    });
+  });
+
+  auto target = std::make_shared<std::string>();
+  auto* show = vm->add_subcommand("show", "Show a VM and the devices, cores and memory it holds");
+  show->add_option("vm", *target, "VM id or name")->required();
+  show->callback([&ctx, target] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, *target));
+      FAB_ASSIGN_OR_RETURN(Json v, api.get("/api/v1/vms/" + std::to_string(id)));
+      print_vm(ctx, v);
+      return {};
+    });
+  });
+
+  auto* explain = vm->add_subcommand("explain", "Why a VM is where it is, or why it waits");
+  explain->add_option("vm", *target, "VM id or name")->required();
+  explain->callback([&ctx, target] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, *target));
+      FAB_ASSIGN_OR_RETURN(Json e, api.get("/api/v1/vms/" + std::to_string(id) + "/explain"));
+      if (ctx.output == Output::kJson) return print_object(ctx, e), Result<void>{};
+      std::cout << "VM " << id << " is " << to_text(e["state_name"]);
+      if (e["host_name"].is_string()) std::cout << " on " << to_text(e["host_name"]);
+      std::cout << ": " << to_text(e["explanation"]) << std::endl;
+      return {};
+    });
+  });
+
+  auto targets = std::make_shared<std::vector<std::string>>();
+  auto* del = vm->add_subcommand("delete", "Delete VMs, freeing their devices and quota");
+  del->add_option("vm", *targets, "VM ids or names")->required();
+  del->callback([&ctx, targets] {
+    for (const auto& t : *targets) {
+      ctx.run([&]() -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+        FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, t));
+        FAB_TRY(api.del("/api/v1/vms/" + std::to_string(id)));
+        std::cout << "VM " << id << " deleted" << std::endl;
+        return {};
+      });
+    }
+  });
+}
+
+}  // namespace fabrica::cli
