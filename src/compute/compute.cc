@@ -342,57 +342,82 @@ bool Compute::wait(std::chrono::milliseconds timeout) {
   return woken;
 }
 
-Result<void> Compute::rebuild_host(const fleet::Host& summary) {
-  FAB_ASSIGN_OR_RETURN(fleet::Host host, fleet_.get_host(kRoot, summary.header.id));
-  if (!host.inventory) return {};
-  sched::HostInfo info{.id = host.header.id,
-                       .name = host.header.name,
-                       .cluster_id = host.cluster_id,
-                       .schedulable = host.state() == fleet::HostState::kMonitored,
-                       .cpu_usage = summary.monitoring.cpu_used_percent,
-                       .inventory_version = host.inventory_version};
-  engine_.set_host(info, *host.inventory);
+namespace {
+
+sched::HostInfo host_info(const fleet::Fleet::HostBrief& h) {
+  return sched::HostInfo{.id = h.id,
+                         .name = h.name,
+                         .cluster_id = h.cluster_id,
+                         .schedulable = h.state == fleet::HostState::kMonitored,
+                         .cpu_usage = h.cpu_used_percent,
+                         .inventory_version = h.inventory_version};
+}
+
+}  // namespace
+
+Result<void> Compute::rebuild_host(int64_t id) {
+  auto host = fleet_.get_host(kRoot, id);
+  if (!host && host.error().code() == ErrorCode::kNotFound) {
+    engine_.remove_host(id);
+    known_inventory_.erase(id);
+    return {};
+  }
+  if (!host) return fail(host.error());
+  if (!host->inventory) return {};
+  engine_.set_host(host_info({.id = id,
+                              .name = host->header.name,
+                              .cluster_id = host->cluster_id,
+                              .state = host->state(),
+                              .cpu_used_percent = host->monitoring.cpu_used_percent,
+                              .inventory_version = host->inventory_version}),
+                   *host->inventory);
   FAB_ASSIGN_OR_RETURN(Ledger ledger, store_.read_value<Ledger>([&](store::Transaction& tx) {
-    return read_ledger(tx, host.header.id);
+    return read_ledger(tx, id);
   }));
   for (const auto& [vm, entry] : ledger.body["vms"].items()) {
     auto allocation = sched::Allocation::from_json(entry.at("allocation"));
     if (allocation) (void)engine_.hold(group_request(entry), *allocation);
   }
-  known_inventory_[host.header.id] = host.inventory_version;
+  known_inventory_[id] = host->inventory_version;
   return {};
 }
 
+Result<std::shared_ptr<const inventory::HostInventory>> Compute::inventory_at(
+    store::Transaction& tx, int64_t host_id, int64_t version) {
+  auto& cached = inventories_[host_id];
+  if (cached.second && cached.first == version) return cached.second;
+  FAB_ASSIGN_OR_RETURN(auto record, tx.get(fleet::kInventoryType, host_id));
+  FAB_ASSIGN_OR_RETURN(Json json, parse_json(record.body));
+  FAB_ASSIGN_OR_RETURN(auto inventory, inventory::HostInventory::from_json(json));
+  cached = {version, std::make_shared<const inventory::HostInventory>(std::move(inventory))};
+  return cached.second;
+}
+
+// Applies what changed in the fleet since the last pass: only those hosts are touched, so a
+// pass costs what changed, not the fleet's size.
 Result<void> Compute::sync_hosts() {
-  FAB_ASSIGN_OR_RETURN(auto hosts, fleet_.list_hosts(kRoot, {}));
-  std::set<int64_t> seen;
-  for (const auto& h : hosts) {
-    int64_t id = h.header.id;
-    seen.insert(id);
-    auto known = known_inventory_.find(id);
-    if (!engine_.has_host(id) || known == known_inventory_.end() ||
-        known->second != h.inventory_version || stale_hosts_.contains(id)) {
-      FAB_TRY(rebuild_host(h));
+  FAB_ASSIGN_OR_RETURN(auto changes, fleet_.host_changes(fleet_seq_));
+  for (int64_t id : changes.removed) {
+    engine_.remove_host(id);
+    known_inventory_.erase(id);
+    host_clusters_.erase(id);
+    inventories_.erase(id);
+    stale_hosts_.erase(id);
+  }
+  for (const auto& h : changes.changed) {
+    host_clusters_[h.id] = h.cluster_id;
+    auto known = known_inventory_.find(h.id);
+    if (!engine_.has_host(h.id) || known == known_inventory_.end() ||
+        known->second != h.inventory_version || stale_hosts_.contains(h.id)) {
+      FAB_TRY(rebuild_host(h.id));
+      stale_hosts_.erase(h.id);
       continue;
     }
-    engine_.update_host(sched::HostInfo{.id = id,
-                                        .name = h.header.name,
-                                        .cluster_id = h.cluster_id,
-                                        .schedulable = h.state() == fleet::HostState::kMonitored,
-                                        .cpu_usage = h.monitoring.cpu_used_percent,
-                                        .inventory_version = h.inventory_version});
+    engine_.update_host(host_info(h));
   }
-  for (auto it = known_inventory_.begin(); it != known_inventory_.end();) {
-    if (seen.contains(it->first)) {
-      ++it;
-      continue;
-    }
-    engine_.remove_host(it->first);
-    it = known_inventory_.erase(it);
-  }
+  for (int64_t id : stale_hosts_) FAB_TRY(rebuild_host(id));
   stale_hosts_.clear();
-  host_clusters_.clear();
-  for (const auto& h : hosts) host_clusters_.emplace_back(h.header.id, h.cluster_id);
+  fleet_seq_ = changes.seq;
   return {};
 }
 
@@ -478,16 +503,15 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
       // The optimistic check: the host as the store has it now must still take this.
       if (!checks.contains(a.host_id)) {
         auto host_record = tx.get(fleet::kHostType, a.host_id);
-        auto inventory_record = tx.get(fleet::kInventoryType, a.host_id);
         std::unique_ptr<sched::HostState> check;
-        if (host_record && inventory_record) {
+        if (host_record) {
           FAB_ASSIGN_OR_RETURN(fleet::Host host, fleet::host_from_record(*host_record));
-          FAB_ASSIGN_OR_RETURN(Json inv_json, parse_json(inventory_record->body));
-          FAB_ASSIGN_OR_RETURN(auto inventory, inventory::HostInventory::from_json(inv_json));
           if (host.state() == fleet::HostState::kMonitored &&
               host.inventory_version == a.inventory_version) {
+            FAB_ASSIGN_OR_RETURN(auto inventory,
+                                 inventory_at(tx, a.host_id, host.inventory_version));
             check = std::make_unique<sched::HostState>(
-                sched::HostInfo{.id = a.host_id, .name = host.header.name}, inventory);
+                sched::HostInfo{.id = a.host_id, .name = host.header.name}, *inventory);
             FAB_ASSIGN_OR_RETURN(ledgers[a.host_id], read_ledger(tx, a.host_id));
             for (const auto& [id, entry] : ledgers[a.host_id].body["vms"].items()) {
               auto held = sched::Allocation::from_json(entry.at("allocation"));

@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -119,7 +120,11 @@ class Compute {
   Result<VmTemplate> load_template(store::Transaction& tx, const auth::Caller& caller, int64_t id,
                                    Right right);
   Result<void> sync_hosts();
-  Result<void> rebuild_host(const fleet::Host& host);
+  Result<void> rebuild_host(int64_t id);
+  // Host `host_id`'s inventory as of inventory version `version`, parsed once per version.
+  Result<std::shared_ptr<const inventory::HostInventory>> inventory_at(store::Transaction& tx,
+                                                                       int64_t host_id,
+                                                                       int64_t version);
   std::shared_ptr<const std::unordered_set<int64_t>> allowed_hosts(int64_t uid);
   Result<void> commit(const std::vector<sched::Decision>& decisions,
                       const std::map<int64_t, Vm>& vms, PassReport& report);
@@ -136,7 +141,10 @@ class Compute {
   std::map<int64_t, int64_t> known_inventory_;  // Host id -> inventory version in the engine.
   std::set<int64_t> stale_hosts_;               // Rebuild from the store next pass.
   std::map<int64_t, std::shared_ptr<const std::unordered_set<int64_t>>> allowed_cache_;
-  std::vector<std::pair<int64_t, int64_t>> host_clusters_;  // (host, cluster), last sync.
+  std::map<int64_t, int64_t> host_clusters_;  // Host -> cluster, as of the last sync.
+  std::map<int64_t, std::pair<int64_t, std::shared_ptr<const inventory::HostInventory>>>
+      inventories_;         // Host id -> (inventory version, inventory), for commit checks.
+  uint64_t fleet_seq_ = 0;  // Fleet::host_changes up to here are applied.
 
   std::mutex wake_mutex_;
   std::condition_variable wake_;

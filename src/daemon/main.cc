@@ -208,14 +208,20 @@ int serve(const Options& o) {
   std::atomic<bool> scheduler_stopping{false};
   std::thread scheduler([&] {
     while (!scheduler_stopping) {
-      wiring.compute.wait(std::chrono::seconds(2));
+      // A create wakes the scheduler at once; the next few milliseconds of creates join the
+      // same pass, which commits them all in one transaction.
+      if (wiring.compute.wait(std::chrono::seconds(2))) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
       if (scheduler_stopping) break;
       auto pass = wiring.compute.schedule_pass();
       if (!pass) {
         spdlog::warn("scheduler pass failed: {}", pass.error().message());
-      } else if (pass->placed > 0 || pass->conflicts > 0) {
+      } else if (pass->conflicts > 0) {
         spdlog::info("scheduler placed {} of {} pending VMs ({} conflicts)", pass->placed,
                      pass->pending, pass->conflicts);
+      } else if (pass->placed > 0) {
+        spdlog::debug("scheduler placed {} of {} pending VMs", pass->placed, pass->pending);
       }
     }
   });

@@ -292,7 +292,7 @@ Result<void> Fleet::write(const store::Store::Work& work) {
 void Fleet::index_apply(std::vector<Host>& saved, const std::vector<int64_t>& deleted) {
   std::lock_guard lock(index_mutex_);
   for (int64_t id : deleted) {
-    deleted_.insert(id);
+    deleted_.emplace(id, ++index_seq_);
     index_.erase(id);
   }
   for (Host& h : saved) {
@@ -301,7 +301,7 @@ void Fleet::index_apply(std::vector<Host>& saved, const std::vector<int64_t>& de
     if (it != index_.end() && it->second.host.version >= h.version) continue;
     h.inventory.reset();
     std::string rendered = dump_json(h.to_summary_json());
-    index_[h.header.id] = Indexed{std::move(h), std::move(rendered)};
+    index_[h.header.id] = Indexed{std::move(h), std::move(rendered), ++index_seq_};
   }
 }
 
@@ -414,6 +414,37 @@ Result<void> Fleet::visit_hosts(const auth::Caller& caller, const HostFilter& f,
 Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const HostFilter& f) {
   std::vector<Host> out;
   FAB_TRY(visit_hosts(caller, f, [&](const Host& h, const std::string*) { out.push_back(h); }));
+  return out;
+}
+
+Result<Fleet::HostChanges> Fleet::host_changes(uint64_t since) {
+  FAB_TRY(load_index());
+  HostChanges out;
+  auto brief = [](const Host& h) {
+    return HostBrief{.id = h.header.id,
+                     .name = h.header.name,
+                     .cluster_id = h.cluster_id,
+                     .state = h.state(),
+                     .cpu_used_percent = h.monitoring.cpu_used_percent,
+                     .inventory_version = h.inventory_version};
+  };
+  std::lock_guard lock(index_mutex_);  // Then live_mutex_, as visit_hosts takes them.
+  std::lock_guard live_lock(live_mutex_);
+  out.seq = index_seq_;
+  for (const auto& [id, entry] : index_) {
+    auto state = entry.host.state();
+    auto live = state == HostState::kMonitored || state == HostState::kDisabled ? live_.end()
+                                                                                : live_.find(id);
+    if (entry.seq <= since && live == live_.end()) continue;
+    out.changed.push_back(brief(entry.host));
+    if (live != live_.end()) {
+      out.changed.back().state = HostState::kMonitored;
+      out.changed.back().cpu_used_percent = live->second.monitoring.cpu_used_percent;
+    }
+  }
+  for (const auto& [id, seq] : deleted_) {
+    if (seq > since) out.removed.push_back(id);
+  }
   return out;
 }
 

@@ -120,6 +120,25 @@ class Fleet {
   // when the host re-joins.
   Result<JoinToken> rejoin_token(const auth::Caller& caller, int64_t host_id);
   Result<std::vector<Host>> list_hosts(const auth::Caller& caller, const HostFilter& filter);
+  // What a placement engine needs of a host.
+  struct HostBrief {
+    int64_t id = 0;
+    std::string name;
+    int64_t cluster_id = 0;
+    HostState state = HostState::kInit;
+    double cpu_used_percent = 0;
+    int64_t inventory_version = 0;
+  };
+  struct HostChanges {
+    uint64_t seq = 0;  // Pass as `since` next time.
+    std::vector<HostBrief> changed;
+    std::vector<int64_t> removed;
+  };
+  // The scheduler's view of the fleet, read incrementally from the index: hosts whose record
+  // was committed after `since` (0: every host) and hosts deleted after it. A host whose
+  // heartbeat is not flushed yet counts as MONITORED at once when its record says INIT,
+  // OFFLINE or ERROR (as lists show it). Not filtered by permissions.
+  Result<HostChanges> host_changes(uint64_t since);
   // The same list as a JSON array of host summaries, rendered from the index: hosts without a
   // pending heartbeat reuse the text rendered at their last committed change.
   Result<std::string> list_hosts_json(const auth::Caller& caller, const HostFilter& filter);
@@ -208,9 +227,11 @@ class Fleet {
   struct Indexed {
     Host host;
     std::string summary_json;  // host.to_summary_json(), rendered once per committed change.
+    uint64_t seq = 0;          // index_seq_ when it last changed.
   };
   std::map<int64_t, Indexed> index_;
-  std::set<int64_t> deleted_;
+  std::map<int64_t, uint64_t> deleted_;  // Host id -> index_seq_ at its deletion.
+  uint64_t index_seq_ = 0;
 };
 
 inline constexpr std::string_view kClusterType = "cluster";

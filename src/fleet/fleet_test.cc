@@ -172,6 +172,47 @@ TEST_F(FleetTest, ListsReflectEveryCommittedChangeAndNothingElse) {
   EXPECT_EQ(listed->front().state(), HostState::kDisabled);
 }
 
+// The scheduler reads only what changed since its last pass.
+TEST_F(FleetTest, HostChangesReportOnlyWhatChangedSinceTheLastRead) {
+  auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 3);
+  auto a = fleet_->join(token->secret, "a", h100_inventory(8));
+  auto b = fleet_->join(token->secret, "b", h100_inventory(8));
+  auto c = fleet_->join(token->secret, "c", h100_inventory(8));
+  ASSERT_TRUE(fleet_->heartbeat(a->host.header.id, {}));
+  ASSERT_TRUE(fleet_->heartbeat(b->host.header.id, {}));
+  ASSERT_TRUE(fleet_->heartbeat(c->host.header.id, {}));
+  ASSERT_TRUE(fleet_->flush());
+  auto all = fleet_->host_changes(0);
+  ASSERT_TRUE(all) << all.error().message();
+  ASSERT_EQ(all->changed.size(), 3u);
+  EXPECT_EQ(all->changed[0].state, HostState::kMonitored);
+  EXPECT_EQ(all->changed[0].inventory_version, a->host.inventory_version);
+  auto none = fleet_->host_changes(all->seq);
+  EXPECT_TRUE(none->changed.empty());
+  EXPECT_TRUE(none->removed.empty());
+  EXPECT_EQ(none->seq, all->seq);
+
+  ASSERT_TRUE(fleet_->set_enabled(admin_, b->host.header.id, false));
+  ASSERT_TRUE(fleet_->delete_host(admin_, c->host.header.id, false));
+  auto some = fleet_->host_changes(all->seq);
+  ASSERT_EQ(some->changed.size(), 1u);
+  EXPECT_EQ(some->changed[0].id, b->host.header.id);
+  EXPECT_EQ(some->changed[0].state, HostState::kDisabled);
+  EXPECT_EQ(some->removed, std::vector<int64_t>{c->host.header.id});
+
+  // An OFFLINE host that heartbeats is MONITORED before the heartbeat is flushed.
+  clock_.advance(std::chrono::seconds(60));
+  ASSERT_EQ(*fleet_->sweep_offline(), 1);  // b is DISABLED and stays so.
+  auto offline = fleet_->host_changes(some->seq);
+  ASSERT_EQ(offline->changed.size(), 1u);
+  EXPECT_EQ(offline->changed[0].state, HostState::kOffline);
+  ASSERT_TRUE(fleet_->heartbeat(a->host.header.id, Monitoring{.cpu_used_percent = 7}));
+  auto back = fleet_->host_changes(offline->seq);
+  ASSERT_EQ(back->changed.size(), 1u);
+  EXPECT_EQ(back->changed[0].state, HostState::kMonitored);
+  EXPECT_EQ(back->changed[0].cpu_used_percent, 7);
+}
+
 TEST_F(FleetTest, FiltersByGpuModelAndFreeGpus) {
   auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 3);
   ASSERT_TRUE(fleet_->join(token->secret, "eight", h100_inventory(8)));

@@ -68,6 +68,7 @@ struct HostInfo {
   bool schedulable = true;  // MONITORED and enabled.
   double cpu_usage = 0;     // Percent, from monitoring.
   int64_t inventory_version = 0;
+  bool operator==(const HostInfo&) const = default;
 };
 
 // How much of a host is free, and exactly which devices. Built from the inventory; changed only

@@ -82,7 +82,7 @@ void Scheduler::set_host(const HostInfo& info, const inventory::HostInventory& i
 
 void Scheduler::update_host(const HostInfo& info) {
   auto it = slots_.find(info.id);
-  if (it == slots_.end()) return;
+  if (it == slots_.end() || it->second.state->info() == info) return;
   unindex(info.id, it->second);
   it->second.state->set_info(info);
   index(info.id, it->second);

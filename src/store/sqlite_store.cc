@@ -110,6 +110,16 @@ std::string describe(std::string_view type, int64_t id) {
   return std::string(type) + " " + std::to_string(id);
 }
 
+// Each filter is a fixed clause with a fixed parameter number, so statements cache well.
+std::string filters(const ListQuery& q) {
+  std::string sql;
+  if (q.uid) sql += " AND uid = ?2";
+  if (q.gid) sql += " AND gid = ?3";
+  if (q.name) sql += " AND name = ?4";
+  if (q.state) sql += " AND state = ?5";
+  return sql;
+}
+
 class SqliteTransaction final : public Transaction {
  public:
   enum class Mode { kRead, kWrite };
@@ -134,10 +144,7 @@ class SqliteTransaction final : public Transaction {
   }
 
   Result<std::vector<Record>> list(std::string_view type, const ListQuery& q) override {
-    std::string sql = std::string("SELECT ") + kColumns + " FROM objects WHERE type = ?1" +
-                      filters(q) + " AND id > ?6" + (q.before_id ? " AND id < ?8" : "") +
-                      (q.descending ? " ORDER BY id DESC" : " ORDER BY id") + " LIMIT ?7";
-    FAB_ASSIGN_OR_RETURN(auto stmt, conn_.prepare(sql));
+    FAB_ASSIGN_OR_RETURN(auto stmt, conn_.prepare(SqliteStore::list_sql(q)));
     bind_filters(stmt, type, q);
     sqlite3_bind_int64(stmt, 6, q.after_id);
     sqlite3_bind_int64(stmt, 7, static_cast<int64_t>(q.limit));
@@ -249,16 +256,6 @@ class SqliteTransaction final : public Transaction {
     return {};
   }
 
-  // Each filter is a fixed clause with a fixed parameter number, so statements cache well.
-  static std::string filters(const ListQuery& q) {
-    std::string sql;
-    if (q.uid) sql += " AND uid = ?2";
-    if (q.gid) sql += " AND gid = ?3";
-    if (q.name) sql += " AND name = ?4";
-    if (q.state) sql += " AND state = ?5";
-    return sql;
-  }
-
   static void bind_filters(sqlite3_stmt* stmt, std::string_view type, const ListQuery& q) {
     sqlite3_bind_text(stmt, 1, type.data(), static_cast<int>(type.size()), SQLITE_TRANSIENT);
     if (q.uid) sqlite3_bind_int64(stmt, 2, *q.uid);
@@ -293,6 +290,18 @@ class SqliteTransaction final : public Transaction {
 };
 
 }  // namespace
+
+std::string SqliteStore::list_sql(const ListQuery& q) {
+  // The most selective filter's index; each ends in (type, id) as the table's key does.
+  const char* index = q.name    ? " INDEXED BY objects_by_name"
+                      : q.uid   ? " INDEXED BY objects_by_uid"
+                      : q.gid   ? " INDEXED BY objects_by_gid"
+                      : q.state ? " INDEXED BY objects_by_state"
+                                : "";
+  return std::string("SELECT ") + kColumns + " FROM objects" + index + " WHERE type = ?1" +
+         filters(q) + " AND id > ?6" + (q.before_id ? " AND id < ?8" : "") +
+         (q.descending ? " ORDER BY id DESC" : " ORDER BY id") + " LIMIT ?7";
+}
 
 const std::vector<std::string>& SqliteStore::migrations() {
   static const std::vector<std::string> kMigrations = {

@@ -42,6 +42,9 @@ class SqliteStore final : public Store {
 
   // The migrations this build knows, in order; index + 1 is the schema version.
   static const std::vector<std::string>& migrations();
+  // The SELECT behind Transaction::list. A filtered list walks the filter's index in id order
+  // (the planner would otherwise walk the primary key and test every row of the type).
+  static std::string list_sql(const ListQuery& query);
 
  private:
   SqliteStore(std::string path, SqliteOptions options);

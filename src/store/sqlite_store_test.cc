@@ -58,5 +58,33 @@ TEST_F(SqliteStoreTest, UsesWriteAheadLogging) {
   EXPECT_TRUE(std::filesystem::exists(path + "-wal"));
 }
 
+// A filtered list must not walk every row of the type: with thousands of VMs, listing the few
+// PENDING ones once per scheduler pass read them all before the planner was told the index.
+TEST_F(SqliteStoreTest, FilteredListsSearchTheFiltersIndex) {
+  auto path = dir_ + "/plan.db";
+  { ASSERT_TRUE(SqliteStore::open(path)); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  auto plan = [&](const ListQuery& q) {
+    std::string sql = "EXPLAIN QUERY PLAN " + SqliteStore::list_sql(q);
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+    std::string out;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      out += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  };
+  EXPECT_NE(plan({.state = 1}).find("INDEX objects_by_state (type=? AND state=? AND id>?)"),
+            std::string::npos)
+      << plan({.state = 1});
+  EXPECT_NE(plan({.uid = 5, .state = 1}).find("INDEX objects_by_uid"), std::string::npos);
+  EXPECT_NE(plan({.gid = 5, .descending = true}).find("INDEX objects_by_gid"), std::string::npos);
+  EXPECT_NE(plan({.gid = 5, .name = "x"}).find("INDEX objects_by_name"), std::string::npos);
+  EXPECT_NE(plan({}).find("PRIMARY KEY"), std::string::npos);
+  sqlite3_close(db);
+}
+
 }  // namespace
 }  // namespace fabrica::store
