@@ -1,0 +1,187 @@
+#include "agent/hypervisor/executor.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "agent/hypervisor/context.h"
+#include "agent/hypervisor/domain.h"
+#include "sched/model.h"
+
+namespace fabrica::hypervisor {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kJournalKeep = 4096;
+
+std::string decide_type(const std::string& wanted) {
+  if (wanted != "auto") return wanted;
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return "qemu";
+  ::close(fd);
+  return "kvm";
+}
+
+Error bad(const std::string& message, const std::string& field) {
+  return Error(ErrorCode::kInvalidArgument, message, field);
+}
+
+}  // namespace
+
+Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options)
+    : hypervisor_(hypervisor),
+      options_(std::move(options)),
+      type_(decide_type(options_.domain_type)) {
+  if (options_.journal.empty()) return;
+  std::ifstream in(options_.journal);
+  std::string line;
+  std::vector<std::pair<std::string, Json>> entries;
+  while (std::getline(in, line)) {
+    auto entry = parse_json(line);
+    if (!entry || !entry->is_object() || !(*entry)["id"].is_string()) continue;  // Torn write.
+    entries.emplace_back((*entry)["id"].get<std::string>(), *entry);
+  }
+  size_t first = entries.size() > kJournalKeep ? entries.size() - kJournalKeep : 0;
+  for (size_t i = first; i < entries.size(); ++i) journal_[entries[i].first] = entries[i].second;
+}
+
+void Executor::remember(const std::string& id, const Json& answer) {
+  journal_[id] = answer;
+  if (options_.journal.empty()) return;
+  fs::create_directories(fs::path(options_.journal).parent_path());
+  int fd = ::open(options_.journal.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  std::string line = dump_json(answer) + "\n";
+  if (::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size())) ::fsync(fd);
+  ::close(fd);
+}
+
+Json Executor::run(const Json& command) {
+  std::string id = command.is_object() && command.value("id", Json()).is_string()
+                       ? command["id"].get<std::string>()
+                       : "";
+  auto known = journal_.find(id);
+  if (!id.empty() && known != journal_.end()) return known->second;
+  Json answer{{"id", id}};
+  Result<Json> done = [&]() -> Result<Json> {
+    if (id.empty()) return fail(bad("is required", "id"));
+    if (!command["vm_id"].is_number_integer() || command["vm_id"].get<int64_t>() < 0) {
+      return fail(bad("must be a VM id", "vm_id"));
+    }
+    if (!command["action"].is_string()) return fail(bad("is required", "action"));
+    return execute(command["action"].get<std::string>(), command["vm_id"].get<int64_t>(), command);
+  }();
+  if (done) {
+    answer.update(*done);
+    answer["ok"] = true;
+  } else {
+    answer["ok"] = false;
+    answer["error"] = done.error().message();
+  }
+  if (!id.empty()) remember(id, answer);
+  return answer;
+}
+
+Result<Json> Executor::execute(const std::string& action, int64_t vm_id, const Json& command) {
+  std::string domain = domain_name(vm_id);
+  std::string dir = options_.vm_root + "/" + std::to_string(vm_id);
+  Json out{{"domain", domain}, {"console_log", dir + "/console.log"}};
+  if (action == "deploy") {
+    if (!command.contains("vm") || !command["vm"].is_object()) {
+      return fail(bad("is required for deploy", "vm"));
+    }
+    FAB_TRY(deploy(vm_id, command["vm"]));
+  } else if (action == "start") {
+    FAB_TRY(hypervisor_.start(domain));
+  } else if (action == "shutdown") {
+    FAB_TRY(hypervisor_.shutdown(domain));
+    FAB_TRY(wait_shutoff(domain));
+  } else if (action == "destroy") {
+    FAB_TRY(hypervisor_.destroy(domain));
+  } else if (action == "reboot") {
+    FAB_TRY(hypervisor_.reboot(domain));
+  } else if (action == "reset") {
+    FAB_TRY(hypervisor_.reset(domain));
+  } else if (action == "suspend") {
+    FAB_TRY(hypervisor_.suspend(domain));
+  } else if (action == "resume") {
+    FAB_TRY(hypervisor_.resume(domain));
+  } else if (action == "cleanup") {
+    FAB_TRY(cleanup(vm_id));
+  } else {
+    return fail(bad("unknown action \"" + action + "\"", "action"));
+  }
+  return out;
+}
+
+Result<void> Executor::deploy(int64_t vm_id, const Json& vm) {
+  FAB_ASSIGN_OR_RETURN(auto request,
+                       sched::VmRequest::from_json(vm.value("request", Json()), "vm.request."));
+  FAB_ASSIGN_OR_RETURN(auto allocation,
+                       sched::Allocation::from_json(vm.value("allocation", Json())));
+  std::string dir = options_.vm_root + "/" + std::to_string(vm_id);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return fail(ErrorCode::kInternal, "cannot create " + dir + ": " + ec.message());
+  const Json os = vm.value("os", Json::object());
+  DomainOptions options{.type = type_,
+                        .arch = options_.arch,
+                        .vm_dir = dir,
+                        .kernel = os.value("kernel", ""),
+                        .initrd = os.value("initrd", ""),
+                        .cmdline = os.value("cmdline", ""),
+                        .context = vm.contains("context")};
+  if (options.context) {
+    FAB_ASSIGN_OR_RETURN(std::string sh, render_context_sh(vm["context"]));
+    FAB_TRY(build_context_iso(dir, dir + "/context.iso", sh));
+  }
+  FAB_ASSIGN_OR_RETURN(auto spec,
+                       resolve_domain(vm_id, vm.value("name", ""), request, allocation, options));
+  return hypervisor_.define(render_domain_xml(spec));
+}
+
+Result<void> Executor::cleanup(int64_t vm_id) {
+  std::string domain = domain_name(vm_id);
+  FAB_TRY(hypervisor_.destroy(domain));
+  FAB_TRY(hypervisor_.undefine(domain));
+  std::error_code ec;
+  fs::remove_all(options_.vm_root + "/" + std::to_string(vm_id), ec);
+  if (ec) return fail(ErrorCode::kInternal, "cannot remove the VM's files: " + ec.message());
+  return {};
+}
+
+Result<void> Executor::wait_shutoff(const std::string& domain) {
+  auto deadline = std::chrono::steady_clock::now() + options_.shutdown_timeout;
+  while (true) {
+    FAB_ASSIGN_OR_RETURN(auto status, hypervisor_.status(domain));
+    if (status.state == DomainState::kShutoff || status.state == DomainState::kMissing) return {};
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return fail(ErrorCode::kDeadlineExceeded,
+                  "the guest did not shut down within " +
+                      std::to_string(options_.shutdown_timeout.count()) +
+                      " ms; use the --hard variant to stop it at once");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+Result<Json> Executor::observe() {
+  FAB_ASSIGN_OR_RETURN(auto names, hypervisor_.list());
+  Json out = Json::array();
+  for (const auto& name : names) {
+    FAB_ASSIGN_OR_RETURN(auto status, hypervisor_.status(name));
+    int64_t vm_id = std::stoll(name.substr(std::string("fabrica-vm-").size()));
+    out.push_back({{"vm_id", vm_id},
+                   {"domain", name},
+                   {"state", domain_state_name(status.state)},
+                   {"cpu_time_ns", status.cpu_time_ns},
+                   {"memory_kb", status.memory_kb}});
+  }
+  return out;
+}
+
+}  // namespace fabrica::hypervisor

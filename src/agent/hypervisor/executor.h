@@ -1,0 +1,54 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+
+#include "agent/hypervisor/hypervisor.h"
+#include "core/error.h"
+#include "core/json.h"
+
+namespace fabrica::hypervisor {
+
+struct ExecutorOptions {
+  std::string vm_root = "/var/lib/fabrica-agent/vms";  // One directory per VM.
+  std::string journal;  // Completed operations (JSON lines); empty: kept in memory only.
+  std::string domain_type = "auto";  // kvm, qemu (TCG), or auto: kvm where /dev/kvm opens.
+  std::string arch = "x86_64";
+  std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(120)};
+};
+
+// Carries out the control plane's commands on this host's hypervisor. A command is
+//   {"id": "op-7", "vm_id": 12, "action": "deploy", "vm": {...}}
+// with action deploy | start | shutdown | destroy | reboot | reset | suspend | resume | cleanup;
+// `vm` (deploy only) holds the VM's name, request, allocation, context variables and os
+// (kernel, initrd, cmdline). The answer is {"id", "ok", "error"?, "domain", "console_log"}.
+//
+// Exactly once per operation id: the result of every finished operation is journaled before
+// it is returned, and a command whose id is in the journal gets the journaled answer without
+// touching the hypervisor again (a repeated reboot does not reboot twice). Every action is
+// also idempotent on its own, so a command cut short by a crash is safe to run again.
+class Executor {
+ public:
+  Executor(Hypervisor& hypervisor, ExecutorOptions options);
+  Json run(const Json& command);
+  // The state of every Fabrica domain on this host, for the monitoring report:
+  // [{"vm_id", "domain", "state", "cpu_time_ns", "memory_kb"}].
+  Result<Json> observe();
+  // kvm or qemu, as decided from the options and the machine.
+  const std::string& domain_type() const { return type_; }
+
+ private:
+  Result<Json> execute(const std::string& action, int64_t vm_id, const Json& command);
+  Result<void> deploy(int64_t vm_id, const Json& vm);
+  Result<void> cleanup(int64_t vm_id);
+  Result<void> wait_shutoff(const std::string& domain);
+  void remember(const std::string& id, const Json& answer);
+
+  Hypervisor& hypervisor_;
+  ExecutorOptions options_;
+  std::string type_;
+  std::map<std::string, Json> journal_;  // Operation id -> answer.
+};
+
+}  // namespace fabrica::hypervisor

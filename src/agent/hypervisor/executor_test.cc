@@ -1,0 +1,153 @@
+#include "agent/hypervisor/executor.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "agent/discovery.h"
+#include "sched/host.h"
+
+namespace fabrica::hypervisor {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Forwards to libvirt's test driver, counting the calls that must happen once per operation.
+class Counting final : public Hypervisor {
+ public:
+  explicit Counting(std::unique_ptr<Hypervisor> inner) : inner_(std::move(inner)) {}
+  Result<void> define(const std::string& xml) override { return inner_->define(xml); }
+  Result<void> start(const std::string& n) override { return inner_->start(n); }
+  Result<void> shutdown(const std::string& n) override { return inner_->shutdown(n); }
+  Result<void> destroy(const std::string& n) override { return inner_->destroy(n); }
+  Result<void> reboot(const std::string& n) override {
+    ++reboots;
+    return inner_->reboot(n);
+  }
+  Result<void> reset(const std::string& n) override { return inner_->reset(n); }
+  Result<void> suspend(const std::string& n) override { return inner_->suspend(n); }
+  Result<void> resume(const std::string& n) override { return inner_->resume(n); }
+  Result<void> undefine(const std::string& n) override { return inner_->undefine(n); }
+  Result<DomainStatus> status(const std::string& n) override { return inner_->status(n); }
+  Result<std::vector<std::string>> list() override { return inner_->list(); }
+  Result<std::string> xml(const std::string& n) override { return inner_->xml(n); }
+  int reboots = 0;
+
+ private:
+  std::unique_ptr<Hypervisor> inner_;
+};
+
+class ExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("fabrica-executor-" + std::to_string(::getpid()));
+    fs::remove_all(root_);
+    auto h = open_libvirt("test:///default");
+    ASSERT_TRUE(h) << h.error().message();
+    hypervisor_ = std::make_unique<Counting>(std::move(*h));
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  ExecutorOptions options() {
+    return {.vm_root = (root_ / "vms").string(),
+            .journal = (root_ / "operations.jsonl").string(),
+            .domain_type = "qemu"};
+  }
+
+  // A 2-vCPU VM placed by the scheduler on the cpu-only fixture, with a context.
+  Json deploy_command(const std::string& id, int64_t vm_id) {
+    agent::SysfsSource source(std::string(FABRICA_FIXTURES) + "/hosts/cpu-only");
+    static const auto inv = *agent::discover(source);
+    sched::HostState host(sched::HostInfo{.id = 1, .name = "h"}, inv);
+    sched::VmRequest r;
+    r.vm_id = vm_id;
+    r.vcpus = 2;
+    r.memory_mb = 512;
+    EXPECT_TRUE(r.validate());
+    auto fit = host.fit(r);
+    return Json{{"id", id},
+                {"vm_id", vm_id},
+                {"action", "deploy"},
+                {"vm",
+                 {{"name", "worker"},
+                  {"request", r.to_json()},
+                  {"allocation", fit.allocation.to_json()},
+                  {"context", {{"HOSTNAME", "worker"}, {"HF_MODEL_ID", "Qwen/Qwen3-8B"}}},
+                  {"os", {{"kernel", "/boot/vmlinuz"}, {"cmdline", "console=ttyS0"}}}}}};
+  }
+
+  static Json op(const std::string& id, int64_t vm_id, const std::string& action) {
+    return Json{{"id", id}, {"vm_id", vm_id}, {"action", action}};
+  }
+
+  fs::path root_;
+  std::unique_ptr<Counting> hypervisor_;
+};
+
+TEST_F(ExecutorTest, DeploysRunsAndCleansUpAVm) {
+  Executor ex(*hypervisor_, options());
+  EXPECT_EQ(ex.domain_type(), "qemu");
+  Json deployed = ex.run(deploy_command("op-1", 5));
+  ASSERT_TRUE(deployed["ok"]) << deployed.dump();
+  EXPECT_EQ(deployed["domain"], "fabrica-vm-5");
+  EXPECT_TRUE(fs::exists(root_ / "vms/5/context.iso"));
+  auto xml = hypervisor_->xml("fabrica-vm-5");
+  ASSERT_TRUE(xml);
+  EXPECT_NE(xml->find("<title>worker</title>"), std::string::npos);
+  EXPECT_NE(xml->find("context.iso"), std::string::npos);
+  ASSERT_TRUE(ex.run(op("op-2", 5, "start"))["ok"]);
+  auto seen = ex.observe();
+  ASSERT_TRUE(seen);
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ((*seen)[0]["vm_id"], 5);
+  EXPECT_EQ((*seen)[0]["state"], "running");
+  ASSERT_TRUE(ex.run(op("op-3", 5, "suspend"))["ok"]);
+  EXPECT_EQ((*ex.observe())[0]["state"], "paused");
+  ASSERT_TRUE(ex.run(op("op-4", 5, "resume"))["ok"]);
+  ASSERT_TRUE(ex.run(op("op-5", 5, "shutdown"))["ok"]);  // Waits for the guest to stop.
+  EXPECT_EQ((*ex.observe())[0]["state"], "shutoff");
+  ASSERT_TRUE(ex.run(op("op-6", 5, "cleanup"))["ok"]);
+  EXPECT_TRUE(ex.observe()->empty());
+  EXPECT_FALSE(fs::exists(root_ / "vms/5"));
+  EXPECT_TRUE(ex.run(op("op-7", 5, "cleanup"))["ok"]);  // Nothing left: still fine.
+}
+
+TEST_F(ExecutorTest, AnOperationRunsOnceEvenAcrossRestarts) {
+  {
+    Executor ex(*hypervisor_, options());
+    ASSERT_TRUE(ex.run(deploy_command("op-1", 6))["ok"]);
+    ASSERT_TRUE(ex.run(op("op-2", 6, "start"))["ok"]);
+    Json first = ex.run(op("op-3", 6, "reboot"));
+    ASSERT_TRUE(first["ok"]);
+    EXPECT_EQ(ex.run(op("op-3", 6, "reboot")), first);
+    EXPECT_EQ(hypervisor_->reboots, 1);
+  }
+  Executor restarted(*hypervisor_, options());  // Reads the journal.
+  EXPECT_TRUE(restarted.run(op("op-3", 6, "reboot"))["ok"]);
+  EXPECT_EQ(hypervisor_->reboots, 1);
+  EXPECT_TRUE(restarted.run(op("op-4", 6, "reboot"))["ok"]);
+  EXPECT_EQ(hypervisor_->reboots, 2);
+}
+
+TEST_F(ExecutorTest, BadCommandsAndHypervisorRefusalsAreAnswersNotCrashes) {
+  Executor ex(*hypervisor_, options());
+  EXPECT_FALSE(ex.run(Json{{"vm_id", 1}, {"action", "start"}})["ok"]);
+  Json unknown = ex.run(op("op-1", 1, "explode"));
+  EXPECT_FALSE(unknown["ok"]);
+  EXPECT_NE(unknown["error"].get<std::string>().find("unknown action"), std::string::npos);
+  Json missing = ex.run(op("op-2", 99, "start"));
+  EXPECT_FALSE(missing["ok"]);
+  EXPECT_NE(missing["error"].get<std::string>().find("no such domain"), std::string::npos);
+  Json no_vm = ex.run(op("op-3", 1, "deploy"));
+  EXPECT_FALSE(no_vm["ok"]);
+  Json bad_context = deploy_command("op-4", 7);
+  bad_context["vm"]["context"] = {{"BAD NAME", "x"}};
+  Json refused = ex.run(bad_context);
+  EXPECT_FALSE(refused["ok"]);
+  EXPECT_TRUE(hypervisor_->list()->empty());
+  EXPECT_FALSE(ex.run(Json::array())["ok"]);
+}
+
+}  // namespace
+}  // namespace fabrica::hypervisor
