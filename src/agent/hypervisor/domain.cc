@@ -247,12 +247,12 @@ std::string render_domain_xml(const DomainSpec& s) {
   root.append_attribute("index") = 0;
   root.append_attribute("model") = "pcie-root";
   if (!s.context_iso.empty()) {
-    if (!x86) {
-      auto scsi = devices.append_child("controller");
-      scsi.append_attribute("type") = "scsi";
-      scsi.append_attribute("index") = 0;
-      scsi.append_attribute("model") = "virtio-scsi";
-    }
+    // virtio-scsi rather than the machine's SATA: cloud guest kernels carry virtio drivers,
+    // not always AHCI (Debian's cloud kernel has none).
+    auto scsi = devices.append_child("controller");
+    scsi.append_attribute("type") = "scsi";
+    scsi.append_attribute("index") = 0;
+    scsi.append_attribute("model") = "virtio-scsi";
     auto disk = devices.append_child("disk");
     disk.append_attribute("type") = "file";
     disk.append_attribute("device") = "cdrom";
@@ -262,7 +262,7 @@ std::string render_domain_xml(const DomainSpec& s) {
     disk.append_child("source").append_attribute("file") = s.context_iso.c_str();
     auto target = disk.append_child("target");
     target.append_attribute("dev") = "sda";
-    target.append_attribute("bus") = x86 ? "sata" : "scsi";
+    target.append_attribute("bus") = "scsi";
     disk.append_child("readonly");
   }
   RootPorts ports(devices);

@@ -1,0 +1,141 @@
+// A real guest on the real hypervisor: libvirtd + QEMU (TCG) on qemu:///system, started by
+// scripts/libvirt-up. The agent's executor deploys a VM placed by the scheduler with a context,
+// the guest's init mounts the CONTEXT CD-ROM and prints the variables on its serial console,
+// and the VM is rebooted, shut down (ACPI), started, destroyed and cleaned up, leaving nothing.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "agent/discovery.h"
+#include "agent/hypervisor/domain.h"
+#include "agent/hypervisor/executor.h"
+#include "sched/host.h"
+#include "testing/daemon_process.h"
+
+namespace fabrica::hypervisor {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+std::string newest_kernel() {
+  std::string best;
+  for (const auto& e : fs::directory_iterator("/boot")) {
+    std::string name = e.path().filename().string();
+    if (name.starts_with("vmlinuz-") && name > best) best = name;
+  }
+  return best.empty() ? "" : "/boot/" + best;
+}
+
+TEST(GuestTest, ARealGuestReadsItsContextAndLivesThroughTheWholeLifecycle) {
+  auto libvirt = open_libvirt("qemu:///system");
+  ASSERT_TRUE(libvirt) << libvirt.error().message()
+                       << " (scripts/libvirt-up starts libvirtd and virtlogd as root)";
+  std::string kernel = newest_kernel();
+  ASSERT_FALSE(kernel.empty()) << "no /boot/vmlinuz-* (package linux-image-cloud-amd64)";
+  fs::path root = fs::temp_directory_path() / ("fabrica-guest-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root);
+  std::string kver = fs::path(kernel).filename().string().substr(std::string("vmlinuz-").size());
+  auto built = testing::run_command((testing::source_dir() / "tests/guest/build-initrd").string() +
+                                    " " + (root / "initrd.img").string() + " " + kver);
+  ASSERT_EQ(built.exit_code, 0) << built.output;
+
+  // Placed by the scheduler on this machine's own hardware.
+  agent::SysfsSource machine("/");
+  auto inv = agent::discover(machine);
+  ASSERT_TRUE(inv) << inv.error().message();
+  sched::HostState host(sched::HostInfo{.id = 1, .name = "local"}, *inv);
+  sched::VmRequest request;
+  request.vm_id = 900000 + ::getpid() % 10000;
+  request.vcpus = 1;
+  request.memory_mb = 256;
+  ASSERT_TRUE(request.validate());
+  auto fit = host.fit(request);
+  ASSERT_EQ(fit.misfit, sched::Misfit::kNone) << sched::misfit_text(fit.misfit);
+
+  Executor ex(**libvirt, {.vm_root = (root / "vms").string(),
+                          .journal = (root / "operations.jsonl").string(),
+                          .domain_type = "qemu",
+                          .shutdown_timeout = std::chrono::seconds(60)});
+  int64_t id = request.vm_id;
+  std::string domain = domain_name(id);
+  fs::path console = root / "vms" / std::to_string(id) / "console.log";
+  int op = 0;
+  auto run = [&](const std::string& action, Json extra = Json::object()) {
+    Json command{{"id", "op-" + std::to_string(++op)}, {"vm_id", id}, {"action", action}};
+    command.update(extra);
+    Json answer = ex.run(command);
+    EXPECT_TRUE(answer["ok"]) << action << ": " << answer.dump();
+    return answer;
+  };
+  auto booted = [&](size_t times) {
+    return testing::eventually(
+        [&] { return count(read(console), "FABRICA-GUEST: ready") >= times; },
+        std::chrono::seconds(120));
+  };
+
+  auto started = std::chrono::steady_clock::now();
+  Json deployed = run("deploy", {{"vm",
+                                  {{"name", "guest-test"},
+                                   {"request", request.to_json()},
+                                   {"allocation", fit.allocation.to_json()},
+                                   {"context",
+                                    {{"HOSTNAME", "guest-test"},
+                                     {"HF_MODEL_ID", "Qwen/Qwen3-0.6B"},
+                                     {"VLLM_PORT", 8000},
+                                     {"TOKEN", "s3cr3t 'quoted' $value"}}},
+                                   {"os",
+                                    {{"kernel", kernel},
+                                     {"initrd", (root / "initrd.img").string()},
+                                     {"cmdline", "console=ttyS0 panic=-1"}}}}}});
+  EXPECT_EQ(deployed["console_log"], console.string());
+  run("start");
+  ASSERT_TRUE(booted(1)) << read(console);
+  auto boot_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - started)
+                     .count();
+  std::printf("deploy to guest ready (TCG): %lld ms\n", static_cast<long long>(boot_ms));
+  std::string log = read(console);
+  EXPECT_NE(log.find("FABRICA-CONTEXT: HOSTNAME='guest-test'"), std::string::npos) << log;
+  EXPECT_NE(log.find("FABRICA-CONTEXT: HF_MODEL_ID='Qwen/Qwen3-0.6B'"), std::string::npos);
+  EXPECT_NE(log.find("FABRICA-CONTEXT: VLLM_PORT='8000'"), std::string::npos);
+  EXPECT_NE(log.find("FABRICA-CONTEXT: TOKEN='s3cr3t '\"'\"'quoted'\"'\"' $value'"),
+            std::string::npos)
+      << log;
+
+  run("reboot");  // ACPI: the guest powers off and libvirt starts it again.
+  ASSERT_TRUE(booted(2)) << read(console);
+  run("shutdown");  // ACPI, waiting until the guest is off.
+  EXPECT_EQ((*libvirt)->status(domain)->state, DomainState::kShutoff);
+  run("start");
+  ASSERT_TRUE(booted(3)) << read(console);
+  run("destroy");
+  run("cleanup");
+  EXPECT_EQ((*libvirt)->status(domain)->state, DomainState::kMissing);
+  auto left = (*libvirt)->list();
+  ASSERT_TRUE(left);
+  EXPECT_EQ(std::count(left->begin(), left->end(), domain), 0);
+  EXPECT_FALSE(fs::exists(root / "vms" / std::to_string(id)));
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace fabrica::hypervisor
