@@ -4,10 +4,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "agent/hypervisor/domain.h"
 #include "agent/hypervisor/hypervisor.h"
+#include "agent/hypervisor/simulated.h"
 
 namespace fabrica::hypervisor {
 namespace {
@@ -42,8 +44,21 @@ TEST(LibvirtTest, LibvirtAcceptsEveryRenderedDomain) {
   EXPECT_NE(xml->find("<page size='1048576' unit='KiB' nodeset='0-1'/>"), std::string::npos);
 }
 
-TEST(LibvirtTest, EveryOperationIsIdempotent) {
-  auto h = test_driver();
+// Both backends behave alike: the simulated fleet stands for real hosts.
+struct Backend {
+  std::string name;
+  std::function<std::unique_ptr<Hypervisor>()> open;
+};
+
+class HypervisorConformance : public ::testing::TestWithParam<Backend> {};
+
+INSTANTIATE_TEST_SUITE_P(Backends, HypervisorConformance,
+                         ::testing::Values(Backend{"libvirt_test_driver", test_driver},
+                                           Backend{"simulated", make_simulated_hypervisor}),
+                         [](const auto& info) { return info.param.name; });
+
+TEST_P(HypervisorConformance, EveryOperationIsIdempotent) {
+  auto h = GetParam().open();
   ASSERT_TRUE(h);
   const std::string vm = "fabrica-vm-3";
   ASSERT_TRUE(h->define(golden("plain-tcg-kernel")));
@@ -77,6 +92,19 @@ TEST(LibvirtTest, EveryOperationIsIdempotent) {
   auto missing = h->start(vm);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_P(HypervisorConformance, RefusalsMatch) {
+  auto h = GetParam().open();
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(h->define(golden("mig-1g10gb")));
+  EXPECT_FALSE(h->suspend("fabrica-vm-7"));                // Not running.
+  EXPECT_EQ(h->reboot("fabrica-vm-7").has_value(), true);  // Nothing to restart.
+  std::string other = golden("mig-1g10gb");
+  other.replace(other.find("fab1ca00"), 8, "00000000");  // Same name, another UUID.
+  EXPECT_FALSE(h->define(other));
+  EXPECT_EQ(h->xml("fabrica-vm-8").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(h->list()->size(), 1u);
 }
 
 TEST(LibvirtTest, LibvirtsRefusalIsTheError) {
