@@ -12,7 +12,10 @@ Result<compute::NewTemplate> read_new_template(const Context& ctx) {
   FAB_ASSIGN_OR_RETURN(t.gid, body.optional_int("gid"));
   FAB_ASSIGN_OR_RETURN(auto description, body.optional_string("description"));
   FAB_ASSIGN_OR_RETURN(auto request, body.optional_object("request"));
+  FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
+  FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
   FAB_TRY(body.finish());
+  FAB_ASSIGN_OR_RETURN(t.guest, compute::GuestSpec::from_json(context, os));
   t.description = description.value_or("");
   FAB_ASSIGN_OR_RETURN(t.request,
                        sched::VmRequest::from_json(request.value_or(Json::object()), "request."));
@@ -26,7 +29,10 @@ Result<compute::NewVm> read_new_vm(const Context& ctx) {
   FAB_ASSIGN_OR_RETURN(vm.gid, body.optional_int("gid"));
   FAB_ASSIGN_OR_RETURN(vm.template_id, body.optional_int("template_id"));
   FAB_ASSIGN_OR_RETURN(auto request, body.optional_object("request"));
+  FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
+  FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
   FAB_TRY(body.finish());
+  FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os));
   if (vm.template_id && request) {
     return fail(ErrorCode::kInvalidArgument, "give template_id or request, not both", "request");
   }
@@ -85,16 +91,20 @@ void add_compute_routes(Router& router, Services& s) {
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
                FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-               FAB_ASSIGN_OR_RETURN(auto description, body.optional_string("description"));
+               compute::Compute::TemplateChange change;
+               FAB_ASSIGN_OR_RETURN(change.description, body.optional_string("description"));
                FAB_ASSIGN_OR_RETURN(auto request_json, body.optional_object("request"));
+               FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
+               FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
                FAB_TRY(body.finish());
-               std::optional<sched::VmRequest> request;
                if (request_json) {
-                 FAB_ASSIGN_OR_RETURN(request,
+                 FAB_ASSIGN_OR_RETURN(change.request,
                                       sched::VmRequest::from_json(*request_json, "request."));
                }
-               FAB_ASSIGN_OR_RETURN(auto t,
-                                    s.compute.update_template(ctx.who(), id, description, request));
+               if (context || os) {
+                 FAB_ASSIGN_OR_RETURN(change.guest, compute::GuestSpec::from_json(context, os));
+               }
+               FAB_ASSIGN_OR_RETURN(auto t, s.compute.update_template(ctx.who(), id, change));
                return json_response(200, t.to_api_json());
              });
   router.add("DELETE", "/api/v1/templates/{id}", AuthMode::kBearer,
@@ -110,7 +120,10 @@ void add_compute_routes(Router& router, Services& s) {
                compute::NewVm vm{.template_id = id};
                FAB_ASSIGN_OR_RETURN(vm.name, body.required_string("name"));
                FAB_ASSIGN_OR_RETURN(vm.gid, body.optional_int("gid"));
+               FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
+               FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
                FAB_TRY(body.finish());
+               FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os));
                FAB_ASSIGN_OR_RETURN(auto created, s.compute.create_vm(ctx.who(), std::move(vm)));
                return json_response(201, created.to_api_json());
              });

@@ -208,6 +208,44 @@ struct RequestFlags {
   }
 };
 
+// What the guest is told and how it boots: `--context NAME=VALUE` (repeatable), `--kernel`,
+// `--initrd`, `--cmdline`. Applied over a base, so updates keep what is not given.
+struct GuestFlags {
+  std::vector<std::string> context;
+  std::string kernel;
+  std::string initrd;
+  std::string cmdline;
+
+  void add_to(CLI::App* cmd) {
+    cmd->add_option("--context", context,
+                    "Guest variable NAME=VALUE on its CONTEXT CD-ROM (repeatable)");
+    cmd->add_option("--kernel", kernel, "Direct kernel boot: path on the host");
+    cmd->add_option("--initrd", initrd, "Initrd for --kernel: path on the host");
+    cmd->add_option("--cmdline", cmdline, "Kernel command line for --kernel");
+  }
+  bool any() const {
+    return !context.empty() || !kernel.empty() || !initrd.empty() || !cmdline.empty();
+  }
+  // Sets "context" and "os" in `body`, starting from `base` (a template or VM JSON, or {}).
+  Result<void> apply(const Json& base, Json& body) const {
+    Json vars = base.value("context", Json::object());
+    for (const auto& kv : context) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return fail(bad_flag("--context", "\"" + kv + "\" is not NAME=VALUE"));
+      }
+      vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    body["context"] = vars;
+    Json os = base.value("os", Json::object());
+    if (!kernel.empty()) os["kernel"] = kernel;
+    if (!initrd.empty()) os["initrd"] = initrd;
+    if (!cmdline.empty()) os["cmdline"] = cmdline;
+    body["os"] = os;
+    return {};
+  }
+};
+
 std::string memory_text(const Json& mb) {
   if (!mb.is_number_integer()) return "-";
   int64_t v = mb.get<int64_t>();
@@ -278,6 +316,17 @@ Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_
                                            "); it stays queued until it fits or is deleted");
 }
 
+// The names of the context variables, not their values (tokens would land on the screen;
+// -o json shows them).
+std::string context_names(const Json& object) {
+  std::string out;
+  if (!object.contains("context") || !object["context"].is_object()) return "-";
+  for (auto it = object["context"].begin(); it != object["context"].end(); ++it) {
+    out += (out.empty() ? "" : ", ") + it.key();
+  }
+  return out.empty() ? "-" : out;
+}
+
 // "KEY : value" lines in the order given.
 void print_fields(const std::vector<std::pair<std::string, std::string>>& fields) {
   size_t width = 0;
@@ -302,6 +351,8 @@ void print_vm(const Context& ctx, const Json& vm) {
                 {"VCPUS", to_text(vm["request"]["vcpus"])},
                 {"MEMORY", memory_text(vm["request"]["memory_mb"])},
                 {"DEVICES", devices_text(vm["request"])},
+                {"CONTEXT", context_names(vm)},
+                {"KERNEL", vm.contains("os") ? to_text(vm["os"]["kernel"]) : "-"},
                 {"CREATED", to_text(vm["created_at"])},
                 {"PLACED", to_text(vm["placed_at"])},
                 {"EXPLANATION", to_text(vm["explanation"])}});
@@ -379,6 +430,7 @@ void add_template_commands(CLI::App& app, Context& ctx) {
   tmpl->require_subcommand(1);
 
   auto flags = std::make_shared<RequestFlags>();
+  auto guest = std::make_shared<GuestFlags>();
   auto name = std::make_shared<std::string>();
   auto description = std::make_shared<std::optional<std::string>>();
   auto group = std::make_shared<std::string>();
@@ -387,11 +439,13 @@ void add_template_commands(CLI::App& app, Context& ctx) {
   create->add_option("--description", *description, "What it is for");
   create->add_option("--group", *group, "Owning group (default: yours)");
   flags->add_to(create);
-  create->callback([&ctx, flags, name, description, group] {
+  guest->add_to(create);
+  create->callback([&ctx, flags, guest, name, description, group] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(Json request, flags->apply(api, Json::object()));
       Json body{{"name", *name}, {"request", request}};
+      FAB_TRY(guest->apply(Json::object(), body));
       if (*description) body["description"] = **description;
       FAB_TRY(set_gid(api, *group, body));
       FAB_ASSIGN_OR_RETURN(Json t, api.post("/api/v1/templates", body));
@@ -439,6 +493,8 @@ void add_template_commands(CLI::App& app, Context& ctx) {
                     {"REQUIREMENTS", to_text(r["requirements"])},
                     {"RANK", to_text(r["rank"])},
                     {"VM GROUP", r.contains("vm_group") ? to_text(r["vm_group"]) : "-"},
+                    {"CONTEXT", context_names(t)},
+                    {"KERNEL", t.contains("os") ? to_text(t["os"]["kernel"]) : "-"},
                     {"UPDATED", to_text(t["updated_at"])}});
       return {};
     });
@@ -449,21 +505,25 @@ void add_template_commands(CLI::App& app, Context& ctx) {
   update->add_option("template", *target, "Template id or name")->required();
   update->add_option("--description", *description, "What it is for");
   flags->add_to(update);
-  update->callback([&ctx, flags, target, description] {
+  guest->add_to(update);
+  update->callback([&ctx, flags, guest, target, description] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(int64_t id, resolve_template(api, *target));
       std::string path = "/api/v1/templates/" + std::to_string(id);
       Json body = Json::object();
       if (*description) body["description"] = **description;
-      if (flags->any()) {
+      if (flags->any() || guest->any()) {
         FAB_ASSIGN_OR_RETURN(Json current, api.get(path));
-        FAB_ASSIGN_OR_RETURN(body["request"], flags->apply(api, current["request"]));
+        if (flags->any()) {
+          FAB_ASSIGN_OR_RETURN(body["request"], flags->apply(api, current["request"]));
+        }
+        if (guest->any()) FAB_TRY(guest->apply(current, body));
       }
       if (body.empty()) {
         return fail(ErrorCode::kInvalidArgument,
-                    "nothing to change: give --description or "
-                    "request flags such as --cpu");
+                    "nothing to change: give --description, request flags such as --cpu, "
+                    "or guest flags such as --context");
       }
       FAB_ASSIGN_OR_RETURN(Json t, api.call("PUT", path, body));
       if (ctx.output == Output::kJson) return print_object(ctx, t), Result<void>{};
@@ -493,11 +553,14 @@ void add_template_commands(CLI::App& app, Context& ctx) {
   inst->add_option("--group", *group, "Owning group (default: yours)");
   inst->add_flag("--wait", *wait, "Wait for the scheduler and show the placement");
   inst->add_option("--timeout", *timeout, "Seconds --wait waits at most (default 60)");
-  inst->callback([&ctx, target, vm_name, group, wait, timeout] {
+  auto inst_guest = std::make_shared<GuestFlags>();
+  inst_guest->add_to(inst);
+  inst->callback([&ctx, target, vm_name, group, wait, timeout, inst_guest] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(int64_t id, resolve_template(api, *target));
       Json body{{"name", *vm_name}};
+      FAB_TRY(inst_guest->apply(Json::object(), body));
       FAB_TRY(set_gid(api, *group, body));
       FAB_ASSIGN_OR_RETURN(
           Json vm, api.post("/api/v1/templates/" + std::to_string(id) + "/instantiate", body));
@@ -511,6 +574,7 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
   vm->require_subcommand(1);
 
   auto flags = std::make_shared<RequestFlags>();
+  auto guest = std::make_shared<GuestFlags>();
   auto name = std::make_shared<std::string>();
   auto from = std::make_shared<std::string>();
   auto group = std::make_shared<std::string>();
@@ -523,10 +587,12 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
   create->add_flag("--wait", *wait, "Wait for the scheduler and show the placement");
   create->add_option("--timeout", *timeout, "Seconds --wait waits at most (default 60)");
   flags->add_to(create);
-  create->callback([&ctx, flags, name, from, group, wait, timeout] {
+  guest->add_to(create);
+  create->callback([&ctx, flags, guest, name, from, group, wait, timeout] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       Json body{{"name", *name}};
+      FAB_TRY(guest->apply(Json::object(), body));
       if (!from->empty()) {
         if (flags->any()) {
           return fail(bad_flag("--template",

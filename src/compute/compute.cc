@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/context.h"
+
 namespace fabrica::compute {
 namespace {
 
@@ -29,6 +31,14 @@ store::Record vm_record(const Vm& vm) {
                        .version = vm.version};
 }
 
+// Records written before GuestSpec existed have neither member.
+Result<GuestSpec> stored_guest(const Json& body) {
+  std::optional<Json> context, os;
+  if (body.contains("context")) context = body["context"];
+  if (body.contains("os")) os = body["os"];
+  return GuestSpec::from_json(context, os);
+}
+
 Result<Vm> vm_from_record(const store::Record& r) {
   FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
   Vm vm;
@@ -40,6 +50,9 @@ Result<Vm> vm_from_record(const store::Record& r) {
   auto request = sched::VmRequest::from_json(body["request"]);
   if (!request) return corrupt(request.error().message());
   vm.request = std::move(*request);
+  auto guest = stored_guest(body);
+  if (!guest) return corrupt(guest.error().message());
+  vm.guest = std::move(*guest);
   if (!body["allocation"].is_null()) {
     FAB_ASSIGN_OR_RETURN(vm.allocation, sched::Allocation::from_json(body["allocation"]));
   }
@@ -73,6 +86,7 @@ Result<VmTemplate> template_from_record(const store::Record& r) {
                 "stored " + template_noun(r.id) + " is malformed: " + request.error().message());
   }
   t.request = std::move(*request);
+  FAB_ASSIGN_OR_RETURN(t.guest, stored_guest(body));
   t.description = body.value("description", "");
   t.version = r.version;
   return t;
@@ -129,11 +143,61 @@ std::string_view vm_state_name(VmState state) {
   return state == VmState::kPending ? "PENDING" : "ALLOCATED";
 }
 
+Json GuestSpec::to_json() const {
+  return Json{{"context", context},
+              {"os", {{"kernel", kernel}, {"initrd", initrd}, {"cmdline", cmdline}}}};
+}
+
+Result<GuestSpec> GuestSpec::from_json(const std::optional<Json>& context,
+                                       const std::optional<Json>& os) {
+  GuestSpec g;
+  if (context && !context->is_null()) {
+    FAB_TRY(render_context_sh(*context));  // The agent renders the same; refuse here first.
+    g.context = *context;
+  }
+  if (os && !os->is_null()) {
+    FAB_ASSIGN_OR_RETURN(auto r, JsonObjectReader::wrap(*os, "os."));
+    FAB_ASSIGN_OR_RETURN(auto kernel, r.optional_string("kernel"));
+    FAB_ASSIGN_OR_RETURN(auto initrd, r.optional_string("initrd"));
+    FAB_ASSIGN_OR_RETURN(auto cmdline, r.optional_string("cmdline"));
+    FAB_TRY(r.finish());
+    for (auto [value, field] : {std::pair{&kernel, "os.kernel"}, std::pair{&initrd, "os.initrd"}}) {
+      if (!*value || (*value)->empty()) continue;
+      if ((*value)->front() != '/' || (*value)->size() > 4096 ||
+          (*value)->find('\0') != std::string::npos) {
+        return fail(ErrorCode::kInvalidArgument, "must be an absolute path on the host", field);
+      }
+    }
+    if (cmdline && (cmdline->size() > 2048 || cmdline->find('\0') != std::string::npos)) {
+      return fail(ErrorCode::kInvalidArgument, "must be at most 2048 characters", "os.cmdline");
+    }
+    g.kernel = kernel.value_or("");
+    g.initrd = initrd.value_or("");
+    g.cmdline = cmdline.value_or("");
+    if (g.kernel.empty() && (!g.initrd.empty() || !g.cmdline.empty())) {
+      return fail(ErrorCode::kInvalidArgument, "is required with initrd or cmdline", "os.kernel");
+    }
+  }
+  return g;
+}
+
+GuestSpec GuestSpec::merged(const GuestSpec& over) const {
+  GuestSpec out = *this;
+  for (const auto& [name, value] : over.context.items()) out.context[name] = value;
+  if (!over.kernel.empty()) {
+    out.kernel = over.kernel;
+    out.initrd = over.initrd;
+    out.cmdline = over.cmdline;
+  }
+  return out;
+}
+
 Json Vm::to_api_json() const {
   Json j = header_json(header);
   j["state_name"] = vm_state_name(state());
   j["template_id"] = template_id >= 0 ? Json(template_id) : Json(nullptr);
   j["request"] = request.to_json();
+  j.update(guest.to_json());
   j["allocation"] = allocation ? allocation->to_json() : Json(nullptr);
   j["host_id"] = allocation ? Json(allocation->host_id) : Json(nullptr);
   j["host_name"] = allocation ? Json(allocation->host_name) : Json(nullptr);
@@ -147,6 +211,7 @@ Json VmTemplate::to_api_json() const {
   Json j = header_json(header);
   j["description"] = description;
   j["request"] = request.to_json();
+  j.update(guest.to_json());
   return j;
 }
 
@@ -189,6 +254,7 @@ Result<VmTemplate> Compute::create_template(const auth::Caller& caller,
                                                 kTemplatePermissions, 0, now),
                  .description = request.description,
                  .request = request.request,
+                 .guest = request.guest,
                  .version = 1};
     FAB_TRY(tx.insert(template_record(t)));
     return t;
@@ -213,8 +279,8 @@ Result<auth::Page<VmTemplate>> Compute::list_templates(const auth::Caller& calle
 }
 
 Result<VmTemplate> Compute::update_template(const auth::Caller& caller, int64_t id,
-                                            const std::optional<std::string>& description,
-                                            const std::optional<sched::VmRequest>& request) {
+                                            const TemplateChange& change) {
+  const auto& description = change.description;
   if (description && description->size() > 1024) {
     return fail(ErrorCode::kInvalidArgument, "must be at most 1024 characters", "description");
   }
@@ -222,7 +288,8 @@ Result<VmTemplate> Compute::update_template(const auth::Caller& caller, int64_t 
   return store_.write_value<VmTemplate>([&](store::Transaction& tx) -> Result<VmTemplate> {
     FAB_ASSIGN_OR_RETURN(VmTemplate t, load_template(tx, caller, id, Right::kManage));
     if (description) t.description = *description;
-    if (request) t.request = *request;
+    if (change.request) t.request = *change.request;
+    if (change.guest) t.guest = *change.guest;
     t.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(t.version, tx.update(template_record(t)));
     return t;
@@ -250,6 +317,7 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
       FAB_ASSIGN_OR_RETURN(VmTemplate t,
                            load_template(tx, caller, *request.template_id, Right::kUse));
       request.request = t.request;
+      request.guest = t.guest.merged(request.guest);
     }
     for (int64_t cluster : request.request.clusters) {
       std::string noun = "cluster " + std::to_string(cluster);
@@ -263,6 +331,7 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
                                          static_cast<int>(VmState::kPending), now),
           .template_id = request.template_id.value_or(-1),
           .request = request.request,
+          .guest = request.guest,
           .explanation = "waiting for the scheduler",
           .version = 1};
     vm.request.vm_id = id;

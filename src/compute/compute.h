@@ -26,10 +26,30 @@ namespace fabrica::compute {
 enum class VmState : int { kPending = 1, kAllocated = 2 };
 std::string_view vm_state_name(VmState state);
 
+// What the guest gets besides its hardware: context variables, which it reads from a CD-ROM
+// labelled CONTEXT (see core/context.h), and direct kernel boot (paths on the host). Disk images
+// come with the images issue.
+struct GuestSpec {
+  Json context = Json::object();  // NAME -> string, number or boolean.
+  std::string kernel;
+  std::string initrd;
+  std::string cmdline;
+
+  // {"context": {...}, "os": {"kernel", "initrd", "cmdline"}}.
+  Json to_json() const;
+  // From the optional "context" and "os" members of an API body or record; kInvalidArgument
+  // naming the field ("context.TOKEN", "os.kernel").
+  static Result<GuestSpec> from_json(const std::optional<Json>& context,
+                                     const std::optional<Json>& os);
+  // `over` on top of this: its variables replace or add to these, its os fields when given.
+  GuestSpec merged(const GuestSpec& over) const;
+};
+
 struct Vm {
   ObjectHeader header;  // state = VmState.
   int64_t template_id = -1;
   sched::VmRequest request;
+  GuestSpec guest;
   std::optional<sched::Allocation> allocation;
   std::string explanation;  // Why it is pending, or why it went where it went.
   int64_t placed_at = 0;
@@ -43,6 +63,7 @@ struct VmTemplate {
   ObjectHeader header;
   std::string description;
   sched::VmRequest request;
+  GuestSpec guest;
   int64_t version = 0;
   Json to_api_json() const;
 };
@@ -52,6 +73,7 @@ struct NewVm {
   std::optional<int64_t> gid;  // The caller's primary group by default.
   std::optional<int64_t> template_id;
   sched::VmRequest request;
+  GuestSpec guest;  // With a template: merged over the template's.
 };
 
 struct NewTemplate {
@@ -59,6 +81,7 @@ struct NewTemplate {
   std::optional<int64_t> gid;
   std::string description;
   sched::VmRequest request;
+  GuestSpec guest;
 };
 
 struct VmListOptions {
@@ -96,9 +119,14 @@ class Compute {
   Result<VmTemplate> get_template(const auth::Caller& caller, int64_t id);
   Result<auth::Page<VmTemplate>> list_templates(const auth::Caller& caller,
                                                 const auth::ListOptions& options);
+  // Each given part replaces the template's.
+  struct TemplateChange {
+    std::optional<std::string> description;
+    std::optional<sched::VmRequest> request;
+    std::optional<GuestSpec> guest;
+  };
   Result<VmTemplate> update_template(const auth::Caller& caller, int64_t id,
-                                     const std::optional<std::string>& description,
-                                     const std::optional<sched::VmRequest>& request);
+                                     const TemplateChange& change);
   Result<void> delete_template(const auth::Caller& caller, int64_t id);
 
   // kQuotaExceeded naming the quota; kNotFound for a cluster the caller may not use.

@@ -289,7 +289,8 @@ TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
   auto tmpl = fabrica(
       "template create trainer-8x --cpu 32 --memory 256G --gpu H100:8 --gpu-topology "
       "same-domain --cpu-policy core --hugepages 1G --vf infiniband:4 --description "
-      "\"one HGX board\"");
+      "\"one HGX board\" --context VLLM_PORT=8000 --context \"HF_TOKEN=hf_secret value\" "
+      "--kernel /boot/vmlinuz");
   ASSERT_EQ(tmpl.exit_code, 0) << tmpl.out;
   auto listed = fabrica("template list");
   EXPECT_NE(listed.out.find("8xH100*, 4xinfiniband"), std::string::npos) << listed.out;
@@ -304,6 +305,14 @@ TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
   EXPECT_EQ((*vm)["allocation"]["pinned_cpus"].size(), 32u);
   auto show = fabrica("vm show trainer");
   EXPECT_NE(show.out.find("pinned to"), std::string::npos) << show.out;
+  // Context variables are listed by name; their values (tokens) only with -o json.
+  EXPECT_NE(show.out.find("CONTEXT     : HF_TOKEN, VLLM_PORT"), std::string::npos) << show.out;
+  EXPECT_EQ(show.out.find("hf_secret"), std::string::npos);
+  auto guest = parse_json(fabrica("vm show trainer -o json").out);
+  EXPECT_EQ((*guest)["context"]["HF_TOKEN"], "hf_secret value");
+  EXPECT_EQ((*guest)["os"]["kernel"], "/boot/vmlinuz");
+  EXPECT_NE(fabrica("template update trainer-8x --context BAD-NAME=x").out.find("context.BAD-NAME"),
+            std::string::npos);
   EXPECT_NE(show.out.find("nvswitch"), std::string::npos) << show.out;
 
   auto notebook = fabrica("vm create notebook --cpu 4 --memory 16G --mig 1g.10gb --wait");

@@ -110,6 +110,49 @@ TEST_F(SchedulerE2eTest, EightGpuVmGetsOneBoardAndMigVmASliceAndExplainSaysWhy) 
   }));
 }
 
+// A template carries what the guest is told (context) and how it boots (os); a VM made from it
+// adds its own variables. Bad names and paths are refused with the field at fault.
+TEST_F(SchedulerE2eTest, TemplatesCarryTheGuestsContextAndKernel) {
+  auto t = api_->post("/api/v1/templates",
+                      Json{{"name", "vllm"},
+                           {"request", {{"gpus", {{"count", 1}}}}},
+                           {"context",
+                            {{"HF_MODEL_ID", "meta-llama/Llama-3.1-8B-Instruct"},
+                             {"VLLM_PORT", 8000},
+                             {"HOSTNAME", "vllm"}}},
+                           {"os", {{"kernel", "/boot/vmlinuz"}, {"cmdline", "console=ttyS0"}}}});
+  ASSERT_TRUE(t) << t.error().message();
+  EXPECT_EQ((*t)["context"]["VLLM_PORT"], 8000);
+  EXPECT_EQ((*t)["os"]["kernel"], "/boot/vmlinuz");
+  std::string path = "/api/v1/templates/" + std::to_string((*t)["id"].get<int64_t>());
+  auto vm = api_->post(path + "/instantiate",
+                       Json{{"name", "vllm-1"}, {"context", {{"HOSTNAME", "vllm-1"}}}});
+  ASSERT_TRUE(vm) << vm.error().message();
+  EXPECT_EQ((*vm)["context"]["HOSTNAME"], "vllm-1");
+  EXPECT_EQ((*vm)["context"]["HF_MODEL_ID"], "meta-llama/Llama-3.1-8B-Instruct");
+  EXPECT_EQ((*vm)["os"]["cmdline"], "console=ttyS0");
+  auto stored = api_->get("/api/v1/vms/" + std::to_string((*vm)["id"].get<int64_t>()));
+  EXPECT_EQ((*stored)["context"], (*vm)["context"]);
+
+  auto bad_name = api_->post("/api/v1/vms", Json{{"name", "x"}, {"context", {{"1BAD", "x"}}}});
+  ASSERT_FALSE(bad_name);
+  EXPECT_EQ(bad_name.error().field(), "context.1BAD");
+  auto nested = api_->post("/api/v1/vms", Json{{"name", "x"}, {"context", {{"A", {{"b", 1}}}}}});
+  ASSERT_FALSE(nested);
+  EXPECT_EQ(nested.error().field(), "context.A");
+  auto relative = api_->post("/api/v1/vms", Json{{"name", "x"}, {"os", {{"kernel", "vmlinuz"}}}});
+  ASSERT_FALSE(relative);
+  EXPECT_EQ(relative.error().field(), "os.kernel");
+  auto orphan = api_->post("/api/v1/vms", Json{{"name", "x"}, {"os", {{"initrd", "/i.img"}}}});
+  ASSERT_FALSE(orphan);
+  EXPECT_EQ(orphan.error().field(), "os.kernel");
+  auto changed = api_->call("PUT", path, Json{{"context", {{"VLLM_PORT", 9000}}}});
+  ASSERT_TRUE(changed) << changed.error().message();
+  EXPECT_EQ((*changed)["context"], Json({{"VLLM_PORT", 9000}}));
+  EXPECT_EQ((*changed)["os"]["kernel"], "");  // Context and os replace together.
+  EXPECT_EQ((*changed)["request"]["gpus"]["count"], 1);
+}
+
 TEST_F(SchedulerE2eTest, TenantVmsGoOnlyWhereTheirVdcAllows) {
   ASSERT_TRUE(api_->post("/api/v1/groups", Json{{"name", "acme"}}));
   auto groups = api_->get("/api/v1/groups?name=acme");

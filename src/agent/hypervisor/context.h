@@ -1,28 +1,15 @@
 #pragma once
 
 #include <string>
-#include <string_view>
 
+#include "core/context.h"
 #include "core/error.h"
-#include "core/json.h"
 
 namespace fabrica::hypervisor {
 
-// The OpenNebula contextualization idea: the guest finds a CD-ROM labelled CONTEXT holding
-// context.sh, shell assignments of the VM's variables (hostname, SSH keys, HF_MODEL_ID,
-// VLLM_PORT, tokens...). The file is data for the guest: nothing on the host runs it.
-
-// 'it'\''s': safe inside any POSIX shell.
-std::string shell_quote(std::string_view value);
-
-// context.sh for `variables`, an object of NAME -> string, number or boolean, names sorted.
-// kInvalidArgument (field "context.NAME") for a name that is not [A-Za-z_][A-Za-z0-9_]*, a value
-// holding a NUL byte, or more than 256 variables / 1 MiB in all.
-Result<std::string> render_context_sh(const Json& variables);
-
-// Builds `iso_path` (0600) holding context.sh with xorriso: ISO 9660 with Joliet and Rock
-// Ridge, volume label CONTEXT, staged in `dir`/context and removed after. Rebuilding replaces
-// the old image atomically.
+// Builds `iso_path` (0600) holding context.sh (see core/context.h) with xorriso: ISO 9660 with
+// Joliet and Rock Ridge, volume label CONTEXT, staged in `dir`/context and removed after.
+// Rebuilding replaces the old image atomically.
 Result<void> build_context_iso(const std::string& dir, const std::string& iso_path,
                                const std::string& context_sh);
 
