@@ -106,6 +106,9 @@ int main(int argc, char** argv) {
   app.add_option("--sim-threads", sim.threads, "Connections driving the simulated hosts");
   app.add_option("--sim-prefix", sim.name_prefix, "Name prefix of simulated hosts");
   app.add_option("--rounds", sim.rounds, "Heartbeat rounds, then print a report and exit");
+  app.add_flag("--sim-hypervisor", sim.hypervisor,
+               "Simulated hosts run VMs on a simulated hypervisor (until stopped)");
+  app.add_option("--vm-root", sim.vm_root, "Where simulated hosts keep VM files");
   app.add_option("--interval-ms", sim_interval_ms, "Heartbeat interval (default: the server's)");
   auto* discover = app.add_subcommand("discover", "Print the hardware this agent sees");
   std::string output = "table";

@@ -1,9 +1,12 @@
 #include "agent/simulator.h"
 
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <thread>
 
+#include "agent/hypervisor/executor.h"
+#include "agent/hypervisor/simulated.h"
 #include "client/http_client.h"
 
 namespace fabrica::agent {
@@ -38,6 +41,10 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
       auto inv = simulated_inventory(o.profile, i);
       std::string name = o.name_prefix + "-" + o.profile + "-" + std::to_string(i);
       inv->hostname = name;
+      if (o.hypervisor) {
+        inv->hypervisor = "simulated";
+        inv->domain_type = "qemu";
+      }
       auto r = api.post(
           "/api/v1/agent/join",
           Json{{"token", o.join_token}, {"hostname", name}, {"inventory", inv->to_json()}});
@@ -56,6 +63,49 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
 
   std::atomic<int64_t> beats{0}, failures{0};
   start = std::chrono::steady_clock::now();
+  std::vector<std::thread> executors;
+  if (o.hypervisor) {
+    // Each thread serves the commands of its hosts, each host with its own hypervisor.
+    for (int t = 0; t < o.threads; ++t) {
+      executors.emplace_back([&, t] {
+        auto http = client::HttpClient::create(o.server);
+        if (!http) return record_error(http.error());
+        client::ApiClient api(std::move(*http), "");
+        struct SimHost {
+          std::unique_ptr<hypervisor::Hypervisor> hv;
+          std::unique_ptr<hypervisor::Executor> ex;
+        };
+        std::map<int, SimHost> mine;
+        for (int i = t; i < o.hosts; i += o.threads) {
+          SimHost h{hypervisor::make_simulated_hypervisor(), nullptr};
+          h.ex = std::make_unique<hypervisor::Executor>(
+              *h.hv, hypervisor::ExecutorOptions{
+                         .vm_root = o.vm_root + "/" + o.name_prefix + "-" + std::to_string(i),
+                         .domain_type = "qemu",
+                         .shutdown_timeout = std::chrono::seconds(5),
+                         .context_iso = false});
+          mine.emplace(i, std::move(h));
+        }
+        while (!stop) {
+          bool any = false;
+          for (auto& [i, h] : mine) {
+            api.set_token(credentials[i]);
+            auto r = api.get("/api/v1/agent/commands");
+            if (!r) continue;
+            for (const auto& command : (*r)["commands"]) {
+              any = true;
+              Json answer = h.ex->run(command);
+              Json result{{"id", answer["id"]}, {"ok", answer["ok"]}};
+              if (answer.contains("error")) result["error"] = answer["error"];
+              if (answer.contains("console_log")) result["console_log"] = answer["console_log"];
+              (void)api.post("/api/v1/agent/operations", result);
+            }
+          }
+          if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+      });
+    }
+  }
   run_threads([&](int t) {
     auto http = client::HttpClient::create(o.server);
     if (!http) return record_error(http.error());
@@ -82,6 +132,7 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
       }
     }
   });
+  for (auto& th : executors) th.join();
   report.heartbeats = beats;
   report.failures = failures;
   report.heartbeat_seconds =

@@ -19,6 +19,10 @@ struct SimulationOptions {
   std::string name_prefix = "sim";
   int rounds = 0;  // Heartbeat rounds before returning; 0 runs until stopped.
   std::chrono::milliseconds interval{0};  // 0: the interval the server asks for.
+  // Hosts that run VMs on a simulated hypervisor: they carry out fabricad's commands (until
+  // stopped, whatever `rounds` says) instead of only reporting inventory.
+  bool hypervisor = false;
+  std::string vm_root = "/tmp/fabrica-sim-vms";
 };
 
 struct SimulationReport {

@@ -1,3 +1,5 @@
+#include <charconv>
+
 #include "api/api.h"
 
 namespace fabrica::api {
@@ -74,10 +76,44 @@ void add_agent_routes(Router& router, Services& s) {
         m.memory_used_kb = mem.value_or(0);
         if (gpus) m.gpus = *gpus;
         FAB_TRY(s.fleet.heartbeat(host, m));
-        // The same channel will carry VM commands (deploy, shutdown...) to the agent.
         return json_response(
             200, Json{{"heartbeat_interval_seconds", s.fleet.options().heartbeat_interval.count()},
                       {"commands", Json::array()}});
+      },
+      Audit::kNever);
+  // Long poll: the commands waiting for this host, as soon as there is one (or after `wait`
+  // seconds, at most 30, with none).
+  router.add(
+      "GET", "/api/v1/agent/commands", AuthMode::kNone,
+      [&s](const Context& ctx) -> Result<HttpResponse> {
+        FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
+        FAB_TRY(ctx.allow_query({"wait"}));
+        int64_t wait = 0;
+        if (auto text = ctx.query("wait")) {
+          auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), wait);
+          if (ec != std::errc() || end != text->data() + text->size() || wait < 0 || wait > 30) {
+            return fail(ErrorCode::kInvalidArgument, "must be 0 to 30 seconds", "wait");
+          }
+        }
+        FAB_ASSIGN_OR_RETURN(Json commands,
+                             s.compute.agent_commands(host, std::chrono::seconds(wait)));
+        return json_response(200, Json{{"commands", commands}});
+      },
+      Audit::kNever);
+  router.add(
+      "POST", "/api/v1/agent/operations", AuthMode::kNone,
+      [&s](const Context& ctx) -> Result<HttpResponse> {
+        FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
+        FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+        FAB_ASSIGN_OR_RETURN(std::string id, body.required_string("id"));
+        FAB_ASSIGN_OR_RETURN(auto ok, body.optional_bool("ok"));
+        FAB_ASSIGN_OR_RETURN(auto error, body.optional_string("error"));
+        FAB_ASSIGN_OR_RETURN(auto console_log, body.optional_string("console_log"));
+        FAB_TRY(body.finish());
+        if (!ok) return fail(ErrorCode::kInvalidArgument, "is required", "ok");
+        FAB_TRY(s.compute.operation_result(host, id, *ok, error.value_or(""),
+                                           console_log.value_or("")));
+        return HttpResponse{.status = 204, .content_type = ""};
       },
       Audit::kNever);
 }

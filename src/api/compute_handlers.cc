@@ -46,12 +46,25 @@ Result<compute::VmListOptions> vm_list_options(const Context& ctx) {
   FAB_ASSIGN_OR_RETURN(auto base, list_options(ctx));
   compute::VmListOptions o{.limit = base.limit, .after_id = base.after_id, .gid = base.gid};
   if (auto state = ctx.query("state")) {
-    if (*state == "PENDING") {
-      o.state = compute::VmState::kPending;
-    } else if (*state == "ALLOCATED") {
-      o.state = compute::VmState::kAllocated;
-    } else {
-      return fail(ErrorCode::kInvalidArgument, "must be PENDING or ALLOCATED", "state");
+    // A STATE name, or an LCM_STATE name meaning ACTIVE in that LCM state.
+    for (int code : {1, 2, 3, 5, 6, 8, 9}) {
+      if (compute::vm_state_name(static_cast<compute::VmState>(code)) == *state && code != 3) {
+        o.state = static_cast<compute::VmState>(code);
+      }
+    }
+    if (*state == "ACTIVE") o.state = compute::VmState::kActive;
+    for (const auto& row : compute::lifecycle_table()) {
+      if (row.from.status == compute::VmStatus::kActive &&
+          compute::phase_name(row.from) == *state) {
+        o.state = compute::VmState::kActive;
+        o.lcm = static_cast<int>(row.from.lcm);
+      }
+    }
+    if (!o.state) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "must be a state (PENDING, ALLOCATED, ACTIVE, POWEROFF, SUSPENDED, "
+                  "UNDEPLOYED, DONE) or an LCM state such as RUNNING",
+                  "state");
     }
   }
   if (auto host = ctx.query("host")) {
@@ -63,6 +76,46 @@ Result<compute::VmListOptions> vm_list_options(const Context& ctx) {
     o.host_id = id;
   }
   return o;
+}
+
+// "poweroff" + hard -> kPoweroffHard; "recover" + how -> kRecover*.
+Result<compute::Event> action_event(const std::string& action, bool hard,
+                                    const std::optional<std::string>& how) {
+  using compute::Event;
+  struct Verb {
+    std::string_view name;
+    Event soft;
+    std::optional<Event> hard;
+  };
+  static constexpr Verb kVerbs[] = {
+      {"shutdown", Event::kShutdown, Event::kTerminateHard},
+      {"terminate", Event::kTerminate, Event::kTerminateHard},
+      {"poweroff", Event::kPoweroff, Event::kPoweroffHard},
+      {"reboot", Event::kReboot, Event::kRebootHard},
+      {"undeploy", Event::kUndeploy, Event::kUndeployHard},
+      {"suspend", Event::kSuspend, std::nullopt},
+      {"resume", Event::kResume, std::nullopt},
+      {"hold", Event::kHold, std::nullopt},
+      {"release", Event::kRelease, std::nullopt},
+  };
+  if (action == "recover") {
+    if (how == "success") return Event::kRecoverSuccess;
+    if (how == "failure") return Event::kRecoverFailure;
+    if (how == "retry") return Event::kRecoverRetry;
+    if (how == "delete") return Event::kRecoverDelete;
+    return fail(ErrorCode::kInvalidArgument, "must be success, failure, retry or delete", "how");
+  }
+  if (how) return fail(ErrorCode::kInvalidArgument, "applies to recover only", "how");
+  for (const auto& v : kVerbs) {
+    if (v.name != action) continue;
+    if (!hard) return v.soft;
+    if (!v.hard) return fail(ErrorCode::kInvalidArgument, "has no --hard variant", "hard");
+    return *v.hard;
+  }
+  return fail(ErrorCode::kInvalidArgument,
+              "must be shutdown, terminate, poweroff, reboot, undeploy, suspend, resume, hold, "
+              "release or recover",
+              "action");
 }
 
 }  // namespace
@@ -152,10 +205,23 @@ void add_compute_routes(Router& router, Services& s) {
         FAB_ASSIGN_OR_RETURN(auto vm, s.compute.get_vm(ctx.who(), id));
         return json_response(
             200, Json{{"id", vm.header.id},
-                      {"state_name", compute::vm_state_name(vm.state())},
+                      {"state_name", compute::vm_state_name(vm.state(), vm.lcm)},
                       {"host_name", vm.allocation ? Json(vm.allocation->host_name) : Json(nullptr)},
                       {"explanation", vm.explanation}});
       });
+  router.add("POST", "/api/v1/vms/{id}/actions", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+               FAB_ASSIGN_OR_RETURN(std::string action, body.required_string("action"));
+               FAB_ASSIGN_OR_RETURN(auto hard, body.optional_bool("hard"));
+               FAB_ASSIGN_OR_RETURN(auto how, body.optional_string("how"));
+               FAB_TRY(body.finish());
+               FAB_ASSIGN_OR_RETURN(compute::Event event,
+                                    action_event(action, hard.value_or(false), how));
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.act(ctx.who(), id, event));
+               return json_response(202, vm.to_api_json());
+             });
   router.add("DELETE", "/api/v1/vms/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));

@@ -1,7 +1,9 @@
 #include "compute/compute.h"
 
 #include <algorithm>
+#include <charconv>
 
+#include "compute/lifecycle.h"
 #include "core/context.h"
 
 namespace fabrica::compute {
@@ -60,6 +62,12 @@ Result<Vm> vm_from_record(const store::Record& r) {
       body["template_id"].is_number_integer() ? body["template_id"].get<int64_t>() : -1;
   vm.explanation = body.value("explanation", "");
   vm.placed_at = body.value("placed_at_unix", int64_t{0});
+  vm.lcm = body.value("lcm_state", 0);
+  vm.operation = body.value("operation", Json());
+  vm.op_seq = body.value("op_seq", int64_t{0});
+  vm.error = body.value("error", "");
+  vm.console_log = body.value("console_log", "");
+  vm.history = body.value("history", Json::array());
   vm.request.vm_id = vm.header.id;
   vm.request.gid = vm.header.gid;
   vm.version = r.version;
@@ -139,8 +147,9 @@ sched::VmRequest group_request(const Json& entry) {
 
 }  // namespace
 
-std::string_view vm_state_name(VmState state) {
-  return state == VmState::kPending ? "PENDING" : "ALLOCATED";
+std::string vm_state_name(VmState state, int lcm) {
+  if (state == VmState::kAllocated) return "ALLOCATED";
+  return phase_name(Phase{static_cast<VmStatus>(state), static_cast<Lcm>(lcm)});
 }
 
 Json GuestSpec::to_json() const {
@@ -194,7 +203,13 @@ GuestSpec GuestSpec::merged(const GuestSpec& over) const {
 
 Json Vm::to_api_json() const {
   Json j = header_json(header);
-  j["state_name"] = vm_state_name(state());
+  j["state_name"] = vm_state_name(state(), lcm);
+  j["lcm_state"] = lcm;
+  j["operation"] = operation;
+  j["op_seq"] = op_seq;
+  j["error"] = error;
+  j["console_log"] = console_log;
+  j["history"] = history;
   j["template_id"] = template_id >= 0 ? Json(template_id) : Json(nullptr);
   j["request"] = request.to_json();
   j.update(guest.to_json());
@@ -363,6 +378,7 @@ Result<auth::Page<Vm>> Compute::list_vms(const auth::Caller& caller, const VmLis
           if (options.host_id && (!vm.allocation || vm.allocation->host_id != *options.host_id)) {
             return false;
           }
+          if (options.lcm && vm.lcm != *options.lcm) return false;
           return authorizer_.allows(caller, auth::object_ref(ObjectType::kVm, vm.header),
                                     Right::kUse);
         });
@@ -373,17 +389,18 @@ Result<void> Compute::delete_vm(const auth::Caller& caller, int64_t id) {
   std::optional<Vm> deleted;
   FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(Vm vm, load_vm(tx, caller, id, Right::kManage));
-    FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
-    if (vm.allocation) {
-      int64_t host = vm.allocation->host_id;
-      FAB_ASSIGN_OR_RETURN(Ledger ledger, read_ledger(tx, host));
-      if (ledger.version > 0) {
-        ledger.body["vms"].erase(std::to_string(id));
-        FAB_TRY(write_ledger(tx, host, ledger));
-        auto counted = fleet_.count_allocation(tx, host, -1, gpu_counts(*vm.allocation, -1));
-        if (!counted && counted.error().code() != ErrorCode::kNotFound) return counted;
-      }
+    bool lives = vm.state() != VmState::kPending && vm.state() != VmState::kAllocated &&
+                 vm.state() != VmState::kDone && vm.state() != VmState::kUndeployed;
+    if (lives) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  vm_noun(id) + " is " + vm_state_name(vm.state(), vm.lcm) +
+                      " on its host; terminate it first (terminate --hard stops it at once)",
+                  "state");
     }
+    if (vm.state() != VmState::kDone) {
+      FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
+    }
+    if (vm.allocation) FAB_TRY(release_host(tx, vm));
     FAB_TRY(tx.remove(kVmType, id));
     deleted = std::move(vm);
     return {};
@@ -547,8 +564,10 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
                              const std::map<int64_t, Vm>& vms, PassReport& report) {
   int64_t now = unix_seconds(clock_.now());
   std::vector<const sched::Decision*> refused;  // Placed by the engine, refused by the store.
+  std::vector<Vm> issued;  // Placed on hosts that run VMs: their first command.
   auto written = fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
     refused.clear();
+    issued.clear();
     std::map<int64_t, Ledger> ledgers;
     std::map<int64_t, std::unique_ptr<sched::HostState>> checks;
     for (const auto& d : decisions) {
@@ -600,9 +619,21 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
       vm.allocation = a;
       vm.explanation = d.explanation;
       vm.placed_at = now;
-      vm.header.state = static_cast<int>(VmState::kAllocated);
       vm.header.updated_at = now;
-      FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
+      vm.history.push_back(Json{{"host_id", a.host_id},
+                                {"host_name", a.host_name},
+                                {"start", format_time(now)},
+                                {"end", nullptr},
+                                {"reason", nullptr}});
+      FAB_ASSIGN_OR_RETURN(auto inventory, inventory_at(tx, a.host_id, a.inventory_version));
+      if (inventory->hypervisor.empty()) {
+        vm.header.state = static_cast<int>(VmState::kAllocated);  // Inventory-only host.
+        FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
+      } else {
+        std::optional<sched::Allocation> none;
+        FAB_TRY(apply(tx, vm, Event::kPlaced, now, "", none));
+        issued.push_back(vm);
+      }
       FAB_TRY(fleet_.count_allocation(tx, a.host_id, 1, gpu_counts(a, 1)));
     }
     for (auto& [host, ledger] : ledgers) FAB_TRY(write_ledger(tx, host, ledger));
@@ -624,7 +655,176 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
   }
   for (const auto& d : decisions) report.placed += d.allocation ? 1 : 0;
   report.placed -= report.conflicts;
+  for (const Vm& vm : issued) track(vm);
   return {};
+}
+
+// ---- The lifecycle on hosts that run VMs ----
+
+Result<void> Compute::release_host(store::Transaction& tx, const Vm& vm) {
+  int64_t host = vm.allocation->host_id;
+  FAB_ASSIGN_OR_RETURN(Ledger ledger, read_ledger(tx, host));
+  if (ledger.version == 0) return {};
+  ledger.body["vms"].erase(std::to_string(vm.header.id));
+  FAB_TRY(write_ledger(tx, host, ledger));
+  auto counted = fleet_.count_allocation(tx, host, -1, gpu_counts(*vm.allocation, -1));
+  if (!counted && counted.error().code() != ErrorCode::kNotFound) return counted;
+  return {};
+}
+
+void Compute::issue(Vm& vm, Action action, int64_t now) {
+  ++vm.op_seq;
+  vm.operation = Json{{"id", std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq)},
+                      {"action", action_name(action)},
+                      {"host_id", vm.allocation ? vm.allocation->host_id : -1},
+                      {"issued_at", format_time(now)}};
+}
+
+Json Compute::command_for(const Vm& vm) {
+  return Json{{"id", vm.operation["id"]},
+              {"vm_id", vm.header.id},
+              {"action", vm.operation["action"]},
+              {"vm",
+               {{"name", vm.header.name},
+                {"request", vm.request.to_json()},
+                {"allocation", vm.allocation ? vm.allocation->to_json() : Json()},
+                {"context", vm.guest.context},
+                {"os",
+                 {{"kernel", vm.guest.kernel},
+                  {"initrd", vm.guest.initrd},
+                  {"cmdline", vm.guest.cmdline}}}}}};
+}
+
+Result<void> Compute::apply(store::Transaction& tx, Vm& vm, Event event, int64_t now,
+                            const std::string& error, std::optional<sched::Allocation>& released) {
+  Phase from{static_cast<VmStatus>(vm.header.state), static_cast<Lcm>(vm.lcm)};
+  FAB_ASSIGN_OR_RETURN(Transition t, next(from, event));
+  if (t.releases_host && vm.allocation) {
+    FAB_TRY(release_host(tx, vm));
+    released = vm.allocation;
+    if (!vm.history.empty() && vm.history.back()["end"].is_null()) {
+      vm.history.back()["end"] = format_time(now);
+      vm.history.back()["reason"] = std::string(event_name(event));
+    }
+    vm.allocation.reset();
+  }
+  if (t.deletes) FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(vm.header.id)));
+  vm.header.state = static_cast<int>(t.to.status);
+  vm.lcm = t.to.status == VmStatus::kActive ? static_cast<int>(t.to.lcm) : 0;
+  if (event == Event::kFailed) vm.error = error;
+  if (event == Event::kDone) vm.error.clear();
+  if (t.to.status == VmStatus::kPending) vm.explanation = "waiting for the scheduler";
+  vm.operation = nullptr;
+  if (t.action != Action::kNone) issue(vm, t.action, now);
+  vm.header.updated_at = now;
+  FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
+  return {};
+}
+
+void Compute::track(const Vm& vm) {
+  {
+    std::lock_guard lock(commands_mutex_);
+    if (!commands_loaded_) return;  // load_commands() will read it from the store.
+    for (auto& [host, queue] : commands_) queue.erase(vm.header.id);
+    if (vm.operation.is_object()) {
+      commands_[vm.operation["host_id"].get<int64_t>()][vm.header.id] = command_for(vm);
+    }
+  }
+  commands_cv_.notify_all();
+}
+
+Result<void> Compute::load_commands() {
+  {
+    std::lock_guard lock(commands_mutex_);
+    if (commands_loaded_) return {};
+  }
+  std::map<int64_t, std::map<int64_t, Json>> found;
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    return store::for_each(tx, kVmType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(r));
+      if (vm.operation.is_object()) {
+        found[vm.operation["host_id"].get<int64_t>()][vm.header.id] = command_for(vm);
+      }
+      return {};
+    });
+  }));
+  std::lock_guard lock(commands_mutex_);
+  if (!commands_loaded_) {
+    commands_ = std::move(found);
+    commands_loaded_ = true;
+  }
+  return {};
+}
+
+Result<Json> Compute::agent_commands(int64_t host_id, std::chrono::milliseconds wait) {
+  FAB_TRY(load_commands());
+  std::unique_lock lock(commands_mutex_);
+  commands_cv_.wait_for(lock, wait, [&] { return !commands_[host_id].empty(); });
+  Json out = Json::array();
+  for (const auto& [vm, command] : commands_[host_id]) out.push_back(command);
+  return out;
+}
+
+Result<void> Compute::operation_result(int64_t host_id, const std::string& op_id, bool ok,
+                                       const std::string& error, const std::string& console_log) {
+  int64_t vm_id = -1;
+  auto dash = op_id.find('-');
+  auto [end, ec] =
+      std::from_chars(op_id.data(), op_id.data() + std::min(dash, op_id.size()), vm_id);
+  if (dash == std::string::npos || ec != std::errc() || end != op_id.data() + dash) {
+    return fail(ErrorCode::kInvalidArgument, "must look like \"<vm>-<n>\"", "id");
+  }
+  if (error.size() > 4096) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 4096 characters", "error");
+  }
+  int64_t now = unix_seconds(clock_.now());
+  std::optional<Vm> moved;
+  std::optional<sched::Allocation> released;
+  FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
+    moved.reset();
+    released.reset();
+    auto record = tx.get(kVmType, vm_id);
+    if (!record) return {};  // Deleted meanwhile: nothing waits for this answer.
+    FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(*record));
+    // Only the host the operation went to answers it, and only once.
+    if (!vm.operation.is_object() || vm.operation["id"] != op_id ||
+        vm.operation["host_id"] != host_id) {
+      return {};
+    }
+    if (!console_log.empty()) vm.console_log = console_log;
+    FAB_TRY(apply(tx, vm, ok ? Event::kDone : Event::kFailed, now, error, released));
+    moved = std::move(vm);
+    return {};
+  }));
+  if (moved) track(*moved);
+  if (released) {
+    std::lock_guard lock(engine_mutex_);
+    engine_.release(moved->request, *released);
+    notify();
+  }
+  return {};
+}
+
+Result<Vm> Compute::act(const auth::Caller& caller, int64_t id, Event event) {
+  int64_t now = unix_seconds(clock_.now());
+  std::optional<sched::Allocation> released;
+  Vm vm;
+  FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
+    released.reset();
+    FAB_ASSIGN_OR_RETURN(vm, load_vm(tx, caller, id, Right::kManage));
+    if (vm.state() == VmState::kAllocated) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  vm_noun(id) + " is on a host without a hypervisor; only delete applies", "state");
+    }
+    return apply(tx, vm, event, now, "", released);
+  }));
+  track(vm);
+  if (released) {
+    std::lock_guard lock(engine_mutex_);
+    engine_.release(vm.request, *released);
+  }
+  notify();
+  return vm;
 }
 
 }  // namespace fabrica::compute

@@ -14,6 +14,7 @@
 #include "auth/authorizer.h"
 #include "auth/identity.h"
 #include "auth/quota.h"
+#include "compute/lifecycle.h"
 #include "core/clock.h"
 #include "fleet/fleet.h"
 #include "sched/scheduler.h"
@@ -21,10 +22,20 @@
 
 namespace fabrica::compute {
 
-// VM states so far: created and waiting for the scheduler, then holding its exact devices.
-// (Deploying, running and the rest come with the VM lifecycle.)
-enum class VmState : int { kPending = 1, kAllocated = 2 };
-std::string_view vm_state_name(VmState state);
+// A VM's STATE (the store's state column). On a host that runs VMs (its agent has a
+// hypervisor) a placed VM follows the lifecycle table (lifecycle.h) with OpenNebula's codes;
+// on an inventory-only host it stays ALLOCATED (Fabrica's own code 2), holding its devices.
+enum class VmState : int {
+  kPending = 1,
+  kAllocated = 2,
+  kActive = 3,
+  kSuspended = 5,
+  kDone = 6,
+  kPoweroff = 8,
+  kUndeployed = 9,
+};
+// "PENDING", "ALLOCATED", the LCM name while ACTIVE ("RUNNING", "BOOT_FAILURE"...), etc.
+std::string vm_state_name(VmState state, int lcm = 0);
 
 // What the guest gets besides its hardware: context variables, which it reads from a CD-ROM
 // labelled CONTEXT (see core/context.h), and direct kernel boot (paths on the host). Disk images
@@ -53,6 +64,12 @@ struct Vm {
   std::optional<sched::Allocation> allocation;
   std::string explanation;  // Why it is pending, or why it went where it went.
   int64_t placed_at = 0;
+  int lcm = 0;                   // LCM_STATE while ACTIVE.
+  Json operation;                // null, or {"id", "action", "host_id", "issued_at"}: unanswered.
+  int64_t op_seq = 0;            // Operation ids are "<vm id>-<seq>".
+  std::string error;             // The last failed operation's message.
+  std::string console_log;       // On the host, as the agent reported it.
+  Json history = Json::array();  // [{"host_id", "host_name", "start", "end", "reason"}].
   int64_t version = 0;
 
   VmState state() const { return static_cast<VmState>(header.state); }
@@ -88,6 +105,7 @@ struct VmListOptions {
   size_t limit = 100;
   int64_t after_id = -1;
   std::optional<VmState> state;
+  std::optional<int> lcm;  // With state kActive: only this LCM_STATE ("RUNNING" = 3).
   std::optional<int64_t> gid;
   std::optional<int64_t> host_id;
 };
@@ -136,6 +154,19 @@ class Compute {
   // Frees the VM's devices and quota at once.
   Result<void> delete_vm(const auth::Caller& caller, int64_t id);
 
+  // The agent channel. Commands for `host_id`'s agent that it has not answered, waiting up to
+  // `wait` for one to appear. A command stays until its answer arrives (re-sent after any
+  // restart; the agent runs each operation id once).
+  Result<Json> agent_commands(int64_t host_id, std::chrono::milliseconds wait);
+  // The agent's answer to operation `op_id`: the VM moves on through the lifecycle table in
+  // one transaction with the next command it needs. An answer for an operation that is no
+  // longer in flight (a repeat) changes nothing.
+  Result<void> operation_result(int64_t host_id, const std::string& op_id, bool ok,
+                                const std::string& error, const std::string& console_log);
+  // A user's action on a VM placed on a host that runs VMs: kFailedPrecondition naming what
+  // its state allows.
+  Result<Vm> act(const auth::Caller& caller, int64_t id, Event event);
+
   // One scheduler pass over every pending VM. Run by one thread at a time (the daemon's
   // scheduler loop); API calls wake it through notify().
   Result<PassReport> schedule_pass();
@@ -156,6 +187,17 @@ class Compute {
   std::shared_ptr<const std::unordered_set<int64_t>> allowed_hosts(int64_t uid);
   Result<void> commit(const std::vector<sched::Decision>& decisions,
                       const std::map<int64_t, Vm>& vms, PassReport& report);
+  // Moves `vm` by `event` (lifecycle table), freeing its host or quota as the table says and
+  // queueing the next operation; writes it. `released` gets the allocation given back.
+  Result<void> apply(store::Transaction& tx, Vm& vm, Event event, int64_t now,
+                     const std::string& error, std::optional<sched::Allocation>& released);
+  // Removes the VM's entry from its host's ledger and counters.
+  Result<void> release_host(store::Transaction& tx, const Vm& vm);
+  void issue(Vm& vm, Action action, int64_t now);
+  static Json command_for(const Vm& vm);
+  // The command index follows committed VMs.
+  void track(const Vm& vm);
+  Result<void> load_commands();
 
   store::Store& store_;
   auth::Authorizer& authorizer_;
@@ -173,6 +215,11 @@ class Compute {
   std::map<int64_t, std::pair<int64_t, std::shared_ptr<const inventory::HostInventory>>>
       inventories_;         // Host id -> (inventory version, inventory), for commit checks.
   uint64_t fleet_seq_ = 0;  // Fleet::host_changes up to here are applied.
+
+  std::mutex commands_mutex_;  // Guards the command index.
+  std::condition_variable commands_cv_;
+  bool commands_loaded_ = false;
+  std::map<int64_t, std::map<int64_t, Json>> commands_;  // Host -> VM -> its command.
 
   std::mutex wake_mutex_;
   std::condition_variable wake_;

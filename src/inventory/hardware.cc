@@ -188,7 +188,9 @@ Json HostInventory::to_json() const {
               {"gpus", gpus},
               {"nvswitches", nvswitches},
               {"nics", nics},
-              {"dpus", dpus}};
+              {"dpus", dpus},
+              {"hypervisor", hypervisor},
+              {"domain_type", domain_type}};
 }
 
 Result<HostInventory> HostInventory::from_json(const Json& json) {
@@ -203,10 +205,18 @@ Result<HostInventory> HostInventory::from_json(const Json& json) {
     inv.nvswitches = json.value("nvswitches", std::vector<NvSwitch>{});
     inv.nics = json.value("nics", std::vector<Nic>{});
     inv.dpus = json.value("dpus", std::vector<Dpu>{});
+    inv.hypervisor = json.value("hypervisor", "");
+    inv.domain_type = json.value("domain_type", "");
   } catch (const std::exception& e) {
     return fail(invalid(std::string("malformed inventory: ") + e.what(), ""));
   }
   FAB_TRY(validate(inv));
+  if (inv.hypervisor != "" && inv.hypervisor != "libvirt" && inv.hypervisor != "simulated") {
+    return fail(invalid("must be libvirt or simulated", "hypervisor"));
+  }
+  if (inv.domain_type != "" && inv.domain_type != "kvm" && inv.domain_type != "qemu") {
+    return fail(invalid("must be kvm or qemu", "domain_type"));
+  }
   return inv;
 }
 

@@ -116,6 +116,10 @@ struct HostInventory {
   std::vector<NvSwitch> nvswitches;
   std::vector<Nic> nics;
   std::vector<Dpu> dpus;
+  // What runs VMs here: "" (an inventory-only agent), "libvirt" or "simulated"; and the libvirt
+  // domain type it uses ("kvm" or "qemu").
+  std::string hypervisor;
+  std::string domain_type;
 
   Json to_json() const;
   // kInvalidArgument (field = the JSON path at fault) for wrong types or impossible values.

@@ -56,6 +56,7 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/agent/join", R"({"token":"fjt_probe","hostname":"probe-host"})"},
       {"PUT /api/v1/agent/inventory", R"({"inventory":{}})"},
       {"POST /api/v1/agent/heartbeat", "{}"},
+      {"POST /api/v1/agent/operations", R"({"id":"1-1","ok":true})"},
       {"POST /api/v1/vdcs", R"({"name":"probe-vdc"})"},
       {"POST /api/v1/vdcs/{id}/groups", R"({"gid":$groups})"},
       {"POST /api/v1/vdcs/{id}/resources", R"({"kind":"cluster","id":$clusters})"},
@@ -65,6 +66,7 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"PUT /api/v1/templates/{id}", R"({"description":"hijacked"})"},
       {"POST /api/v1/templates/{id}/instantiate", R"({"name":"probe-vm","gid":$groups})"},
       {"POST /api/v1/vms", R"({"name":"probe-vm","gid":$groups})"},
+      {"POST /api/v1/vms/{id}/actions", R"({"action":"hold"})"},
   };
   return m;
 }

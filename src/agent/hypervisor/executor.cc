@@ -137,7 +137,11 @@ Result<void> Executor::deploy(int64_t vm_id, const Json& vm) {
                         .context = vm.contains("context")};
   if (options.context) {
     FAB_ASSIGN_OR_RETURN(std::string sh, render_context_sh(vm["context"]));
-    FAB_TRY(build_context_iso(dir, dir + "/context.iso", sh));
+    if (options_.context_iso) {
+      FAB_TRY(build_context_iso(dir, dir + "/context.iso", sh));
+    } else {
+      options.context = false;
+    }
   }
   FAB_ASSIGN_OR_RETURN(auto spec,
                        resolve_domain(vm_id, vm.value("name", ""), request, allocation, options));

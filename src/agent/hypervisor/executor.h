@@ -16,6 +16,7 @@ struct ExecutorOptions {
   std::string domain_type = "auto";  // kvm, qemu (TCG), or auto: kvm where /dev/kvm opens.
   std::string arch = "x86_64";
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(120)};
+  bool context_iso = true;  // false for simulated hosts: the context is checked, not written.
 };
 
 // Carries out the control plane's commands on this host's hypervisor. A command is

@@ -1,0 +1,129 @@
+// VMs through their whole life on a simulated host that runs VMs (fabrica-agent --simulate
+// --sim-hypervisor): fabricad queues each step, the agent's executor carries it out on the
+// simulated hypervisor and answers, and fabricad moves the VM on, holding and releasing the
+// host's devices exactly as the lifecycle table says.
+#include <gtest/gtest.h>
+
+#include "testing/daemon_process.h"
+
+namespace fabrica {
+namespace {
+
+using testing::DaemonProcess;
+using testing::eventually;
+
+class LifecycleE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(daemon_.start()) << daemon_.log();
+    api_ = std::make_unique<client::ApiClient>(daemon_.login());
+    auto token = api_->post("/api/v1/hosts/join-tokens", Json{{"count", 1}});
+    ASSERT_TRUE(token) << token.error().message();
+    agent_ = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{testing::binary_path("fabrica-agent"), "--server", daemon_.url(),
+                                 "--join-token", (*token)["join_token"].get<std::string>(),
+                                 "--simulate", "1", "--profile", "hgx-h100", "--sim-prefix", "hv",
+                                 "--sim-hypervisor", "--sim-threads", "1", "--vm-root",
+                                 (daemon_.data_dir() / "sim-vms").string()},
+        (daemon_.data_dir() / "agent.log").string());
+    ASSERT_TRUE(eventually([&] {
+      auto hosts = api_->get("/api/v1/hosts?state=MONITORED");
+      return hosts && (*hosts)["items"].size() == 1;
+    }));
+    host_ = "/api/v1/hosts/" +
+            std::to_string((*api_->get("/api/v1/hosts"))["items"][0]["id"].get<int64_t>());
+  }
+
+  // Waits until VM `id` is in `state` (its state_name) and returns it.
+  Json wait_for(int64_t id, const std::string& state) {
+    Json vm;
+    EXPECT_TRUE(eventually([&] {
+      auto got = api_->get("/api/v1/vms/" + std::to_string(id));
+      if (got) vm = *got;
+      return got && vm["state_name"] == state && vm["operation"].is_null();
+    })) << "wanted "
+        << state << ", have " << vm.dump();
+    return vm;
+  }
+  Result<Json> act(int64_t id, Json action) {
+    return api_->post("/api/v1/vms/" + std::to_string(id) + "/actions", action);
+  }
+  int gpus_held() { return (*api_->get(host_))["gpus_allocated"].value("H100 SXM5 80GB", 0); }
+
+  DaemonProcess daemon_{{"--host-offline-after", "600"}};
+  std::unique_ptr<client::ApiClient> api_;
+  std::unique_ptr<testing::ChildProcess> agent_;
+  std::string host_;
+};
+
+TEST_F(LifecycleE2eTest, AVmGoesFromPendingToRunningAndThroughEveryAction) {
+  auto created =
+      api_->post("/api/v1/vms", Json{{"name", "svc"},
+                                     {"request", {{"vcpus", 4}, {"gpus", {{"count", 1}}}}},
+                                     {"context", {{"HOSTNAME", "svc"}}}});
+  ASSERT_TRUE(created) << created.error().message();
+  int64_t id = (*created)["id"];
+  Json vm = wait_for(id, "RUNNING");
+  EXPECT_EQ(vm["state"], 3);
+  EXPECT_EQ(vm["lcm_state"], 3);
+  EXPECT_EQ(vm["op_seq"], 2);  // deploy, start.
+  EXPECT_NE(vm["console_log"].get<std::string>().find("console.log"), std::string::npos);
+  ASSERT_EQ(vm["history"].size(), 1u);
+  EXPECT_TRUE(vm["history"][0]["end"].is_null());
+  EXPECT_EQ(gpus_held(), 1);
+
+  ASSERT_TRUE(act(id, {{"action", "reboot"}}));
+  wait_for(id, "RUNNING");
+  ASSERT_TRUE(act(id, {{"action", "poweroff"}}));
+  wait_for(id, "POWEROFF");
+  EXPECT_EQ(gpus_held(), 1);  // POWEROFF keeps the devices.
+  auto refused = act(id, {{"action", "suspend"}});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("cannot suspend a VM that is POWEROFF"),
+            std::string::npos);
+  ASSERT_TRUE(act(id, {{"action", "resume"}}));
+  wait_for(id, "RUNNING");
+  auto busy = api_->del("/api/v1/vms/" + std::to_string(id));
+  ASSERT_FALSE(busy);  // A running VM is terminated, not deleted under its guest.
+  ASSERT_TRUE(act(id, {{"action", "undeploy"}, {"hard", true}}));
+  vm = wait_for(id, "UNDEPLOYED");
+  EXPECT_EQ(gpus_held(), 0);  // Undeploy frees the host.
+  EXPECT_FALSE(vm["history"][0]["end"].is_null());
+  EXPECT_EQ(vm["history"][0]["reason"], "done");
+  ASSERT_TRUE(act(id, {{"action", "resume"}}));  // Back to the scheduler.
+  vm = wait_for(id, "RUNNING");
+  EXPECT_EQ(vm["history"].size(), 2u);
+  ASSERT_TRUE(act(id, {{"action", "terminate"}}));
+  vm = wait_for(id, "DONE");
+  EXPECT_EQ(gpus_held(), 0);
+  EXPECT_TRUE(vm["allocation"].is_null());
+  ASSERT_TRUE(api_->del("/api/v1/vms/" + std::to_string(id)));  // DONE records can go.
+  EXPECT_FALSE(api_->get("/api/v1/vms/" + std::to_string(id)));
+}
+
+TEST_F(LifecycleE2eTest, BadActionsAndOtherTenantsAreRefused) {
+  auto created = api_->post(
+      "/api/v1/vms", Json{{"name", "svc"}, {"request", {{"vcpus", 2}, {"gpus", {{"count", 1}}}}}});
+  ASSERT_TRUE(created);
+  int64_t id = (*created)["id"];
+  wait_for(id, "RUNNING");
+  auto unknown = act(id, {{"action", "explode"}});
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().field(), "action");
+  auto no_hard = act(id, {{"action", "suspend"}, {"hard", true}});
+  ASSERT_FALSE(no_hard);
+  EXPECT_EQ(no_hard.error().field(), "hard");
+  auto how = act(id, {{"action", "recover"}, {"how", "sideways"}});
+  ASSERT_FALSE(how);
+  EXPECT_EQ(how.error().field(), "how");
+  ASSERT_TRUE(api_->post("/api/v1/users", Json{{"name", "eve"}, {"password", "eve-password"}}));
+  auto eve = daemon_.login("eve", "eve-password");
+  auto stolen = eve.post("/api/v1/vms/" + std::to_string(id) + "/actions",
+                         Json{{"action", "terminate"}, {"hard", true}});
+  ASSERT_FALSE(stolen);
+  EXPECT_EQ(stolen.error().code(), ErrorCode::kNotFound);
+  wait_for(id, "RUNNING");
+}
+
+}  // namespace
+}  // namespace fabrica
