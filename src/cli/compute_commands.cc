@@ -342,20 +342,35 @@ void print_vm(const Context& ctx, const Json& vm) {
     print_object(ctx, vm);
     return;
   }
-  print_fields({{"ID", to_text(vm["id"])},
-                {"NAME", to_text(vm["name"])},
-                {"GROUP", to_text(vm["gid"])},
-                {"STATE", to_text(vm["state_name"])},
-                {"HOST", to_text(vm["host_name"])},
-                {"TEMPLATE", to_text(vm["template_id"])},
-                {"VCPUS", to_text(vm["request"]["vcpus"])},
-                {"MEMORY", memory_text(vm["request"]["memory_mb"])},
-                {"DEVICES", devices_text(vm["request"])},
-                {"CONTEXT", context_names(vm)},
-                {"KERNEL", vm.contains("os") ? to_text(vm["os"]["kernel"]) : "-"},
-                {"CREATED", to_text(vm["created_at"])},
-                {"PLACED", to_text(vm["placed_at"])},
-                {"EXPLANATION", to_text(vm["explanation"])}});
+  print_fields(
+      {{"ID", to_text(vm["id"])},
+       {"NAME", to_text(vm["name"])},
+       {"GROUP", to_text(vm["gid"])},
+       {"STATE", to_text(vm["state_name"])},
+       {"HOST", to_text(vm["host_name"])},
+       {"TEMPLATE", to_text(vm["template_id"])},
+       {"VCPUS", to_text(vm["request"]["vcpus"])},
+       {"MEMORY", memory_text(vm["request"]["memory_mb"])},
+       {"DEVICES", devices_text(vm["request"])},
+       {"CONTEXT", context_names(vm)},
+       {"KERNEL", vm.contains("os") ? to_text(vm["os"]["kernel"]) : "-"},
+       {"CREATED", to_text(vm["created_at"])},
+       {"PLACED", to_text(vm["placed_at"])},
+       {"DOMAIN", vm["operation"].is_null() && vm["console_log"] == ""
+                      ? "-"
+                      : "fabrica-vm-" + to_text(vm["id"])},
+       {"OPERATION", vm["operation"].is_object() ? to_text(vm["operation"]["action"]) + " (" +
+                                                       to_text(vm["operation"]["id"]) + ")"
+                                                 : "-"},
+       {"ERROR", to_text(vm.value("error", Json("")))},
+       {"CONSOLE LOG", to_text(vm.value("console_log", Json("")))},
+       {"EXPLANATION", to_text(vm["explanation"])}});
+  if (vm.contains("history") && !vm["history"].empty()) {
+    std::cout << "\nHISTORY\n";
+    print_list(ctx, vm["history"],
+               {field("HOST", "host_name"), field("START", "start"), field("END", "end"),
+                field("REASON", "reason")});
+  }
   const Json& a = vm["allocation"];
   if (!a.is_object()) return;
   std::cout << "\nCPU: " << to_text(a["cpu_policy"]);
@@ -664,6 +679,72 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
       std::cout << ": " << to_text(e["explanation"]) << std::endl;
       return {};
     });
+  });
+
+  // Lifecycle actions: fabrica vm poweroff [--hard] VM...
+  struct Verb {
+    const char* name;
+    const char* help;
+    bool has_hard;
+  };
+  static constexpr Verb kVerbs[] = {
+      {"shutdown", "Stop the guest (ACPI) and delete the VM", true},
+      {"terminate", "Stop the guest (ACPI, or at once with --hard) and delete the VM", true},
+      {"poweroff", "Stop the guest; the VM keeps its devices", true},
+      {"reboot", "Reboot the guest (ACPI, or reset with --hard)", true},
+      {"suspend", "Pause the guest in memory", false},
+      {"resume", "Start a POWEROFF or SUSPENDED VM, or queue an UNDEPLOYED one", false},
+      {"undeploy", "Stop the guest and free its host; resume places it again", true},
+      {"hold", "Keep a PENDING VM from the scheduler", false},
+      {"release", "Give a held VM back to the scheduler", false},
+  };
+  for (const auto& verb : kVerbs) {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto hard = std::make_shared<bool>(false);
+    auto* cmd = vm->add_subcommand(verb.name, verb.help);
+    cmd->add_option("vm", *names, "VM ids or names")->required();
+    if (verb.has_hard) cmd->add_flag("--hard", *hard, "At once, without asking the guest");
+    std::string action = verb.name;
+    cmd->callback([&ctx, names, hard, action] {
+      for (const auto& n : *names) {
+        ctx.run([&]() -> Result<void> {
+          FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+          FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, n));
+          Json body{{"action", action}};
+          if (*hard) body["hard"] = true;
+          FAB_ASSIGN_OR_RETURN(Json v,
+                               api.post("/api/v1/vms/" + std::to_string(id) + "/actions", body));
+          if (ctx.output == Output::kJson) return print_object(ctx, v), Result<void>{};
+          std::cout << "VM " << id << " is " << to_text(v["state_name"]) << std::endl;
+          return {};
+        });
+      }
+    });
+  }
+  auto recover_names = std::make_shared<std::vector<std::string>>();
+  auto how = std::make_shared<std::string>();
+  auto* recover = vm->add_subcommand(
+      "recover",
+      "Settle a VM whose operation failed or hangs: --success, --failure, --retry "
+      "or --delete");
+  recover->add_option("vm", *recover_names, "VM ids or names")->required();
+  auto* how_group = recover->add_option_group("how");
+  for (const char* h : {"success", "failure", "retry", "delete"}) {
+    how_group->add_flag_callback(std::string("--") + h, [how, h] { *how = h; });
+  }
+  how_group->require_option(1);
+  recover->callback([&ctx, recover_names, how] {
+    for (const auto& n : *recover_names) {
+      ctx.run([&]() -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+        FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, n));
+        FAB_ASSIGN_OR_RETURN(Json v, api.post("/api/v1/vms/" + std::to_string(id) + "/actions",
+                                              Json{{"action", "recover"}, {"how", *how}}));
+        if (ctx.output == Output::kJson) return print_object(ctx, v), Result<void>{};
+        std::cout << "VM " << id << " is " << to_text(v["state_name"]) << std::endl;
+        return {};
+      });
+    }
   });
 
   auto targets = std::make_shared<std::vector<std::string>>();

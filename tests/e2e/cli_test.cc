@@ -259,6 +259,48 @@ TEST_F(CliTest, TenantsFromVdcToTenantAdministratorToUser) {
   ASSERT_EQ(fabrica("vdc delete acme").exit_code, 0);
 }
 
+// The lifecycle verbs on a simulated host that runs VMs.
+TEST_F(CliTest, VmVerbsDriveTheLifecycle) {
+  ASSERT_EQ(
+      fabrica("--endpoint " + daemon_.url() + " login --password " + DaemonProcess::kAdminPassword)
+          .exit_code,
+      0);
+  auto token = parse_json(fabrica("host add --count 1 -o json").out);
+  ASSERT_TRUE(token);
+  testing::ChildProcess agent(
+      {testing::binary_path("fabrica-agent"), "--server", daemon_.url(), "--join-token",
+       (*token)["join_token"].get<std::string>(), "--simulate", "1", "--profile", "hgx-h100",
+       "--sim-prefix", "hv", "--sim-hypervisor", "--sim-threads", "1", "--vm-root",
+       (daemon_.data_dir() / "sim-vms").string()},
+      (daemon_.data_dir() / "agent.log").string());
+  auto in_state = [&](const std::string& state) {
+    return testing::eventually([&] {
+      auto vm = parse_json(fabrica("vm show web -o json").out);
+      return vm && (*vm)["state_name"] == state && (*vm)["operation"].is_null();
+    });
+  };
+  ASSERT_TRUE(testing::eventually(
+      [&] { return fabrica("host list").out.find("MONITORED") != std::string::npos; }));
+  ASSERT_EQ(fabrica("vm create web --cpu 2 --memory 2G --gpu 1 --context PORT=80").exit_code, 0);
+  ASSERT_TRUE(in_state("RUNNING"));
+  auto off = fabrica("vm poweroff web");
+  EXPECT_NE(off.out.find("is SHUTDOWN_POWEROFF"), std::string::npos) << off.out;
+  ASSERT_TRUE(in_state("POWEROFF"));
+  auto wrong = fabrica("vm suspend web");
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.out.find("it allows: resume"), std::string::npos) << wrong.out;
+  ASSERT_EQ(fabrica("vm resume web").exit_code, 0);
+  ASSERT_TRUE(in_state("RUNNING"));
+  EXPECT_NE(fabrica("vm recover web --retry").exit_code, 0);  // Nothing in flight.
+  EXPECT_NE(fabrica("vm recover web").exit_code, 0);          // Says how.
+  ASSERT_EQ(fabrica("vm terminate --hard web").exit_code, 0);
+  ASSERT_TRUE(in_state("DONE"));
+  auto show = fabrica("vm show web");
+  EXPECT_NE(show.out.find("HISTORY"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("hv-hgx-h100-0"), std::string::npos) << show.out;
+  ASSERT_EQ(fabrica("vm delete web").exit_code, 0);
+}
+
 // A tenant describes VMs with flags or templates, watches the scheduler place them on a
 // simulated fleet, reads why one waits, and frees devices; another tenant sees none of it.
 TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
