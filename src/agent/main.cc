@@ -98,6 +98,10 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", run.state_dir, "Where the host credential is kept (0600)");
   app.add_option("--hostname", run.hostname, "Name to join under (default: this host's name)");
   app.add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
+  app.add_option("--libvirt", run.libvirt_uri,
+                 "Run VMs through this libvirt URI, e.g. qemu:///system (default: inventory only)");
+  app.add_option("--domain-type", run.domain_type, "kvm, qemu (TCG) or auto")
+      ->check(CLI::IsMember({"auto", "kvm", "qemu"}));
   agent::SimulationOptions sim;
   int simulate = 0;
   int64_t sim_interval_ms = 0;

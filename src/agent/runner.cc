@@ -87,7 +87,7 @@ Result<std::string> AgentRunner::credential() {
     return fail(ErrorCode::kFailedPrecondition,
                 "no host credential in " + options_.state_dir + " and no --join-token given");
   }
-  FAB_ASSIGN_OR_RETURN(auto inv, discover(source_));
+  FAB_ASSIGN_OR_RETURN(auto inv, inventory());
   FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server));
   client::ApiClient api(std::move(http), "");
   std::string hostname = options_.hostname.empty() ? inv.hostname : options_.hostname;
@@ -104,6 +104,49 @@ Result<std::string> AgentRunner::credential() {
   return secret;
 }
 
+Result<inventory::HostInventory> AgentRunner::inventory() {
+  FAB_ASSIGN_OR_RETURN(auto inv, discover(source_));
+  if (executor_) {
+    inv.hypervisor = "libvirt";
+    inv.domain_type = executor_->domain_type();
+  }
+  return inv;
+}
+
+// How often an idle agent asks for commands: a VM's deploy and start are two steps, so the
+// control plane's share of a VM's start stays under half a second.
+constexpr std::chrono::milliseconds kCommandPoll{200};
+
+void AgentRunner::serve_commands(const std::string& secret, const std::atomic<bool>& stop) {
+  std::optional<client::ApiClient> api;
+  while (!stop) {
+    if (!api) {
+      auto http = client::HttpClient::create(options_.server);
+      if (!http) return;
+      api.emplace(std::move(*http), secret);
+    }
+    auto got = api->get("/api/v1/agent/commands");
+    if (!got) {
+      if (got.error().code() == ErrorCode::kUnauthenticated) return;
+      api.reset();
+      nap(std::chrono::seconds(1), stop);
+      continue;
+    }
+    if ((*got)["commands"].empty()) {
+      nap(kCommandPoll, stop);
+      continue;
+    }
+    for (const auto& command : (*got)["commands"]) {
+      Json answer = executor_->run(command);
+      Json result{{"id", answer["id"]}, {"ok", answer["ok"]}};
+      if (answer.contains("error")) result["error"] = answer["error"];
+      if (answer.contains("console_log")) result["console_log"] = answer["console_log"];
+      // Lost answers are harmless: the command comes again and the journal answers it.
+      (void)api->post("/api/v1/agent/operations", result);
+    }
+  }
+}
+
 Json AgentRunner::gpu_samples() const {
   auto csv = source_.nvidia_smi(NvidiaSmiQuery::kMonitor);
   return csv ? parse_gpu_monitoring(*csv) : Json::array();
@@ -117,6 +160,21 @@ Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
   CpuMeter cpu;
   Json last_inventory;
   int64_t interval_s = 10;
+  std::thread commands;
+  if (!options_.libvirt_uri.empty()) {
+    FAB_ASSIGN_OR_RETURN(hypervisor_, hypervisor::open_libvirt(options_.libvirt_uri));
+    executor_ = std::make_unique<hypervisor::Executor>(
+        *hypervisor_,
+        hypervisor::ExecutorOptions{.vm_root = options_.state_dir + "/vms",
+                                    .journal = options_.state_dir + "/operations.jsonl",
+                                    .domain_type = options_.domain_type});
+  }
+  struct Joiner {
+    std::thread& t;
+    ~Joiner() {
+      if (t.joinable()) t.join();
+    }
+  } joiner{commands};
   for (int beat = 0; !stop; ++beat) {
     auto step = [&]() -> Result<void> {
       if (!secret) {
@@ -124,9 +182,12 @@ Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
         FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server));
         api.emplace(std::move(http), *secret);
         beat = 0;
+        if (executor_ && !commands.joinable()) {
+          commands = std::thread([this, key = *secret, &stop] { serve_commands(key, stop); });
+        }
       }
       if (beat % options_.rediscover_every == 0) {
-        FAB_ASSIGN_OR_RETURN(auto inv, discover(source_));
+        FAB_ASSIGN_OR_RETURN(auto inv, inventory());
         Json now = inv.to_json();
         if (now != last_inventory) {
           if (!options_.hostname.empty()) now["hostname"] = options_.hostname;

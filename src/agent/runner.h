@@ -2,9 +2,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "agent/discovery.h"
+#include "agent/hypervisor/executor.h"
 #include "core/error.h"
 #include "core/json.h"
 
@@ -17,6 +19,9 @@ struct RunnerOptions {
   std::string hostname;  // Defaults to the discovered hostname.
   std::chrono::seconds max_backoff{60};
   int rediscover_every = 6;  // Heartbeats between inventory re-checks.
+  // Run VMs: the libvirt URI ("qemu:///system"); empty for an inventory-only agent.
+  std::string libvirt_uri;
+  std::string domain_type = "auto";  // kvm, qemu (TCG), or auto (kvm where /dev/kvm opens).
 };
 
 // The agent's life: join once (keeping the host credential 0600 in state_dir), report the
@@ -32,10 +37,16 @@ class AgentRunner {
 
  private:
   Result<std::string> credential();
+  // The discovered hardware, with what runs VMs here.
+  Result<inventory::HostInventory> inventory();
+  // Long-polls fabricad for commands and answers each through the executor, until `stop`.
+  void serve_commands(const std::string& secret, const std::atomic<bool>& stop);
   // Per-GPU utilisation, memory, temperature, power and ECC from nvidia-smi; [] without it.
   Json gpu_samples() const;
   RunnerOptions options_;
   const HardwareSource& source_;
+  std::unique_ptr<hypervisor::Hypervisor> hypervisor_;
+  std::unique_ptr<hypervisor::Executor> executor_;
 };
 
 }  // namespace fabrica::agent

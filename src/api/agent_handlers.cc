@@ -1,5 +1,3 @@
-#include <charconv>
-
 #include "api/api.h"
 
 namespace fabrica::api {
@@ -81,22 +79,14 @@ void add_agent_routes(Router& router, Services& s) {
                       {"commands", Json::array()}});
       },
       Audit::kNever);
-  // Long poll: the commands waiting for this host, as soon as there is one (or after `wait`
-  // seconds, at most 30, with none).
+  // The commands waiting for this host. Answered at once: a handler must not hold a server
+  // thread (each serves many connections), so agents poll.
   router.add(
       "GET", "/api/v1/agent/commands", AuthMode::kNone,
       [&s](const Context& ctx) -> Result<HttpResponse> {
         FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
-        FAB_TRY(ctx.allow_query({"wait"}));
-        int64_t wait = 0;
-        if (auto text = ctx.query("wait")) {
-          auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), wait);
-          if (ec != std::errc() || end != text->data() + text->size() || wait < 0 || wait > 30) {
-            return fail(ErrorCode::kInvalidArgument, "must be 0 to 30 seconds", "wait");
-          }
-        }
-        FAB_ASSIGN_OR_RETURN(Json commands,
-                             s.compute.agent_commands(host, std::chrono::seconds(wait)));
+        FAB_TRY(ctx.allow_query({}));
+        FAB_ASSIGN_OR_RETURN(Json commands, s.compute.agent_commands(host));
         return json_response(200, Json{{"commands", commands}});
       },
       Audit::kNever);

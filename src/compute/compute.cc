@@ -722,15 +722,12 @@ Result<void> Compute::apply(store::Transaction& tx, Vm& vm, Event event, int64_t
 }
 
 void Compute::track(const Vm& vm) {
-  {
-    std::lock_guard lock(commands_mutex_);
-    if (!commands_loaded_) return;  // load_commands() will read it from the store.
-    for (auto& [host, queue] : commands_) queue.erase(vm.header.id);
-    if (vm.operation.is_object()) {
-      commands_[vm.operation["host_id"].get<int64_t>()][vm.header.id] = command_for(vm);
-    }
+  std::lock_guard lock(commands_mutex_);
+  if (!commands_loaded_) return;  // load_commands() will read it from the store.
+  for (auto& [host, queue] : commands_) queue.erase(vm.header.id);
+  if (vm.operation.is_object()) {
+    commands_[vm.operation["host_id"].get<int64_t>()][vm.header.id] = command_for(vm);
   }
-  commands_cv_.notify_all();
 }
 
 Result<void> Compute::load_commands() {
@@ -756,12 +753,13 @@ Result<void> Compute::load_commands() {
   return {};
 }
 
-Result<Json> Compute::agent_commands(int64_t host_id, std::chrono::milliseconds wait) {
+Result<Json> Compute::agent_commands(int64_t host_id) {
   FAB_TRY(load_commands());
-  std::unique_lock lock(commands_mutex_);
-  commands_cv_.wait_for(lock, wait, [&] { return !commands_[host_id].empty(); });
+  std::lock_guard lock(commands_mutex_);
   Json out = Json::array();
-  for (const auto& [vm, command] : commands_[host_id]) out.push_back(command);
+  auto queue = commands_.find(host_id);
+  if (queue == commands_.end()) return out;
+  for (const auto& [vm, command] : queue->second) out.push_back(command);
   return out;
 }
 

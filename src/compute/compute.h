@@ -154,10 +154,10 @@ class Compute {
   // Frees the VM's devices and quota at once.
   Result<void> delete_vm(const auth::Caller& caller, int64_t id);
 
-  // The agent channel. Commands for `host_id`'s agent that it has not answered, waiting up to
-  // `wait` for one to appear. A command stays until its answer arrives (re-sent after any
-  // restart; the agent runs each operation id once).
-  Result<Json> agent_commands(int64_t host_id, std::chrono::milliseconds wait);
+  // The agent channel. Commands for `host_id`'s agent that it has not answered. A command
+  // stays until its answer arrives (re-sent after any restart; the agent runs each operation
+  // id once).
+  Result<Json> agent_commands(int64_t host_id);
   // The agent's answer to operation `op_id`: the VM moves on through the lifecycle table in
   // one transaction with the next command it needs. An answer for an operation that is no
   // longer in flight (a repeat) changes nothing.
@@ -217,7 +217,6 @@ class Compute {
   uint64_t fleet_seq_ = 0;  // Fleet::host_changes up to here are applied.
 
   std::mutex commands_mutex_;  // Guards the command index.
-  std::condition_variable commands_cv_;
   bool commands_loaded_ = false;
   std::map<int64_t, std::map<int64_t, Json>> commands_;  // Host -> VM -> its command.
 

@@ -18,7 +18,6 @@
 #include "testing/daemon_process.h"
 
 namespace fabrica::hypervisor {
-namespace {
 
 namespace fs = std::filesystem;
 
@@ -35,7 +34,7 @@ size_t count(const std::string& text, const std::string& what) {
   return n;
 }
 
-std::string newest_kernel() {
+std::string newest_kernel_for_test() {
   std::string best;
   for (const auto& e : fs::directory_iterator("/boot")) {
     std::string name = e.path().filename().string();
@@ -44,11 +43,13 @@ std::string newest_kernel() {
   return best.empty() ? "" : "/boot/" + best;
 }
 
+namespace {
+
 TEST(GuestTest, ARealGuestReadsItsContextAndLivesThroughTheWholeLifecycle) {
   auto libvirt = open_libvirt("qemu:///system");
   ASSERT_TRUE(libvirt) << libvirt.error().message()
                        << " (scripts/libvirt-up starts libvirtd and virtlogd as root)";
-  std::string kernel = newest_kernel();
+  std::string kernel = newest_kernel_for_test();
   ASSERT_FALSE(kernel.empty()) << "no /boot/vmlinuz-* (package linux-image-cloud-amd64)";
   fs::path root = fs::temp_directory_path() / ("fabrica-guest-" + std::to_string(::getpid()));
   fs::remove_all(root);
@@ -139,3 +140,111 @@ TEST(GuestTest, ARealGuestReadsItsContextAndLivesThroughTheWholeLifecycle) {
 
 }  // namespace
 }  // namespace fabrica::hypervisor
+
+namespace fabrica {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The whole product on a real hypervisor: fabricad, the fabrica CLI and fabrica-agent
+// --libvirt qemu:///system on this machine. A VM made from a template with a context boots,
+// reads its CONTEXT CD-ROM, goes through reboot, poweroff, resume, undeploy, resume and
+// terminate, and leaves no domain behind and nothing held on the host.
+TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
+  testing::DaemonProcess daemon({"--host-offline-after", "600"});
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  auto api = daemon.login();
+  std::string kernel = hypervisor::newest_kernel_for_test();
+  fs::path work = daemon.data_dir();
+  auto built = testing::run_command((testing::source_dir() / "tests/guest/build-initrd").string() +
+                                    " " + (work / "initrd.img").string() + " " +
+                                    fs::path(kernel).filename().string().substr(8));
+  ASSERT_EQ(built.exit_code, 0) << built.output;
+  auto token = api.post("/api/v1/hosts/join-tokens", Json{{"count", 1}});
+  ASSERT_TRUE(token);
+  testing::ChildProcess agent(
+      {testing::binary_path("fabrica-agent"), "--server", daemon.url(), "--join-token",
+       (*token)["join_token"].get<std::string>(), "--state-dir", (work / "agent").string(),
+       "--libvirt", "qemu:///system", "--domain-type", "qemu"},
+      (work / "agent.log").string());
+  ASSERT_TRUE(testing::eventually([&] {
+    auto hosts = api.get("/api/v1/hosts?state=MONITORED");
+    return hosts && (*hosts)["items"].size() == 1;
+  })) << hypervisor::read(work / "agent.log");
+  std::string host = "/api/v1/hosts/" +
+                     std::to_string((*api.get("/api/v1/hosts"))["items"][0]["id"].get<int64_t>());
+
+  auto t = api.post("/api/v1/templates",
+                    Json{{"name", "tiny"},
+                         {"request", {{"vcpus", 1}, {"memory_mb", 256}}},
+                         {"context", {{"HOSTNAME", "tiny-1"}, {"HF_MODEL_ID", "Qwen/Qwen3-0.6B"}}},
+                         {"os",
+                          {{"kernel", kernel},
+                           {"initrd", (work / "initrd.img").string()},
+                           {"cmdline", "console=ttyS0 panic=-1"}}}});
+  ASSERT_TRUE(t) << t.error().message();
+  auto started = std::chrono::steady_clock::now();
+  auto vm =
+      api.post("/api/v1/templates/" + std::to_string((*t)["id"].get<int64_t>()) + "/instantiate",
+               Json{{"name", "tiny-1"}});
+  ASSERT_TRUE(vm) << vm.error().message();
+  std::string path = "/api/v1/vms/" + std::to_string((*vm)["id"].get<int64_t>());
+  Json now;
+  auto settled = [&](const std::string& state) {
+    return testing::eventually(
+        [&] {
+          auto got = api.get(path);
+          if (got) now = *got;
+          return got && now["state_name"] == state && now["operation"].is_null();
+        },
+        std::chrono::seconds(180));
+  };
+  // The guest is up once its init has read the context: only then does it hear ACPI.
+  auto ready = [&](size_t times) {
+    return testing::eventually(
+        [&] {
+          return hypervisor::count(hypervisor::read(now["console_log"].get<std::string>()),
+                                   "FABRICA-GUEST: ready") >= times;
+        },
+        std::chrono::seconds(120));
+  };
+  auto act = [&](Json action) { return api.post(path + "/actions", action).has_value(); };
+
+  ASSERT_TRUE(settled("RUNNING")) << now.dump() << hypervisor::read(work / "agent.log");
+  ASSERT_TRUE(ready(1)) << hypervisor::read(now["console_log"].get<std::string>());
+  std::printf("vm create to guest ready (TCG): %lld ms\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - started)
+                                         .count()));
+  std::string console = hypervisor::read(now["console_log"].get<std::string>());
+  EXPECT_NE(console.find("FABRICA-CONTEXT: HOSTNAME='tiny-1'"), std::string::npos) << console;
+  EXPECT_NE(console.find("FABRICA-CONTEXT: HF_MODEL_ID='Qwen/Qwen3-0.6B'"), std::string::npos);
+  EXPECT_EQ((*api.get(host))["allocated_vms"], 1);
+
+  ASSERT_TRUE(act({{"action", "reboot"}}));
+  ASSERT_TRUE(settled("RUNNING"));
+  ASSERT_TRUE(ready(2));
+  ASSERT_TRUE(act({{"action", "poweroff"}}));
+  ASSERT_TRUE(settled("POWEROFF")) << now.dump();
+  EXPECT_EQ((*api.get(host))["allocated_vms"], 1);  // POWEROFF keeps the host.
+  ASSERT_TRUE(act({{"action", "resume"}}));
+  ASSERT_TRUE(settled("RUNNING"));
+  ASSERT_TRUE(ready(3));
+  ASSERT_TRUE(act({{"action", "undeploy"}}));
+  ASSERT_TRUE(settled("UNDEPLOYED")) << now.dump();
+  EXPECT_EQ((*api.get(host))["allocated_vms"], 0);
+  ASSERT_TRUE(act({{"action", "resume"}}));  // Placed again, deployed afresh.
+  ASSERT_TRUE(settled("RUNNING")) << now.dump();
+  ASSERT_TRUE(ready(1));  // A new console log: undeploy removed the old files.
+  ASSERT_TRUE(act({{"action", "terminate"}}));
+  ASSERT_TRUE(settled("DONE")) << now.dump();
+  EXPECT_EQ((*api.get(host))["allocated_vms"], 0);
+  EXPECT_EQ(now["history"].size(), 2u);
+  auto libvirt = hypervisor::open_libvirt("qemu:///system");
+  ASSERT_TRUE(libvirt);
+  std::string domain = "fabrica-vm-" + std::to_string(now["id"].get<int64_t>());
+  EXPECT_EQ((*libvirt)->status(domain)->state, hypervisor::DomainState::kMissing);
+}
+
+}  // namespace
+}  // namespace fabrica
