@@ -138,11 +138,8 @@ void AgentRunner::serve_commands(const std::string& secret, const std::atomic<bo
     }
     for (const auto& command : (*got)["commands"]) {
       Json answer = executor_->run(command);
-      Json result{{"id", answer["id"]}, {"ok", answer["ok"]}};
-      if (answer.contains("error")) result["error"] = answer["error"];
-      if (answer.contains("console_log")) result["console_log"] = answer["console_log"];
       // Lost answers are harmless: the command comes again and the journal answers it.
-      (void)api->post("/api/v1/agent/operations", result);
+      (void)api->post("/api/v1/agent/operations", hypervisor::operation_report(answer));
     }
   }
 }

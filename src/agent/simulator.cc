@@ -95,10 +95,7 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
             for (const auto& command : (*r)["commands"]) {
               any = true;
               Json answer = h.ex->run(command);
-              Json result{{"id", answer["id"]}, {"ok", answer["ok"]}};
-              if (answer.contains("error")) result["error"] = answer["error"];
-              if (answer.contains("console_log")) result["console_log"] = answer["console_log"];
-              (void)api.post("/api/v1/agent/operations", result);
+              (void)api.post("/api/v1/agent/operations", hypervisor::operation_report(answer));
             }
           }
           if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(20));

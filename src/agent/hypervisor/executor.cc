@@ -188,4 +188,11 @@ Result<Json> Executor::observe() {
   return out;
 }
 
+Json operation_report(const Json& answer) {
+  Json report{{"id", answer["id"]}, {"ok", answer["ok"]}};
+  if (answer.contains("error")) report["error"] = answer["error"];
+  if (answer.contains("console_log")) report["console_log"] = answer["console_log"];
+  return report;
+}
+
 }  // namespace fabrica::hypervisor

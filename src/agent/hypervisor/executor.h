@@ -52,4 +52,8 @@ class Executor {
   std::map<std::string, Json> journal_;  // Operation id -> answer.
 };
 
+// The body of POST /api/v1/agent/operations for an executor's answer: {id, ok, error?,
+// console_log?}.
+Json operation_report(const Json& answer);
+
 }  // namespace fabrica::hypervisor
