@@ -47,7 +47,7 @@ Result<compute::VmListOptions> vm_list_options(const Context& ctx) {
   compute::VmListOptions o{.limit = base.limit, .after_id = base.after_id, .gid = base.gid};
   if (auto state = ctx.query("state")) {
     // A STATE name, or an LCM_STATE name meaning ACTIVE in that LCM state.
-    for (int code : {1, 2, 3, 5, 6, 8, 9}) {
+    for (int code : {1, 2, 3, 5, 6, 8, 9, 100}) {
       if (compute::vm_state_name(static_cast<compute::VmState>(code)) == *state && code != 3) {
         o.state = static_cast<compute::VmState>(code);
       }
@@ -62,7 +62,7 @@ Result<compute::VmListOptions> vm_list_options(const Context& ctx) {
     }
     if (!o.state) {
       return fail(ErrorCode::kInvalidArgument,
-                  "must be a state (PENDING, ALLOCATED, ACTIVE, POWEROFF, SUSPENDED, "
+                  "must be a state (PENDING, HOLD, ALLOCATED, ACTIVE, POWEROFF, SUSPENDED, "
                   "UNDEPLOYED, DONE) or an LCM state such as RUNNING",
                   "state");
     }

@@ -62,6 +62,9 @@ Result<Vm> vm_from_record(const store::Record& r) {
       body["template_id"].is_number_integer() ? body["template_id"].get<int64_t>() : -1;
   vm.explanation = body.value("explanation", "");
   vm.placed_at = body.value("placed_at_unix", int64_t{0});
+  if (vm.header.state == static_cast<int>(VmState::kHold) && vm.allocation) {
+    vm.header.state = static_cast<int>(VmState::kAllocated);  // Written before the lifecycle.
+  }
   vm.lcm = body.value("lcm_state", 0);
   vm.operation = body.value("operation", Json());
   vm.op_seq = body.value("op_seq", int64_t{0});
@@ -389,8 +392,9 @@ Result<void> Compute::delete_vm(const auth::Caller& caller, int64_t id) {
   std::optional<Vm> deleted;
   FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(Vm vm, load_vm(tx, caller, id, Right::kManage));
-    bool lives = vm.state() != VmState::kPending && vm.state() != VmState::kAllocated &&
-                 vm.state() != VmState::kDone && vm.state() != VmState::kUndeployed;
+    bool lives = vm.state() != VmState::kPending && vm.state() != VmState::kHold &&
+                 vm.state() != VmState::kAllocated && vm.state() != VmState::kDone &&
+                 vm.state() != VmState::kUndeployed;
     if (lives) {
       return fail(ErrorCode::kFailedPrecondition,
                   vm_noun(id) + " is " + vm_state_name(vm.state(), vm.lcm) +

@@ -24,10 +24,13 @@ namespace fabrica::compute {
 
 // A VM's STATE (the store's state column). On a host that runs VMs (its agent has a
 // hypervisor) a placed VM follows the lifecycle table (lifecycle.h) with OpenNebula's codes;
-// on an inventory-only host it stays ALLOCATED (Fabrica's own code 2), holding its devices.
+// on an inventory-only host it stays ALLOCATED (Fabrica's own code 100, outside OpenNebula's
+// range; records from before the lifecycle stored it as 2, which is HOLD now, and are read
+// back as ALLOCATED: a held VM never has an allocation).
 enum class VmState : int {
   kPending = 1,
-  kAllocated = 2,
+  kHold = 2,
+  kAllocated = 100,
   kActive = 3,
   kSuspended = 5,
   kDone = 6,

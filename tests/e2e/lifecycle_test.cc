@@ -116,6 +116,18 @@ TEST_F(LifecycleE2eTest, BadActionsAndOtherTenantsAreRefused) {
   auto how = act(id, {{"action", "recover"}, {"how", "sideways"}});
   ASSERT_FALSE(how);
   EXPECT_EQ(how.error().field(), "how");
+  // A VM that cannot be placed can be held and released.
+  auto big =
+      api_->post("/api/v1/vms", Json{{"name", "big"}, {"request", {{"gpus", {{"count", 9}}}}}});
+  ASSERT_TRUE(big);
+  int64_t big_id = (*big)["id"];
+  auto held = act(big_id, {{"action", "hold"}});
+  ASSERT_TRUE(held) << held.error().message();
+  EXPECT_EQ((*held)["state_name"], "HOLD");
+  auto holding = api_->get("/api/v1/vms?state=HOLD");
+  ASSERT_EQ((*holding)["items"].size(), 1u);
+  EXPECT_EQ((*act(big_id, {{"action", "release"}}))["state_name"], "PENDING");
+  ASSERT_TRUE(api_->del("/api/v1/vms/" + std::to_string(big_id)));
   ASSERT_TRUE(api_->post("/api/v1/users", Json{{"name", "eve"}, {"password", "eve-password"}}));
   auto eve = daemon_.login("eve", "eve-password");
   auto stolen = eve.post("/api/v1/vms/" + std::to_string(id) + "/actions",
