@@ -113,6 +113,14 @@ Result<inventory::HostInventory> AgentRunner::inventory() {
   return inv;
 }
 
+Result<int> answer_commands(client::ApiClient& api, hypervisor::Executor& executor) {
+  FAB_ASSIGN_OR_RETURN(Json got, api.get("/api/v1/agent/commands"));
+  for (const auto& command : got["commands"]) {
+    (void)api.post("/api/v1/agent/operations", hypervisor::operation_report(executor.run(command)));
+  }
+  return static_cast<int>(got["commands"].size());
+}
+
 // How often an idle agent asks for commands: a VM's deploy and start are two steps, so the
 // control plane's share of a VM's start stays under half a second.
 constexpr std::chrono::milliseconds kCommandPoll{200};
@@ -125,21 +133,13 @@ void AgentRunner::serve_commands(const std::string& secret, const std::atomic<bo
       if (!http) return;
       api.emplace(std::move(*http), secret);
     }
-    auto got = api->get("/api/v1/agent/commands");
-    if (!got) {
-      if (got.error().code() == ErrorCode::kUnauthenticated) return;
+    auto served = answer_commands(*api, *executor_);
+    if (!served) {
+      if (served.error().code() == ErrorCode::kUnauthenticated) return;
       api.reset();
       nap(std::chrono::seconds(1), stop);
-      continue;
-    }
-    if ((*got)["commands"].empty()) {
+    } else if (*served == 0) {
       nap(kCommandPoll, stop);
-      continue;
-    }
-    for (const auto& command : (*got)["commands"]) {
-      Json answer = executor_->run(command);
-      // Lost answers are harmless: the command comes again and the journal answers it.
-      (void)api->post("/api/v1/agent/operations", hypervisor::operation_report(answer));
     }
   }
 }

@@ -7,6 +7,7 @@
 
 #include "agent/discovery.h"
 #include "agent/hypervisor/executor.h"
+#include "client/http_client.h"
 #include "core/error.h"
 #include "core/json.h"
 
@@ -23,6 +24,11 @@ struct RunnerOptions {
   std::string libvirt_uri;
   std::string domain_type = "auto";  // kvm, qemu (TCG), or auto (kvm where /dev/kvm opens).
 };
+
+// One round of the command channel: fetches the commands waiting for the host `api`
+// authenticates as, carries each out with `executor` and posts its answer. Returns how many
+// there were. A lost answer is harmless: the command comes again and the journal answers it.
+Result<int> answer_commands(client::ApiClient& api, hypervisor::Executor& executor);
 
 // The agent's life: join once (keeping the host credential 0600 in state_dir), report the
 // inventory, then heartbeat with CPU and memory use at the interval the server asks for,

@@ -7,6 +7,7 @@
 
 #include "agent/hypervisor/executor.h"
 #include "agent/hypervisor/simulated.h"
+#include "agent/runner.h"
 #include "client/http_client.h"
 
 namespace fabrica::agent {
@@ -90,13 +91,8 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
           bool any = false;
           for (auto& [i, h] : mine) {
             api.set_token(credentials[i]);
-            auto r = api.get("/api/v1/agent/commands");
-            if (!r) continue;
-            for (const auto& command : (*r)["commands"]) {
-              any = true;
-              Json answer = h.ex->run(command);
-              (void)api.post("/api/v1/agent/operations", hypervisor::operation_report(answer));
-            }
+            auto served = answer_commands(api, *h.ex);
+            any = any || (served && *served > 0);
           }
           if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }

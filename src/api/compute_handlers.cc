@@ -47,18 +47,11 @@ Result<compute::VmListOptions> vm_list_options(const Context& ctx) {
   compute::VmListOptions o{.limit = base.limit, .after_id = base.after_id, .gid = base.gid};
   if (auto state = ctx.query("state")) {
     // A STATE name, or an LCM_STATE name meaning ACTIVE in that LCM state.
-    for (int code : {1, 2, 3, 5, 6, 8, 9, 100}) {
-      if (compute::vm_state_name(static_cast<compute::VmState>(code)) == *state && code != 3) {
-        o.state = static_cast<compute::VmState>(code);
-      }
-    }
-    if (*state == "ACTIVE") o.state = compute::VmState::kActive;
-    for (const auto& row : compute::lifecycle_table()) {
-      if (row.from.status == compute::VmStatus::kActive &&
-          compute::phase_name(row.from) == *state) {
-        o.state = compute::VmState::kActive;
-        o.lcm = static_cast<int>(row.from.lcm);
-      }
+    if (*state == "ALLOCATED") {
+      o.state = compute::VmState::kAllocated;
+    } else if (auto phase = compute::parse_phase(*state)) {
+      o.state = static_cast<compute::VmState>(phase->status);
+      if (phase->lcm) o.lcm = static_cast<int>(*phase->lcm);
     }
     if (!o.state) {
       return fail(ErrorCode::kInvalidArgument,

@@ -728,10 +728,27 @@ Result<void> Compute::apply(store::Transaction& tx, Vm& vm, Event event, int64_t
 void Compute::track(const Vm& vm) {
   std::lock_guard lock(commands_mutex_);
   if (!commands_loaded_) return;  // load_commands() will read it from the store.
-  for (auto& [host, queue] : commands_) queue.erase(vm.header.id);
-  if (vm.operation.is_object()) {
-    commands_[vm.operation["host_id"].get<int64_t>()][vm.header.id] = command_for(vm);
+  auto previous = command_hosts_.find(vm.header.id);
+  if (previous != command_hosts_.end()) {
+    commands_[previous->second].erase(vm.header.id);
+    command_hosts_.erase(previous);
   }
+  if (vm.operation.is_object()) queue_command(vm);
+}
+
+void Compute::queue_command(const Vm& vm) {
+  int64_t host = vm.operation["host_id"].get<int64_t>();
+  commands_[host][vm.header.id] = command_for(vm);
+  command_hosts_[vm.header.id] = host;
+}
+
+void Compute::settle(const Vm& vm, const std::optional<sched::Allocation>& released) {
+  track(vm);
+  if (released) {
+    std::lock_guard lock(engine_mutex_);
+    engine_.release(vm.request, *released);
+  }
+  notify();
 }
 
 Result<void> Compute::load_commands() {
@@ -739,21 +756,18 @@ Result<void> Compute::load_commands() {
     std::lock_guard lock(commands_mutex_);
     if (commands_loaded_) return {};
   }
-  std::map<int64_t, std::map<int64_t, Json>> found;
+  std::vector<Vm> found;
   FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
     return store::for_each(tx, kVmType, [&](const store::Record& r) -> Result<void> {
       FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(r));
-      if (vm.operation.is_object()) {
-        found[vm.operation["host_id"].get<int64_t>()][vm.header.id] = command_for(vm);
-      }
+      if (vm.operation.is_object()) found.push_back(std::move(vm));
       return {};
     });
   }));
   std::lock_guard lock(commands_mutex_);
-  if (!commands_loaded_) {
-    commands_ = std::move(found);
-    commands_loaded_ = true;
-  }
+  if (commands_loaded_) return {};
+  commands_loaded_ = true;
+  for (const Vm& vm : found) queue_command(vm);
   return {};
 }
 
@@ -798,12 +812,7 @@ Result<void> Compute::operation_result(int64_t host_id, const std::string& op_id
     moved = std::move(vm);
     return {};
   }));
-  if (moved) track(*moved);
-  if (released) {
-    std::lock_guard lock(engine_mutex_);
-    engine_.release(moved->request, *released);
-    notify();
-  }
+  if (moved) settle(*moved, released);
   return {};
 }
 
@@ -820,12 +829,7 @@ Result<Vm> Compute::act(const auth::Caller& caller, int64_t id, Event event) {
     }
     return apply(tx, vm, event, now, "", released);
   }));
-  track(vm);
-  if (released) {
-    std::lock_guard lock(engine_mutex_);
-    engine_.release(vm.request, *released);
-  }
-  notify();
+  settle(vm, released);
   return vm;
 }
 

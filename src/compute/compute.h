@@ -200,6 +200,9 @@ class Compute {
   static Json command_for(const Vm& vm);
   // The command index follows committed VMs.
   void track(const Vm& vm);
+  void queue_command(const Vm& vm);  // commands_mutex_ held.
+  // After a committed move: the command index, the engine's hold, the scheduler.
+  void settle(const Vm& vm, const std::optional<sched::Allocation>& released);
   Result<void> load_commands();
 
   store::Store& store_;
@@ -222,6 +225,7 @@ class Compute {
   std::mutex commands_mutex_;  // Guards the command index.
   bool commands_loaded_ = false;
   std::map<int64_t, std::map<int64_t, Json>> commands_;  // Host -> VM -> its command.
+  std::map<int64_t, int64_t> command_hosts_;             // VM -> the host its command waits on.
 
   std::mutex wake_mutex_;
   std::condition_variable wake_;

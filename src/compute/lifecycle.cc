@@ -103,11 +103,8 @@ std::vector<TableRow> build() {
   // RUNNING.
   add(kRunning, Event::kShutdown, shutdown, Action::kShutdown);
   add(kRunning, Event::kTerminate, shutdown, Action::kShutdown);
-  add(kRunning, Event::kTerminateHard, shutdown, Action::kDestroy);
   add(kRunning, Event::kPoweroff, shutdown_poweroff, Action::kShutdown);
-  add(kRunning, Event::kPoweroffHard, shutdown_poweroff, Action::kDestroy);
   add(kRunning, Event::kUndeploy, shutdown_undeploy, Action::kShutdown);
-  add(kRunning, Event::kUndeployHard, shutdown_undeploy, Action::kDestroy);
   add(kRunning, Event::kReboot, kRunning, Action::kReboot);
   add(kRunning, Event::kRebootHard, kRunning, Action::kReset);
   add_entering(kRunning, Event::kSuspend, active(Lcm::kSaveSuspend));
@@ -124,9 +121,6 @@ std::vector<TableRow> build() {
   add(kUnknown, Event::kSeenRunning, kRunning, Action::kNone);
   add(kUnknown, Event::kSeenPoweredOff, kPoweroff, Action::kNone);
   add_entering(kUnknown, Event::kResume, active(Lcm::kBootUnknown));
-  add(kUnknown, Event::kPoweroffHard, shutdown_poweroff, Action::kDestroy);
-  add(kUnknown, Event::kTerminateHard, shutdown, Action::kDestroy);
-  add(kUnknown, Event::kUndeployHard, shutdown_undeploy, Action::kDestroy);
 
   // POWEROFF keeps the devices; SUSPENDED keeps the memory too.
   add_entering(kPoweroff, Event::kResume, active(Lcm::kBootPoweroff));
@@ -138,9 +132,12 @@ std::vector<TableRow> build() {
     add_entering(kPoweroff, e, epilog_undeploy);
   }
   add_entering(kSuspended, Event::kResume, active(Lcm::kBootSuspended));
-  add(kSuspended, Event::kPoweroffHard, shutdown_poweroff, Action::kDestroy);
-  add(kSuspended, Event::kTerminateHard, shutdown, Action::kDestroy);
-  add(kSuspended, Event::kUndeployHard, shutdown_undeploy, Action::kDestroy);
+  // Stopping at once works from any VM on its host, whatever the guest is doing.
+  for (Phase p : {kRunning, kUnknown, kSuspended}) {
+    add(p, Event::kTerminateHard, shutdown, Action::kDestroy);
+    add(p, Event::kPoweroffHard, shutdown_poweroff, Action::kDestroy);
+    add(p, Event::kUndeployHard, shutdown_undeploy, Action::kDestroy);
+  }
 
   // The agent's reports, and the operator's recover for an action in flight.
   for (const auto& f : kInFlight) {
@@ -251,6 +248,16 @@ std::string phase_name(Phase phase) {
     if (status == phase.status) return std::string(name);
   }
   return "STATE_" + std::to_string(static_cast<int>(phase.status));
+}
+
+std::optional<PhaseFilter> parse_phase(std::string_view name) {
+  for (auto [status, text] : kStatusNames) {
+    if (text == name) return PhaseFilter{status, std::nullopt};
+  }
+  for (auto [lcm, text] : kLcmNames) {
+    if (text == name && lcm != Lcm::kLcmInit) return PhaseFilter{VmStatus::kActive, lcm};
+  }
+  return std::nullopt;
 }
 
 std::string_view event_name(Event event) { return kEventNames.at(static_cast<size_t>(event)); }

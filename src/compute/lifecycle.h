@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,6 +56,13 @@ struct Phase {
 };
 // "RUNNING", "PENDING", "BOOT_FAILURE": the LCM name while ACTIVE, else the STATE name.
 std::string phase_name(Phase phase);
+// The inverse, for filters: a STATE name ("POWEROFF", "ACTIVE": any LCM state) or an LCM name
+// ("RUNNING": ACTIVE in that LCM state). nullopt for an unknown name.
+struct PhaseFilter {
+  VmStatus status;
+  std::optional<Lcm> lcm;
+};
+std::optional<PhaseFilter> parse_phase(std::string_view name);
 
 enum class Event {
   kPlaced,          // The scheduler gave the VM a host.

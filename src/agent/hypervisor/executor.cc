@@ -60,6 +60,10 @@ void Executor::remember(const std::string& id, const Json& answer) {
   ::close(fd);
 }
 
+std::string Executor::vm_dir(int64_t vm_id) const {
+  return options_.vm_root + "/" + std::to_string(vm_id);
+}
+
 Json Executor::run(const Json& command) {
   std::string id = command.is_object() && command.value("id", Json()).is_string()
                        ? command["id"].get<std::string>()
@@ -88,7 +92,7 @@ Json Executor::run(const Json& command) {
 
 Result<Json> Executor::execute(const std::string& action, int64_t vm_id, const Json& command) {
   std::string domain = domain_name(vm_id);
-  std::string dir = options_.vm_root + "/" + std::to_string(vm_id);
+  std::string dir = vm_dir(vm_id);
   Json out{{"domain", domain}, {"console_log", dir + "/console.log"}};
   if (action == "deploy") {
     if (!command.contains("vm") || !command["vm"].is_object()) {
@@ -123,7 +127,7 @@ Result<void> Executor::deploy(int64_t vm_id, const Json& vm) {
                        sched::VmRequest::from_json(vm.value("request", Json()), "vm.request."));
   FAB_ASSIGN_OR_RETURN(auto allocation,
                        sched::Allocation::from_json(vm.value("allocation", Json())));
-  std::string dir = options_.vm_root + "/" + std::to_string(vm_id);
+  std::string dir = vm_dir(vm_id);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return fail(ErrorCode::kInternal, "cannot create " + dir + ": " + ec.message());
@@ -153,7 +157,7 @@ Result<void> Executor::cleanup(int64_t vm_id) {
   FAB_TRY(hypervisor_.destroy(domain));
   FAB_TRY(hypervisor_.undefine(domain));
   std::error_code ec;
-  fs::remove_all(options_.vm_root + "/" + std::to_string(vm_id), ec);
+  fs::remove_all(vm_dir(vm_id), ec);
   if (ec) return fail(ErrorCode::kInternal, "cannot remove the VM's files: " + ec.message());
   return {};
 }

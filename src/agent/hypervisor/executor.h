@@ -44,6 +44,7 @@ class Executor {
   Result<void> deploy(int64_t vm_id, const Json& vm);
   Result<void> cleanup(int64_t vm_id);
   Result<void> wait_shutoff(const std::string& domain);
+  std::string vm_dir(int64_t vm_id) const;  // The VM's files on this host.
   void remember(const std::string& id, const Json& answer);
 
   Hypervisor& hypervisor_;
