@@ -299,14 +299,15 @@ Result<int64_t> resolve_vm(client::ApiClient& api, const std::string& id_or_name
   return found[0];
 }
 
-// Polls VM `id` until the scheduler has ruled on it. Succeeds once it is ALLOCATED; fails with
-// the scheduler's explanation if it stays PENDING (it is still queued and may be placed later).
+// Polls VM `id` until the scheduler has ruled on it. Succeeds once it holds its devices
+// (ALLOCATED, or on its way to RUNNING on a host that runs VMs); fails with the scheduler's
+// explanation if it stays PENDING (it is still queued and may be placed later).
 Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_s) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   Json vm;
   while (true) {
     FAB_ASSIGN_OR_RETURN(vm, api.get("/api/v1/vms/" + std::to_string(id)));
-    if (vm["state_name"] == "ALLOCATED") return vm;
+    if (vm["allocation"].is_object()) return vm;
     if (vm["explanation"] != kWaiting) break;
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

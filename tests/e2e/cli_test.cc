@@ -281,7 +281,8 @@ TEST_F(CliTest, VmVerbsDriveTheLifecycle) {
   };
   ASSERT_TRUE(testing::eventually(
       [&] { return fabrica("host list").out.find("MONITORED") != std::string::npos; }));
-  ASSERT_EQ(fabrica("vm create web --cpu 2 --memory 2G --gpu 1 --context PORT=80").exit_code, 0);
+  auto placed = fabrica("vm create web --cpu 2 --memory 2G --gpu 1 --context PORT=80 --wait");
+  ASSERT_EQ(placed.exit_code, 0) << placed.out;  // Placed: on its way to RUNNING.
   ASSERT_TRUE(in_state("RUNNING"));
   auto off = fabrica("vm poweroff web");
   EXPECT_NE(off.out.find("is SHUTDOWN_POWEROFF"), std::string::npos) << off.out;
