@@ -113,12 +113,83 @@ Result<inventory::HostInventory> AgentRunner::inventory() {
   return inv;
 }
 
-Result<int> answer_commands(client::ApiClient& api, hypervisor::Executor& executor) {
+CommandChannel::~CommandChannel() {
+  executor_.stop();
+  std::map<std::string, std::thread> running;
+  {
+    std::lock_guard lock(mutex_);
+    running.swap(running_);
+  }
+  for (auto& [id, t] : running) t.join();
+}
+
+size_t CommandChannel::in_progress() {
+  std::lock_guard lock(mutex_);
+  return running_.size();
+}
+
+void CommandChannel::wait(std::chrono::milliseconds d) {
+  std::unique_lock lock(mutex_);
+  finished_.wait_for(lock, d, [&] { return !answers_.empty(); });
+}
+
+Result<int> CommandChannel::poll(client::ApiClient& api) {
+  std::vector<Json> answers;
+  std::vector<std::thread> ended;
+  {
+    std::lock_guard lock(mutex_);
+    answers.swap(answers_);
+    for (const Json& a : answers) {
+      auto t = running_.find(a["id"].get<std::string>());
+      if (t == running_.end()) continue;
+      ended.push_back(std::move(t->second));
+      running_.erase(t);
+    }
+  }
+  for (auto& t : ended) t.join();
+  int done = 0;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    auto posted = api.post("/api/v1/agent/operations", hypervisor::operation_report(answers[i]));
+    if (!posted) {  // Keep the rest for the next round.
+      std::lock_guard lock(mutex_);
+      answers_.insert(answers_.begin(), answers.begin() + static_cast<long>(i), answers.end());
+      return fail(posted.error());
+    }
+    std::lock_guard lock(mutex_);
+    busy_.erase(answers[i]["id"].get<std::string>());
+    ++done;
+  }
   FAB_ASSIGN_OR_RETURN(Json got, api.get("/api/v1/agent/commands"));
   for (const auto& command : got["commands"]) {
-    (void)api.post("/api/v1/agent/operations", hypervisor::operation_report(executor.run(command)));
+    std::string id = command.value("id", "");
+    std::lock_guard lock(mutex_);
+    if (!busy_.insert(id).second) continue;  // In progress, or its answer is on its way.
+    running_.emplace(id, std::thread([this, command, id] {
+                       Json answer = executor_.run(command);
+                       std::lock_guard lock(mutex_);
+                       answers_.push_back(std::move(answer));
+                       finished_.notify_all();
+                     }));
+    ++done;
   }
-  return static_cast<int>(got["commands"].size());
+  FAB_TRY(report_states(api));
+  return done;
+}
+
+Result<void> CommandChannel::report_states(client::ApiClient& api) {
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_observe_) return {};
+  next_observe_ = now + options_.observe_every;
+  FAB_ASSIGN_OR_RETURN(Json vms, executor_.observe());
+  std::string states;  // What counts as a change: a VM's domain state or last operation.
+  for (const Json& vm : vms) {
+    states += dump_json(Json::array({vm["vm_id"], vm["state"], vm["last_operation"]}));
+  }
+  if (states == reported_ && now < next_report_) return {};
+  FAB_TRY(api.post("/api/v1/agent/vms", Json{{"vms", vms}}));
+  reported_ = std::move(states);
+  next_report_ = now + options_.report_every;
+  return {};
 }
 
 // How often an idle agent asks for commands: a VM's deploy and start are two steps, so the
@@ -127,19 +198,20 @@ constexpr std::chrono::milliseconds kCommandPoll{200};
 
 void AgentRunner::serve_commands(const std::string& secret, const std::atomic<bool>& stop) {
   std::optional<client::ApiClient> api;
+  CommandChannel channel(*executor_);
   while (!stop) {
     if (!api) {
       auto http = client::HttpClient::create(options_.server);
       if (!http) return;
       api.emplace(std::move(*http), secret);
     }
-    auto served = answer_commands(*api, *executor_);
+    auto served = channel.poll(*api);
     if (!served) {
       if (served.error().code() == ErrorCode::kUnauthenticated) return;
       api.reset();
       nap(std::chrono::seconds(1), stop);
     } else if (*served == 0) {
-      nap(kCommandPoll, stop);
+      channel.wait(kCommandPoll);
     }
   }
 }

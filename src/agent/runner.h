@@ -2,8 +2,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "agent/discovery.h"
 #include "agent/hypervisor/executor.h"
@@ -25,10 +31,45 @@ struct RunnerOptions {
   std::string domain_type = "auto";  // kvm, qemu (TCG), or auto (kvm where /dev/kvm opens).
 };
 
-// One round of the command channel: fetches the commands waiting for the host `api`
-// authenticates as, carries each out with `executor` and posts its answer. Returns how many
-// there were. A lost answer is harmless: the command comes again and the journal answers it.
-Result<int> answer_commands(client::ApiClient& api, hypervisor::Executor& executor);
+struct ChannelOptions {
+  // How often the VMs' states are read from the hypervisor; a change is reported at once.
+  std::chrono::milliseconds observe_every{1000};
+  // A full report (CPU and memory use) at least this often, changed or not.
+  std::chrono::milliseconds report_every{10000};
+};
+
+// One host's side of the command channel. Each round posts the answers of finished
+// commands, fetches the commands waiting for the host and starts each new one on a thread of
+// its own (a graceful shutdown waiting for its guest holds up nothing else), and reports the
+// VMs' states (POST /api/v1/agent/vms) when they changed or a report is due. Answers and
+// reports go out from the polling thread in order, so the control plane never sees a state
+// older than an answer it already has. A lost answer is harmless: it is posted again next
+// round, and a command that comes again is answered from the executor's journal.
+class CommandChannel {
+ public:
+  CommandChannel(hypervisor::Executor& executor, ChannelOptions options = {})
+      : executor_(executor), options_(options) {}
+  // Stops the executor's waits and joins the commands in progress.
+  ~CommandChannel();
+  // One round for the host `api` authenticates as. Returns how many answers it posted plus
+  // how many commands it started.
+  Result<int> poll(client::ApiClient& api);
+  // Sleeps up to `d`, waking early when a command finishes.
+  void wait(std::chrono::milliseconds d);
+  size_t in_progress();
+
+ private:
+  Result<void> report_states(client::ApiClient& api);
+  hypervisor::Executor& executor_;
+  ChannelOptions options_;
+  std::mutex mutex_;  // Guards the three below.
+  std::condition_variable finished_;
+  std::map<std::string, std::thread> running_;  // Operation id -> its thread.
+  std::vector<Json> answers_;                   // Finished, not yet posted.
+  std::set<std::string> busy_;  // Running or answered but not posted: never started twice.
+  std::string reported_;        // The states last reported.
+  std::chrono::steady_clock::time_point next_observe_{}, next_report_{};
+};
 
 // The agent's life: join once (keeping the host credential 0600 in state_dir), report the
 // inventory, then heartbeat with CPU and memory use at the interval the server asks for,
@@ -45,7 +86,7 @@ class AgentRunner {
   Result<std::string> credential();
   // The discovered hardware, with what runs VMs here.
   Result<inventory::HostInventory> inventory();
-  // Long-polls fabricad for commands and answers each through the executor, until `stop`.
+  // Polls fabricad for commands and answers each through the executor, until `stop`.
   void serve_commands(const std::string& secret, const std::atomic<bool>& stop);
   // Per-GPU utilisation, memory, temperature, power and ECC from nvidia-smi; [] without it.
   Json gpu_samples() const;

@@ -75,23 +75,25 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
         struct SimHost {
           std::unique_ptr<hypervisor::Hypervisor> hv;
           std::unique_ptr<hypervisor::Executor> ex;
+          std::unique_ptr<CommandChannel> channel;
         };
         std::map<int, SimHost> mine;
         for (int i = t; i < o.hosts; i += o.threads) {
-          SimHost h{hypervisor::make_simulated_hypervisor(), nullptr};
+          SimHost h{hypervisor::make_simulated_hypervisor(), nullptr, nullptr};
           h.ex = std::make_unique<hypervisor::Executor>(
               *h.hv, hypervisor::ExecutorOptions{
                          .vm_root = o.vm_root + "/" + o.name_prefix + "-" + std::to_string(i),
                          .domain_type = "qemu",
                          .shutdown_timeout = std::chrono::seconds(5),
                          .context_iso = false});
+          h.channel = std::make_unique<CommandChannel>(*h.ex);
           mine.emplace(i, std::move(h));
         }
         while (!stop) {
           bool any = false;
           for (auto& [i, h] : mine) {
             api.set_token(credentials[i]);
-            auto served = answer_commands(api, *h.ex);
+            auto served = h.channel->poll(api);
             any = any || (served && *served > 0);
           }
           if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -13,6 +13,52 @@ Result<int64_t> agent_host(Services& s, const Context& ctx) {
   return s.fleet.authenticate_agent(header.substr(kScheme.size()));
 }
 
+// The body of POST /api/v1/agent/vms: {"vms": [{"vm_id", "domain", "state", "cpu_time_ns",
+// "memory_kb", "last_operation"}]}.
+Result<std::vector<compute::VmSighting>> read_sightings(std::string_view body) {
+  constexpr size_t kMaxVms = 4096;
+  FAB_ASSIGN_OR_RETURN(auto reader, JsonObjectReader::parse(body));
+  FAB_ASSIGN_OR_RETURN(auto vms, reader.optional_array("vms"));
+  FAB_TRY(reader.finish());
+  if (!vms) return fail(ErrorCode::kInvalidArgument, "is required", "vms");
+  if (vms->size() > kMaxVms) {
+    return fail(ErrorCode::kInvalidArgument, "at most 4096 VMs per report", "vms");
+  }
+  std::vector<compute::VmSighting> seen;
+  for (size_t i = 0; i < vms->size(); ++i) {
+    std::string prefix = "vms[" + std::to_string(i) + "].";
+    if (!(*vms)[i].is_object()) return fail(ErrorCode::kInvalidArgument, "must be an object", prefix);
+    FAB_ASSIGN_OR_RETURN(auto vm, JsonObjectReader::wrap((*vms)[i], prefix));
+    compute::VmSighting s;
+    FAB_ASSIGN_OR_RETURN(s.vm_id, vm.required_int("vm_id"));
+    FAB_ASSIGN_OR_RETURN(auto domain, vm.optional_string("domain"));
+    FAB_ASSIGN_OR_RETURN(s.state, vm.required_string("state"));
+    FAB_ASSIGN_OR_RETURN(auto cpu, vm.optional_int("cpu_time_ns"));
+    FAB_ASSIGN_OR_RETURN(auto memory, vm.optional_int("memory_kb"));
+    FAB_ASSIGN_OR_RETURN(s.last_operation, vm.optional_string("last_operation"));
+    FAB_TRY(vm.finish());
+    static const std::set<std::string, std::less<>> kStates{"running", "paused",  "shutoff",
+                                                            "crashed", "missing", "other"};
+    if (!kStates.contains(s.state)) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "must be running, paused, shutoff, crashed, missing or other", prefix + "state");
+    }
+    if (s.vm_id < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", prefix + "vm_id");
+    if (cpu.value_or(0) < 0 || memory.value_or(0) < 0) {
+      return fail(ErrorCode::kInvalidArgument, "must be >= 0",
+                  prefix + (cpu.value_or(0) < 0 ? "cpu_time_ns" : "memory_kb"));
+    }
+    if (s.last_operation && s.last_operation->size() > 64) {
+      return fail(ErrorCode::kInvalidArgument, "must be at most 64 characters",
+                  prefix + "last_operation");
+    }
+    s.cpu_time_ns = cpu.value_or(0);
+    s.memory_kb = memory.value_or(0);
+    seen.push_back(std::move(s));
+  }
+  return seen;
+}
+
 }  // namespace
 
 void add_agent_routes(Router& router, Services& s) {
@@ -88,6 +134,16 @@ void add_agent_routes(Router& router, Services& s) {
         FAB_TRY(ctx.allow_query({}));
         FAB_ASSIGN_OR_RETURN(Json commands, s.compute.agent_commands(host));
         return json_response(200, Json{{"commands", commands}});
+      },
+      Audit::kNever);
+  // Monitoring: the state of every Fabrica domain on the host.
+  router.add(
+      "POST", "/api/v1/agent/vms", AuthMode::kNone,
+      [&s](const Context& ctx) -> Result<HttpResponse> {
+        FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
+        FAB_ASSIGN_OR_RETURN(auto seen, read_sightings(ctx.request.body));
+        FAB_ASSIGN_OR_RETURN(int moved, s.compute.observe(host, seen));
+        return json_response(200, Json{{"moved", moved}});
       },
       Audit::kNever);
   router.add(

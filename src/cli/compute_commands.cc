@@ -337,6 +337,16 @@ void print_fields(const std::vector<std::pair<std::string, std::string>>& fields
   }
 }
 
+// "running, CPU 12.5%, memory 1G (2026-11-25T10:00:00Z)": the agent's last report.
+std::string monitoring_text(const Json& m) {
+  if (!m.is_object()) return "-";
+  char cpu[32];
+  std::snprintf(cpu, sizeof cpu, "%.1f%%", m.value("cpu_percent", 0.0));
+  return to_text(m["domain_state"]) + ", CPU " + cpu + ", memory " +
+         memory_text(Json(m.value("memory_kb", int64_t{0}) / 1024)) + " (" + to_text(m["seen_at"]) +
+         ")";
+}
+
 // The VM as the person who made it wants to see it: where it went and what it holds.
 void print_vm(const Context& ctx, const Json& vm) {
   if (ctx.output == Output::kJson) {
@@ -365,6 +375,7 @@ void print_vm(const Context& ctx, const Json& vm) {
                                                  : "-"},
        {"ERROR", to_text(vm.value("error", Json("")))},
        {"CONSOLE LOG", to_text(vm.value("console_log", Json("")))},
+       {"MONITORING", monitoring_text(vm.value("monitoring", Json()))},
        {"EXPLANATION", to_text(vm["explanation"])}});
   if (vm.contains("history") && !vm["history"].empty()) {
     std::cout << "\nHISTORY\n";

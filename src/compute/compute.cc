@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 #include "compute/lifecycle.h"
 #include "core/context.h"
@@ -222,6 +223,7 @@ Json Vm::to_api_json() const {
   j["explanation"] = explanation;
   j["placed_at"] = placed_at ? Json(format_time(placed_at)) : Json(nullptr);
   j["placed_at_unix"] = placed_at;
+  j["monitoring"] = monitoring;
   return j;
 }
 
@@ -368,14 +370,25 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
 }
 
 Result<Vm> Compute::get_vm(const auth::Caller& caller, int64_t id) {
-  return store_.read_value<Vm>(
-      [&](store::Transaction& tx) { return load_vm(tx, caller, id, Right::kUse); });
+  FAB_ASSIGN_OR_RETURN(Vm vm, store_.read_value<Vm>([&](store::Transaction& tx) {
+                         return load_vm(tx, caller, id, Right::kUse);
+                       }));
+  add_monitoring(vm);
+  return vm;
+}
+
+void Compute::add_monitoring(Vm& vm) {
+  std::lock_guard lock(usage_mutex_);
+  auto u = usage_.find(vm.header.id);
+  if (u != usage_.end() && vm.allocation && vm.allocation->host_id == u->second.host_id) {
+    vm.monitoring = u->second.json;
+  }
 }
 
 Result<auth::Page<Vm>> Compute::list_vms(const auth::Caller& caller, const VmListOptions& options) {
   store::ListQuery query{.after_id = options.after_id, .gid = options.gid};
   if (options.state) query.state = static_cast<int>(*options.state);
-  return store_.read_value<auth::Page<Vm>>([&](store::Transaction& tx) {
+  auto page = store_.read_value<auth::Page<Vm>>([&](store::Transaction& tx) {
     return auth::visible_page<Vm>(
         tx, kVmType, query, options.limit, vm_from_record, [&](const Vm& vm) {
           if (options.host_id && (!vm.allocation || vm.allocation->host_id != *options.host_id)) {
@@ -386,6 +399,10 @@ Result<auth::Page<Vm>> Compute::list_vms(const auth::Caller& caller, const VmLis
                                     Right::kUse);
         });
   });
+  if (page) {
+    for (Vm& vm : page->items) add_monitoring(vm);
+  }
+  return page;
 }
 
 Result<void> Compute::delete_vm(const auth::Caller& caller, int64_t id) {
@@ -831,6 +848,132 @@ Result<Vm> Compute::act(const auth::Caller& caller, int64_t id, Event event) {
   }));
   settle(vm, released);
   return vm;
+}
+
+// ---- Monitoring ----
+
+Result<std::vector<int64_t>> Compute::host_vms(store::Transaction& tx, int64_t host_id) {
+  FAB_ASSIGN_OR_RETURN(Ledger ledger, read_ledger(tx, host_id));
+  std::vector<int64_t> ids;
+  if (!ledger.body.contains("vms")) return ids;
+  for (const auto& [key, entry] : ledger.body["vms"].items()) {
+    int64_t id = 0;
+    auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+    if (ec == std::errc() && end == key.data() + key.size()) ids.push_back(id);
+  }
+  return ids;
+}
+
+Result<int> Compute::apply_events(const std::map<int64_t, Event>& events,
+                                  const std::function<bool(const Vm&)>& still) {
+  if (events.empty()) return 0;
+  int64_t now = unix_seconds(clock_.now());
+  std::vector<Vm> moved;
+  std::vector<std::optional<sched::Allocation>> released;
+  FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
+    moved.clear();
+    released.clear();
+    for (auto [id, event] : events) {
+      auto record = tx.get(kVmType, id);
+      if (!record) continue;
+      FAB_ASSIGN_OR_RETURN(Vm vm, vm_from_record(*record));
+      Phase from{static_cast<VmStatus>(vm.header.state), static_cast<Lcm>(vm.lcm)};
+      if (!still(vm) || !next(from, event)) continue;
+      std::optional<sched::Allocation> freed;
+      FAB_TRY(apply(tx, vm, event, now, "", freed));
+      moved.push_back(std::move(vm));
+      released.push_back(std::move(freed));
+    }
+    return {};
+  }));
+  for (size_t i = 0; i < moved.size(); ++i) settle(moved[i], released[i]);
+  return static_cast<int>(moved.size());
+}
+
+Result<int> Compute::observe(int64_t host_id, const std::vector<VmSighting>& seen) {
+  using VmsById = std::map<int64_t, Vm>;
+  FAB_ASSIGN_OR_RETURN(VmsById mine,
+                       store_.read_value<VmsById>([&](store::Transaction& tx) -> Result<VmsById> {
+                         FAB_ASSIGN_OR_RETURN(auto ids, host_vms(tx, host_id));
+                         VmsById vms;
+                         for (int64_t id : ids) {
+                           auto record = tx.get(kVmType, id);
+                           if (!record) continue;
+                           FAB_ASSIGN_OR_RETURN(vms[id], vm_from_record(*record));
+                         }
+                         return vms;
+                       }));
+  std::map<int64_t, const VmSighting*> by_vm;
+  for (const VmSighting& s : seen) by_vm[s.vm_id] = &s;
+  // Usage, for the VMs that really are this host's.
+  auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(usage_mutex_);
+    for (auto& [id, vm] : mine) {
+      auto s = by_vm.find(id);
+      if (s == by_vm.end()) {
+        usage_.erase(id);
+        continue;
+      }
+      Usage& u = usage_[id];
+      double cpu = 0;
+      if (u.host_id == host_id && u.at != std::chrono::steady_clock::time_point{}) {
+        double wall_ns = std::chrono::duration<double, std::nano>(now - u.at).count();
+        int vcpus = std::max(1, vm.request.vcpus);
+        if (wall_ns > 0 && s->second->cpu_time_ns >= u.cpu_time_ns) {
+          cpu = 100.0 * static_cast<double>(s->second->cpu_time_ns - u.cpu_time_ns) / wall_ns /
+                vcpus;
+        }
+      }
+      u.host_id = host_id;
+      u.cpu_time_ns = s->second->cpu_time_ns;
+      u.at = now;
+      u.json = Json{{"cpu_percent", std::round(std::min(cpu, 100.0) * 10) / 10},
+                    {"memory_kb", s->second->memory_kb},
+                    {"domain_state", s->second->state},
+                    {"seen_at", format_time(unix_seconds(clock_.now()))}};
+    }
+  }
+  // What the hypervisor saw, as lifecycle events.
+  auto event_for = [&](const Vm& vm) -> std::optional<Event> {
+    if (vm.operation.is_object() || !vm.allocation || vm.allocation->host_id != host_id) {
+      return std::nullopt;  // An operation is in flight, or the VM is not here.
+    }
+    auto s = by_vm.find(vm.header.id);
+    if (s == by_vm.end()) return Event::kSeenMissing;
+    const VmSighting& sighting = *s->second;
+    std::string current = std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq);
+    if (sighting.last_operation && *sighting.last_operation != current) {
+      return std::nullopt;  // Read before the VM's last operation finished: stale.
+    }
+    if (sighting.state == "running") return Event::kSeenRunning;
+    if (sighting.state == "shutoff" || sighting.state == "crashed") return Event::kSeenPoweredOff;
+    return std::nullopt;
+  };
+  std::map<int64_t, Event> events;
+  for (const auto& [id, vm] : mine) {
+    auto event = event_for(vm);
+    Phase from{static_cast<VmStatus>(vm.header.state), static_cast<Lcm>(vm.lcm)};
+    if (event && next(from, *event)) events[id] = *event;
+  }
+  return apply_events(events, [&](const Vm& vm) {
+    auto event = event_for(vm);
+    return event && *event == events.at(vm.header.id);
+  });
+}
+
+Result<int> Compute::host_lost(int64_t host_id) {
+  FAB_ASSIGN_OR_RETURN(auto ids, store_.read_value<std::vector<int64_t>>(
+                                     [&](store::Transaction& tx) { return host_vms(tx, host_id); }));
+  std::map<int64_t, Event> events;
+  for (int64_t id : ids) events[id] = Event::kHostLost;
+  {
+    std::lock_guard lock(usage_mutex_);
+    for (int64_t id : ids) usage_.erase(id);
+  }
+  return apply_events(events, [&](const Vm& vm) {
+    return !vm.operation.is_object() && vm.allocation && vm.allocation->host_id == host_id;
+  });
 }
 
 }  // namespace fabrica::compute

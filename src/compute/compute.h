@@ -1,7 +1,9 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +76,9 @@ struct Vm {
   std::string console_log;       // On the host, as the agent reported it.
   Json history = Json::array();  // [{"host_id", "host_name", "start", "end", "reason"}].
   int64_t version = 0;
+  // Soft state from the agent's last report, not stored: {"cpu_percent", "memory_kb",
+  // "domain_state", "seen_at"}; null before the first report since fabricad started.
+  Json monitoring;
 
   VmState state() const { return static_cast<VmState>(header.state); }
   Json to_api_json() const;
@@ -111,6 +116,16 @@ struct VmListOptions {
   std::optional<int> lcm;  // With state kActive: only this LCM_STATE ("RUNNING" = 3).
   std::optional<int64_t> gid;
   std::optional<int64_t> host_id;
+};
+
+// One domain in an agent's report of its VMs (POST /api/v1/agent/vms).
+struct VmSighting {
+  int64_t vm_id = 0;
+  std::string state;  // running, paused, shutoff, crashed, other (hypervisor::DomainState).
+  // The VM's last operation the agent finished, read before the state; nullopt: unknown.
+  std::optional<std::string> last_operation;
+  int64_t cpu_time_ns = 0;
+  int64_t memory_kb = 0;
 };
 
 struct PassReport {
@@ -170,6 +185,16 @@ class Compute {
   // its state allows.
   Result<Vm> act(const auth::Caller& caller, int64_t id, Event event);
 
+  // Monitoring. The report of every Fabrica domain on `host_id` (a VM of the host's that is
+  // not in it has no domain). A VM moves by what the hypervisor saw (running, shut off from
+  // inside the guest, missing) only while no operation is in flight for it and the report
+  // was read after its last operation finished; the rest of the lifecycle table decides.
+  // CPU and memory use are kept in memory for get_vm. Returns how many VMs moved.
+  Result<int> observe(int64_t host_id, const std::vector<VmSighting>& seen);
+  // The host went OFFLINE: its RUNNING VMs become UNKNOWN until its agent reports them again.
+  // Returns how many.
+  Result<int> host_lost(int64_t host_id);
+
   // One scheduler pass over every pending VM. Run by one thread at a time (the daemon's
   // scheduler loop); API calls wake it through notify().
   Result<PassReport> schedule_pass();
@@ -204,6 +229,12 @@ class Compute {
   // After a committed move: the command index, the engine's hold, the scheduler.
   void settle(const Vm& vm, const std::optional<sched::Allocation>& released);
   Result<void> load_commands();
+  // The VMs the host's ledger holds.
+  Result<std::vector<int64_t>> host_vms(store::Transaction& tx, int64_t host_id);
+  // Moves each VM by its event in one transaction, if the check still passes for it.
+  Result<int> apply_events(const std::map<int64_t, Event>& events,
+                           const std::function<bool(const Vm&)>& still);
+  void add_monitoring(Vm& vm);
 
   store::Store& store_;
   auth::Authorizer& authorizer_;
@@ -226,6 +257,15 @@ class Compute {
   bool commands_loaded_ = false;
   std::map<int64_t, std::map<int64_t, Json>> commands_;  // Host -> VM -> its command.
   std::map<int64_t, int64_t> command_hosts_;             // VM -> the host its command waits on.
+
+  std::mutex usage_mutex_;  // Guards usage_.
+  struct Usage {
+    int64_t host_id = 0;
+    int64_t cpu_time_ns = 0;
+    std::chrono::steady_clock::time_point at;
+    Json json;
+  };
+  std::map<int64_t, Usage> usage_;  // VM id -> its last report.
 
   std::mutex wake_mutex_;
   std::condition_variable wake_;

@@ -182,11 +182,26 @@ int serve(const Options& o) {
 
   if (auto r = wiring.fleet.bootstrap(); !r) return fatal(r.error().with_context("bootstrap"));
 
-  // Marks silent hosts OFFLINE, once a second, and releases expired quota holds every ten
-  // seconds, until shutdown.
+  // Marks silent hosts OFFLINE, once a second, and their running VMs UNKNOWN; releases
+  // expired quota holds every ten seconds, until shutdown.
   std::mutex sweep_mutex;
   std::condition_variable sweep_wake;
   bool stopping = false;
+  auto lose_hosts = [&](const std::vector<int64_t>& hosts) {
+    for (int64_t host : hosts) {
+      auto lost = wiring.compute.host_lost(host);
+      if (!lost) spdlog::warn("host {} went OFFLINE: {}", host, lost.error().message());
+      if (lost && *lost > 0) spdlog::info("host {} went OFFLINE: {} VMs UNKNOWN", host, *lost);
+    }
+  };
+  // Hosts that went OFFLINE before a crash still owe their VMs the move.
+  if (auto hosts = wiring.fleet.host_changes(0); hosts) {
+    std::vector<int64_t> offline;
+    for (const auto& h : hosts->changed) {
+      if (h.state == fleet::HostState::kOffline) offline.push_back(h.id);
+    }
+    lose_hosts(offline);
+  }
   std::thread sweeper([&] {
     std::unique_lock lock(sweep_mutex);
     uint64_t ticks = 0;
@@ -194,7 +209,10 @@ int serve(const Options& o) {
       lock.unlock();
       auto marked = wiring.fleet.sweep_offline();
       if (!marked) spdlog::warn("offline sweep failed: {}", marked.error().message());
-      if (marked && *marked > 0) spdlog::info("{} hosts went OFFLINE", *marked);
+      if (marked && !marked->empty()) {
+        spdlog::info("{} hosts went OFFLINE", marked->size());
+        lose_hosts(*marked);
+      }
       if (++ticks % 10 == 0) {
         auto expired = wiring.quotas.expire();
         if (!expired) spdlog::warn("quota hold expiry failed: {}", expired.error().message());

@@ -710,11 +710,12 @@ Result<void> Fleet::flush() {
   return written;
 }
 
-Result<int> Fleet::sweep_offline() {
+Result<std::vector<int64_t>> Fleet::sweep_offline() {
   FAB_TRY(flush());
   int64_t cutoff = unix_seconds(clock_.now()) - options_.offline_after.count();
-  return write_value<int>([&](store::Transaction& tx) -> Result<int> {
-    int marked = 0;
+  return write_value<std::vector<int64_t>>([&](store::Transaction& tx)
+                                                -> Result<std::vector<int64_t>> {
+    std::vector<int64_t> marked;
     store::ListQuery query{.limit = 1000, .state = static_cast<int>(HostState::kMonitored)};
     std::vector<Host> silent;
     while (true) {
@@ -727,9 +728,9 @@ Result<int> Fleet::sweep_offline() {
       query.after_id = batch.back().id;
     }
     for (Host& h : silent) {
+      marked.push_back(h.header.id);
       h.header.state = static_cast<int>(HostState::kOffline);
       FAB_TRY(update_host(tx, std::move(h)));
-      ++marked;
     }
     return marked;
   });

@@ -163,8 +163,8 @@ class Fleet {
   Result<void> heartbeat(int64_t host_id, const Monitoring& monitoring);
   // Writes pending heartbeats in one transaction. Called every second and at shutdown.
   Result<void> flush();
-  // Flushes, then marks hosts silent for longer than offline_after OFFLINE; returns how many.
-  Result<int> sweep_offline();
+  // Flushes, then marks hosts silent for longer than offline_after OFFLINE; returns their ids.
+  Result<std::vector<int64_t>> sweep_offline();
 
   const FleetOptions& options() const { return options_; }
 

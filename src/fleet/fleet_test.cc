@@ -101,7 +101,7 @@ TEST_F(FleetTest, SilentHostsGoOfflineAndComeBack) {
   clock_.advance(std::chrono::seconds(20));
   ASSERT_TRUE(fleet_->heartbeat(a->host.header.id, Monitoring{.cpu_used_percent = 12.5}));
   clock_.advance(std::chrono::seconds(15));
-  EXPECT_EQ(*fleet_->sweep_offline(), 1);  // b was last seen 35 s ago.
+  EXPECT_EQ(fleet_->sweep_offline()->size(), 1u);  // b was last seen 35 s ago.
   EXPECT_EQ(fleet_->get_host(admin_, b->host.header.id)->state(), HostState::kOffline);
   EXPECT_EQ(fleet_->get_host(admin_, a->host.header.id)->state(), HostState::kMonitored);
   EXPECT_EQ(fleet_->get_host(admin_, a->host.header.id)->monitoring.cpu_used_percent, 12.5);
@@ -202,7 +202,7 @@ TEST_F(FleetTest, HostChangesReportOnlyWhatChangedSinceTheLastRead) {
 
   // An OFFLINE host that heartbeats is MONITORED before the heartbeat is flushed.
   clock_.advance(std::chrono::seconds(60));
-  ASSERT_EQ(*fleet_->sweep_offline(), 1);  // b is DISABLED and stays so.
+  ASSERT_EQ(fleet_->sweep_offline()->size(), 1u);  // b is DISABLED and stays so.
   auto offline = fleet_->host_changes(some->seq);
   ASSERT_EQ(offline->changed.size(), 1u);
   EXPECT_EQ(offline->changed[0].state, HostState::kOffline);

@@ -57,6 +57,7 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"PUT /api/v1/agent/inventory", R"({"inventory":{}})"},
       {"POST /api/v1/agent/heartbeat", "{}"},
       {"POST /api/v1/agent/operations", R"({"id":"1-1","ok":true})"},
+      {"POST /api/v1/agent/vms", R"({"vms":[{"vm_id":1,"state":"shutoff"}]})"},
       {"POST /api/v1/vdcs", R"({"name":"probe-vdc"})"},
       {"POST /api/v1/vdcs/{id}/groups", R"({"gid":$groups})"},
       {"POST /api/v1/vdcs/{id}/resources", R"({"kind":"cluster","id":$clusters})"},

@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include "agent/discovery.h"
 #include "agent/hypervisor/domain.h"
@@ -151,9 +154,12 @@ namespace fs = std::filesystem;
 // reads its CONTEXT CD-ROM, goes through reboot, poweroff, resume, undeploy, resume and
 // terminate, and leaves no domain behind and nothing held on the host.
 TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
-  testing::DaemonProcess daemon({"--host-offline-after", "600"});
+  // A host silent for 3 s is OFFLINE: the test kills its agent on purpose.
+  testing::DaemonProcess daemon({"--host-offline-after", "3", "--heartbeat-interval", "1"});
   ASSERT_TRUE(daemon.start()) << daemon.log();
   auto api = daemon.login();
+  auto libvirt = hypervisor::open_libvirt("qemu:///system");
+  ASSERT_TRUE(libvirt) << libvirt.error().message();
   std::string kernel = hypervisor::newest_kernel_for_test();
   fs::path work = daemon.data_dir();
   auto built = testing::run_command((testing::source_dir() / "tests/guest/build-initrd").string() +
@@ -162,11 +168,16 @@ TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
   ASSERT_EQ(built.exit_code, 0) << built.output;
   auto token = api.post("/api/v1/hosts/join-tokens", Json{{"count", 1}});
   ASSERT_TRUE(token);
-  testing::ChildProcess agent(
-      {testing::binary_path("fabrica-agent"), "--server", daemon.url(), "--join-token",
-       (*token)["join_token"].get<std::string>(), "--state-dir", (work / "agent").string(),
-       "--libvirt", "qemu:///system", "--domain-type", "qemu"},
-      (work / "agent.log").string());
+  std::optional<testing::ChildProcess> agent;
+  auto start_agent = [&] {
+    agent.emplace(std::vector<std::string>{testing::binary_path("fabrica-agent"), "--server",
+                                           daemon.url(), "--join-token",
+                                           (*token)["join_token"].get<std::string>(),
+                                           "--state-dir", (work / "agent").string(), "--libvirt",
+                                           "qemu:///system", "--domain-type", "qemu"},
+                  (work / "agent.log").string());
+  };
+  start_agent();
   ASSERT_TRUE(testing::eventually([&] {
     auto hosts = api.get("/api/v1/hosts?state=MONITORED");
     return hosts && (*hosts)["items"].size() == 1;
@@ -236,13 +247,53 @@ TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
   ASSERT_TRUE(act({{"action", "resume"}}));  // Placed again, deployed afresh.
   ASSERT_TRUE(settled("RUNNING")) << now.dump();
   ASSERT_TRUE(ready(1));  // A new console log: undeploy removed the old files.
+  std::string domain = "fabrica-vm-" + std::to_string(now["id"].get<int64_t>());
+
+  // Monitoring: the guest powers itself off (its acpid hears the button) -> POWEROFF.
+  ASSERT_TRUE((*libvirt)->shutdown(domain));
+  ASSERT_TRUE(settled("POWEROFF")) << now.dump();
+  EXPECT_EQ(now["monitoring"]["domain_state"], "shutoff") << now.dump();
+  ASSERT_TRUE(act({{"action", "resume"}}));
+  ASSERT_TRUE(settled("RUNNING"));
+  ASSERT_TRUE(ready(2));
+  EXPECT_GT(now["monitoring"]["memory_kb"].get<int64_t>(), 0) << now.dump();
+
+  // The host goes silent (agent killed): its VM is UNKNOWN, and RUNNING again once the agent
+  // is back and libvirt still runs the guest.
+  agent->stop(SIGKILL);
+  ASSERT_TRUE(settled("UNKNOWN")) << now.dump();
+  start_agent();
+  ASSERT_TRUE(settled("RUNNING")) << now.dump();
+
+  // The agent killed in the middle of a graceful poweroff: the command comes again after the
+  // restart and the VM ends POWEROFF, once.
+  ASSERT_TRUE(act({{"action", "poweroff"}}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  agent->stop(SIGKILL);
+  start_agent();
+  ASSERT_TRUE(settled("POWEROFF")) << now.dump() << hypervisor::read(work / "agent.log");
+  EXPECT_EQ((*libvirt)->status(domain)->state, hypervisor::DomainState::kShutoff);
+  ASSERT_TRUE(act({{"action", "resume"}}));
+  ASSERT_TRUE(settled("RUNNING"));
+  ASSERT_TRUE(ready(3));
+
+  // fabricad killed right after acknowledging a reboot: after its restart the reboot is
+  // carried out and answered, and the guest boots exactly once more.
+  ASSERT_TRUE(act({{"action", "reboot"}}));
+  daemon.stop(SIGKILL);
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  api = daemon.login();
+  ASSERT_TRUE(settled("RUNNING")) << now.dump();
+  ASSERT_TRUE(ready(4));
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(hypervisor::count(hypervisor::read(now["console_log"].get<std::string>()),
+                              "FABRICA-GUEST: ready"),
+            4u);
+
   ASSERT_TRUE(act({{"action", "terminate"}}));
   ASSERT_TRUE(settled("DONE")) << now.dump();
   EXPECT_EQ((*api.get(host))["allocated_vms"], 0);
   EXPECT_EQ(now["history"].size(), 2u);
-  auto libvirt = hypervisor::open_libvirt("qemu:///system");
-  ASSERT_TRUE(libvirt);
-  std::string domain = "fabrica-vm-" + std::to_string(now["id"].get<int64_t>());
   EXPECT_EQ((*libvirt)->status(domain)->state, hypervisor::DomainState::kMissing);
 }
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -30,6 +31,18 @@ Error bad(const std::string& message, const std::string& field) {
   return Error(ErrorCode::kInvalidArgument, message, field);
 }
 
+// The VM an operation id ("<vm>-<n>") belongs to; -1 for another shape.
+int64_t operation_vm(const std::string& id) {
+  int64_t vm = -1;
+  auto dash = id.find('-');
+  if (dash == std::string::npos) return -1;
+  auto [end, ec] = std::from_chars(id.data(), id.data() + dash, vm);
+  return ec == std::errc() && end == id.data() + dash ? vm : -1;
+}
+
+// Why an operation ended without an answer: the agent is stopping.
+constexpr std::string_view kStopping = "the agent is stopping";
+
 }  // namespace
 
 Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options)
@@ -46,11 +59,18 @@ Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options)
     entries.emplace_back((*entry)["id"].get<std::string>(), *entry);
   }
   size_t first = entries.size() > kJournalKeep ? entries.size() - kJournalKeep : 0;
-  for (size_t i = first; i < entries.size(); ++i) journal_[entries[i].first] = entries[i].second;
+  for (size_t i = first; i < entries.size(); ++i) {
+    journal_[entries[i].first] = entries[i].second;
+    int64_t vm = operation_vm(entries[i].first);
+    if (vm >= 0) last_operation_[vm] = entries[i].first;
+  }
 }
 
 void Executor::remember(const std::string& id, const Json& answer) {
+  std::lock_guard lock(mutex_);
   journal_[id] = answer;
+  int64_t vm = operation_vm(id);
+  if (vm >= 0) last_operation_[vm] = id;
   if (options_.journal.empty()) return;
   fs::create_directories(fs::path(options_.journal).parent_path());
   int fd = ::open(options_.journal.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -68,8 +88,11 @@ Json Executor::run(const Json& command) {
   std::string id = command.is_object() && command.value("id", Json()).is_string()
                        ? command["id"].get<std::string>()
                        : "";
-  auto known = journal_.find(id);
-  if (!id.empty() && known != journal_.end()) return known->second;
+  {
+    std::lock_guard lock(mutex_);
+    auto known = journal_.find(id);
+    if (!id.empty() && known != journal_.end()) return known->second;
+  }
   Json answer{{"id", id}};
   Result<Json> done = [&]() -> Result<Json> {
     if (id.empty()) return fail(bad("is required", "id"));
@@ -85,6 +108,7 @@ Json Executor::run(const Json& command) {
   } else {
     answer["ok"] = false;
     answer["error"] = done.error().message();
+    if (stopping_ && done.error().message() == kStopping) return answer;  // Not journaled.
   }
   if (!id.empty()) remember(id, answer);
   return answer;
@@ -167,6 +191,7 @@ Result<void> Executor::wait_shutoff(const std::string& domain) {
   while (true) {
     FAB_ASSIGN_OR_RETURN(auto status, hypervisor_.status(domain));
     if (status.state == DomainState::kShutoff || status.state == DomainState::kMissing) return {};
+    if (stopping_) return fail(ErrorCode::kUnavailable, std::string(kStopping));
     if (std::chrono::steady_clock::now() >= deadline) {
       return fail(ErrorCode::kDeadlineExceeded,
                   "the guest did not shut down within " +
@@ -178,16 +203,23 @@ Result<void> Executor::wait_shutoff(const std::string& domain) {
 }
 
 Result<Json> Executor::observe() {
+  std::map<int64_t, std::string> last;
+  {
+    std::lock_guard lock(mutex_);
+    last = last_operation_;
+  }
   FAB_ASSIGN_OR_RETURN(auto names, hypervisor_.list());
   Json out = Json::array();
   for (const auto& name : names) {
     FAB_ASSIGN_OR_RETURN(auto status, hypervisor_.status(name));
-    int64_t vm_id = std::stoll(name.substr(std::string("fabrica-vm-").size()));
+    int64_t vm_id = operation_vm(name.substr(std::string("fabrica-vm-").size()) + "-");
+    if (vm_id < 0) continue;  // Not named by us after all.
     out.push_back({{"vm_id", vm_id},
                    {"domain", name},
                    {"state", domain_state_name(status.state)},
                    {"cpu_time_ns", status.cpu_time_ns},
-                   {"memory_kb", status.memory_kb}});
+                   {"memory_kb", status.memory_kb},
+                   {"last_operation", last.contains(vm_id) ? Json(last[vm_id]) : Json()}});
   }
   return out;
 }

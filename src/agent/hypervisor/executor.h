@@ -1,7 +1,9 @@
 #pragma once
 
 #include <chrono>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "agent/hypervisor/hypervisor.h"
@@ -29,13 +31,21 @@ struct ExecutorOptions {
 // it is returned, and a command whose id is in the journal gets the journaled answer without
 // touching the hypervisor again (a repeated reboot does not reboot twice). Every action is
 // also idempotent on its own, so a command cut short by a crash is safe to run again.
+//
+// Thread-safe: different VMs' commands run at once (a graceful shutdown waits for its guest
+// without holding up the others); the caller runs one command per operation id at a time.
 class Executor {
  public:
   Executor(Hypervisor& hypervisor, ExecutorOptions options);
   Json run(const Json& command);
   // The state of every Fabrica domain on this host, for the monitoring report:
-  // [{"vm_id", "domain", "state", "cpu_time_ns", "memory_kb"}].
+  // [{"vm_id", "domain", "state", "cpu_time_ns", "memory_kb", "last_operation"}], where
+  // last_operation is the id of the VM's last finished operation here, read before the
+  // state: the control plane trusts a state only when no operation finished after it.
   Result<Json> observe();
+  // Makes operations that wait (a graceful shutdown) give up at once without an answer: they
+  // are not journaled, so the command runs again when the agent is back.
+  void stop() { stopping_ = true; }
   // kvm or qemu, as decided from the options and the machine.
   const std::string& domain_type() const { return type_; }
 
@@ -50,7 +60,10 @@ class Executor {
   Hypervisor& hypervisor_;
   ExecutorOptions options_;
   std::string type_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;                     // Guards the journal.
   std::map<std::string, Json> journal_;  // Operation id -> answer.
+  std::map<int64_t, std::string> last_operation_;  // VM id -> its last journaled operation.
 };
 
 // The body of POST /api/v1/agent/operations for an executor's answer: {id, ok, error?,

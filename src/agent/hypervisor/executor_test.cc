@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "agent/discovery.h"
 #include "sched/host.h"
@@ -19,7 +21,10 @@ class Counting final : public Hypervisor {
   explicit Counting(std::unique_ptr<Hypervisor> inner) : inner_(std::move(inner)) {}
   Result<void> define(const std::string& xml) override { return inner_->define(xml); }
   Result<void> start(const std::string& n) override { return inner_->start(n); }
-  Result<void> shutdown(const std::string& n) override { return inner_->shutdown(n); }
+  Result<void> shutdown(const std::string& n) override {
+    ++shutdowns;
+    return deaf_guest ? Result<void>{} : inner_->shutdown(n);
+  }
   Result<void> destroy(const std::string& n) override { return inner_->destroy(n); }
   Result<void> reboot(const std::string& n) override {
     ++reboots;
@@ -33,6 +38,8 @@ class Counting final : public Hypervisor {
   Result<std::vector<std::string>> list() override { return inner_->list(); }
   Result<std::string> xml(const std::string& n) override { return inner_->xml(n); }
   int reboots = 0;
+  std::atomic<int> shutdowns{0};
+  bool deaf_guest = false;  // The guest ignores ACPI shutdown.
 
  private:
   std::unique_ptr<Hypervisor> inner_;
@@ -128,6 +135,48 @@ TEST_F(ExecutorTest, AnOperationRunsOnceEvenAcrossRestarts) {
   EXPECT_EQ(hypervisor_->reboots, 1);
   EXPECT_TRUE(restarted.run(op("op-4", 6, "reboot"))["ok"]);
   EXPECT_EQ(hypervisor_->reboots, 2);
+}
+
+TEST_F(ExecutorTest, ReportsCarryEachVmsLastOperationAcrossRestarts) {
+  {
+    Executor ex(*hypervisor_, options());
+    ASSERT_TRUE(ex.run(deploy_command("8-1", 8))["ok"]);
+    EXPECT_EQ((*ex.observe())[0]["last_operation"], "8-1");
+    EXPECT_EQ((*ex.observe())[0]["state"], "shutoff");
+    ASSERT_TRUE(ex.run(op("8-2", 8, "start"))["ok"]);
+    EXPECT_EQ((*ex.observe())[0]["last_operation"], "8-2");
+  }
+  Executor restarted(*hypervisor_, options());
+  auto seen = restarted.observe();
+  ASSERT_TRUE(seen);
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ((*seen)[0]["last_operation"], "8-2");
+  EXPECT_EQ((*seen)[0]["state"], "running");
+}
+
+TEST_F(ExecutorTest, AStoppingAgentLeavesAWaitingShutdownToRunAgain) {
+  hypervisor_->deaf_guest = true;
+  auto opts = options();
+  opts.shutdown_timeout = std::chrono::seconds(60);
+  {
+    Executor ex(*hypervisor_, opts);
+    ASSERT_TRUE(ex.run(deploy_command("9-1", 9))["ok"]);
+    ASSERT_TRUE(ex.run(op("9-2", 9, "start"))["ok"]);
+    std::thread stopper([&] {
+      while (hypervisor_->shutdowns == 0) std::this_thread::yield();
+      ex.stop();
+    });
+    Json cut = ex.run(op("9-3", 9, "shutdown"));
+    stopper.join();
+    EXPECT_FALSE(cut["ok"]);
+    EXPECT_EQ(cut["error"], "the agent is stopping");
+  }
+  // Not journaled: after the restart the shutdown runs again, and this time the guest hears.
+  hypervisor_->deaf_guest = false;
+  Executor restarted(*hypervisor_, opts);
+  EXPECT_TRUE(restarted.run(op("9-3", 9, "shutdown"))["ok"]);
+  EXPECT_EQ(hypervisor_->shutdowns, 2);
+  EXPECT_EQ((*restarted.observe())[0]["state"], "shutoff");
 }
 
 TEST_F(ExecutorTest, BadCommandsAndHypervisorRefusalsAreAnswersNotCrashes) {

@@ -1,0 +1,168 @@
+// Monitoring: what the agent's reports of its domains and a host going OFFLINE do to VMs,
+// against a real SQLite store.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "agent/discovery.h"
+#include "compute/compute.h"
+#include "store/sqlite_store.h"
+#include "testing/fake_clock.h"
+
+namespace fabrica::compute {
+namespace {
+
+class MonitoringTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-monitoring-" + auth::random_hex(8));
+    std::filesystem::create_directories(dir_);
+    store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
+    authorizer_ = std::make_unique<auth::Authorizer>(*store_);
+    identity_ =
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+    ASSERT_TRUE(*identity_->bootstrap("admin-password"));
+    quotas_ = std::make_unique<auth::Quotas>(*store_, *authorizer_, clock_);
+    fleet_ = std::make_unique<fleet::Fleet>(*store_, *authorizer_, clock_, fleet::FleetOptions{});
+    ASSERT_TRUE(fleet_->bootstrap());
+    compute_ = std::make_unique<Compute>(*store_, *authorizer_, *identity_, *quotas_, *fleet_,
+                                         clock_);
+    admin_ = *identity_->caller_for(0, "test");
+    host_ = join("node-1");
+    other_host_ = join("node-2");
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  int64_t join(const std::string& name) {
+    agent::SysfsSource source(std::string(FABRICA_FIXTURES) + "/cpu-only");
+    auto inv = agent::discover(source);
+    EXPECT_TRUE(inv.has_value());
+    inv->hypervisor = "libvirt";
+    inv->domain_type = "qemu";
+    auto token = fleet_->create_fleet_token(admin_, fleet::kDefaultClusterId, 1);
+    auto joined = fleet_->join(token->secret, name, *inv);
+    EXPECT_TRUE(joined) << joined.error().message();
+    return joined->host.header.id;
+  }
+
+  // Answers every command waiting for `host` as done; returns how many.
+  int answer_all(int64_t host) {
+    auto commands = compute_->agent_commands(host);
+    EXPECT_TRUE(commands);
+    for (const Json& c : *commands) {
+      EXPECT_TRUE(compute_->operation_result(host, c["id"].get<std::string>(), true, "", ""));
+    }
+    return static_cast<int>(commands->size());
+  }
+
+  // A VM RUNNING on `host_` (placed, deployed and started).
+  Vm running_vm(const std::string& name) {
+    sched::VmRequest request;
+    request.vcpus = 2;
+    request.memory_mb = 1024;
+    auto vm = compute_->create_vm(admin_, NewVm{.name = name, .request = request});
+    EXPECT_TRUE(vm) << vm.error().message();
+    EXPECT_TRUE(compute_->schedule_pass());
+    while (answer_all(host_) > 0) {
+    }
+    return state(vm->header.id);
+  }
+
+  Vm state(int64_t id) { return *compute_->get_vm(admin_, id); }
+  std::string name(int64_t id) {
+    Vm vm = state(id);
+    return vm_state_name(vm.state(), vm.lcm);
+  }
+  std::string last_op(const Vm& vm) {
+    return std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq);
+  }
+
+  std::filesystem::path dir_;
+  testing::FakeClock clock_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<auth::Authorizer> authorizer_;
+  std::unique_ptr<auth::Identity> identity_;
+  std::unique_ptr<auth::Quotas> quotas_;
+  std::unique_ptr<fleet::Fleet> fleet_;
+  std::unique_ptr<Compute> compute_;
+  auth::Caller admin_;
+  int64_t host_ = 0, other_host_ = 0;
+};
+
+TEST_F(MonitoringTest, AGuestShutDownFromInsideIsPoweredOffAndComesBackWhenSeenRunning) {
+  Vm vm = running_vm("svc");
+  ASSERT_EQ(name(vm.header.id), "RUNNING");
+  ASSERT_EQ(vm.allocation->host_id, host_);
+  EXPECT_EQ(*compute_->observe(host_, {{vm.header.id, "shutoff", last_op(vm), 5'000, 1'048'576}}),
+            1);
+  Vm off = state(vm.header.id);
+  EXPECT_EQ(name(vm.header.id), "POWEROFF");
+  EXPECT_TRUE(off.allocation) << "poweroff keeps the devices";
+  ASSERT_TRUE(off.monitoring.is_object());
+  EXPECT_EQ(off.monitoring["domain_state"], "shutoff");
+  EXPECT_EQ(off.monitoring["memory_kb"], 1'048'576);
+  // Seen again (nothing changes) moves nothing.
+  EXPECT_EQ(*compute_->observe(host_, {{vm.header.id, "shutoff", last_op(vm), 5'000, 0}}), 0);
+  // Started by hand on the host: RUNNING again.
+  EXPECT_EQ(*compute_->observe(host_, {{vm.header.id, "running", last_op(vm), 9'000, 0}}), 1);
+  EXPECT_EQ(name(vm.header.id), "RUNNING");
+}
+
+TEST_F(MonitoringTest, AStateReadBeforeTheLastOperationFinishedIsIgnored) {
+  Vm vm = running_vm("svc");
+  std::string before = std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq - 1);
+  // Read while the start was still running: the domain was still shut off.
+  EXPECT_EQ(*compute_->observe(host_, {{vm.header.id, "shutoff", before, 0, 0}}), 0);
+  EXPECT_EQ(name(vm.header.id), "RUNNING");
+  // An operation in flight: the agent's answer decides, not the report.
+  ASSERT_TRUE(compute_->act(admin_, vm.header.id, Event::kPoweroff));
+  EXPECT_EQ(name(vm.header.id), "SHUTDOWN_POWEROFF");
+  EXPECT_EQ(*compute_->observe(host_, {{vm.header.id, "running", last_op(vm), 0, 0}}), 0);
+  EXPECT_EQ(*compute_->observe(host_, {}), 0);
+  EXPECT_EQ(name(vm.header.id), "SHUTDOWN_POWEROFF");
+  EXPECT_EQ(answer_all(host_), 1);
+  EXPECT_EQ(name(vm.header.id), "POWEROFF");
+}
+
+TEST_F(MonitoringTest, AVanishedDomainIsUnknownUntilSeenAgain) {
+  Vm vm = running_vm("svc");
+  EXPECT_EQ(*compute_->observe(host_, {}), 1);
+  EXPECT_EQ(name(vm.header.id), "UNKNOWN");
+  EXPECT_EQ(state(vm.header.id).monitoring, Json()) << "no domain, no usage";
+  EXPECT_EQ(*compute_->observe(host_, {}), 0);
+  EXPECT_EQ(*compute_->observe(host_, {{vm.header.id, "running", last_op(vm), 0, 0}}), 1);
+  EXPECT_EQ(name(vm.header.id), "RUNNING");
+}
+
+TEST_F(MonitoringTest, AnOfflineHostsVmsAreUnknownUntilItsAgentReportsThemRunning) {
+  Vm a = running_vm("a");
+  Vm b = running_vm("b");
+  ASSERT_TRUE(compute_->act(admin_, b.header.id, Event::kPoweroffHard));
+  answer_all(host_);
+  ASSERT_EQ(name(b.header.id), "POWEROFF");
+  EXPECT_EQ(*compute_->host_lost(host_), 1);
+  EXPECT_EQ(name(a.header.id), "UNKNOWN");
+  EXPECT_EQ(name(b.header.id), "POWEROFF") << "a stopped VM stays stopped";
+  EXPECT_TRUE(state(a.header.id).allocation) << "an UNKNOWN VM keeps its devices";
+  EXPECT_EQ(*compute_->host_lost(host_), 0);
+  // Back, with the guest still running under libvirt.
+  b = state(b.header.id);
+  EXPECT_EQ(*compute_->observe(host_, {{a.header.id, "running", last_op(a), 0, 0},
+                                       {b.header.id, "shutoff", last_op(b), 0, 0}}),
+            1);
+  EXPECT_EQ(name(a.header.id), "RUNNING");
+  EXPECT_EQ(name(b.header.id), "POWEROFF");
+}
+
+TEST_F(MonitoringTest, AHostReportsOnlyOnItsOwnVms) {
+  Vm vm = running_vm("svc");
+  // Another host can neither stop nor lose this VM, nor see its usage recorded.
+  EXPECT_EQ(*compute_->observe(other_host_, {{vm.header.id, "shutoff", last_op(vm), 1, 1}}), 0);
+  EXPECT_EQ(*compute_->observe(other_host_, {}), 0);
+  EXPECT_EQ(*compute_->host_lost(other_host_), 0);
+  EXPECT_EQ(name(vm.header.id), "RUNNING");
+  EXPECT_EQ(state(vm.header.id).monitoring, Json());
+}
+
+}  // namespace
+}  // namespace fabrica::compute
