@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
   app.add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
   app.add_option("--libvirt", run.libvirt_uri,
                  "Run VMs through this libvirt URI, e.g. qemu:///system (default: inventory only)");
-  app.add_option("--domain-type", run.domain_type, "kvm, qemu (TCG) or auto")
+  app.add_option("--domain-type", run.domain_type,
+                 "kvm, qemu (TCG) or auto: kvm where /dev/kvm opens and the CPU has VT-x/AMD-V")
       ->check(CLI::IsMember({"auto", "kvm", "qemu"}));
   agent::SimulationOptions sim;
   int simulate = 0;

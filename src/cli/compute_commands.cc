@@ -299,15 +299,31 @@ Result<int64_t> resolve_vm(client::ApiClient& api, const std::string& id_or_name
   return found[0];
 }
 
-// Polls VM `id` until the scheduler has ruled on it. Succeeds once it holds its devices
-// (ALLOCATED, or on its way to RUNNING on a host that runs VMs); fails with the scheduler's
-// explanation if it stays PENDING (it is still queued and may be placed later).
+// Polls VM `id` until the scheduler has ruled on it and, on a host that runs VMs, until its
+// deploy and boot are done. Succeeds once it holds its devices with no operation in flight
+// (ALLOCATED, or RUNNING); fails with the scheduler's explanation if it stays PENDING (it is
+// still queued and may be placed later), or with the hypervisor's message on a failure.
 Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_s) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   Json vm;
   while (true) {
     FAB_ASSIGN_OR_RETURN(vm, api.get("/api/v1/vms/" + std::to_string(id)));
-    if (vm["allocation"].is_object()) return vm;
+    std::string state = to_text(vm["state_name"]);
+    if (state.ends_with("FAILURE")) {
+      return fail(ErrorCode::kUnavailable,
+                  "VM " + std::to_string(id) + " is " + state + ": " + to_text(vm["error"]) +
+                      " (fabrica vm recover " + std::to_string(id) + " --retry tries again)");
+    }
+    // Placed; on a host that runs VMs, also deployed and booted.
+    if (vm["allocation"].is_object() && vm["operation"].is_null()) return vm;
+    if (vm["allocation"].is_object()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return fail(ErrorCode::kUnavailable, "VM " + std::to_string(id) + " is still " + state +
+                                                 " on " + to_text(vm["host_name"]));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
     if (vm["explanation"] != kWaiting) break;
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

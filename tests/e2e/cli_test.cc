@@ -282,8 +282,11 @@ TEST_F(CliTest, VmVerbsDriveTheLifecycle) {
   ASSERT_TRUE(testing::eventually(
       [&] { return fabrica("host list").out.find("MONITORED") != std::string::npos; }));
   auto placed = fabrica("vm create web --cpu 2 --memory 2G --gpu 1 --context PORT=80 --wait");
-  ASSERT_EQ(placed.exit_code, 0) << placed.out;  // Placed: on its way to RUNNING.
+  ASSERT_EQ(placed.exit_code, 0) << placed.out;  // --wait waits for the boot too.
+  EXPECT_NE(placed.out.find("RUNNING"), std::string::npos) << placed.out;
   ASSERT_TRUE(in_state("RUNNING"));
+  ASSERT_TRUE(testing::eventually(
+      [&] { return fabrica("vm show web").out.find("running, CPU") != std::string::npos; }));
   auto off = fabrica("vm poweroff web");
   EXPECT_NE(off.out.find("is SHUTDOWN_POWEROFF"), std::string::npos) << off.out;
   ASSERT_TRUE(in_state("POWEROFF"));

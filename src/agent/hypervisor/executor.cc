@@ -19,12 +19,25 @@ namespace fs = std::filesystem;
 
 constexpr size_t kJournalKeep = 4096;
 
-std::string decide_type(const std::string& wanted) {
+// kvm where hardware virtualization really works: /dev/kvm opens and, on x86, the CPU
+// advertises VT-x or AMD-V. Some sandboxes offer a /dev/kvm on a CPU without either, where
+// guests hang in early boot; TCG is slower there but boots.
+std::string decide_type(const std::string& wanted, const std::string& arch) {
   if (wanted != "auto") return wanted;
   int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (fd < 0) return "qemu";
   ::close(fd);
-  return "kvm";
+  if (arch != "x86_64") return "kvm";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (!line.starts_with("flags")) continue;
+    line += ' ';
+    return line.find(" vmx ") != std::string::npos || line.find(" svm ") != std::string::npos
+               ? "kvm"
+               : "qemu";
+  }
+  return "qemu";
 }
 
 Error bad(const std::string& message, const std::string& field) {
@@ -48,7 +61,7 @@ constexpr std::string_view kStopping = "the agent is stopping";
 Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options)
     : hypervisor_(hypervisor),
       options_(std::move(options)),
-      type_(decide_type(options_.domain_type)) {
+      type_(decide_type(options_.domain_type, options_.arch)) {
   if (options_.journal.empty()) return;
   std::ifstream in(options_.journal);
   std::string line;
