@@ -180,7 +180,12 @@ void add_host_commands(CLI::App& app, Context& ctx) {
         std::cout << "\nCPU: " << to_text(inv["cpu"]["model"]) << " ("
                   << to_text(inv["cpu"]["architecture"]) << "), " << inv["cpu"]["sockets"]
                   << " sockets, " << inv["cpu"]["cores"] << " cores, " << inv["cpu"]["threads"]
-                  << " threads\n\nNUMA NODES\n";
+                  << " threads\n";
+        std::string hv = inv.value("hypervisor", "");
+        std::cout << "VMS: "
+                  << (hv.empty() ? "inventory only (the agent runs no hypervisor)"
+                                 : hv + ", domain type " + inv.value("domain_type", "-"))
+                  << "\n\nNUMA NODES\n";
         print_list(ctx, inv["numa_nodes"],
                    {field("ID", "id"),
                     Column{"CPUS",

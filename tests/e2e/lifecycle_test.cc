@@ -137,5 +137,89 @@ TEST_F(LifecycleE2eTest, BadActionsAndOtherTenantsAreRefused) {
   wait_for(id, "RUNNING");
 }
 
+// Hundreds of VMs on 40 simulated hosts through the whole lifecycle at once: every one
+// reaches each state, devices follow (POWEROFF keeps them, UNDEPLOYED and DONE free them), and
+// at the end no host holds anything.
+TEST(LifecycleFleetE2eTest, HundredsOfVmsLiveAndDieTogether) {
+  constexpr int kHosts = 40, kVms = 300;
+  DaemonProcess daemon({"--host-offline-after", "600"});
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  auto api = daemon.login();
+  auto token = api.post("/api/v1/hosts/join-tokens", Json{{"count", kHosts}});
+  ASSERT_TRUE(token) << token.error().message();
+  testing::ChildProcess agent(
+      {testing::binary_path("fabrica-agent"), "--server", daemon.url(), "--join-token",
+       (*token)["join_token"].get<std::string>(), "--simulate", std::to_string(kHosts),
+       "--profile", "hgx-h100", "--sim-prefix", "fleet", "--sim-hypervisor", "--sim-threads",
+       "4", "--vm-root", (daemon.data_dir() / "sim-vms").string()},
+      (daemon.data_dir() / "agent.log").string());
+  ASSERT_TRUE(eventually([&] {
+    auto hosts = api.get("/api/v1/hosts?state=MONITORED");
+    return hosts && (*hosts)["items"].size() == kHosts;
+  }));
+  std::vector<int64_t> ids;
+  for (int i = 0; i < kVms; ++i) {
+    auto vm = api.post("/api/v1/vms", Json{{"name", "w" + std::to_string(i)},
+                                            {"request",
+                                             {{"vcpus", 2},
+                                              {"memory_mb", 4096},
+                                              {"gpus", {{"count", 1}}}}}});
+    ASSERT_TRUE(vm) << vm.error().message();
+    ids.push_back((*vm)["id"].get<int64_t>());
+  }
+  // How many VMs are settled (no operation in flight) in `state`.
+  auto settled = [&](const std::string& state) {
+    auto page = api.get("/api/v1/vms?state=" + state + "&limit=1000");
+    if (!page) return 0;
+    int n = 0;
+    for (const Json& vm : (*page)["items"]) n += vm["operation"].is_null() ? 1 : 0;
+    return n;
+  };
+  auto all_reach = [&](const std::string& state, int count) {
+    int seen = 0;
+    bool ok = eventually([&] { return (seen = settled(state)) == count; },
+                         std::chrono::seconds(120));
+    EXPECT_TRUE(ok) << seen << " of " << count << " VMs " << state;
+    return ok;
+  };
+  auto host_totals = [&] {
+    int vms = 0, gpus = 0;
+    auto hosts = api.get("/api/v1/hosts");
+    if (!hosts) return std::pair{-1, -1};
+    for (const Json& h : (*hosts)["items"]) {
+      vms += h.value("allocated_vms", 0);
+      gpus += h["gpus_allocated"].value("H100 SXM5 80GB", 0);
+    }
+    return std::pair{vms, gpus};
+  };
+  auto each = [&](auto&& pick, const Json& action) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (!pick(i)) continue;
+      auto done = api.post("/api/v1/vms/" + std::to_string(ids[i]) + "/actions", action);
+      ASSERT_TRUE(done) << done.error().message();
+    }
+  };
+  auto all = [](size_t) { return true; };
+  auto even = [](size_t i) { return i % 2 == 0; };
+
+  ASSERT_TRUE(all_reach("RUNNING", kVms));
+  EXPECT_EQ(host_totals(), std::pair(kVms, kVms));
+  each(all, {{"action", "poweroff"}});
+  ASSERT_TRUE(all_reach("POWEROFF", kVms));
+  EXPECT_EQ(host_totals(), std::pair(kVms, kVms)) << "POWEROFF keeps the devices";
+  each(all, {{"action", "resume"}});
+  ASSERT_TRUE(all_reach("RUNNING", kVms));
+  each(even, {{"action", "undeploy"}});
+  ASSERT_TRUE(all_reach("UNDEPLOYED", kVms / 2));
+  EXPECT_EQ(host_totals(), std::pair(kVms / 2, kVms / 2)) << "UNDEPLOYED frees the host";
+  each(even, {{"action", "resume"}});  // Placed and deployed afresh.
+  ASSERT_TRUE(all_reach("RUNNING", kVms));
+  each(even, {{"action", "terminate"}});
+  each([](size_t i) { return i % 2 == 1; }, {{"action", "terminate"}, {"hard", true}});
+  ASSERT_TRUE(all_reach("DONE", kVms));
+  EXPECT_EQ(host_totals(), std::pair(0, 0));
+  EXPECT_TRUE(agent.running()) << agent.log();
+}
+
 }  // namespace
 }  // namespace fabrica
