@@ -8,13 +8,14 @@ bench_build() {
 }
 
 # bench_start_fabricad DATA_DIR [FLAG...]: starts fabricad on a free loopback port with SQLite
-# under DATA_DIR and logs in as admin. Sets FABRICAD (pid), URL and exports FABRICA_TOKEN.
+# under DATA_DIR (access log off unless a FLAG sets one) and logs in as admin. Sets FABRICAD (pid), URL and exports FABRICA_TOKEN.
 bench_start_fabricad() {
-  local dir=$1
+  local dir=$1 log=(--access-log off) arg
   shift
+  for arg in "$@"; do [ "$arg" = --access-log ] && log=(); done
   rm -rf "$dir"
   FABRICA_ADMIN_PASSWORD=bench-admin-password "$BIN/fabricad" --data-dir "$dir" \
-    --listen 127.0.0.1:0 --access-log off "$@" >"$dir.log" 2>&1 &
+    --listen 127.0.0.1:0 "${log[@]}" "$@" >"$dir.log" 2>&1 &
   FABRICAD=$!
   for _ in $(seq 1 100); do [ -s "$dir/fabricad.addr" ] && break; sleep 0.1; done
   URL="http://$(cat "$dir/fabricad.addr")"

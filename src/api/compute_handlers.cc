@@ -215,6 +215,28 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto vm, s.compute.act(ctx.who(), id, event));
                return json_response(202, vm.to_api_json());
              });
+  router.add("POST", "/api/v1/vms/{id}/resize", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+               FAB_ASSIGN_OR_RETURN(auto vcpus, body.optional_int("vcpus"));
+               FAB_ASSIGN_OR_RETURN(auto memory, body.optional_int("memory_mb"));
+               FAB_TRY(body.finish());
+               if (!vcpus && !memory) {
+                 return fail(ErrorCode::kInvalidArgument, "give vcpus, memory_mb or both",
+                             "vcpus");
+               }
+               if (vcpus && (*vcpus < 1 || *vcpus > 4096)) {
+                 return fail(ErrorCode::kInvalidArgument, "must be 1-4096", "vcpus");
+               }
+               if (memory && (*memory < 1 || *memory > (int64_t{1} << 32))) {
+                 return fail(ErrorCode::kInvalidArgument, "must be 1 MB to 4 PB", "memory_mb");
+               }
+               compute::Compute::Resize resize{.memory_mb = memory};
+               if (vcpus) resize.vcpus = static_cast<int>(*vcpus);
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.resize(ctx.who(), id, resize));
+               return json_response(200, vm.to_api_json());
+             });
   router.add("DELETE", "/api/v1/vms/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));

@@ -775,6 +775,33 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
     }
   });
 
+  auto resize_target = std::make_shared<std::string>();
+  auto resize_cpu = std::make_shared<int>(0);
+  auto resize_memory = std::make_shared<std::string>();
+  auto* resize = vm->add_subcommand(
+      "resize", "Change a stopped (POWEROFF, UNDEPLOYED, PENDING) VM's vCPUs and memory");
+  resize->add_option("vm", *resize_target, "VM id or name")->required();
+  resize->add_option("--cpu", *resize_cpu, "vCPUs");
+  resize->add_option("--memory", *resize_memory, "Memory: 128G, 512M, 1T or MiB");
+  resize->callback([&ctx, resize_target, resize_cpu, resize_memory] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, *resize_target));
+      Json body = Json::object();
+      if (*resize_cpu != 0) body["vcpus"] = *resize_cpu;
+      if (!resize_memory->empty()) {
+        FAB_ASSIGN_OR_RETURN(body["memory_mb"], parse_memory_mb(*resize_memory));
+      }
+      if (body.empty()) return fail(ErrorCode::kInvalidArgument, "give --cpu, --memory or both");
+      FAB_ASSIGN_OR_RETURN(Json v, api.post("/api/v1/vms/" + std::to_string(id) + "/resize", body));
+      if (ctx.output == Output::kJson) return print_object(ctx, v), Result<void>{};
+      std::cout << "VM " << id << " is " << to_text(v["state_name"]) << " with "
+                << to_text(v["request"]["vcpus"]) << " vCPUs and "
+                << memory_text(v["request"]["memory_mb"]) << std::endl;
+      return {};
+    });
+  });
+
   auto targets = std::make_shared<std::vector<std::string>>();
   auto* del = vm->add_subcommand("delete", "Delete VMs, freeing their devices and quota");
   del->add_option("vm", *targets, "VM ids or names")->required();

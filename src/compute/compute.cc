@@ -8,6 +8,13 @@
 #include "core/context.h"
 
 namespace fabrica::compute {
+
+// A host's allocation record: {"vms": {"<vm id>": {"gid", "vm_group", "allocation"}}}.
+struct Ledger {
+  Json body = Json{{"vms", Json::object()}};
+  int64_t version = 0;  // 0: not stored yet.
+};
+
 namespace {
 
 constexpr Permissions kVmPermissions{0600};
@@ -116,11 +123,6 @@ auth::ObjectRef cluster_ref(int64_t id) {
 }
 
 // The per-host allocation ledger: {"vms": {"<vm id>": {"gid", "vm_group", "allocation"}}}.
-struct Ledger {
-  Json body = Json{{"vms", Json::object()}};
-  int64_t version = 0;  // 0: not stored yet.
-};
-
 Result<Ledger> read_ledger(store::Transaction& tx, int64_t host_id) {
   auto r = tx.get(kLedgerType, host_id);
   if (!r) {
@@ -611,24 +613,10 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
       const sched::Allocation& a = *d.allocation;
       // The optimistic check: the host as the store has it now must still take this.
       if (!checks.contains(a.host_id)) {
-        auto host_record = tx.get(fleet::kHostType, a.host_id);
-        std::unique_ptr<sched::HostState> check;
-        if (host_record) {
-          FAB_ASSIGN_OR_RETURN(fleet::Host host, fleet::host_from_record(*host_record));
-          if (host.state() == fleet::HostState::kMonitored &&
-              host.inventory_version == a.inventory_version) {
-            FAB_ASSIGN_OR_RETURN(auto inventory,
-                                 inventory_at(tx, a.host_id, host.inventory_version));
-            check = std::make_unique<sched::HostState>(
-                sched::HostInfo{.id = a.host_id, .name = host.header.name}, *inventory);
-            FAB_ASSIGN_OR_RETURN(ledgers[a.host_id], read_ledger(tx, a.host_id));
-            for (const auto& [id, entry] : ledgers[a.host_id].body["vms"].items()) {
-              auto held = sched::Allocation::from_json(entry.at("allocation"));
-              if (held) (void)check->hold(*held);
-            }
-          }
-        }
-        checks[a.host_id] = std::move(check);
+        Ledger ledger;
+        FAB_ASSIGN_OR_RETURN(checks[a.host_id],
+                             host_check(tx, a.host_id, a.inventory_version, -1, ledger));
+        if (checks[a.host_id]) ledgers[a.host_id] = std::move(ledger);
       }
       sched::HostState* check = checks[a.host_id].get();
       if (!check || !check->hold(a)) {
@@ -678,6 +666,99 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
   report.placed -= report.conflicts;
   for (const Vm& vm : issued) track(vm);
   return {};
+}
+
+Result<std::unique_ptr<sched::HostState>> Compute::host_check(store::Transaction& tx,
+                                                              int64_t host_id,
+                                                              std::optional<int64_t> version,
+                                                              int64_t except_vm, Ledger& ledger) {
+  auto host_record = tx.get(fleet::kHostType, host_id);
+  if (!host_record) return std::unique_ptr<sched::HostState>();
+  FAB_ASSIGN_OR_RETURN(fleet::Host host, fleet::host_from_record(*host_record));
+  if (host.state() != fleet::HostState::kMonitored ||
+      host.inventory_version != version.value_or(host.inventory_version)) {
+    return std::unique_ptr<sched::HostState>();
+  }
+  FAB_ASSIGN_OR_RETURN(auto inventory, inventory_at(tx, host_id, host.inventory_version));
+  auto check = std::make_unique<sched::HostState>(
+      sched::HostInfo{.id = host_id,
+                      .name = host.header.name,
+                      .cluster_id = host.cluster_id,
+                      .inventory_version = host.inventory_version},
+      *inventory);
+  FAB_ASSIGN_OR_RETURN(ledger, read_ledger(tx, host_id));
+  for (const auto& [id, entry] : ledger.body["vms"].items()) {
+    if (id == std::to_string(except_vm)) continue;
+    auto held = sched::Allocation::from_json(entry.at("allocation"));
+    if (held) (void)check->hold(*held);
+  }
+  return check;
+}
+
+Result<Vm> Compute::resize(const auth::Caller& caller, int64_t id, const Resize& resize) {
+  int64_t now = unix_seconds(clock_.now());
+  Vm vm, before;
+  FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(vm, load_vm(tx, caller, id, Right::kManage));
+    before = vm;
+    VmState s = vm.state();
+    if (s != VmState::kPoweroff && s != VmState::kUndeployed && s != VmState::kPending &&
+        s != VmState::kHold) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  "cannot resize a VM that is " + vm_state_name(s, vm.lcm) +
+                      "; poweroff or undeploy it first (resize applies to POWEROFF, UNDEPLOYED, "
+                      "PENDING or HOLD VMs)",
+                  "state");
+    }
+    sched::VmRequest request = vm.request;
+    if (resize.vcpus) request.vcpus = *resize.vcpus;
+    if (resize.memory_mb) request.memory_mb = *resize.memory_mb;
+    FAB_TRY(request.validate());
+    FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
+    auth::Amounts amounts;
+    for (const auto& [key, n] : request.quota_amounts()) amounts[key] += n;
+    FAB_ASSIGN_OR_RETURN(auto hold, quotas_.reserve(tx, auth::Consumer{vm.header.uid, vm.header.gid},
+                                                    std::nullopt, amounts,
+                                                    "vm:" + std::to_string(id)));
+    FAB_TRY(quotas_.commit(tx, hold.id));
+    if (s == VmState::kPoweroff && vm.allocation) {
+      // Re-fitted where it is: the host's other VMs keep what they hold.
+      int64_t host = vm.allocation->host_id;
+      Ledger ledger;
+      FAB_ASSIGN_OR_RETURN(auto check, host_check(tx, host, std::nullopt, id, ledger));
+      if (!check) {
+        return fail(ErrorCode::kFailedPrecondition,
+                    "host " + vm.allocation->host_name + " is not MONITORED; resize it later",
+                    "state");
+      }
+      auto fit = check->fit(request);
+      if (fit.misfit != sched::Misfit::kNone) {
+        return fail(ErrorCode::kFailedPrecondition,
+                    "host " + vm.allocation->host_name + " cannot fit " +
+                        std::to_string(request.vcpus) + " vCPUs and " +
+                        std::to_string(request.memory_mb) + " MB beside its other VMs (" +
+                        std::string(sched::misfit_text(fit.misfit)) +
+                        "); undeploy the VM to resize it for another host",
+                    "vcpus");
+      }
+      fit.allocation.vm_id = id;
+      ledger.body["vms"][std::to_string(id)]["allocation"] = fit.allocation.to_json();
+      FAB_TRY(write_ledger(tx, host, ledger));
+      vm.allocation = fit.allocation;
+    }
+    vm.request = request;
+    vm.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
+    return {};
+  }));
+  if (vm.allocation) {
+    std::lock_guard lock(engine_mutex_);
+    engine_.release(before.request, *before.allocation);
+    (void)engine_.hold(vm.request, *vm.allocation);
+    stale_hosts_.insert(vm.allocation->host_id);  // And reads the host's ledger again.
+  }
+  notify();
+  return vm;
 }
 
 // ---- The lifecycle on hosts that run VMs ----

@@ -24,6 +24,8 @@
 
 namespace fabrica::compute {
 
+struct Ledger;  // A host's allocation record (compute.cc).
+
 // A VM's STATE (the store's state column). On a host that runs VMs (its agent has a
 // hypervisor) a placed VM follows the lifecycle table (lifecycle.h) with OpenNebula's codes;
 // on an inventory-only host it stays ALLOCATED (Fabrica's own code 100, outside OpenNebula's
@@ -185,6 +187,16 @@ class Compute {
   // its state allows.
   Result<Vm> act(const auth::Caller& caller, int64_t id, Event event);
 
+  // Changes a stopped VM's vCPUs and memory (OpenNebula's resize): POWEROFF (re-fitted on its
+  // host beside the host's other VMs, kFailedPrecondition if it does not fit there; the new
+  // shape applies at the next resume), UNDEPLOYED, PENDING or HOLD (the scheduler places the
+  // new shape). Quotas move in the same transaction (kQuotaExceeded).
+  struct Resize {
+    std::optional<int> vcpus;
+    std::optional<int64_t> memory_mb;
+  };
+  Result<Vm> resize(const auth::Caller& caller, int64_t id, const Resize& resize);
+
   // Monitoring. The report of every Fabrica domain on `host_id` (a VM of the host's that is
   // not in it has no domain). A VM moves by what the hypervisor saw (running, shut off from
   // inside the guest, missing) only while no operation is in flight for it and the report
@@ -229,6 +241,12 @@ class Compute {
   // After a committed move: the command index, the engine's hold, the scheduler.
   void settle(const Vm& vm, const std::optional<sched::Allocation>& released);
   Result<void> load_commands();
+  // Host `host_id` as the store has it now, with the allocations of its ledger held except
+  // `except_vm`'s; null when the host is not MONITORED or its inventory is not `version`
+  // (nullopt: the host's current one). `ledger` gets the ledger read.
+  Result<std::unique_ptr<sched::HostState>> host_check(store::Transaction& tx, int64_t host_id,
+                                                       std::optional<int64_t> version,
+                                                       int64_t except_vm, Ledger& ledger);
   // The VMs the host's ledger holds.
   Result<std::vector<int64_t>> host_vms(store::Transaction& tx, int64_t host_id);
   // Moves each VM by its event in one transaction, if the check still passes for it.

@@ -68,6 +68,7 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/templates/{id}/instantiate", R"({"name":"probe-vm","gid":$groups})"},
       {"POST /api/v1/vms", R"({"name":"probe-vm","gid":$groups})"},
       {"POST /api/v1/vms/{id}/actions", R"({"action":"hold"})"},
+      {"POST /api/v1/vms/{id}/resize", R"({"vcpus":1})"},
   };
   return m;
 }

@@ -273,9 +273,14 @@ TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
   start_agent();
   ASSERT_TRUE(settled("POWEROFF")) << now.dump() << hypervisor::read(work / "agent.log");
   EXPECT_EQ((*libvirt)->status(domain)->state, hypervisor::DomainState::kShutoff);
+  // Resized while powered off: the guest comes back with the new memory.
+  ASSERT_TRUE(api.post(path + "/resize", Json{{"memory_mb", 320}})) << now.dump();
   ASSERT_TRUE(act({{"action", "resume"}}));
   ASSERT_TRUE(settled("RUNNING"));
   ASSERT_TRUE(ready(3));
+  EXPECT_NE((*libvirt)->xml(domain)->find("<memory unit='KiB'>327680</memory>"),
+            std::string::npos)
+      << *(*libvirt)->xml(domain);
 
   // fabricad killed right after acknowledging a reboot: after its restart the reboot is
   // carried out and answered, and the guest boots exactly once more.

@@ -135,8 +135,13 @@ Result<Json> Executor::execute(const std::string& action, int64_t vm_id, const J
     if (!command.contains("vm") || !command["vm"].is_object()) {
       return fail(bad("is required for deploy", "vm"));
     }
-    FAB_TRY(deploy(vm_id, command["vm"]));
+    FAB_TRY(deploy(vm_id, command["vm"], true));
   } else if (action == "start") {
+    // Defined again first: a VM resized while powered off starts with its new shape.
+    if (command.contains("vm") && command["vm"].is_object() &&
+        command["vm"].value("allocation", Json()).is_object()) {
+      FAB_TRY(deploy(vm_id, command["vm"], false));
+    }
     FAB_TRY(hypervisor_.start(domain));
   } else if (action == "shutdown") {
     FAB_TRY(hypervisor_.shutdown(domain));
@@ -159,7 +164,7 @@ Result<Json> Executor::execute(const std::string& action, int64_t vm_id, const J
   return out;
 }
 
-Result<void> Executor::deploy(int64_t vm_id, const Json& vm) {
+Result<void> Executor::deploy(int64_t vm_id, const Json& vm, bool write_context) {
   FAB_ASSIGN_OR_RETURN(auto request,
                        sched::VmRequest::from_json(vm.value("request", Json()), "vm.request."));
   FAB_ASSIGN_OR_RETURN(auto allocation,
@@ -178,10 +183,12 @@ Result<void> Executor::deploy(int64_t vm_id, const Json& vm) {
                         .context = vm.contains("context")};
   if (options.context) {
     FAB_ASSIGN_OR_RETURN(std::string sh, render_context_sh(vm["context"]));
-    if (options_.context_iso) {
+    if (!options_.context_iso) {
+      options.context = false;
+    } else if (write_context) {
       FAB_TRY(build_context_iso(dir, dir + "/context.iso", sh));
     } else {
-      options.context = false;
+      options.context = fs::exists(dir + "/context.iso");
     }
   }
   FAB_ASSIGN_OR_RETURN(auto spec,

@@ -51,7 +51,8 @@ class Executor {
 
  private:
   Result<Json> execute(const std::string& action, int64_t vm_id, const Json& command);
-  Result<void> deploy(int64_t vm_id, const Json& vm);
+  // Defines the VM's domain; with `write_context`, (re)writes its context CD-ROM first.
+  Result<void> deploy(int64_t vm_id, const Json& vm, bool write_context);
   Result<void> cleanup(int64_t vm_id);
   Result<void> wait_shutoff(const std::string& domain);
   std::string vm_dir(int64_t vm_id) const;  // The VM's files on this host.

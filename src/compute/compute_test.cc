@@ -1,5 +1,5 @@
-// Monitoring: what the agent's reports of its domains and a host going OFFLINE do to VMs,
-// against a real SQLite store.
+// Compute against a real SQLite store: what the agent's reports of its domains and a host
+// going OFFLINE do to VMs, and resizing stopped VMs.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -12,10 +12,10 @@
 namespace fabrica::compute {
 namespace {
 
-class MonitoringTest : public ::testing::Test {
+class ComputeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("fabrica-monitoring-" + auth::random_hex(8));
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-compute-" + auth::random_hex(8));
     std::filesystem::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<auth::Authorizer>(*store_);
@@ -89,7 +89,7 @@ class MonitoringTest : public ::testing::Test {
   int64_t host_ = 0, other_host_ = 0;
 };
 
-TEST_F(MonitoringTest, AGuestShutDownFromInsideIsPoweredOffAndComesBackWhenSeenRunning) {
+TEST_F(ComputeTest, AGuestShutDownFromInsideIsPoweredOffAndComesBackWhenSeenRunning) {
   Vm vm = running_vm("svc");
   ASSERT_EQ(name(vm.header.id), "RUNNING");
   ASSERT_EQ(vm.allocation->host_id, host_);
@@ -108,7 +108,7 @@ TEST_F(MonitoringTest, AGuestShutDownFromInsideIsPoweredOffAndComesBackWhenSeenR
   EXPECT_EQ(name(vm.header.id), "RUNNING");
 }
 
-TEST_F(MonitoringTest, AStateReadBeforeTheLastOperationFinishedIsIgnored) {
+TEST_F(ComputeTest, AStateReadBeforeTheLastOperationFinishedIsIgnored) {
   Vm vm = running_vm("svc");
   std::string before = std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq - 1);
   // Read while the start was still running: the domain was still shut off.
@@ -124,7 +124,7 @@ TEST_F(MonitoringTest, AStateReadBeforeTheLastOperationFinishedIsIgnored) {
   EXPECT_EQ(name(vm.header.id), "POWEROFF");
 }
 
-TEST_F(MonitoringTest, AVanishedDomainIsUnknownUntilSeenAgain) {
+TEST_F(ComputeTest, AVanishedDomainIsUnknownUntilSeenAgain) {
   Vm vm = running_vm("svc");
   EXPECT_EQ(*compute_->observe(host_, {}), 1);
   EXPECT_EQ(name(vm.header.id), "UNKNOWN");
@@ -134,7 +134,7 @@ TEST_F(MonitoringTest, AVanishedDomainIsUnknownUntilSeenAgain) {
   EXPECT_EQ(name(vm.header.id), "RUNNING");
 }
 
-TEST_F(MonitoringTest, AnOfflineHostsVmsAreUnknownUntilItsAgentReportsThemRunning) {
+TEST_F(ComputeTest, AnOfflineHostsVmsAreUnknownUntilItsAgentReportsThemRunning) {
   Vm a = running_vm("a");
   Vm b = running_vm("b");
   ASSERT_TRUE(compute_->act(admin_, b.header.id, Event::kPoweroffHard));
@@ -154,7 +154,7 @@ TEST_F(MonitoringTest, AnOfflineHostsVmsAreUnknownUntilItsAgentReportsThemRunnin
   EXPECT_EQ(name(b.header.id), "POWEROFF");
 }
 
-TEST_F(MonitoringTest, AHostReportsOnlyOnItsOwnVms) {
+TEST_F(ComputeTest, AHostReportsOnlyOnItsOwnVms) {
   Vm vm = running_vm("svc");
   // Another host can neither stop nor lose this VM, nor see its usage recorded.
   EXPECT_EQ(*compute_->observe(other_host_, {{vm.header.id, "shutoff", last_op(vm), 1, 1}}), 0);
@@ -162,6 +162,70 @@ TEST_F(MonitoringTest, AHostReportsOnlyOnItsOwnVms) {
   EXPECT_EQ(*compute_->host_lost(other_host_), 0);
   EXPECT_EQ(name(vm.header.id), "RUNNING");
   EXPECT_EQ(state(vm.header.id).monitoring, Json());
+}
+
+TEST_F(ComputeTest, APoweredOffVmIsResizedWhereItIsAndStartsWithItsNewShape) {
+  Vm vm = running_vm("svc");
+  auto refused = compute_->resize(admin_, vm.header.id, {.vcpus = 4});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("poweroff or undeploy it first"), std::string::npos);
+
+  ASSERT_TRUE(compute_->act(admin_, vm.header.id, Event::kPoweroffHard));
+  answer_all(host_);
+  ASSERT_EQ(name(vm.header.id), "POWEROFF");
+  // More than the host has: refused, nothing changes.
+  auto too_big = compute_->resize(admin_, vm.header.id, {.vcpus = 4000});
+  ASSERT_FALSE(too_big);
+  EXPECT_EQ(too_big.error().code(), ErrorCode::kFailedPrecondition) << too_big.error().message();
+  EXPECT_EQ(state(vm.header.id).request.vcpus, 2);
+
+  auto resized = compute_->resize(admin_, vm.header.id, {.vcpus = 4, .memory_mb = 2048});
+  ASSERT_TRUE(resized) << resized.error().message();
+  Vm now = state(vm.header.id);
+  EXPECT_EQ(name(vm.header.id), "POWEROFF");
+  EXPECT_EQ(now.request.vcpus, 4);
+  EXPECT_EQ(now.request.memory_mb, 2048);
+  ASSERT_TRUE(now.allocation);
+  EXPECT_EQ(now.allocation->host_id, host_);
+  int64_t memory_kb = 0;
+  for (const auto& node : now.allocation->numa) memory_kb += node.memory_kb;
+  EXPECT_EQ(memory_kb, 2048 * 1024);
+
+  // The start that follows carries the new shape, for the agent to define it again.
+  ASSERT_TRUE(compute_->act(admin_, vm.header.id, Event::kResume));
+  auto commands = compute_->agent_commands(host_);
+  ASSERT_EQ(commands->size(), 1u);
+  EXPECT_EQ((*commands)[0]["action"], "start");
+  EXPECT_EQ((*commands)[0]["vm"]["request"]["vcpus"], 4);
+  answer_all(host_);
+  EXPECT_EQ(name(vm.header.id), "RUNNING");
+}
+
+TEST_F(ComputeTest, AnUndeployedVmIsResizedForTheSchedulerAndStrangersCannotResize) {
+  Vm vm = running_vm("svc");
+  ASSERT_TRUE(compute_->act(admin_, vm.header.id, Event::kUndeployHard));
+  while (answer_all(host_) > 0) {
+  }
+  ASSERT_EQ(name(vm.header.id), "UNDEPLOYED");
+  auto u = identity_->create_user(admin_, {.name = "eve", .password = "eve-password-1"});
+  ASSERT_TRUE(u);
+  auto eve = *identity_->caller_for(u->header.id, "test");
+  auto stolen = compute_->resize(eve, vm.header.id, {.vcpus = 1});
+  ASSERT_FALSE(stolen);
+  EXPECT_EQ(stolen.error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(compute_->resize(admin_, vm.header.id, {.memory_mb = 4096}));
+  EXPECT_EQ(state(vm.header.id).request.memory_mb, 4096);
+  EXPECT_FALSE(state(vm.header.id).allocation);
+  ASSERT_TRUE(compute_->act(admin_, vm.header.id, Event::kResume));
+  ASSERT_TRUE(compute_->schedule_pass());
+  while (answer_all(host_) > 0) {
+  }
+  EXPECT_EQ(name(vm.header.id), "RUNNING");
+  Vm placed = state(vm.header.id);
+  int64_t memory_kb = 0;
+  for (const auto& node : placed.allocation->numa) memory_kb += node.memory_kb;
+  EXPECT_EQ(memory_kb, 4096 * 1024);
 }
 
 }  // namespace
