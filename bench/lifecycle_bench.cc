@@ -89,8 +89,8 @@ int main(int argc, char** argv) {
     for (int n = 0; flooding || n < 50; ++n) {
       Probe p;
       auto t0 = Clock::now();
-      auto vm = api.post("/api/v1/vms", Json{{"name", "probe-" + std::to_string(n)},
-                                             {"request", *request}});
+      auto vm = api.post("/api/v1/vms",
+                         Json{{"name", "probe-" + std::to_string(n)}, {"request", *request}});
       if (!vm) break;
       auto t1 = Clock::now();
       p.create = ms(t1 - t0);
@@ -159,8 +159,8 @@ int main(int argc, char** argv) {
   std::printf("%-46s %.0f\n", "creates/s (flood)", vms / create_s);
   std::printf("%-46s %.2f s\n", "RUNNING lag after the last create", all_s - create_s);
   std::printf("%-46s %.0f\n", "create-to-RUNNING VMs/s (whole run)", running / all_s);
-  std::printf("\n%-46s %8s %8s %8s   (%zu probe VMs under the flood)\n", "step (ms)", "p50",
-              "p99", "max", probes.size());
+  std::printf("\n%-46s %8s %8s %8s   (%zu probe VMs under the flood)\n", "step (ms)", "p50", "p99",
+              "max", probes.size());
   auto row = [&](const char* name, double Probe::*field) {
     std::vector<double> v;
     for (const Probe& p : probes) v.push_back(p.*field);

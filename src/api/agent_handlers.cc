@@ -27,7 +27,8 @@ Result<std::vector<compute::VmSighting>> read_sightings(std::string_view body) {
   std::vector<compute::VmSighting> seen;
   for (size_t i = 0; i < vms->size(); ++i) {
     std::string prefix = "vms[" + std::to_string(i) + "].";
-    if (!(*vms)[i].is_object()) return fail(ErrorCode::kInvalidArgument, "must be an object", prefix);
+    if (!(*vms)[i].is_object())
+      return fail(ErrorCode::kInvalidArgument, "must be an object", prefix);
     FAB_ASSIGN_OR_RETURN(auto vm, JsonObjectReader::wrap((*vms)[i], prefix));
     compute::VmSighting s;
     FAB_ASSIGN_OR_RETURN(s.vm_id, vm.required_int("vm_id"));

@@ -223,8 +223,7 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto memory, body.optional_int("memory_mb"));
                FAB_TRY(body.finish());
                if (!vcpus && !memory) {
-                 return fail(ErrorCode::kInvalidArgument, "give vcpus, memory_mb or both",
-                             "vcpus");
+                 return fail(ErrorCode::kInvalidArgument, "give vcpus, memory_mb or both", "vcpus");
                }
                if (vcpus && (*vcpus < 1 || *vcpus > 4096)) {
                  return fail(ErrorCode::kInvalidArgument, "must be 1-4096", "vcpus");

@@ -310,9 +310,9 @@ Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_
     FAB_ASSIGN_OR_RETURN(vm, api.get("/api/v1/vms/" + std::to_string(id)));
     std::string state = to_text(vm["state_name"]);
     if (state.ends_with("FAILURE")) {
-      return fail(ErrorCode::kUnavailable,
-                  "VM " + std::to_string(id) + " is " + state + ": " + to_text(vm["error"]) +
-                      " (fabrica vm recover " + std::to_string(id) + " --retry tries again)");
+      return fail(ErrorCode::kUnavailable, "VM " + std::to_string(id) + " is " + state + ": " +
+                                               to_text(vm["error"]) + " (fabrica vm recover " +
+                                               std::to_string(id) + " --retry tries again)");
     }
     // Placed; on a host that runs VMs, also deployed and booted.
     if (vm["allocation"].is_object() && vm["operation"].is_null()) return vm;

@@ -373,8 +373,8 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
 
 Result<Vm> Compute::get_vm(const auth::Caller& caller, int64_t id) {
   FAB_ASSIGN_OR_RETURN(Vm vm, store_.read_value<Vm>([&](store::Transaction& tx) {
-                         return load_vm(tx, caller, id, Right::kUse);
-                       }));
+    return load_vm(tx, caller, id, Right::kUse);
+  }));
   add_monitoring(vm);
   return vm;
 }
@@ -717,9 +717,9 @@ Result<Vm> Compute::resize(const auth::Caller& caller, int64_t id, const Resize&
     FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
     auth::Amounts amounts;
     for (const auto& [key, n] : request.quota_amounts()) amounts[key] += n;
-    FAB_ASSIGN_OR_RETURN(auto hold, quotas_.reserve(tx, auth::Consumer{vm.header.uid, vm.header.gid},
-                                                    std::nullopt, amounts,
-                                                    "vm:" + std::to_string(id)));
+    FAB_ASSIGN_OR_RETURN(
+        auto hold, quotas_.reserve(tx, auth::Consumer{vm.header.uid, vm.header.gid}, std::nullopt,
+                                   amounts, "vm:" + std::to_string(id)));
     FAB_TRY(quotas_.commit(tx, hold.id));
     if (s == VmState::kPoweroff && vm.allocation) {
       // Re-fitted where it is: the host's other VMs keep what they hold.
@@ -1002,8 +1002,8 @@ Result<int> Compute::observe(int64_t host_id, const std::vector<VmSighting>& see
         double wall_ns = std::chrono::duration<double, std::nano>(now - u.at).count();
         int vcpus = std::max(1, vm.request.vcpus);
         if (wall_ns > 0 && s->second->cpu_time_ns >= u.cpu_time_ns) {
-          cpu = 100.0 * static_cast<double>(s->second->cpu_time_ns - u.cpu_time_ns) / wall_ns /
-                vcpus;
+          cpu =
+              100.0 * static_cast<double>(s->second->cpu_time_ns - u.cpu_time_ns) / wall_ns / vcpus;
         }
       }
       u.host_id = host_id;
@@ -1044,8 +1044,9 @@ Result<int> Compute::observe(int64_t host_id, const std::vector<VmSighting>& see
 }
 
 Result<int> Compute::host_lost(int64_t host_id) {
-  FAB_ASSIGN_OR_RETURN(auto ids, store_.read_value<std::vector<int64_t>>(
-                                     [&](store::Transaction& tx) { return host_vms(tx, host_id); }));
+  FAB_ASSIGN_OR_RETURN(auto ids,
+                       store_.read_value<std::vector<int64_t>>(
+                           [&](store::Transaction& tx) { return host_vms(tx, host_id); }));
   std::map<int64_t, Event> events;
   for (int64_t id : ids) events[id] = Event::kHostLost;
   {

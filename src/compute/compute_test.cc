@@ -1,11 +1,12 @@
 // Compute against a real SQLite store: what the agent's reports of its domains and a host
 // going OFFLINE do to VMs, and resizing stopped VMs.
+#include "compute/compute.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "agent/discovery.h"
-#include "compute/compute.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
 
@@ -25,8 +26,8 @@ class ComputeTest : public ::testing::Test {
     quotas_ = std::make_unique<auth::Quotas>(*store_, *authorizer_, clock_);
     fleet_ = std::make_unique<fleet::Fleet>(*store_, *authorizer_, clock_, fleet::FleetOptions{});
     ASSERT_TRUE(fleet_->bootstrap());
-    compute_ = std::make_unique<Compute>(*store_, *authorizer_, *identity_, *quotas_, *fleet_,
-                                         clock_);
+    compute_ =
+        std::make_unique<Compute>(*store_, *authorizer_, *identity_, *quotas_, *fleet_, clock_);
     admin_ = *identity_->caller_for(0, "test");
     host_ = join("node-1");
     other_host_ = join("node-2");

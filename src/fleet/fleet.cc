@@ -713,27 +713,27 @@ Result<void> Fleet::flush() {
 Result<std::vector<int64_t>> Fleet::sweep_offline() {
   FAB_TRY(flush());
   int64_t cutoff = unix_seconds(clock_.now()) - options_.offline_after.count();
-  return write_value<std::vector<int64_t>>([&](store::Transaction& tx)
-                                                -> Result<std::vector<int64_t>> {
-    std::vector<int64_t> marked;
-    store::ListQuery query{.limit = 1000, .state = static_cast<int>(HostState::kMonitored)};
-    std::vector<Host> silent;
-    while (true) {
-      FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHostType, query));
-      for (const auto& r : batch) {
-        FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
-        if (h.last_seen <= cutoff) silent.push_back(std::move(h));
-      }
-      if (batch.size() < query.limit) break;
-      query.after_id = batch.back().id;
-    }
-    for (Host& h : silent) {
-      marked.push_back(h.header.id);
-      h.header.state = static_cast<int>(HostState::kOffline);
-      FAB_TRY(update_host(tx, std::move(h)));
-    }
-    return marked;
-  });
+  return write_value<std::vector<int64_t>>(
+      [&](store::Transaction& tx) -> Result<std::vector<int64_t>> {
+        std::vector<int64_t> marked;
+        store::ListQuery query{.limit = 1000, .state = static_cast<int>(HostState::kMonitored)};
+        std::vector<Host> silent;
+        while (true) {
+          FAB_ASSIGN_OR_RETURN(auto batch, tx.list(kHostType, query));
+          for (const auto& r : batch) {
+            FAB_ASSIGN_OR_RETURN(Host h, host_from_record(r));
+            if (h.last_seen <= cutoff) silent.push_back(std::move(h));
+          }
+          if (batch.size() < query.limit) break;
+          query.after_id = batch.back().id;
+        }
+        for (Host& h : silent) {
+          marked.push_back(h.header.id);
+          h.header.state = static_cast<int>(HostState::kOffline);
+          FAB_TRY(update_host(tx, std::move(h)));
+        }
+        return marked;
+      });
 }
 
 }  // namespace fabrica::fleet

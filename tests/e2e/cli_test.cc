@@ -291,8 +291,7 @@ TEST_F(CliTest, VmVerbsDriveTheLifecycle) {
   EXPECT_NE(off.out.find("is SHUTDOWN_POWEROFF"), std::string::npos) << off.out;
   ASSERT_TRUE(in_state("POWEROFF"));
   auto resized = fabrica("vm resize web --cpu 4 --memory 4G");
-  EXPECT_NE(resized.out.find("is POWEROFF with 4 vCPUs and 4G"), std::string::npos)
-      << resized.out;
+  EXPECT_NE(resized.out.find("is POWEROFF with 4 vCPUs and 4G"), std::string::npos) << resized.out;
   EXPECT_NE(fabrica("vm resize web").exit_code, 0);  // Says what to give.
   auto wrong = fabrica("vm suspend web");
   EXPECT_NE(wrong.exit_code, 0);

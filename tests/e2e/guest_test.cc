@@ -170,12 +170,12 @@ TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
   ASSERT_TRUE(token);
   std::optional<testing::ChildProcess> agent;
   auto start_agent = [&] {
-    agent.emplace(std::vector<std::string>{testing::binary_path("fabrica-agent"), "--server",
-                                           daemon.url(), "--join-token",
-                                           (*token)["join_token"].get<std::string>(),
-                                           "--state-dir", (work / "agent").string(), "--libvirt",
-                                           "qemu:///system", "--domain-type", "qemu"},
-                  (work / "agent.log").string());
+    agent.emplace(
+        std::vector<std::string>{testing::binary_path("fabrica-agent"), "--server", daemon.url(),
+                                 "--join-token", (*token)["join_token"].get<std::string>(),
+                                 "--state-dir", (work / "agent").string(), "--libvirt",
+                                 "qemu:///system", "--domain-type", "qemu"},
+        (work / "agent.log").string());
   };
   start_agent();
   ASSERT_TRUE(testing::eventually([&] {
@@ -278,8 +278,7 @@ TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
   ASSERT_TRUE(act({{"action", "resume"}}));
   ASSERT_TRUE(settled("RUNNING"));
   ASSERT_TRUE(ready(3));
-  EXPECT_NE((*libvirt)->xml(domain)->find("<memory unit='KiB'>327680</memory>"),
-            std::string::npos)
+  EXPECT_NE((*libvirt)->xml(domain)->find("<memory unit='KiB'>327680</memory>"), std::string::npos)
       << *(*libvirt)->xml(domain);
 
   // fabricad killed right after acknowledging a reboot: after its restart the reboot is

@@ -149,9 +149,9 @@ TEST(LifecycleFleetE2eTest, HundredsOfVmsLiveAndDieTogether) {
   ASSERT_TRUE(token) << token.error().message();
   testing::ChildProcess agent(
       {testing::binary_path("fabrica-agent"), "--server", daemon.url(), "--join-token",
-       (*token)["join_token"].get<std::string>(), "--simulate", std::to_string(kHosts),
-       "--profile", "hgx-h100", "--sim-prefix", "fleet", "--sim-hypervisor", "--sim-threads",
-       "4", "--vm-root", (daemon.data_dir() / "sim-vms").string()},
+       (*token)["join_token"].get<std::string>(), "--simulate", std::to_string(kHosts), "--profile",
+       "hgx-h100", "--sim-prefix", "fleet", "--sim-hypervisor", "--sim-threads", "4", "--vm-root",
+       (daemon.data_dir() / "sim-vms").string()},
       (daemon.data_dir() / "agent.log").string());
   ASSERT_TRUE(eventually([&] {
     auto hosts = api.get("/api/v1/hosts?state=MONITORED");
@@ -159,11 +159,10 @@ TEST(LifecycleFleetE2eTest, HundredsOfVmsLiveAndDieTogether) {
   }));
   std::vector<int64_t> ids;
   for (int i = 0; i < kVms; ++i) {
-    auto vm = api.post("/api/v1/vms", Json{{"name", "w" + std::to_string(i)},
-                                            {"request",
-                                             {{"vcpus", 2},
-                                              {"memory_mb", 4096},
-                                              {"gpus", {{"count", 1}}}}}});
+    auto vm =
+        api.post("/api/v1/vms",
+                 Json{{"name", "w" + std::to_string(i)},
+                      {"request", {{"vcpus", 2}, {"memory_mb", 4096}, {"gpus", {{"count", 1}}}}}});
     ASSERT_TRUE(vm) << vm.error().message();
     ids.push_back((*vm)["id"].get<int64_t>());
   }
@@ -177,8 +176,8 @@ TEST(LifecycleFleetE2eTest, HundredsOfVmsLiveAndDieTogether) {
   };
   auto all_reach = [&](const std::string& state, int count) {
     int seen = 0;
-    bool ok = eventually([&] { return (seen = settled(state)) == count; },
-                         std::chrono::seconds(120));
+    bool ok =
+        eventually([&] { return (seen = settled(state)) == count; }, std::chrono::seconds(120));
     EXPECT_TRUE(ok) << seen << " of " << count << " VMs " << state;
     return ok;
   };

@@ -1,7 +1,7 @@
 #pragma once
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <string>
@@ -62,8 +62,8 @@ class Executor {
   ExecutorOptions options_;
   std::string type_;
   std::atomic<bool> stopping_{false};
-  std::mutex mutex_;                     // Guards the journal.
-  std::map<std::string, Json> journal_;  // Operation id -> answer.
+  std::mutex mutex_;                               // Guards the journal.
+  std::map<std::string, Json> journal_;            // Operation id -> answer.
   std::map<int64_t, std::string> last_operation_;  // VM id -> its last journaled operation.
 };
 
