@@ -6,6 +6,7 @@
 
 #include "compute/lifecycle.h"
 #include "core/context.h"
+#include "core/operation_id.h"
 
 namespace fabrica::compute {
 
@@ -358,12 +359,7 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
           .version = 1};
     vm.request.vm_id = id;
     vm.request.gid = gid;
-    auth::Amounts amounts;
-    for (const auto& [key, n] : vm.request.quota_amounts()) amounts[key] += n;
-    FAB_ASSIGN_OR_RETURN(auto hold,
-                         quotas_.reserve(tx, auth::Consumer{caller.uid, gid}, std::nullopt, amounts,
-                                         "vm:" + std::to_string(id)));
-    FAB_TRY(quotas_.commit(tx, hold.id));
+    FAB_TRY(hold_quota(tx, vm));
     FAB_TRY(tx.insert(vm_record(vm)));
     return vm;
   });
@@ -695,6 +691,16 @@ Result<std::unique_ptr<sched::HostState>> Compute::host_check(store::Transaction
   return check;
 }
 
+Result<void> Compute::hold_quota(store::Transaction& tx, const Vm& vm) {
+  auth::Amounts amounts;
+  for (const auto& [key, n] : vm.request.quota_amounts()) amounts[key] += n;
+  FAB_ASSIGN_OR_RETURN(
+      auto hold, quotas_.reserve(tx, auth::Consumer{vm.header.uid, vm.header.gid}, std::nullopt,
+                                 amounts, "vm:" + std::to_string(vm.header.id)));
+  FAB_TRY(quotas_.commit(tx, hold.id));
+  return {};
+}
+
 Result<Vm> Compute::resize(const auth::Caller& caller, int64_t id, const Resize& resize) {
   int64_t now = unix_seconds(clock_.now());
   Vm vm, before;
@@ -715,12 +721,8 @@ Result<Vm> Compute::resize(const auth::Caller& caller, int64_t id, const Resize&
     if (resize.memory_mb) request.memory_mb = *resize.memory_mb;
     FAB_TRY(request.validate());
     FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
-    auth::Amounts amounts;
-    for (const auto& [key, n] : request.quota_amounts()) amounts[key] += n;
-    FAB_ASSIGN_OR_RETURN(
-        auto hold, quotas_.reserve(tx, auth::Consumer{vm.header.uid, vm.header.gid}, std::nullopt,
-                                   amounts, "vm:" + std::to_string(id)));
-    FAB_TRY(quotas_.commit(tx, hold.id));
+    vm.request = request;
+    FAB_TRY(hold_quota(tx, vm));
     if (s == VmState::kPoweroff && vm.allocation) {
       // Re-fitted where it is: the host's other VMs keep what they hold.
       int64_t host = vm.allocation->host_id;
@@ -776,7 +778,7 @@ Result<void> Compute::release_host(store::Transaction& tx, const Vm& vm) {
 
 void Compute::issue(Vm& vm, Action action, int64_t now) {
   ++vm.op_seq;
-  vm.operation = Json{{"id", std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq)},
+  vm.operation = Json{{"id", operation_id(vm.header.id, vm.op_seq)},
                       {"action", action_name(action)},
                       {"host_id", vm.allocation ? vm.allocation->host_id : -1},
                       {"issued_at", format_time(now)}};
@@ -881,13 +883,9 @@ Result<Json> Compute::agent_commands(int64_t host_id) {
 
 Result<void> Compute::operation_result(int64_t host_id, const std::string& op_id, bool ok,
                                        const std::string& error, const std::string& console_log) {
-  int64_t vm_id = -1;
-  auto dash = op_id.find('-');
-  auto [end, ec] =
-      std::from_chars(op_id.data(), op_id.data() + std::min(dash, op_id.size()), vm_id);
-  if (dash == std::string::npos || ec != std::errc() || end != op_id.data() + dash) {
-    return fail(ErrorCode::kInvalidArgument, "must look like \"<vm>-<n>\"", "id");
-  }
+  auto op_vm = operation_vm(op_id);
+  if (!op_vm) return fail(ErrorCode::kInvalidArgument, "must look like \"<vm>-<n>\"", "id");
+  int64_t vm_id = *op_vm;
   if (error.size() > 4096) {
     return fail(ErrorCode::kInvalidArgument, "must be at most 4096 characters", "error");
   }
@@ -1023,7 +1021,7 @@ Result<int> Compute::observe(int64_t host_id, const std::vector<VmSighting>& see
     auto s = by_vm.find(vm.header.id);
     if (s == by_vm.end()) return Event::kSeenMissing;
     const VmSighting& sighting = *s->second;
-    std::string current = std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq);
+    std::string current = operation_id(vm.header.id, vm.op_seq);
     if (sighting.last_operation && *sighting.last_operation != current) {
       return std::nullopt;  // Read before the VM's last operation finished: stale.
     }

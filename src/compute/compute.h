@@ -241,6 +241,8 @@ class Compute {
   // After a committed move: the command index, the engine's hold, the scheduler.
   void settle(const Vm& vm, const std::optional<sched::Allocation>& released);
   Result<void> load_commands();
+  // The quota hold "vm:<id>" for the VM's request, charged to its owner and group.
+  Result<void> hold_quota(store::Transaction& tx, const Vm& vm);
   // Host `host_id` as the store has it now, with the allocations of its ledger held except
   // `except_vm`'s; null when the host is not MONITORED or its inventory is not `version`
   // (nullopt: the host's current one). `ledger` gets the ledger read.

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "agent/discovery.h"
+#include "core/operation_id.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
 
@@ -74,9 +75,7 @@ class ComputeTest : public ::testing::Test {
     Vm vm = state(id);
     return vm_state_name(vm.state(), vm.lcm);
   }
-  std::string last_op(const Vm& vm) {
-    return std::to_string(vm.header.id) + "-" + std::to_string(vm.op_seq);
-  }
+  std::string last_op(const Vm& vm) { return operation_id(vm.header.id, vm.op_seq); }
 
   std::filesystem::path dir_;
   testing::FakeClock clock_;

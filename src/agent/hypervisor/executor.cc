@@ -10,6 +10,7 @@
 
 #include "agent/hypervisor/context.h"
 #include "agent/hypervisor/domain.h"
+#include "core/operation_id.h"
 #include "sched/model.h"
 
 namespace fabrica::hypervisor {
@@ -44,15 +45,6 @@ Error bad(const std::string& message, const std::string& field) {
   return Error(ErrorCode::kInvalidArgument, message, field);
 }
 
-// The VM an operation id ("<vm>-<n>") belongs to; -1 for another shape.
-int64_t operation_vm(const std::string& id) {
-  int64_t vm = -1;
-  auto dash = id.find('-');
-  if (dash == std::string::npos) return -1;
-  auto [end, ec] = std::from_chars(id.data(), id.data() + dash, vm);
-  return ec == std::errc() && end == id.data() + dash ? vm : -1;
-}
-
 // Why an operation ended without an answer: the agent is stopping.
 constexpr std::string_view kStopping = "the agent is stopping";
 
@@ -74,16 +66,14 @@ Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options)
   size_t first = entries.size() > kJournalKeep ? entries.size() - kJournalKeep : 0;
   for (size_t i = first; i < entries.size(); ++i) {
     journal_[entries[i].first] = entries[i].second;
-    int64_t vm = operation_vm(entries[i].first);
-    if (vm >= 0) last_operation_[vm] = entries[i].first;
+    if (auto vm = operation_vm(entries[i].first)) last_operation_[*vm] = entries[i].first;
   }
 }
 
 void Executor::remember(const std::string& id, const Json& answer) {
   std::lock_guard lock(mutex_);
   journal_[id] = answer;
-  int64_t vm = operation_vm(id);
-  if (vm >= 0) last_operation_[vm] = id;
+  if (auto vm = operation_vm(id)) last_operation_[*vm] = id;
   if (options_.journal.empty()) return;
   fs::create_directories(fs::path(options_.journal).parent_path());
   int fd = ::open(options_.journal.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -232,8 +222,9 @@ Result<Json> Executor::observe() {
   Json out = Json::array();
   for (const auto& name : names) {
     FAB_ASSIGN_OR_RETURN(auto status, hypervisor_.status(name));
-    int64_t vm_id = operation_vm(name.substr(std::string("fabrica-vm-").size()) + "-");
-    if (vm_id < 0) continue;  // Not named by us after all.
+    auto vm = operation_vm(name.substr(std::string("fabrica-vm-").size()) + "-");
+    if (!vm) continue;  // Not named by us after all.
+    int64_t vm_id = *vm;
     out.push_back({{"vm_id", vm_id},
                    {"domain", name},
                    {"state", domain_state_name(status.state)},
