@@ -10,7 +10,7 @@ namespace {
 constexpr VdcResourceKind kKinds[] = {
     {"cluster", ObjectType::kCluster, "cluster"},
     {"host", ObjectType::kHost, "host"},
-    {"datastore", ObjectType::kDatastore, ""},
+    {"datastore", ObjectType::kDatastore, "datastore"},
     {"vnet", ObjectType::kNet, ""},
 };
 

@@ -1,0 +1,258 @@
+#include "storage/filesystem.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "core/json.h"
+#include "core/process.h"
+
+namespace fabrica::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+Error sys_error(const std::string& what, const std::string& path) {
+  return Error(ErrorCode::kInternal, what + " " + path + ": " + std::strerror(errno));
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+Result<void> write_all(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(sys_error("cannot write", path));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+Result<void> sync_dir(const std::string& path) {
+  std::string dir = fs::path(path).parent_path().string();
+  Fd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || ::fsync(fd.get()) != 0) return fail(sys_error("cannot sync", dir));
+  return {};
+}
+
+class PosixFile : public WritableFile {
+ public:
+  PosixFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  Result<void> append(std::string_view data) override { return write_all(fd_.get(), data, path_); }
+  Result<void> sync() override {
+    if (::fdatasync(fd_.get()) != 0) return fail(sys_error("cannot sync", path_));
+    return {};
+  }
+
+ private:
+  Fd fd_;
+  std::string path_;
+};
+
+class PosixFilesystem : public Filesystem {
+ public:
+  Result<Capacity> capacity(const std::string& path) override {
+    struct statvfs st {};
+    if (::statvfs(path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return fail(ErrorCode::kNotFound, path + " does not exist");
+      return fail(sys_error("cannot read the capacity of", path));
+    }
+    auto block = static_cast<int64_t>(st.f_frsize);
+    return Capacity{.total = static_cast<int64_t>(st.f_blocks) * block,
+                    .free = static_cast<int64_t>(st.f_bavail) * block};
+  }
+
+  Result<void> make_dirs(const std::string& path) override {
+    std::error_code ec;
+    fs::create_directories(path, ec);
+    if (ec) return fail(ErrorCode::kInternal, "cannot create " + path + ": " + ec.message());
+    fs::permissions(path, fs::perms(0750), fs::perm_options::replace, ec);
+    return {};
+  }
+
+  Result<int64_t> file_size(const std::string& path) override {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return fail(ErrorCode::kNotFound, path + " does not exist", "path");
+      return fail(sys_error("cannot read", path));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      return fail(ErrorCode::kInvalidArgument, path + " is not a regular file", "path");
+    }
+    return static_cast<int64_t>(st.st_size);
+  }
+
+  Result<void> copy(const std::string& from, const std::string& to,
+                    const std::function<bool(int64_t)>& progress) override {
+    Fd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+    if (in.get() < 0) return fail(sys_error("cannot open", from));
+    Fd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+    if (out.get() < 0) return fail(sys_error("cannot create", to));
+    int64_t copied = 0;
+    bool in_kernel = true;
+    std::vector<char> buffer;
+    while (true) {
+      if (!progress(copied)) return fail(ErrorCode::kAborted, "copy to " + to + " cancelled");
+      ssize_t n = -1;
+      if (in_kernel) {
+        n = ::copy_file_range(in.get(), nullptr, out.get(), nullptr, 64 << 20, 0);
+        if (n < 0 &&
+            (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+          in_kernel = false;
+          continue;
+        }
+      } else {
+        buffer.resize(4 << 20);
+        n = ::read(in.get(), buffer.data(), buffer.size());
+        if (n > 0) FAB_TRY(write_all(out.get(), std::string_view(buffer.data(), n), to));
+      }
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return fail(sys_error("cannot copy to", to));
+      }
+      if (n == 0) break;
+      copied += n;
+    }
+    if (::fdatasync(out.get()) != 0) return fail(sys_error("cannot sync", to));
+    progress(copied);
+    return {};
+  }
+
+  Result<std::unique_ptr<WritableFile>> open_at(const std::string& path, int64_t offset) override {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) return fail(sys_error("cannot open", path));
+    auto file = std::make_unique<PosixFile>(fd, path);
+    if (::ftruncate(fd, offset) != 0 || ::lseek(fd, offset, SEEK_SET) != offset) {
+      return fail(sys_error("cannot position", path));
+    }
+    return std::unique_ptr<WritableFile>(std::move(file));
+  }
+
+  Result<void> read(const std::string& path, int64_t length,
+                    const std::function<void(std::string_view)>& piece) override {
+    Fd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (in.get() < 0) return fail(sys_error("cannot open", path));
+    std::vector<char> buffer(4 << 20);
+    while (length > 0) {
+      ssize_t n = ::read(in.get(), buffer.data(),
+                         static_cast<size_t>(std::min<int64_t>(length, buffer.size())));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return fail(sys_error("cannot read", path));
+      }
+      if (n == 0) return fail(ErrorCode::kInternal, path + " is shorter than expected");
+      piece(std::string_view(buffer.data(), static_cast<size_t>(n)));
+      length -= n;
+    }
+    return {};
+  }
+
+  Result<void> rename(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) return fail(sys_error("cannot rename", from));
+    return sync_dir(to);
+  }
+
+  Result<void> remove(const std::string& path) override {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return fail(sys_error("cannot remove", path));
+    }
+    return {};
+  }
+
+  Result<DiskInfo> inspect(const std::string& path) override {
+    auto out = run_process({"qemu-img", "info", "--output=json", path});
+    if (!out) {
+      if (out.error().code() == ErrorCode::kUnavailable) return fail(out.error());
+      return fail(ErrorCode::kInvalidArgument, "qemu-img cannot read it: " + out.error().message());
+    }
+    auto json = parse_json(*out);
+    if (!json || !json->is_object()) {
+      return fail(ErrorCode::kInternal, "qemu-img info printed something other than JSON");
+    }
+    DiskInfo info;
+    info.format = json->value("format", "");
+    info.virtual_size = json->value("virtual-size", int64_t{0});
+    info.actual_size = json->value("actual-size", int64_t{0});
+    info.has_backing_file = json->contains("backing-filename");
+    if (json->contains("format-specific")) {
+      const Json& data = (*json)["format-specific"].value("data", Json::object());
+      info.corrupt = data.value("corrupt", false);
+    }
+    return info;
+  }
+
+  Result<void> check(const std::string& path, const std::string& format) override {
+    if (format == "raw") return {};  // No metadata to check.
+    auto out = run_process({"qemu-img", "check", "-q", "-f", format, path});
+    if (!out) {
+      if (out.error().code() == ErrorCode::kUnavailable) return fail(out.error());
+      return fail(ErrorCode::kInvalidArgument,
+                  "qemu-img check found damage: " + out.error().message());
+    }
+    return {};
+  }
+
+  Result<void> create_disk(const std::string& path, const std::string& format,
+                           int64_t bytes) override {
+    FAB_TRY(run_process({"qemu-img", "create", "-q", "-f", format, path, std::to_string(bytes)}));
+    return {};
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Filesystem> make_posix_filesystem() { return std::make_unique<PosixFilesystem>(); }
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
+}
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+Sha256::Sha256(Sha256&& other) noexcept : ctx_(other.ctx_) { other.ctx_ = nullptr; }
+Sha256& Sha256::operator=(Sha256&& other) noexcept {
+  std::swap(ctx_, other.ctx_);
+  return *this;
+}
+void Sha256::update(std::string_view data) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+std::string Sha256::finish() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), digest, &size);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < size; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 15];
+  }
+  return out;
+}
+
+bool is_sha256_hex(std::string_view text) {
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+           return std::isxdigit(static_cast<unsigned char>(c));
+         });
+}
+
+}  // namespace fabrica::storage

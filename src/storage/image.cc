@@ -1,0 +1,597 @@
+#include <algorithm>
+
+#include "storage/storage.h"
+
+namespace fabrica::storage {
+namespace {
+
+constexpr Permissions kImagePermissions{0600};
+constexpr std::array<std::string_view, 5> kTypeNames = {"OS", "CDROM", "DATABLOCK", "KERNEL",
+                                                        "RAMDISK"};
+
+std::string image_noun(int64_t id) { return "image " + std::to_string(id); }
+
+store::Record image_record(const Image& image) {
+  return store::Record{.type = std::string(kImageType),
+                       .id = image.header.id,
+                       .name = image.header.name,
+                       .uid = image.header.uid,
+                       .gid = image.header.gid,
+                       .state = image.header.state,
+                       .body = dump_json(image.to_api_json()),
+                       .version = image.version};
+}
+
+Result<Image> image_from_record(const store::Record& r) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+  Image image;
+  FAB_ASSIGN_OR_RETURN(image.header, ObjectHeader::from_json(body));
+  auto type = image_type_from_name(body.value("type", ""));
+  if (!type || !body.contains("datastore_id") || !body.contains("path")) {
+    return fail(ErrorCode::kInternal, "stored " + image_noun(r.id) + " is malformed");
+  }
+  image.type = *type;
+  image.datastore_id = body["datastore_id"].get<int64_t>();
+  image.format = body.value("format", "");
+  image.persistent = body.value("persistent", false);
+  image.description = body.value("description", "");
+  image.path = body["path"].get<std::string>();
+  image.size = body.value("size", int64_t{0});
+  image.virtual_size = body.value("virtual_size", int64_t{0});
+  image.sha256 = body.value("sha256", "");
+  image.source = body.value("source", Json::object());
+  image.progress = body.value("progress", Json());
+  image.error = body.value("error", "");
+  image.vms = body.value("vms", std::vector<int64_t>{});
+  image.version = r.version;
+  return image;
+}
+
+bool is_disk(ImageType type) { return type == ImageType::kOs || type == ImageType::kDatablock; }
+
+int64_t megabytes(int64_t bytes) { return (bytes + (1 << 20) - 1) >> 20; }
+
+std::string staged_path(const Image& image) { return image.path + ".part"; }
+
+}  // namespace
+
+std::string_view image_type_name(ImageType type) { return kTypeNames[static_cast<size_t>(type)]; }
+
+std::optional<ImageType> image_type_from_name(std::string_view name) {
+  for (size_t i = 0; i < kTypeNames.size(); ++i) {
+    if (kTypeNames[i] == name) return static_cast<ImageType>(i);
+  }
+  return std::nullopt;
+}
+
+std::string_view image_state_name(ImageState state) {
+  switch (state) {
+    case ImageState::kReady:
+      return "READY";
+    case ImageState::kUsed:
+      return "USED";
+    case ImageState::kDisabled:
+      return "DISABLED";
+    case ImageState::kLocked:
+      return "LOCKED";
+    case ImageState::kError:
+      return "ERROR";
+    case ImageState::kUsedPers:
+      return "USED_PERS";
+  }
+  return "UNKNOWN";
+}
+
+Result<ImageState> image_next(ImageState state, ImageEvent event, bool persistent, int users) {
+  auto refuse = [&](std::string why) -> Result<ImageState> {
+    return fail(ErrorCode::kFailedPrecondition, std::move(why), "state");
+  };
+  std::string is = "the image is " + std::string(image_state_name(state));
+  switch (event) {
+    case ImageEvent::kDataReady:
+      if (state == ImageState::kLocked) return ImageState::kReady;
+      return refuse(is + ", not waiting for data");
+    case ImageEvent::kDataFailed:
+      if (state == ImageState::kLocked) return ImageState::kError;
+      return refuse(is + ", not waiting for data");
+    case ImageEvent::kAttach:
+      if (state == ImageState::kReady)
+        return persistent ? ImageState::kUsedPers : ImageState::kUsed;
+      if (state == ImageState::kUsed && !persistent) return ImageState::kUsed;
+      if (state == ImageState::kUsedPers) {
+        return refuse("the image is persistent and another VM uses it; clone it for a second VM");
+      }
+      if (state == ImageState::kLocked) return refuse("the image's data is still arriving");
+      return refuse(is + "; only READY or USED images can be attached");
+    case ImageEvent::kDetach:
+      if (state == ImageState::kUsed) return users > 1 ? ImageState::kUsed : ImageState::kReady;
+      if (state == ImageState::kUsedPers) return ImageState::kReady;
+      return refuse(is + ", no VM uses it");
+    case ImageEvent::kDisable:
+      if (state == ImageState::kReady) return ImageState::kDisabled;
+      return refuse(is + "; only a READY image can be disabled");
+    case ImageEvent::kEnable:
+      if (state == ImageState::kDisabled) return ImageState::kReady;
+      return refuse(is + "; only a DISABLED image can be enabled");
+  }
+  return refuse("unknown event");
+}
+
+Json Image::to_api_json() const {
+  Json j = Json::object();
+  header.to_json(j);
+  j["state_name"] = image_state_name(state());
+  j["datastore_id"] = datastore_id;
+  j["type"] = image_type_name(type);
+  j["format"] = format;
+  j["persistent"] = persistent;
+  j["description"] = description;
+  j["path"] = path;
+  j["size"] = size;
+  j["size_mb"] = megabytes(size);
+  j["virtual_size"] = virtual_size;
+  j["sha256"] = sha256;
+  j["source"] = source;
+  j["progress"] = progress;
+  j["error"] = error;
+  j["vms"] = vms;
+  j["running_vms"] = vms.size();
+  return j;
+}
+
+Result<Image> Storage::load_image(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                                  Right right) {
+  auto r = tx.get(kImageType, id);
+  if (!r) return fail(r.error().code(), image_noun(id) + " not found");
+  FAB_ASSIGN_OR_RETURN(Image image, image_from_record(*r));
+  FAB_TRY(authorizer_.require(caller, auth::object_ref(ObjectType::kImage, image.header), right,
+                              image_noun(id)));
+  return image;
+}
+
+void Storage::set_progress(int64_t id, int64_t done) {
+  std::lock_guard lock(progress_mutex_);
+  if (done < 0) {
+    progress_.erase(id);
+  } else {
+    progress_[id] = done;
+  }
+}
+
+void Storage::add_progress(Image& image) {
+  if (image.state() != ImageState::kLocked || !image.progress.is_object()) return;
+  std::lock_guard lock(progress_mutex_);
+  auto p = progress_.find(image.header.id);
+  if (p != progress_.end()) image.progress["bytes_done"] = p->second;
+}
+
+Result<Image> Storage::insert_image(store::Transaction& tx, const auth::Caller& caller, Image image,
+                                    int64_t reserve_bytes) {
+  auto loaded = load_datastore(tx, caller, image.datastore_id, Right::kUse);
+  if (!loaded) return fail(loaded.error().code(), loaded.error().message(), "datastore_id");
+  Datastore ds = std::move(*loaded);
+  if (ds.header.state != 0) {
+    return fail(ErrorCode::kFailedPrecondition,
+                "datastore " + std::to_string(ds.header.id) + " is disabled", "datastore_id");
+  }
+  bool files = image.type == ImageType::kKernel || image.type == ImageType::kRamdisk;
+  if (ds.kind == DatastoreKind::kSystem || (ds.kind == DatastoreKind::kFiles) != files) {
+    return fail(ErrorCode::kInvalidArgument,
+                std::string(image_type_name(image.type)) + " images belong in " +
+                    (files ? "a files" : "an image") + " datastore; datastore " +
+                    std::to_string(ds.header.id) + " is a " +
+                    std::string(datastore_kind_name(ds.kind)) + " datastore",
+                "datastore_id");
+  }
+  fill_capacity(ds);
+  if (ds.capacity && ds.capacity->free < reserve_bytes) {
+    return fail(ErrorCode::kFailedPrecondition,
+                "datastore " + std::to_string(ds.header.id) + " has " +
+                    std::to_string(ds.capacity->free >> 20) + " MB free; the image needs " +
+                    std::to_string(megabytes(reserve_bytes)) + " MB",
+                "datastore_id");
+  }
+  if (ds.limit_mb >= 0 && megabytes(ds.images_bytes + reserve_bytes) > ds.limit_mb) {
+    return fail(ErrorCode::kFailedPrecondition,
+                "datastore " + std::to_string(ds.header.id) + " is limited to " +
+                    std::to_string(ds.limit_mb) + " MB of images and holds " +
+                    std::to_string(megabytes(ds.images_bytes)) + " MB",
+                "datastore_id");
+  }
+  FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kImageType));
+  image.header.id = id;
+  image.path = ds.path + "/img-" + std::to_string(id);
+  auth::Amounts amounts{{"images", 1}, {"image_mb", megabytes(reserve_bytes)}};
+  FAB_ASSIGN_OR_RETURN(auto hold,
+                       quotas_.reserve(tx, auth::Consumer{image.header.uid, image.header.gid},
+                                       std::nullopt, amounts, "image:" + std::to_string(id)));
+  FAB_TRY(quotas_.commit(tx, hold.id));
+  FAB_TRY(count_image(tx, ds.header.id, 1, reserve_bytes));
+  image.size = reserve_bytes;
+  image.version = 1;
+  FAB_TRY(tx.insert(image_record(image)));
+  return image;
+}
+
+Result<Image> Storage::create_image(const auth::Caller& caller, const NewImage& request) {
+  FAB_TRY(validate_name(request.name));
+  if (request.description.size() > 1024) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 1024 characters", "description");
+  }
+  int sources = int(request.upload_size.has_value()) + int(request.from_path.has_value()) +
+                int(request.blank_mb.has_value());
+  if (sources != 1) {
+    return fail(ErrorCode::kInvalidArgument, "give exactly one of upload (size), path or blank_mb",
+                "upload");
+  }
+  if (request.upload_sha256 && !request.upload_size) {
+    return fail(ErrorCode::kInvalidArgument, "goes with upload.size", "upload.sha256");
+  }
+  if (request.upload_sha256 && !is_sha256_hex(*request.upload_sha256)) {
+    return fail(ErrorCode::kInvalidArgument, "must be 64 hex digits", "upload.sha256");
+  }
+  if (request.upload_size &&
+      (*request.upload_size < 1 || *request.upload_size > (int64_t{1} << 50))) {
+    return fail(ErrorCode::kInvalidArgument, "must be 1 byte to 1 PiB", "upload.size");
+  }
+  if (request.blank_mb && (*request.blank_mb < 1 || *request.blank_mb > (int64_t{1} << 30))) {
+    return fail(ErrorCode::kInvalidArgument, "must be 1 to 2^30 MiB", "blank_mb");
+  }
+  if (request.blank_mb && request.type != ImageType::kDatablock) {
+    return fail(ErrorCode::kInvalidArgument, "a blank image must be a DATABLOCK", "type");
+  }
+  std::string format = request.format.value_or("");
+  if (!format.empty() && format != "qcow2" && format != "raw") {
+    return fail(ErrorCode::kInvalidArgument, "must be qcow2 or raw", "format");
+  }
+  if (!is_disk(request.type) && !format.empty() && format != "raw") {
+    return fail(ErrorCode::kInvalidArgument,
+                std::string(image_type_name(request.type)) + " images are raw files", "format");
+  }
+  if (!is_disk(request.type)) format = "raw";
+  if (request.blank_mb && format.empty()) format = "qcow2";
+  int64_t size = 0;
+  Json source;
+  if (request.from_path) {
+    FAB_TRY(authorizer_.require_superuser(caller, "import files from fabricad's machine"));
+    if (request.from_path->empty() || request.from_path->front() != '/') {
+      return fail(ErrorCode::kInvalidArgument, "must be an absolute path", "path");
+    }
+    FAB_ASSIGN_OR_RETURN(size, fs_.file_size(*request.from_path));
+    source = {{"kind", "path"}, {"path", *request.from_path}};
+  } else if (request.upload_size) {
+    size = *request.upload_size;
+    source = {{"kind", "upload"}};
+  } else {
+    size = *request.blank_mb << 20;
+    source = {{"kind", "blank"}};
+  }
+  int64_t gid = request.gid.value_or(caller.gid);
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kImage, gid));
+  int64_t now = unix_seconds(clock_.now());
+  Image image{.header = ObjectHeader::create(-1, request.name, caller.uid, gid, kImagePermissions,
+                                             static_cast<int>(ImageState::kLocked), now),
+              .datastore_id = request.datastore_id,
+              .type = request.type,
+              .format = format,
+              .persistent = request.persistent,
+              .description = request.description,
+              .source = source,
+              .progress = {{"bytes_done", 0}, {"bytes_total", size}}};
+  if (request.upload_size) {
+    image.progress["resumable"] = true;
+    image.progress["sha256"] = request.upload_sha256.value_or("");
+  }
+  FAB_ASSIGN_OR_RETURN(image, store_.write_value<Image>([&](store::Transaction& tx) {
+    if (!tx.get(auth::kGroupType, gid)) {
+      return Result<Image>(fail(ErrorCode::kInvalidArgument,
+                                "group " + std::to_string(gid) + " does not exist", "gid"));
+    }
+    return insert_image(tx, caller, image, size);
+  }));
+  if (request.from_path) {
+    {
+      std::lock_guard lock(jobs_mutex_);
+      jobs_.push_back(Job{image.header.id, *request.from_path});
+    }
+    jobs_wake_.notify_all();
+  } else if (request.blank_mb) {
+    std::string staged = staged_path(image);
+    auto created = fs_.create_disk(staged, format, size);
+    Result<DiskInfo> verified =
+        created ? verify(image, staged) : Result<DiskInfo>(fail(created.error()));
+    int64_t bytes = 0;
+    if (verified) {
+      FAB_ASSIGN_OR_RETURN(bytes, fs_.file_size(staged));
+    }
+    return settle_data(image.header.id, staged, verified, bytes, "");
+  }
+  return image;
+}
+
+Result<Image> Storage::get_image(const auth::Caller& caller, int64_t id) {
+  FAB_ASSIGN_OR_RETURN(Image image, store_.read_value<Image>([&](store::Transaction& tx) {
+    return load_image(tx, caller, id, Right::kUse);
+  }));
+  add_progress(image);
+  return image;
+}
+
+Result<auth::Page<Image>> Storage::list_images(const auth::Caller& caller,
+                                               const auth::ListOptions& options) {
+  store::ListQuery query{.after_id = options.after_id, .gid = options.gid, .name = options.name};
+  FAB_ASSIGN_OR_RETURN(auto page, store_.read_value<auth::Page<Image>>([&](store::Transaction& tx) {
+    return auth::visible_page<Image>(
+        tx, kImageType, query, options.limit, image_from_record, [&](const Image& image) {
+          return authorizer_.allows(caller, auth::object_ref(ObjectType::kImage, image.header),
+                                    Right::kUse);
+        });
+  }));
+  for (auto& image : page.items) add_progress(image);
+  return page;
+}
+
+Result<void> Storage::delete_image(const auth::Caller& caller, int64_t id) {
+  Image deleted;
+  FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(deleted, load_image(tx, caller, id, Right::kManage));
+    if (!deleted.vms.empty()) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  image_noun(id) + " is used by " + std::to_string(deleted.vms.size()) +
+                      " VM(s); terminate them or detach the disk first",
+                  "state");
+    }
+    FAB_TRY(quotas_.release_holder(tx, "image:" + std::to_string(id)));
+    FAB_TRY(count_image(tx, deleted.datastore_id, -1, -deleted.size));
+    return tx.remove(kImageType, id);
+  }));
+  {
+    std::lock_guard lock(jobs_mutex_);
+    cancelled_.insert(id);
+  }
+  {
+    std::lock_guard lock(uploads_mutex_);
+    auto u = uploads_.find(id);
+    if (u != uploads_.end() && !u->second.active) uploads_.erase(u);
+  }
+  set_progress(id, -1);
+  FAB_TRY(fs_.remove(staged_path(deleted)));
+  return fs_.remove(deleted.path);
+}
+
+Result<Image> Storage::clone_image(const auth::Caller& caller, int64_t id, const std::string& name,
+                                   std::optional<int64_t> datastore_id) {
+  FAB_TRY(validate_name(name));
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kImage, caller.gid));
+  int64_t now = unix_seconds(clock_.now());
+  std::string from;
+  FAB_ASSIGN_OR_RETURN(
+      Image image, store_.write_value<Image>([&](store::Transaction& tx) -> Result<Image> {
+        FAB_ASSIGN_OR_RETURN(Image original, load_image(tx, caller, id, Right::kUse));
+        if (original.state() != ImageState::kReady && original.state() != ImageState::kUsed) {
+          return fail(ErrorCode::kFailedPrecondition,
+                      image_noun(id) + " is " + std::string(image_state_name(original.state())) +
+                          "; only READY or USED (non-persistent) images can be cloned",
+                      "state");
+        }
+        from = original.path;
+        Image copy{
+            .header = ObjectHeader::create(-1, name, caller.uid, caller.gid, kImagePermissions,
+                                           static_cast<int>(ImageState::kLocked), now),
+            .datastore_id = datastore_id.value_or(original.datastore_id),
+            .type = original.type,
+            .format = original.format,
+            .persistent = false,
+            .description = original.description,
+            .source = {{"kind", "clone"}, {"image_id", id}, {"path", original.path}},
+            .progress = {{"bytes_done", 0}, {"bytes_total", original.size}}};
+        return insert_image(tx, caller, copy, original.size);
+      }));
+  {
+    std::lock_guard lock(jobs_mutex_);
+    jobs_.push_back(Job{image.header.id, from});
+  }
+  jobs_wake_.notify_all();
+  return image;
+}
+
+Result<Image> Storage::chmod_image(const auth::Caller& caller, int64_t id,
+                                   Permissions permissions) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Image>([&](store::Transaction& tx) -> Result<Image> {
+    FAB_ASSIGN_OR_RETURN(Image image, load_image(tx, caller, id, Right::kManage));
+    image.header.permissions = permissions;
+    image.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(image.version, tx.update(image_record(image)));
+    return image;
+  });
+}
+
+Result<Image> Storage::set_persistent(const auth::Caller& caller, int64_t id, bool persistent) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Image>([&](store::Transaction& tx) -> Result<Image> {
+    FAB_ASSIGN_OR_RETURN(Image image, load_image(tx, caller, id, Right::kManage));
+    if (!image.vms.empty()) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  image_noun(id) + " is used by VMs; change it when none uses it", "state");
+    }
+    if (!is_disk(image.type) && persistent) {
+      return fail(ErrorCode::kInvalidArgument,
+                  std::string(image_type_name(image.type)) + " images are read-only", "persistent");
+    }
+    image.persistent = persistent;
+    image.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(image.version, tx.update(image_record(image)));
+    return image;
+  });
+}
+
+Result<Image> Storage::set_enabled(const auth::Caller& caller, int64_t id, bool enabled) {
+  int64_t now = unix_seconds(clock_.now());
+  return store_.write_value<Image>([&](store::Transaction& tx) -> Result<Image> {
+    FAB_ASSIGN_OR_RETURN(Image image, load_image(tx, caller, id, Right::kManage));
+    FAB_ASSIGN_OR_RETURN(
+        ImageState next,
+        image_next(image.state(), enabled ? ImageEvent::kEnable : ImageEvent::kDisable,
+                   image.persistent, static_cast<int>(image.vms.size())));
+    image.header.state = static_cast<int>(next);
+    image.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(image.version, tx.update(image_record(image)));
+    return image;
+  });
+}
+
+// ---- Data arriving: verification and the copy thread ----
+
+Result<DiskInfo> Storage::verify(const Image& image, const std::string& staged) {
+  FAB_ASSIGN_OR_RETURN(int64_t size, fs_.file_size(staged));
+  if (size == 0) return fail(ErrorCode::kInvalidArgument, "the data is empty", "upload");
+  if (!is_disk(image.type)) {
+    return DiskInfo{.format = "raw", .virtual_size = size, .actual_size = size};
+  }
+  FAB_ASSIGN_OR_RETURN(DiskInfo info, fs_.inspect(staged));
+  if (info.format != "qcow2" && info.format != "raw") {
+    return fail(
+        ErrorCode::kInvalidArgument,
+        "the data is a " + info.format + " disk; convert it with `qemu-img convert -O qcow2` first",
+        "format");
+  }
+  if (!image.format.empty() && info.format != image.format) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the data is " + info.format + ", not " + image.format + " as declared", "format");
+  }
+  if (info.has_backing_file) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the qcow2 data names a backing file; flatten it with `qemu-img convert` first",
+                "format");
+  }
+  if (info.corrupt) {
+    return fail(ErrorCode::kInvalidArgument, "the qcow2 data is marked corrupt", "format");
+  }
+  FAB_TRY(fs_.check(staged, info.format));
+  return info;
+}
+
+Result<Image> Storage::settle_data(int64_t id, const std::string& staged,
+                                   const Result<DiskInfo>& verified, int64_t size,
+                                   const std::string& sha256) {
+  int64_t now = unix_seconds(clock_.now());
+  std::optional<Image> image;
+  FAB_ASSIGN_OR_RETURN(auto record,
+                       store_.read_value<std::optional<store::Record>>(
+                           [&](store::Transaction& tx) -> Result<std::optional<store::Record>> {
+                             auto r = tx.get(kImageType, id);
+                             if (!r) return std::optional<store::Record>();
+                             return std::optional<store::Record>(*r);
+                           }));
+  if (record) {
+    FAB_ASSIGN_OR_RETURN(Image current, image_from_record(*record));
+    if (current.state() == ImageState::kLocked && verified) {
+      FAB_TRY(fs_.rename(staged, current.path));
+    }
+  }
+  FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
+    image.reset();
+    auto r = tx.get(kImageType, id);
+    if (!r) return {};  // Deleted meanwhile.
+    FAB_ASSIGN_OR_RETURN(Image current, image_from_record(*r));
+    if (current.state() != ImageState::kLocked) return {};
+    FAB_ASSIGN_OR_RETURN(
+        ImageState next,
+        image_next(current.state(), verified ? ImageEvent::kDataReady : ImageEvent::kDataFailed,
+                   current.persistent, 0));
+    int64_t old_size = current.size;
+    if (verified) {
+      current.format = verified->format;
+      current.virtual_size = verified->virtual_size;
+      current.size = size;
+      current.sha256 = sha256;
+      current.error.clear();
+    } else {
+      current.error = verified.error().message();
+      current.size = 0;
+      // The data is gone: only the image itself still counts.
+      FAB_TRY(quotas_.release_holder(tx, "image:" + std::to_string(id)));
+      FAB_ASSIGN_OR_RETURN(
+          auto hold, quotas_.reserve(tx, auth::Consumer{current.header.uid, current.header.gid},
+                                     std::nullopt, {{"images", 1}}, "image:" + std::to_string(id)));
+      FAB_TRY(quotas_.commit(tx, hold.id));
+    }
+    if (current.size != old_size) {
+      FAB_TRY(count_image(tx, current.datastore_id, 0, current.size - old_size));
+      if (verified) {
+        FAB_TRY(quotas_.release_holder(tx, "image:" + std::to_string(id)));
+        FAB_ASSIGN_OR_RETURN(
+            auto hold, quotas_.reserve(tx, auth::Consumer{current.header.uid, current.header.gid},
+                                       std::nullopt, {{"images", 1}, {"image_mb", megabytes(size)}},
+                                       "image:" + std::to_string(id)));
+        FAB_TRY(quotas_.commit(tx, hold.id));
+      }
+    }
+    current.header.state = static_cast<int>(next);
+    current.progress = nullptr;
+    current.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(current.version, tx.update(image_record(current)));
+    image = std::move(current);
+    return {};
+  }));
+  set_progress(id, -1);
+  if (!verified || !image) (void)fs_.remove(staged);
+  if (!image) return fail(ErrorCode::kNotFound, image_noun(id) + " was deleted meanwhile");
+  if (!verified) {
+    return fail(verified.error().code(),
+                verified.error().message() + "; " + image_noun(id) +
+                    " is in ERROR: delete it and try again",
+                verified.error().field());
+  }
+  return *image;
+}
+
+void Storage::copy_loop() {
+  while (true) {
+    Job job;
+    {
+      std::unique_lock lock(jobs_mutex_);
+      jobs_wake_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (stopping_) return;
+      job = jobs_.front();
+      jobs_.erase(jobs_.begin());
+    }
+    run_job(job);
+  }
+}
+
+void Storage::run_job(const Job& job) {
+  auto record = store_.read_value<store::Record>(
+      [&](store::Transaction& tx) { return tx.get(kImageType, job.image_id); });
+  if (!record) return;
+  auto image = image_from_record(*record);
+  if (!image || image->state() != ImageState::kLocked) return;
+  std::string staged = staged_path(*image);
+  auto keep_going = [&](int64_t done) {
+    set_progress(job.image_id, done);
+    std::lock_guard lock(jobs_mutex_);
+    return !stopping_ && !cancelled_.contains(job.image_id);
+  };
+  auto copied = fs_.copy(job.from, staged, keep_going);
+  if (!copied && copied.error().code() == ErrorCode::kAborted) {
+    (void)fs_.remove(staged);
+    std::lock_guard lock(jobs_mutex_);
+    cancelled_.erase(job.image_id);
+    return;  // Deleted, or fabricad stopping: bootstrap() starts it again.
+  }
+  Result<DiskInfo> verified =
+      copied ? verify(*image, staged) : Result<DiskInfo>(fail(copied.error()));
+  int64_t size = 0;
+  Sha256 hash;
+  if (verified) {
+    auto bytes = fs_.file_size(staged);
+    auto read = bytes ? fs_.read(staged, *bytes, [&](std::string_view p) { hash.update(p); })
+                      : Result<void>(fail(bytes.error()));
+    if (!read) verified = fail(read.error());
+    size = bytes.value_or(0);
+  }
+  (void)settle_data(job.image_id, staged, verified, size, verified ? hash.finish() : "");
+}
+
+}  // namespace fabrica::storage

@@ -1,0 +1,253 @@
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "auth/authorizer.h"
+#include "auth/identity.h"
+#include "auth/quota.h"
+#include "core/clock.h"
+#include "core/object.h"
+#include "storage/filesystem.h"
+#include "store/store.h"
+
+namespace fabrica::storage {
+
+// OpenNebula's datastore TYPE: images for VM disks, the running VMs' disks, plain files
+// (kernels, initrds, context files).
+enum class DatastoreKind { kImage = 0, kSystem = 1, kFiles = 2 };
+// shared: one path mounted on fabricad and every host of its clusters (NFS, NetApp, WekaFS,
+// VAST); a VM's disk is a qcow2 overlay on the image, nothing is copied. local: each host
+// copies the image to its system datastore at deploy time.
+enum class DatastoreDriver { kShared, kLocal };
+
+std::string_view datastore_kind_name(DatastoreKind kind);   // "image", "system", "files"
+std::string_view datastore_driver_name(DatastoreDriver d);  // "shared", "local"
+
+struct Datastore {
+  ObjectHeader header;  // state 0 READY, 1 DISABLED (OpenNebula's numbers).
+  DatastoreKind kind = DatastoreKind::kImage;
+  DatastoreDriver driver = DatastoreDriver::kShared;
+  std::string path;               // Absolute; the same on every host that sees it.
+  std::vector<int64_t> clusters;  // The clusters whose hosts mount it.
+  int64_t limit_mb = -1;          // Most its images may hold; -1 for the filesystem's size.
+  int64_t images_bytes = 0;       // What its images hold (counted in each image's transaction).
+  int images = 0;
+  int64_t version = 0;
+  // Filled on read from the filesystem (statvfs), not stored; null when fabricad cannot see
+  // the path (a local system datastore lives on the hosts).
+  std::optional<Capacity> capacity;
+
+  Json to_api_json() const;
+};
+
+// OpenNebula's image TYPE and STATE numbers.
+enum class ImageType { kOs = 0, kCdrom = 1, kDatablock = 2, kKernel = 3, kRamdisk = 4 };
+enum class ImageState {
+  kReady = 1,
+  kUsed = 2,
+  kDisabled = 3,
+  kLocked = 4,  // Its data is arriving: an upload, a copy or a clone.
+  kError = 5,
+  kUsedPers = 8,  // A persistent image attached to its one VM.
+};
+std::string_view image_type_name(ImageType type);  // "OS", "CDROM", "DATABLOCK", ...
+std::string_view image_state_name(ImageState state);
+std::optional<ImageType> image_type_from_name(std::string_view name);
+
+// What changes an image's state; image_next() is the whole table.
+enum class ImageEvent {
+  kDataReady,   // LOCKED: the copy or upload finished and verified.
+  kDataFailed,  // LOCKED: it failed; the data is gone.
+  kAttach,      // A VM takes it.
+  kDetach,      // A VM lets go of it (the last one: READY again).
+  kDisable,
+  kEnable,
+};
+// The state after `event`, or kFailedPrecondition saying why not. `users` counts the VMs
+// using the image before the event.
+Result<ImageState> image_next(ImageState state, ImageEvent event, bool persistent, int users);
+
+struct Image {
+  ObjectHeader header;  // state = ImageState.
+  int64_t datastore_id = -1;
+  ImageType type = ImageType::kOs;
+  std::string format;  // "qcow2" or "raw"; "raw" for kernels, ramdisks and CD-ROMs.
+  bool persistent = false;
+  std::string description;
+  std::string path;          // The data, inside its datastore.
+  int64_t size = 0;          // Bytes of the file.
+  int64_t virtual_size = 0;  // What the guest sees (qemu-img's virtual size).
+  std::string sha256;        // Of the file, once READY (declared by the uploader, or computed).
+  Json source;               // {"kind": "upload"|"path"|"clone"|"blank", ...}
+  // While LOCKED: {"bytes_done", "bytes_total"}; an upload adds "sha256" (declared) and
+  // "resumable": true.
+  Json progress;
+  std::string error;         // Why it is in ERROR.
+  std::vector<int64_t> vms;  // VMs using it.
+  int64_t version = 0;
+
+  ImageState state() const { return static_cast<ImageState>(header.state); }
+  Json to_api_json() const;
+};
+
+struct NewDatastore {
+  std::string name;
+  DatastoreKind kind = DatastoreKind::kImage;
+  DatastoreDriver driver = DatastoreDriver::kShared;
+  std::optional<std::string> path;  // Default: <datastores root>/<id>.
+  std::vector<int64_t> clusters = {0};
+  int64_t limit_mb = -1;
+};
+
+// Where a new image's data comes from: exactly one of these.
+struct NewImage {
+  std::string name;
+  std::optional<int64_t> gid;
+  int64_t datastore_id = 1;
+  ImageType type = ImageType::kOs;
+  std::optional<std::string> format;  // Checked against the data; detected when absent.
+  bool persistent = false;
+  std::string description;
+  // An upload of `upload_size` bytes through PUT .../upload, verified against `upload_sha256`
+  // when given.
+  std::optional<int64_t> upload_size;
+  std::optional<std::string> upload_sha256;
+  // A file on fabricad's machine (administrators only), copied in the background.
+  std::optional<std::string> from_path;
+  // An empty DATABLOCK of this many MiB (qcow2 by default).
+  std::optional<int64_t> blank_mb;
+};
+
+struct StorageOptions {
+  std::string datastores_root = "/var/lib/fabrica/datastores";
+};
+
+// Datastores and images: the domain service behind /datastores and /images. Image data is
+// written by fabricad into the datastore's path (a shared datastore is mounted on fabricad
+// as on its hosts): copies run on a background thread, uploads stream in through
+// upload_*(); both leave the image LOCKED until the data is complete and verified (size,
+// SHA-256, qemu-img info/check), then READY, or ERROR with the data removed. Quotas
+// ("images", "image_mb") are held in the creating transaction and given back on delete.
+// Thread-safe.
+class Storage {
+ public:
+  Storage(store::Store& store, auth::Authorizer& authorizer, auth::Quotas& quotas,
+          Filesystem& filesystem, const Clock& clock, StorageOptions options = {});
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  // Creates the default datastores when missing (OpenNebula's ids: 0 system, 1 default
+  // image, 2 files; all shared, in cluster 0, under the datastores root), and restarts the
+  // copies of images left LOCKED by a crash.
+  Result<void> bootstrap();
+  // Stops the copy thread (running copies are cancelled and resumed by the next bootstrap).
+  void stop();
+
+  // Administrators only. kInvalidArgument for a relative path or one inside another
+  // datastore's.
+  Result<Datastore> create_datastore(const auth::Caller& caller, const NewDatastore& request);
+  Result<Datastore> get_datastore(const auth::Caller& caller, int64_t id);
+  Result<std::vector<Datastore>> list_datastores(const auth::Caller& caller);
+  // kFailedPrecondition while it holds images.
+  Result<void> delete_datastore(const auth::Caller& caller, int64_t id);
+
+  Result<Image> create_image(const auth::Caller& caller, const NewImage& request);
+  Result<Image> get_image(const auth::Caller& caller, int64_t id);
+  Result<auth::Page<Image>> list_images(const auth::Caller& caller,
+                                        const auth::ListOptions& options);
+  // kFailedPrecondition while VMs use it. A LOCKED image's copy or upload is abandoned.
+  Result<void> delete_image(const auth::Caller& caller, int64_t id);
+  // A new image with a copy of a READY or USED image's data (LOCKED until copied).
+  Result<Image> clone_image(const auth::Caller& caller, int64_t id, const std::string& name,
+                            std::optional<int64_t> datastore_id);
+  Result<Image> chmod_image(const auth::Caller& caller, int64_t id, Permissions permissions);
+  // kFailedPrecondition while VMs use it.
+  Result<Image> set_persistent(const auth::Caller& caller, int64_t id, bool persistent);
+  Result<Image> set_enabled(const auth::Caller& caller, int64_t id, bool enabled);
+
+  // An upload session: one PUT's body, written as it arrives. begin() checks the caller,
+  // that the image awaits an upload and that the piece starts where the data so far ends
+  // (kFailedPrecondition naming the byte to resume from otherwise) and fits the declared
+  // size. Not thread-safe; one upload per image at a time (kAborted for a second).
+  class Upload {
+   public:
+    virtual ~Upload() = default;
+    virtual Result<void> write(std::string_view data) = 0;
+    // The body ended (`complete`) or the client went away: what arrived is made durable and
+    // counted, so the next PUT resumes after it. When the last byte is in, the image is
+    // verified and becomes READY, or ERROR (the error says why: checksum, format, damage).
+    virtual Result<Image> finish(bool complete) = 0;
+  };
+  // `offset`: where this piece starts (Content-Range), `length` its size when known.
+  Result<std::unique_ptr<Upload>> begin_upload(const auth::Caller& caller, int64_t id,
+                                               int64_t offset, std::optional<int64_t> length);
+
+ private:
+  friend class UploadSession;
+  struct Job {
+    int64_t image_id;
+    std::string from;
+  };
+  Result<Datastore> load_datastore(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                                   Right right);
+  Result<Image> load_image(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                           Right right);
+  void fill_capacity(Datastore& ds);
+  // Adds to a datastore's image count and bytes, in the image's transaction.
+  Result<void> count_image(store::Transaction& tx, int64_t datastore_id, int images, int64_t bytes);
+  // Inserts a LOCKED (or READY for blank) image with its quota hold and datastore count.
+  Result<Image> insert_image(store::Transaction& tx, const auth::Caller& caller, Image image,
+                             int64_t reserve_bytes);
+  // Moves a LOCKED image to READY with `verified` data, or to ERROR (data removed) with
+  // `error`; nothing when it is no longer LOCKED (deleted meanwhile).
+  Result<Image> settle_data(int64_t id, const std::string& staged, const Result<DiskInfo>& verified,
+                            int64_t size, const std::string& sha256);
+  // Checks data at `staged` for image `image`: qemu-img's format against the declared one, no
+  // backing file, no damage.
+  Result<DiskInfo> verify(const Image& image, const std::string& staged);
+  void copy_loop();
+  void run_job(const Job& job);
+  // Copy progress, kept in memory and shown while the image is LOCKED.
+  void set_progress(int64_t id, int64_t done);
+  void add_progress(Image& image);
+
+  store::Store& store_;
+  auth::Authorizer& authorizer_;
+  auth::Quotas& quotas_;
+  Filesystem& fs_;
+  const Clock& clock_;
+  StorageOptions options_;
+
+  std::mutex jobs_mutex_;
+  std::condition_variable jobs_wake_;
+  std::vector<Job> jobs_;
+  std::set<int64_t> cancelled_;  // Images deleted while their copy runs.
+  bool stopping_ = false;
+  std::thread copier_;
+
+  std::mutex uploads_mutex_;
+  struct UploadState {
+    bool active = false;
+    int64_t offset = 0;  // The hash covers bytes [0, offset).
+    std::optional<Sha256> hash;
+  };
+  std::map<int64_t, UploadState> uploads_;
+
+  std::mutex progress_mutex_;
+  std::map<int64_t, int64_t> progress_;  // Image id -> bytes copied so far.
+};
+
+inline constexpr std::string_view kDatastoreType = "datastore";
+inline constexpr std::string_view kImageType = "image";
+
+}  // namespace fabrica::storage
