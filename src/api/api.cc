@@ -20,6 +20,7 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_apikey_routes(router_, services_);
   add_audit_routes(router_, services_);
   add_compute_routes(router_, services_);
+  add_storage_routes(router_, services_);
 }
 
 HttpResponse Api::handle(const HttpRequest& request) {
@@ -35,6 +36,57 @@ HttpResponse Api::handle(const HttpRequest& request) {
       result ? std::move(*result) : error_response(result.error(), request.request_id);
   if (outcome.route != nullptr && outcome.route->audited) audit(request, outcome, response);
   return response;
+}
+
+namespace {
+
+// Audits a streamed request when its answer is known.
+class AuditedSink : public BodySink {
+ public:
+  AuditedSink(std::unique_ptr<BodySink> inner, std::function<void(const HttpResponse&)> audit)
+      : inner_(std::move(inner)), audit_(std::move(audit)) {}
+  Result<void> write(std::string_view piece) override { return inner_->write(piece); }
+  HttpResponse finish(bool complete) override {
+    HttpResponse response = inner_->finish(complete);
+    audit_(response);
+    return response;
+  }
+
+ private:
+  std::unique_ptr<BodySink> inner_;
+  std::function<void(const HttpResponse&)> audit_;
+};
+
+}  // namespace
+
+std::optional<std::variant<HttpResponse, std::unique_ptr<BodySink>>> Api::open_stream(
+    const HttpRequest& head) {
+  auto match = router_.match(head.method, head.path);
+  if (!match || match->stream == nullptr) return std::nullopt;
+  Outcome outcome{.route = match->route};
+  Result<std::unique_ptr<BodySink>> sink = [&]() -> Result<std::unique_ptr<BodySink>> {
+    try {
+      Context ctx{.request = head, .params = std::move(match->params)};
+      FAB_ASSIGN_OR_RETURN(auth::Caller caller, authenticate(head));
+      ctx.caller = &caller;
+      outcome.uid = caller.uid;
+      outcome.user = caller.name;
+      return (*match->stream)(ctx);
+    } catch (const std::exception& e) {
+      return fail(ErrorCode::kInternal, std::string("internal error: ") + e.what());
+    }
+  }();
+  if (!sink) {
+    HttpResponse response = error_response(sink.error(), head.request_id);
+    audit(head, outcome, response);
+    return response;
+  }
+  HttpRequest audited = head;
+  audited.body.clear();
+  return std::unique_ptr<BodySink>(std::make_unique<AuditedSink>(
+      std::move(*sink), [this, audited = std::move(audited), outcome](const HttpResponse& r) {
+        audit(audited, outcome, r);
+      }));
 }
 
 Result<HttpResponse> Api::dispatch(const HttpRequest& request, Outcome& outcome) {

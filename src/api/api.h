@@ -1,7 +1,9 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "api/http.h"
@@ -14,6 +16,7 @@
 #include "auth/vdc.h"
 #include "compute/compute.h"
 #include "fleet/fleet.h"
+#include "storage/storage.h"
 #include "store/store.h"
 
 namespace fabrica::api {
@@ -30,6 +33,7 @@ struct Services {
   auth::ApiKeys& apikeys;
   auth::AuditLog& audit;
   compute::Compute& compute;
+  storage::Storage& storage;
   std::string version;
 };
 
@@ -42,6 +46,11 @@ class Api {
 
   // Never throws; every outcome is a response.
   HttpResponse handle(const HttpRequest& request);
+  // For a server that streams bodies: given a request's head, a sink for the body of a
+  // streaming route (authenticated and authorized, audited when it finishes), a response to
+  // send at once (the body unread), or nullopt for an ordinary route.
+  std::optional<std::variant<HttpResponse, std::unique_ptr<BodySink>>> open_stream(
+      const HttpRequest& head);
   std::vector<RouteInfo> routes() const { return router_.routes(); }
   // While draining, /readyz answers 503 so load balancers stop sending traffic.
   void set_draining() { draining_ = true; }
@@ -79,6 +88,7 @@ void add_quota_routes(Router& router, Services& services);
 void add_apikey_routes(Router& router, Services& services);
 void add_audit_routes(Router& router, Services& services);
 void add_compute_routes(Router& router, Services& services);
+void add_storage_routes(Router& router, Services& services);
 
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +22,8 @@ struct HttpRequest {
   std::string authorization;
   std::string remote_address;
   std::string request_id;
+  std::string content_range;               // The Content-Range header, for uploads.
+  std::optional<uint64_t> content_length;  // The Content-Length header.
 };
 
 struct HttpResponse {
@@ -27,6 +31,18 @@ struct HttpResponse {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// A request body taken as it arrives instead of held in memory (image uploads of many GiB).
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  // Each piece of the body, in order. An error ends the request: finish(false) runs, the
+  // error is the answer and the connection closes.
+  virtual Result<void> write(std::string_view piece) = 0;
+  // After the last piece (`complete`), or when the body ended early (the client went away
+  // or a write failed): the answer.
+  virtual HttpResponse finish(bool complete) = 0;
 };
 
 HttpResponse json_response(int status, const Json& body);

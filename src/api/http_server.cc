@@ -6,6 +6,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 #include <boost/url/parse.hpp>
+#include <charconv>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -143,14 +144,59 @@ class HttpServer::Impl {
     std::string remote = ec ? "unknown" : peer.address().to_string();
     beast::flat_buffer buffer;
     while (!stopping_) {
-      http::request_parser<http::string_body> parser;
-      parser.body_limit(options_.body_limit);
-      parser.header_limit(16 * 1024);
+      http::request_parser<http::empty_body> head;
+      head.header_limit(16 * 1024);
+      head.body_limit(boost::none);  // Set once the route is known.
       conn->busy = false;
+      conn->stream.expires_after(options_.idle_timeout);
+      auto [head_ec, head_bytes] =
+          co_await http::async_read_header(conn->stream, buffer, head, kTuple);
+      (void)head_bytes;
+      conn->busy = true;
+      if (head_ec) {
+        if (head.got_some() && head_ec != http::error::end_of_stream &&
+            head_ec != beast::error::timeout && head_ec != asio::error::operation_aborted) {
+          co_await reject(conn, Error(ErrorCode::kInvalidArgument,
+                                      "malformed HTTP request: " + head_ec.message()));
+        }
+        break;
+      }
+      auto start = std::chrono::steady_clock::now();
+      const auto& header = head.get();
+      HttpRequest request = request_head(header, remote);
+      bool keep_alive = header.keep_alive() && !stopping_;
+      unsigned version = header.version();
+      if (beast::iequals(header[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> proceed{http::status::continue_, version};
+        co_await http::async_write(conn->stream, proceed, kTuple);
+      }
+      std::optional<std::variant<HttpResponse, std::unique_ptr<BodySink>>> opened;
+      if (options_.stream_opener && !request.path.empty()) opened = options_.stream_opener(request);
+      if (opened && std::holds_alternative<HttpResponse>(*opened)) {
+        // Refused before its body: answer, then drain what the client still sends.
+        co_await respond(conn, request, std::get<HttpResponse>(std::move(*opened)), version, false,
+                         start);
+        co_await drain(conn);
+        break;
+      }
+      if (opened) {
+        auto sink = std::get<std::unique_ptr<BodySink>>(std::move(*opened));
+        if (!co_await stream_body(conn, buffer, head, *sink, request, version, keep_alive, start)) {
+          break;
+        }
+        continue;
+      }
+      if (request.content_length && *request.content_length > options_.body_limit) {
+        co_await reject(conn, Error(ErrorCode::kPayloadTooLarge,
+                                    "request body larger than " +
+                                        std::to_string(options_.body_limit) + " bytes"));
+        break;
+      }
+      http::request_parser<http::string_body> parser{std::move(head)};
+      parser.body_limit(options_.body_limit);  // Chunked bodies count as they arrive.
       conn->stream.expires_after(options_.idle_timeout);
       auto [read_ec, bytes] = co_await http::async_read(conn->stream, buffer, parser, kTuple);
       (void)bytes;
-      conn->busy = true;
       if (read_ec == http::error::body_limit) {
         co_await reject(conn, Error(ErrorCode::kPayloadTooLarge,
                                     "request body larger than " +
@@ -158,21 +204,135 @@ class HttpServer::Impl {
         break;
       }
       if (read_ec) {
-        if (parser.got_some() && read_ec != http::error::end_of_stream &&
-            read_ec != beast::error::timeout && read_ec != asio::error::operation_aborted) {
+        if (read_ec != http::error::end_of_stream && read_ec != beast::error::timeout &&
+            read_ec != asio::error::operation_aborted) {
           co_await reject(conn, Error(ErrorCode::kInvalidArgument,
                                       "malformed HTTP request: " + read_ec.message()));
         }
         break;
       }
-      bool keep_alive = co_await serve(conn, parser.release(), remote);
-      if (!keep_alive) break;
+      request.body = std::move(parser.get().body());
+      HttpResponse response =
+          request.path.empty()
+              ? error_response(Error(ErrorCode::kInvalidArgument, "malformed request target"),
+                               request.request_id)
+              : handler_(request);
+      if (!co_await respond(conn, request, std::move(response), version, keep_alive, start)) {
+        break;
+      }
     }
     conn->stream.socket().shutdown(tcp::socket::shutdown_send, ec);
     conn->stream.socket().close(ec);
     std::lock_guard lock(mutex_);
     connections_.erase(conn);
     if (stopping_ && connections_.empty()) cancel_grace_timer();
+  }
+
+  // Everything of a request but its body; an unparsable target leaves `path` empty.
+  HttpRequest request_head(const http::request_header<>& header, const std::string& remote) {
+    HttpRequest request{.method = std::string(header.method_string()),
+                        .target = std::string(header.target()),
+                        .authorization = std::string(header[http::field::authorization]),
+                        .remote_address = remote,
+                        .content_range = std::string(header[http::field::content_range])};
+    std::string_view incoming_id = header["X-Request-Id"];
+    request.request_id =
+        valid_request_id(incoming_id) ? std::string(incoming_id) : next_request_id();
+    auto length = header[http::field::content_length];
+    if (!length.empty()) {
+      uint64_t n = 0;
+      auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), n);
+      if (ec == std::errc() && end == length.data() + length.size()) request.content_length = n;
+    }
+    auto url = boost::urls::parse_origin_form(request.target);
+    if (url) {
+      request.path = url->path();
+      if (request.path.empty()) request.path = "/";
+      for (auto param : url->params()) request.query.emplace(param.key, param.value);
+    }
+    return request;
+  }
+
+  // Feeds a request's body to `sink` as it arrives, then answers. Returns whether the
+  // connection stays open.
+  asio::awaitable<bool> stream_body(std::shared_ptr<Connection> conn, beast::flat_buffer& buffer,
+                                    http::request_parser<http::empty_body>& head, BodySink& sink,
+                                    const HttpRequest& request, unsigned version, bool keep_alive,
+                                    std::chrono::steady_clock::time_point start) {
+    std::vector<char> chunk(4 << 20);
+    Result<void> written;
+    bool gone = false;
+    bool done = false;
+    if (auto length = head.content_length(); length && !head.chunked()) {
+      // A sized body is read straight from the socket in large pieces, past the parser:
+      // first what arrived with the header, then the rest.
+      uint64_t remaining = *length;
+      size_t early = static_cast<size_t>(std::min<uint64_t>(buffer.size(), remaining));
+      if (early > 0) {
+        written =
+            sink.write(std::string_view(static_cast<const char*>(buffer.data().data()), early));
+        buffer.consume(early);
+        remaining -= early;
+      }
+      while (written && remaining > 0) {
+        conn->stream.expires_after(options_.idle_timeout);
+        size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), remaining));
+        auto [ec, n] =
+            co_await conn->stream.async_read_some(asio::buffer(chunk.data(), want), kTuple);
+        if (n > 0) {
+          written = sink.write(std::string_view(chunk.data(), n));
+          remaining -= n;
+        }
+        if (ec) {
+          gone = remaining > 0;
+          break;
+        }
+      }
+      done = remaining == 0;
+    } else {
+      http::request_parser<http::buffer_body> parser{std::move(head)};
+      parser.body_limit(boost::none);  // The sink knows how much it takes.
+      while (!parser.is_done()) {
+        parser.get().body().data = chunk.data();
+        parser.get().body().size = chunk.size();
+        conn->stream.expires_after(options_.idle_timeout);
+        auto [ec, n] = co_await http::async_read(conn->stream, buffer, parser, kTuple);
+        (void)n;
+        size_t got = chunk.size() - parser.get().body().size;
+        if (got > 0) {
+          written = sink.write(std::string_view(chunk.data(), got));
+          if (!written) break;
+        }
+        if (ec && ec != http::error::need_buffer) {
+          gone = true;
+          break;
+        }
+      }
+      done = parser.is_done();
+    }
+    HttpResponse response = sink.finish(written && !gone && done);
+    if (gone) co_return false;
+    if (!written) {
+      co_await respond(conn, request, error_response(written.error(), request.request_id), version,
+                       false, start);
+      co_await drain(conn);
+      co_return false;
+    }
+    co_return co_await respond(conn, request, std::move(response), version, keep_alive, start);
+  }
+
+  // After an answer that ends the connection: read and drop what the client still sends (up
+  // to 64 MiB), so it reads the answer rather than a reset.
+  asio::awaitable<void> drain(std::shared_ptr<Connection> conn) {
+    beast::error_code ec;
+    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    conn->stream.expires_after(std::chrono::seconds(5));
+    std::array<char, 64 * 1024> sink;
+    for (size_t drained = 0; drained < 64 * 1024 * 1024;) {
+      auto [read_ec, n] = co_await conn->stream.async_read_some(asio::buffer(sink), kTuple);
+      if (read_ec) break;
+      drained += n;
+    }
   }
 
   std::string next_request_id() {
@@ -194,58 +354,34 @@ class HttpServer::Impl {
     out.prepare_payload();
     conn->stream.expires_after(std::chrono::seconds(5));
     co_await http::async_write(conn->stream, out, kTuple);
-    beast::error_code ec;
-    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    std::array<char, 64 * 1024> sink;
-    for (size_t drained = 0; drained < 64 * 1024 * 1024;) {
-      auto [read_ec, n] = co_await conn->stream.async_read_some(asio::buffer(sink), kTuple);
-      if (read_ec) break;
-      drained += n;
-    }
+    co_await drain(conn);
   }
 
-  // Handles one request; returns whether the connection stays open.
-  asio::awaitable<bool> serve(std::shared_ptr<Connection> conn,
-                              http::request<http::string_body> req, const std::string& remote) {
-    auto start = std::chrono::steady_clock::now();
-    HttpRequest request{.method = std::string(req.method_string()),
-                        .target = std::string(req.target()),
-                        .body = std::move(req.body()),
-                        .authorization = std::string(req[http::field::authorization]),
-                        .remote_address = remote};
-    std::string_view incoming_id = req["X-Request-Id"];
-    request.request_id =
-        valid_request_id(incoming_id) ? std::string(incoming_id) : next_request_id();
-    HttpResponse response;
-    auto url = boost::urls::parse_origin_form(request.target);
-    if (!url) {
-      response = error_response(Error(ErrorCode::kInvalidArgument, "malformed request target"),
-                                request.request_id);
-    } else {
-      request.path = url->path();
-      for (auto param : url->params()) request.query.emplace(param.key, param.value);
-      response = handler_(request);
-    }
-    http::response<http::string_body> out{static_cast<http::status>(response.status),
-                                          req.version()};
+  // Writes the answer to `request`; returns whether the connection stays open.
+  asio::awaitable<bool> respond(std::shared_ptr<Connection> conn, const HttpRequest& request,
+                                HttpResponse response, unsigned version, bool keep_alive,
+                                std::chrono::steady_clock::time_point start) {
+    http::response<http::string_body> out{static_cast<http::status>(response.status), version};
     out.set(http::field::server, "fabricad");
     if (!response.content_type.empty()) out.set(http::field::content_type, response.content_type);
     out.set(http::field::cache_control, "no-store");
     out.set("X-Request-Id", request.request_id);
     for (const auto& [name, value] : response.headers) out.set(name, value);
-    bool keep_alive = req.keep_alive() && !stopping_;
+    keep_alive = keep_alive && !stopping_;
     out.keep_alive(keep_alive);
     out.body() = std::move(response.body);
     out.prepare_payload();
     size_t bytes = out.body().size();
+    conn->stream.expires_after(options_.idle_timeout);
     auto [write_ec, written] = co_await http::async_write(conn->stream, out, kTuple);
     (void)written;
     if (options_.access_log) {
       auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
                         std::chrono::steady_clock::now() - start)
                         .count();
-      options_.access_log->info("{} {} {} {} {} {}B {}us", request.request_id, remote,
-                                request.method, request.target, response.status, bytes, micros);
+      options_.access_log->info("{} {} {} {} {} {}B {}us", request.request_id,
+                                request.remote_address, request.method, request.target,
+                                response.status, bytes, micros);
     }
     co_return keep_alive && !write_ec;
   }

@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <variant>
 
 #include "api/http.h"
 #include "core/error.h"
@@ -23,6 +25,12 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout{60};       // Keep-alive connections idle this long are closed.
   std::chrono::seconds shutdown_grace{30};     // In-flight requests get this long on SIGTERM.
   std::shared_ptr<spdlog::logger> access_log;  // One line per request; null for none.
+  // Asked with each request's head before its body is read: a sink takes a body that
+  // streams (no body_limit then), a response is sent at once without reading the body,
+  // nullopt reads the body into memory for the handler. Null: every body is read.
+  std::function<std::optional<std::variant<HttpResponse, std::unique_ptr<BodySink>>>(
+      const HttpRequest& head)>
+      stream_opener;
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;

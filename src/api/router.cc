@@ -85,6 +85,20 @@ void Router::add(std::string method, std::string pattern, AuthMode auth, Handler
                            .handler = std::move(handler)});
 }
 
+void Router::add_stream(std::string method, std::string pattern, AuthMode auth,
+                        StreamHandler handler) {
+  Handler whole = [handler](const Context& ctx) -> Result<HttpResponse> {
+    FAB_ASSIGN_OR_RETURN(auto sink, handler(ctx));
+    auto written = sink->write(ctx.request.body);
+    HttpResponse response = sink->finish(written.has_value());
+    if (!written) return fail(written.error());
+    return response;
+  };
+  add(std::move(method), std::move(pattern), auth, std::move(whole));
+  entries_.back().info.streams = true;
+  entries_.back().stream = std::move(handler);
+}
+
 Result<Router::Match> Router::match(std::string_view method, std::string_view path) const {
   auto segments = split_path(path);
   std::string allowed;
@@ -102,7 +116,10 @@ Result<Router::Match> Router::match(std::string_view method, std::string_view pa
     }
     if (!ok) continue;
     if (e.info.method == method) {
-      return Match{.route = &e.info, .handler = &e.handler, .params = std::move(params)};
+      return Match{.route = &e.info,
+                   .handler = &e.handler,
+                   .stream = e.stream ? &e.stream : nullptr,
+                   .params = std::move(params)};
     }
     allowed += (allowed.empty() ? "" : ", ") + e.info.method;
   }

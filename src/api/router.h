@@ -35,6 +35,8 @@ struct Context {
 };
 
 using Handler = std::function<Result<HttpResponse>(const Context&)>;
+// A route whose body streams into a sink (see BodySink); the context's body is empty then.
+using StreamHandler = std::function<Result<std::unique_ptr<BodySink>>(const Context&)>;
 
 // "none", "bearer", "basic".
 std::string_view auth_mode_name(AuthMode mode);
@@ -50,6 +52,7 @@ struct RouteInfo {
   std::string pattern;  // "/api/v1/users/{id}"
   AuthMode auth;
   bool audited = false;
+  bool streams = false;  // The body goes to a BodySink as it arrives.
 };
 
 // Matches method + path against patterns whose segments are literals or {name}.
@@ -58,10 +61,14 @@ class Router {
  public:
   void add(std::string method, std::string pattern, AuthMode auth, Handler handler,
            Audit audit = Audit::kWrites);
+  // A streaming route. Called through match() as a plain handler, it feeds the request's
+  // in-memory body to the sink; servers that stream use Match::stream instead.
+  void add_stream(std::string method, std::string pattern, AuthMode auth, StreamHandler handler);
 
   struct Match {
     const RouteInfo* route = nullptr;
     const Handler* handler = nullptr;
+    const StreamHandler* stream = nullptr;  // Set for streaming routes.
     std::vector<std::string> params;
   };
   // kNotFound or kMethodNotAllowed (message lists the allowed methods).
@@ -73,6 +80,7 @@ class Router {
     RouteInfo info;
     std::vector<std::string> segments;
     Handler handler;
+    StreamHandler stream;
   };
   std::vector<Entry> entries_;
 };

@@ -1,6 +1,10 @@
 #include "auth/crypto.h"
 
+#include <openssl/evp.h>
 #include <sodium.h>
+
+#include <algorithm>
+#include <cctype>
 
 namespace fabrica::auth {
 namespace {
@@ -89,6 +93,37 @@ std::string base64_encode(std::string_view data) {
                     data.size(), sodium_base64_VARIANT_ORIGINAL);
   out.resize(out.size() - 1);
   return out;
+}
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
+}
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+Sha256::Sha256(Sha256&& other) noexcept : ctx_(other.ctx_) { other.ctx_ = nullptr; }
+Sha256& Sha256::operator=(Sha256&& other) noexcept {
+  std::swap(ctx_, other.ctx_);
+  return *this;
+}
+void Sha256::update(std::string_view data) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+std::string Sha256::finish() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), digest, &size);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < size; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 15];
+  }
+  return out;
+}
+
+bool is_sha256_hex(std::string_view text) {
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+           return std::isxdigit(static_cast<unsigned char>(c));
+         });
 }
 
 }  // namespace fabrica::auth

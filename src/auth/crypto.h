@@ -31,4 +31,23 @@ std::string random_hex(size_t bytes);
 std::optional<std::string> base64_decode(std::string_view text);
 std::string base64_encode(std::string_view data);
 
+// SHA-256 over pieces of data (OpenSSL, hardware-accelerated where the CPU can). Movable,
+// not copyable.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(Sha256&& other) noexcept;
+  Sha256& operator=(Sha256&& other) noexcept;
+  void update(std::string_view data);
+  // Lower-case hex; the object is spent afterwards.
+  std::string finish();
+
+ private:
+  void* ctx_ = nullptr;
+};
+
+// Whether `text` is 64 lower- or upper-case hex digits.
+bool is_sha256_hex(std::string_view text);
+
 }  // namespace fabrica::auth

@@ -148,6 +148,39 @@ void print_object(const Context& ctx, const Json& object) {
   std::cout.flush();
 }
 
+Result<int64_t> parse_megabytes(const std::string& text, const std::string& flag) {
+  std::string_view digits = text;
+  int64_t scale = 1;
+  if (!digits.empty()) {
+    switch (digits.back()) {
+      case 'M':
+      case 'm':
+        digits.remove_suffix(1);
+        break;
+      case 'G':
+      case 'g':
+        scale = 1024;
+        digits.remove_suffix(1);
+        break;
+      case 'T':
+      case 't':
+        scale = 1024 * 1024;
+        digits.remove_suffix(1);
+        break;
+      default:
+        break;
+    }
+  }
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || end != digits.data() + digits.size() || n < 1 ||
+      n > (int64_t{1} << 40) / scale) {
+    return fail(ErrorCode::kInvalidArgument,
+                "\"" + text + "\" is not a size such as 128G, 512M or 1T", flag);
+  }
+  return n * scale;
+}
+
 Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
                            const std::string& id_or_name) {
   int64_t id = 0;

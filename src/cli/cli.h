@@ -61,6 +61,9 @@ Result<Json> list_all(client::ApiClient& api, const std::string& target, size_t 
 // Reads a password: the given flag value, else FABRICA_PASSWORD, else a prompt without echo.
 Result<std::string> read_password(const std::optional<std::string>& flag, const char* prompt);
 
+// "128G", "512M", "1T" or plain MiB, as MiB; kInvalidArgument naming `flag`.
+Result<int64_t> parse_megabytes(const std::string& text, const std::string& flag);
+
 // "30d", "12h", "90m", "3600s" or plain seconds.
 Result<int64_t> parse_duration(const std::string& text);
 
@@ -77,6 +80,8 @@ void add_host_commands(CLI::App& app, Context& ctx);
 void add_cluster_commands(CLI::App& app, Context& ctx);
 void add_template_commands(CLI::App& app, Context& ctx);
 void add_vm_commands(CLI::App& app, Context& ctx);
+void add_datastore_commands(CLI::App& app, Context& ctx);
+void add_image_commands(CLI::App& app, Context& ctx);
 Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name);
 Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name);
 

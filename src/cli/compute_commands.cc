@@ -27,38 +27,6 @@ Result<int64_t> parse_count(std::string_view text, const std::string& flag) {
   return n;
 }
 
-// "128G", "512M", "1T" or plain MiB.
-Result<int64_t> parse_memory_mb(const std::string& text) {
-  std::string_view digits = text;
-  int64_t scale = 1;
-  if (!digits.empty()) {
-    switch (digits.back()) {
-      case 'M':
-      case 'm':
-        scale = 1;
-        digits.remove_suffix(1);
-        break;
-      case 'G':
-      case 'g':
-        scale = 1024;
-        digits.remove_suffix(1);
-        break;
-      case 'T':
-      case 't':
-        scale = 1024 * 1024;
-        digits.remove_suffix(1);
-        break;
-      default:
-        break;
-    }
-  }
-  auto n = parse_count(digits, "--memory");
-  if (!n || *n > (int64_t{1} << 40) / scale) {
-    return fail(bad_flag("--memory", "\"" + text + "\" is not a size such as 128G, 512M or 1T"));
-  }
-  return *n * scale;
-}
-
 bool is_hex4(std::string_view s) {
   return s.size() == 4 && s.find_first_not_of("0123456789abcdefABCDEF") == std::string_view::npos;
 }
@@ -160,7 +128,7 @@ struct RequestFlags {
     }
     if (vcpus) base["vcpus"] = *vcpus;
     if (!memory.empty()) {
-      FAB_ASSIGN_OR_RETURN(int64_t mb, parse_memory_mb(memory));
+      FAB_ASSIGN_OR_RETURN(int64_t mb, parse_megabytes(memory, "--memory"));
       base["memory_mb"] = mb;
     }
     if (!gpu.empty()) {
@@ -790,7 +758,7 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
       Json body = Json::object();
       if (*resize_cpu != 0) body["vcpus"] = *resize_cpu;
       if (!resize_memory->empty()) {
-        FAB_ASSIGN_OR_RETURN(body["memory_mb"], parse_memory_mb(*resize_memory));
+        FAB_ASSIGN_OR_RETURN(body["memory_mb"], parse_megabytes(*resize_memory, "--memory"));
       }
       if (body.empty()) return fail(ErrorCode::kInvalidArgument, "give --cpu, --memory or both");
       FAB_ASSIGN_OR_RETURN(Json v, api.post("/api/v1/vms/" + std::to_string(id) + "/resize", body));

@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   add_cluster_commands(app, ctx);
   add_template_commands(app, ctx);
   add_vm_commands(app, ctx);
+  add_datastore_commands(app, ctx);
+  add_image_commands(app, ctx);
   add_vdc_commands(app, ctx);
   add_quota_commands(app, ctx);
   add_apikey_commands(app, ctx);

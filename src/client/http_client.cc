@@ -144,6 +144,15 @@ Result<Json> ApiClient::call(std::string_view method, std::string_view target, c
   return decode(response);
 }
 
+Result<Json> ApiClient::send_bytes(std::string_view method, std::string_view target,
+                                   std::string_view bytes, const Headers& extra) {
+  Headers headers = extra;
+  if (!token_.empty()) headers.emplace_back("Authorization", "Bearer " + token_);
+  headers.emplace_back("Content-Type", "application/octet-stream");
+  FAB_ASSIGN_OR_RETURN(auto response, http_->request(method, target, bytes, headers));
+  return decode(response);
+}
+
 Result<Json> ApiClient::login(std::string_view user, std::string_view password, const Json& body) {
   std::string credentials = std::string(user) + ":" + std::string(password);
   Headers headers{{"Authorization", "Basic " + auth::base64_encode(credentials)}};

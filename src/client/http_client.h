@@ -60,6 +60,9 @@ class ApiClient {
   Result<Json> del(std::string_view target) { return call("DELETE", target, nullptr); }
   Result<Json> call(std::string_view method, std::string_view target, const Json& body,
                     const Headers& extra = {});
+  // A request whose body is raw bytes (an image upload piece), answered with JSON.
+  Result<Json> send_bytes(std::string_view method, std::string_view target, std::string_view bytes,
+                          const Headers& extra = {});
   // POST /api/v1/auth/tokens with HTTP Basic.
   Result<Json> login(std::string_view user, std::string_view password, const Json& body);
 

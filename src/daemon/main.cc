@@ -161,7 +161,8 @@ int serve(const Options& o) {
   SystemClock clock;
   Wiring wiring(**store, clock, kVersion,
                 {.offline_after = std::chrono::seconds(o.host_offline_after),
-                 .heartbeat_interval = std::chrono::seconds(o.heartbeat_interval)});
+                 .heartbeat_interval = std::chrono::seconds(o.heartbeat_interval)},
+                {.datastores_root = (data_dir / "datastores").string()});
   auth::Identity& identity = wiring.identity;
   api::Api& api = wiring.api;
 
@@ -181,6 +182,9 @@ int serve(const Options& o) {
   }
 
   if (auto r = wiring.fleet.bootstrap(); !r) return fatal(r.error().with_context("bootstrap"));
+  if (auto r = wiring.storage.bootstrap(); !r) {
+    return fatal(r.error().with_context("datastores"));
+  }
 
   // Marks silent hosts OFFLINE, once a second, and their running VMs UNKNOWN; releases
   // expired quota holds every ten seconds, until shutdown.
@@ -253,15 +257,18 @@ int serve(const Options& o) {
     scheduler_stopping = true;
     wiring.compute.notify();
     if (scheduler.joinable()) scheduler.join();
+    wiring.storage.stop();
   };
 
   size_t threads = o.threads ? o.threads : std::max(2u, std::thread::hardware_concurrency());
-  api::HttpServer server({.host = listen->first,
-                          .port = listen->second,
-                          .threads = threads,
-                          .body_limit = o.body_limit,
-                          .access_log = make_access_log(o)},
-                         [&api](const api::HttpRequest& r) { return api.handle(r); });
+  api::HttpServer server(
+      {.host = listen->first,
+       .port = listen->second,
+       .threads = threads,
+       .body_limit = o.body_limit,
+       .access_log = make_access_log(o),
+       .stream_opener = [&api](const api::HttpRequest& head) { return api.open_stream(head); }},
+      [&api](const api::HttpRequest& r) { return api.handle(r); });
   auto port = server.listen();
   if (!port) {
     stop_sweeper();

@@ -10,6 +10,7 @@
 #include "auth/sessions.h"
 #include "auth/vdc.h"
 #include "fleet/fleet.h"
+#include "storage/storage.h"
 #include "store/store.h"
 
 namespace fabrica {
@@ -18,8 +19,9 @@ namespace fabrica {
 // one over its SQLite file; in-process tests build one over a temporary store.
 struct Wiring {
   Wiring(store::Store& store, const Clock& clock, std::string version,
-         fleet::FleetOptions fleet_options = {})
-      : authorizer(store),
+         fleet::FleetOptions fleet_options = {}, storage::StorageOptions storage_options = {})
+      : filesystem(storage::make_posix_filesystem()),
+        authorizer(store),
         identity(store, authorizer, clock),
         limiter(clock),
         sessions(store, identity, clock, limiter),
@@ -29,6 +31,7 @@ struct Wiring {
         apikeys(store, authorizer, clock),
         audit(store, clock),
         compute(store, authorizer, identity, quotas, fleet, clock),
+        storage(store, authorizer, quotas, *filesystem, clock, std::move(storage_options)),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -39,7 +42,9 @@ struct Wiring {
                           .apikeys = apikeys,
                           .audit = audit,
                           .compute = compute,
+                          .storage = storage,
                           .version = std::move(version)}) {}
+  std::unique_ptr<storage::Filesystem> filesystem;
   auth::Authorizer authorizer;
   auth::Identity identity;
   auth::LoginLimiter limiter;
@@ -50,6 +55,7 @@ struct Wiring {
   auth::ApiKeys apikeys;
   auth::AuditLog audit;
   compute::Compute compute;
+  storage::Storage storage;
   api::Api api;
 };
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "auth/crypto.h"
 #include "core/error.h"
 
 namespace fabrica::storage {
@@ -74,24 +75,5 @@ class Filesystem {
 
 // The real one: POSIX calls and qemu-img.
 std::unique_ptr<Filesystem> make_posix_filesystem();
-
-// SHA-256 over pieces of data (OpenSSL, hardware-accelerated where the CPU can). Movable,
-// not copyable.
-class Sha256 {
- public:
-  Sha256();
-  ~Sha256();
-  Sha256(Sha256&& other) noexcept;
-  Sha256& operator=(Sha256&& other) noexcept;
-  void update(std::string_view data);
-  // Lower-case hex; the object is spent afterwards.
-  std::string finish();
-
- private:
-  void* ctx_ = nullptr;
-};
-
-// Whether `text` is 64 lower- or upper-case hex digits.
-bool is_sha256_hex(std::string_view text);
 
 }  // namespace fabrica::storage

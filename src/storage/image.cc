@@ -227,7 +227,7 @@ Result<Image> Storage::create_image(const auth::Caller& caller, const NewImage& 
   if (request.upload_sha256 && !request.upload_size) {
     return fail(ErrorCode::kInvalidArgument, "goes with upload.size", "upload.sha256");
   }
-  if (request.upload_sha256 && !is_sha256_hex(*request.upload_sha256)) {
+  if (request.upload_sha256 && !auth::is_sha256_hex(*request.upload_sha256)) {
     return fail(ErrorCode::kInvalidArgument, "must be 64 hex digits", "upload.sha256");
   }
   if (request.upload_size &&
@@ -583,7 +583,7 @@ void Storage::run_job(const Job& job) {
   Result<DiskInfo> verified =
       copied ? verify(*image, staged) : Result<DiskInfo>(fail(copied.error()));
   int64_t size = 0;
-  Sha256 hash;
+  auth::Sha256 hash;
   if (verified) {
     auto bytes = fs_.file_size(staged);
     auto read = bytes ? fs_.read(staged, *bytes, [&](std::string_view p) { hash.update(p); })

@@ -188,9 +188,11 @@ class Storage {
     // verified and becomes READY, or ERROR (the error says why: checksum, format, damage).
     virtual Result<Image> finish(bool complete) = 0;
   };
-  // `offset`: where this piece starts (Content-Range), `length` its size when known.
+  // `offset`: where this piece starts (Content-Range), `length` its size and `total` the
+  // whole upload's size when the client says (kInvalidArgument unless the declared size).
   Result<std::unique_ptr<Upload>> begin_upload(const auth::Caller& caller, int64_t id,
-                                               int64_t offset, std::optional<int64_t> length);
+                                               int64_t offset, std::optional<int64_t> length,
+                                               std::optional<int64_t> total = std::nullopt);
 
  private:
   friend class UploadSession;
@@ -239,7 +241,7 @@ class Storage {
   struct UploadState {
     bool active = false;
     int64_t offset = 0;  // The hash covers bytes [0, offset).
-    std::optional<Sha256> hash;
+    std::optional<auth::Sha256> hash;
   };
   std::map<int64_t, UploadState> uploads_;
 

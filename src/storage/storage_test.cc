@@ -126,7 +126,7 @@ class StorageTest : public ::testing::Test {
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }
   std::string sha256_of(const std::string& data) {
-    Sha256 h;
+    auth::Sha256 h;
     h.update(data);
     return h.finish();
   }

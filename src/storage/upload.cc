@@ -10,7 +10,7 @@ namespace fabrica::storage {
 class UploadSession : public Storage::Upload {
  public:
   UploadSession(Storage& storage, Image image, int64_t offset, int64_t total,
-                std::unique_ptr<WritableFile> file, Sha256 hash)
+                std::unique_ptr<WritableFile> file, auth::Sha256 hash)
       : storage_(storage),
         image_(std::move(image)),
         offset_(offset),
@@ -116,7 +116,7 @@ class UploadSession : public Storage::Upload {
   int64_t offset_;
   int64_t total_;
   std::unique_ptr<WritableFile> file_;
-  Sha256 hash_;
+  auth::Sha256 hash_;
   int64_t written_ = 0;
   bool failed_ = false;
   bool finished_ = false;
@@ -124,7 +124,8 @@ class UploadSession : public Storage::Upload {
 
 Result<std::unique_ptr<Storage::Upload>> Storage::begin_upload(const auth::Caller& caller,
                                                                int64_t id, int64_t offset,
-                                                               std::optional<int64_t> length) {
+                                                               std::optional<int64_t> length,
+                                                               std::optional<int64_t> whole) {
   FAB_ASSIGN_OR_RETURN(Image image, store_.read_value<Image>([&](store::Transaction& tx) {
     return load_image(tx, caller, id, Right::kManage);
   }));
@@ -137,6 +138,12 @@ Result<std::unique_ptr<Storage::Upload>> Storage::begin_upload(const auth::Calle
   }
   int64_t received = image.progress.value("bytes_done", int64_t{0});
   int64_t total = image.progress.value("bytes_total", int64_t{0});
+  if (whole && *whole != total) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the upload was declared as " + std::to_string(total) + " bytes, not " +
+                    std::to_string(*whole),
+                "Content-Range");
+  }
   if (offset != received) {
     return fail(ErrorCode::kFailedPrecondition,
                 "the upload continues at byte " + std::to_string(received) + ", not " +
@@ -148,7 +155,7 @@ Result<std::unique_ptr<Storage::Upload>> Storage::begin_upload(const auth::Calle
                 "the piece ends past the declared size of " + std::to_string(total) + " bytes",
                 "length");
   }
-  std::optional<Sha256> hash;
+  std::optional<auth::Sha256> hash;
   {
     std::lock_guard lock(uploads_mutex_);
     auto& state = uploads_[id];

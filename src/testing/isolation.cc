@@ -17,10 +17,11 @@ constexpr int64_t kGhostBase = 900000;
 // Which fixture collection a {placeholder} stands for, by the literal segment before it.
 const std::map<std::string, std::string>& collections() {
   static const std::map<std::string, std::string> m = {
-      {"users", "users"},         {"admins", "users"},      {"groups", "groups"},
-      {"hosts", "hosts"},         {"clusters", "clusters"}, {"vdcs", "vdcs"},
-      {"tokens", "tokens"},       {"acl", "acl"},           {"apikeys", "apikeys"},
-      {"templates", "templates"}, {"vms", "vms"},
+      {"users", "users"},           {"admins", "users"},      {"groups", "groups"},
+      {"hosts", "hosts"},           {"clusters", "clusters"}, {"vdcs", "vdcs"},
+      {"tokens", "tokens"},         {"acl", "acl"},           {"apikeys", "apikeys"},
+      {"templates", "templates"},   {"vms", "vms"},           {"images", "images"},
+      {"datastores", "datastores"},
   };
   return m;
 }
@@ -69,6 +70,15 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vms", R"({"name":"probe-vm","gid":$groups})"},
       {"POST /api/v1/vms/{id}/actions", R"({"action":"hold"})"},
       {"POST /api/v1/vms/{id}/resize", R"({"vcpus":1})"},
+      {"POST /api/v1/datastores", R"({"name":"probe-ds","clusters":[$clusters]})"},
+      {"POST /api/v1/images",
+       R"({"name":"probe-image","gid":$groups,"datastore_id":$datastores,"blank_mb":1})"},
+      {"PUT /api/v1/images/{id}/upload", "probe bytes"},
+      {"POST /api/v1/images/{id}/clone", R"({"name":"probe-clone","datastore_id":$datastores})"},
+      {"POST /api/v1/images/{id}/chmod", R"({"permissions":"666"})"},
+      {"POST /api/v1/images/{id}/persistent", R"({"persistent":true})"},
+      {"POST /api/v1/images/{id}/enable", "{}"},
+      {"POST /api/v1/images/{id}/disable", "{}"},
   };
   return m;
 }
@@ -79,7 +89,7 @@ const std::map<std::string, std::string>& probe_queries() {
       {"GET /api/v1/users", "?gid=$groups"},      {"GET /api/v1/apikeys", "?gid=$groups"},
       {"GET /api/v1/auth/tokens", "?uid=$users"}, {"GET /api/v1/hosts", "?cluster_id=$clusters"},
       {"GET /api/v1/audit", "?uid=$users"},       {"GET /api/v1/vms", "?gid=$groups"},
-      {"GET /api/v1/templates", "?gid=$groups"},
+      {"GET /api/v1/templates", "?gid=$groups"},  {"GET /api/v1/images", "?gid=$groups"},
   };
   return m;
 }
@@ -164,6 +174,9 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     std::string vdc = "/api/v1/vdcs/" + std::to_string(ids["vdcs"]);
     call("POST", vdc + "/groups", {{"gid", ids["groups"]}}, admin_auth);
     call("POST", vdc + "/resources", {{"kind", "cluster"}, {"id", ids["clusters"]}}, admin_auth);
+    ids["datastores"] =
+        call("POST", "/api/v1/datastores", {{"name", m + "-ds"}, {"clusters", {ids["clusters"]}}},
+             admin_auth)["id"];
     Json shown =
         call("POST", vdc + "/resources", {{"kind", "host"}, {"id", ids["hosts"]}}, admin_auth);
     ids["acl"] = shown.at("rules").at(0).get<int64_t>();
@@ -193,6 +206,13 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     ids["vms"] =
         call("POST", "/api/v1/templates/" + std::to_string(ids["templates"]) + "/instantiate",
              {{"name", m + "-vm"}}, tenant.admin_auth)["id"];
+    ids["images"] = call("POST", "/api/v1/images",
+                         {{"name", m + "-image"},
+                          {"description", m + " model weights"},
+                          {"datastore_id", ids["datastores"]},
+                          {"type", "DATABLOCK"},
+                          {"blank_mb", 1}},
+                         tenant.admin_auth)["id"];
     // Let the scheduler's first look at the VM land before anything is fingerprinted.
     std::string vm_path = "/api/v1/vms/" + std::to_string(ids["vms"]);
     for (int i = 0; i < 200; ++i) {

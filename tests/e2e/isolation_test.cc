@@ -72,7 +72,7 @@ TEST(IsolationProof, CatchesARouteAddedWithoutAuthorization) {
     auto store =
         std::move(*store::SqliteStore::open((dir / "db").string(), {.sync = store::Sync::kNormal}));
     testing::FakeClock clock;
-    Wiring wiring(*store, clock, "test");
+    Wiring wiring(*store, clock, "test", {}, {.datastores_root = (dir / "datastores").string()});
     ASSERT_TRUE(wiring.identity.bootstrap("admin-password"));
     ASSERT_TRUE(wiring.fleet.bootstrap());
     store::Store& raw = *store;
