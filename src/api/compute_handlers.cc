@@ -14,8 +14,9 @@ Result<compute::NewTemplate> read_new_template(const Context& ctx) {
   FAB_ASSIGN_OR_RETURN(auto request, body.optional_object("request"));
   FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
   FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
+  FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
   FAB_TRY(body.finish());
-  FAB_ASSIGN_OR_RETURN(t.guest, compute::GuestSpec::from_json(context, os));
+  FAB_ASSIGN_OR_RETURN(t.guest, compute::GuestSpec::from_json(context, os, disks));
   t.description = description.value_or("");
   FAB_ASSIGN_OR_RETURN(t.request,
                        sched::VmRequest::from_json(request.value_or(Json::object()), "request."));
@@ -31,8 +32,9 @@ Result<compute::NewVm> read_new_vm(const Context& ctx) {
   FAB_ASSIGN_OR_RETURN(auto request, body.optional_object("request"));
   FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
   FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
+  FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
   FAB_TRY(body.finish());
-  FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os));
+  FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os, disks));
   if (vm.template_id && request) {
     return fail(ErrorCode::kInvalidArgument, "give template_id or request, not both", "request");
   }
@@ -142,13 +144,15 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto request_json, body.optional_object("request"));
                FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
                FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
+               FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
                FAB_TRY(body.finish());
                if (request_json) {
                  FAB_ASSIGN_OR_RETURN(change.request,
                                       sched::VmRequest::from_json(*request_json, "request."));
                }
-               if (context || os) {
-                 FAB_ASSIGN_OR_RETURN(change.guest, compute::GuestSpec::from_json(context, os));
+               if (context || os || disks) {
+                 FAB_ASSIGN_OR_RETURN(change.guest,
+                                      compute::GuestSpec::from_json(context, os, disks));
                }
                FAB_ASSIGN_OR_RETURN(auto t, s.compute.update_template(ctx.who(), id, change));
                return json_response(200, t.to_api_json());
@@ -168,8 +172,9 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(vm.gid, body.optional_int("gid"));
                FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
                FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
+               FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
                FAB_TRY(body.finish());
-               FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os));
+               FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os, disks));
                FAB_ASSIGN_OR_RETURN(auto created, s.compute.create_vm(ctx.who(), std::move(vm)));
                return json_response(201, created.to_api_json());
              });

@@ -44,10 +44,32 @@ store::Record vm_record(const Vm& vm) {
 
 // Records written before GuestSpec existed have neither member.
 Result<GuestSpec> stored_guest(const Json& body) {
-  std::optional<Json> context, os;
+  std::optional<Json> context, os, disks;
   if (body.contains("context")) context = body["context"];
   if (body.contains("os")) os = body["os"];
-  return GuestSpec::from_json(context, os);
+  if (body.contains("disks")) {
+    // A VM stores its disks as attached; what was asked is in each entry.
+    disks = Json::array();
+    for (const Json& d : body["disks"]) {
+      if (d.contains("image_id")) {
+        disks->push_back({{"image_id", d["image_id"]}});
+      } else {
+        disks->push_back({{"size_mb", d.value("size_mb", 0)}, {"format", d.value("format", "")}});
+      }
+    }
+  }
+  // Paths resolved from KERNEL and RAMDISK images are kept beside their image ids.
+  std::string kernel, initrd;
+  if (os && os->is_object()) {
+    if (os->contains("kernel_image_id")) kernel = os->value("kernel", "");
+    if (os->contains("initrd_image_id")) initrd = os->value("initrd", "");
+    if (!kernel.empty()) os->erase("kernel");
+    if (!initrd.empty()) os->erase("initrd");
+  }
+  FAB_ASSIGN_OR_RETURN(GuestSpec g, GuestSpec::from_json(context, os, disks));
+  if (!kernel.empty()) g.kernel = kernel;
+  if (!initrd.empty()) g.initrd = initrd;
+  return g;
 }
 
 Result<Vm> vm_from_record(const store::Record& r) {
@@ -80,6 +102,7 @@ Result<Vm> vm_from_record(const store::Record& r) {
   vm.error = body.value("error", "");
   vm.console_log = body.value("console_log", "");
   vm.history = body.value("history", Json::array());
+  vm.disks = body.value("disks", Json::array());
   vm.request.vm_id = vm.header.id;
   vm.request.gid = vm.header.gid;
   vm.version = r.version;
@@ -160,12 +183,57 @@ std::string vm_state_name(VmState state, int lcm) {
 }
 
 Json GuestSpec::to_json() const {
-  return Json{{"context", context},
-              {"os", {{"kernel", kernel}, {"initrd", initrd}, {"cmdline", cmdline}}}};
+  Json os{{"kernel", kernel}, {"initrd", initrd}, {"cmdline", cmdline}};
+  if (kernel_image >= 0) os["kernel_image_id"] = kernel_image;
+  if (initrd_image >= 0) os["initrd_image_id"] = initrd_image;
+  return Json{{"context", context}, {"os", std::move(os)}, {"disks", disks}};
 }
 
+namespace {
+
+constexpr size_t kMaxDisks = 16;
+
+Result<Json> read_disks(const Json& disks) {
+  if (!disks.is_array() || disks.size() > kMaxDisks) {
+    return fail(ErrorCode::kInvalidArgument, "must be an array of at most 16 disks", "disks");
+  }
+  Json out = Json::array();
+  for (size_t i = 0; i < disks.size(); ++i) {
+    std::string prefix = "disks[" + std::to_string(i) + "].";
+    FAB_ASSIGN_OR_RETURN(auto r, JsonObjectReader::wrap(disks[i], prefix));
+    FAB_ASSIGN_OR_RETURN(auto image, r.optional_int("image_id"));
+    FAB_ASSIGN_OR_RETURN(auto size, r.optional_int("size_mb"));
+    FAB_ASSIGN_OR_RETURN(auto format, r.optional_string("format"));
+    FAB_TRY(r.finish());
+    if (image.has_value() == size.has_value()) {
+      return fail(ErrorCode::kInvalidArgument, "give image_id or size_mb", prefix + "image_id");
+    }
+    if (image) {
+      if (*image < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", prefix + "image_id");
+      if (format && !format->empty()) {
+        return fail(ErrorCode::kInvalidArgument, "comes from the image", prefix + "format");
+      }
+      out.push_back({{"image_id", *image}});
+      continue;
+    }
+    if (*size < 1 || *size > (int64_t{1} << 30)) {
+      return fail(ErrorCode::kInvalidArgument, "must be 1 to 2^30 MiB", prefix + "size_mb");
+    }
+    std::string f = format.value_or("");
+    if (f.empty()) f = "qcow2";
+    if (f != "qcow2" && f != "raw") {
+      return fail(ErrorCode::kInvalidArgument, "must be qcow2 or raw", prefix + "format");
+    }
+    out.push_back({{"size_mb", *size}, {"format", f}});
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<GuestSpec> GuestSpec::from_json(const std::optional<Json>& context,
-                                       const std::optional<Json>& os) {
+                                       const std::optional<Json>& os,
+                                       const std::optional<Json>& disks) {
   GuestSpec g;
   if (context && !context->is_null()) {
     FAB_TRY(render_context_sh(*context));  // The agent renders the same; refuse here first.
@@ -176,7 +244,23 @@ Result<GuestSpec> GuestSpec::from_json(const std::optional<Json>& context,
     FAB_ASSIGN_OR_RETURN(auto kernel, r.optional_string("kernel"));
     FAB_ASSIGN_OR_RETURN(auto initrd, r.optional_string("initrd"));
     FAB_ASSIGN_OR_RETURN(auto cmdline, r.optional_string("cmdline"));
+    FAB_ASSIGN_OR_RETURN(auto kernel_image, r.optional_int("kernel_image_id"));
+    FAB_ASSIGN_OR_RETURN(auto initrd_image, r.optional_int("initrd_image_id"));
     FAB_TRY(r.finish());
+    for (auto [value, field] : {std::pair{&kernel_image, "os.kernel_image_id"},
+                                std::pair{&initrd_image, "os.initrd_image_id"}}) {
+      if (*value && **value < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", field);
+    }
+    if (kernel_image && kernel && !kernel->empty()) {
+      return fail(ErrorCode::kInvalidArgument, "give kernel or kernel_image_id, not both",
+                  "os.kernel_image_id");
+    }
+    if (initrd_image && initrd && !initrd->empty()) {
+      return fail(ErrorCode::kInvalidArgument, "give initrd or initrd_image_id, not both",
+                  "os.initrd_image_id");
+    }
+    g.kernel_image = kernel_image.value_or(-1);
+    g.initrd_image = initrd_image.value_or(-1);
     for (auto [value, field] : {std::pair{&kernel, "os.kernel"}, std::pair{&initrd, "os.initrd"}}) {
       if (!*value || (*value)->empty()) continue;
       if ((*value)->front() != '/' || (*value)->size() > 4096 ||
@@ -190,9 +274,13 @@ Result<GuestSpec> GuestSpec::from_json(const std::optional<Json>& context,
     g.kernel = kernel.value_or("");
     g.initrd = initrd.value_or("");
     g.cmdline = cmdline.value_or("");
-    if (g.kernel.empty() && (!g.initrd.empty() || !g.cmdline.empty())) {
+    bool has_kernel = !g.kernel.empty() || g.kernel_image >= 0;
+    if (!has_kernel && (!g.initrd.empty() || !g.cmdline.empty() || g.initrd_image >= 0)) {
       return fail(ErrorCode::kInvalidArgument, "is required with initrd or cmdline", "os.kernel");
     }
+  }
+  if (disks && !disks->is_null()) {
+    FAB_ASSIGN_OR_RETURN(g.disks, read_disks(*disks));
   }
   return g;
 }
@@ -200,11 +288,14 @@ Result<GuestSpec> GuestSpec::from_json(const std::optional<Json>& context,
 GuestSpec GuestSpec::merged(const GuestSpec& over) const {
   GuestSpec out = *this;
   for (const auto& [name, value] : over.context.items()) out.context[name] = value;
-  if (!over.kernel.empty()) {
+  if (!over.kernel.empty() || over.kernel_image >= 0) {
     out.kernel = over.kernel;
     out.initrd = over.initrd;
     out.cmdline = over.cmdline;
+    out.kernel_image = over.kernel_image;
+    out.initrd_image = over.initrd_image;
   }
+  if (!over.disks.empty()) out.disks = over.disks;
   return out;
 }
 
@@ -220,6 +311,7 @@ Json Vm::to_api_json() const {
   j["template_id"] = template_id >= 0 ? Json(template_id) : Json(nullptr);
   j["request"] = request.to_json();
   j.update(guest.to_json());
+  j["disks"] = disks;
   j["allocation"] = allocation ? allocation->to_json() : Json(nullptr);
   j["host_id"] = allocation ? Json(allocation->host_id) : Json(nullptr);
   j["host_name"] = allocation ? Json(allocation->host_name) : Json(nullptr);
@@ -359,6 +451,7 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
           .version = 1};
     vm.request.vm_id = id;
     vm.request.gid = gid;
+    FAB_TRY(attach_images(tx, caller, vm));
     FAB_TRY(hold_quota(tx, vm));
     FAB_TRY(tx.insert(vm_record(vm)));
     return vm;
@@ -418,6 +511,7 @@ Result<void> Compute::delete_vm(const auth::Caller& caller, int64_t id) {
     }
     if (vm.state() != VmState::kDone) {
       FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
+      FAB_TRY(detach_images(tx, vm));
     }
     if (vm.allocation) FAB_TRY(release_host(tx, vm));
     FAB_TRY(tx.remove(kVmType, id));
@@ -763,6 +857,93 @@ Result<Vm> Compute::resize(const auth::Caller& caller, int64_t id, const Resize&
   return vm;
 }
 
+// ---- Images ----
+
+Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& caller, Vm& vm) {
+  using storage::ImageType;
+  int64_t id = vm.header.id;
+  std::optional<std::set<int64_t>> clusters;  // Where every image's datastore is seen.
+  auto narrow = [&](const storage::Storage::Attached& a) {
+    std::set<int64_t> seen(a.clusters.begin(), a.clusters.end());
+    if (!clusters) {
+      clusters = seen;
+      return;
+    }
+    std::set<int64_t> both;
+    for (int64_t c : *clusters) {
+      if (seen.contains(c)) both.insert(c);
+    }
+    clusters = std::move(both);
+  };
+  vm.disks = Json::array();
+  int scsi = 1, virtio = 0;  // sda is the context CD-ROM.
+  for (size_t i = 0; i < vm.guest.disks.size(); ++i) {
+    const Json& asked = vm.guest.disks[i];
+    Json disk{{"disk_id", i}};
+    if (asked.contains("size_mb")) {
+      disk["target"] = std::string("vd") + static_cast<char>('a' + virtio++);
+      disk["volatile"] = true;
+      disk["size_mb"] = asked["size_mb"];
+      disk["format"] = asked["format"];
+      vm.disks.push_back(std::move(disk));
+      continue;
+    }
+    std::string field = "disks[" + std::to_string(i) + "].image_id";
+    FAB_ASSIGN_OR_RETURN(
+        auto a,
+        storage_.attach_image(tx, caller, asked["image_id"].get<int64_t>(), id,
+                              {ImageType::kOs, ImageType::kDatablock, ImageType::kCdrom}, field));
+    narrow(a);
+    bool cdrom = a.type == ImageType::kCdrom;
+    disk["target"] = cdrom ? std::string("sd") + static_cast<char>('a' + scsi++)
+                           : std::string("vd") + static_cast<char>('a' + virtio++);
+    disk["image_id"] = a.image_id;
+    disk["image_name"] = a.name;
+    disk["type"] = storage::image_type_name(a.type);
+    disk["source"] = a.path;
+    disk["format"] = a.format;
+    disk["persistent"] = a.persistent;
+    disk["driver"] = storage::datastore_driver_name(a.driver);
+    vm.disks.push_back(std::move(disk));
+  }
+  for (auto [image, path, type, field] : {std::tuple{vm.guest.kernel_image, &vm.guest.kernel,
+                                                     ImageType::kKernel, "os.kernel_image_id"},
+                                          std::tuple{vm.guest.initrd_image, &vm.guest.initrd,
+                                                     ImageType::kRamdisk, "os.initrd_image_id"}}) {
+    if (image < 0) continue;
+    FAB_ASSIGN_OR_RETURN(auto a, storage_.attach_image(tx, caller, image, id, {type}, field));
+    narrow(a);
+    *path = a.path;
+  }
+  if (!clusters) return {};
+  std::vector<int64_t> allowed;
+  for (int64_t c : *clusters) {
+    if (vm.request.clusters.empty() ||
+        std::find(vm.request.clusters.begin(), vm.request.clusters.end(), c) !=
+            vm.request.clusters.end()) {
+      allowed.push_back(c);
+    }
+  }
+  if (allowed.empty()) {
+    return fail(ErrorCode::kInvalidArgument,
+                "no cluster the VM may use has hosts that see the datastores of all its images",
+                "disks");
+  }
+  vm.request.clusters = allowed;
+  return {};
+}
+
+Result<void> Compute::detach_images(store::Transaction& tx, const Vm& vm) {
+  std::set<int64_t> held;
+  for (const Json& d : vm.disks) {
+    if (d.contains("image_id")) held.insert(d["image_id"].get<int64_t>());
+  }
+  if (vm.guest.kernel_image >= 0) held.insert(vm.guest.kernel_image);
+  if (vm.guest.initrd_image >= 0) held.insert(vm.guest.initrd_image);
+  for (int64_t image : held) FAB_TRY(storage_.detach_image(tx, image, vm.header.id));
+  return {};
+}
+
 // ---- The lifecycle on hosts that run VMs ----
 
 Result<void> Compute::release_host(store::Transaction& tx, const Vm& vm) {
@@ -793,6 +974,7 @@ Json Compute::command_for(const Vm& vm) {
                 {"request", vm.request.to_json()},
                 {"allocation", vm.allocation ? vm.allocation->to_json() : Json()},
                 {"context", vm.guest.context},
+                {"disks", vm.disks},
                 {"os",
                  {{"kernel", vm.guest.kernel},
                   {"initrd", vm.guest.initrd},
@@ -812,7 +994,10 @@ Result<void> Compute::apply(store::Transaction& tx, Vm& vm, Event event, int64_t
     }
     vm.allocation.reset();
   }
-  if (t.deletes) FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(vm.header.id)));
+  if (t.deletes) {
+    FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(vm.header.id)));
+    FAB_TRY(detach_images(tx, vm));
+  }
   vm.header.state = static_cast<int>(t.to.status);
   vm.lcm = t.to.status == VmStatus::kActive ? static_cast<int>(t.to.lcm) : 0;
   if (event == Event::kFailed) vm.error = error;

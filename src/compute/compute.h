@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "fleet/fleet.h"
 #include "sched/scheduler.h"
+#include "storage/storage.h"
 #include "store/store.h"
 
 namespace fabrica::compute {
@@ -45,20 +46,29 @@ enum class VmState : int {
 std::string vm_state_name(VmState state, int lcm = 0);
 
 // What the guest gets besides its hardware: context variables, which it reads from a CD-ROM
-// labelled CONTEXT (see core/context.h), and direct kernel boot (paths on the host). Disk images
-// come with the images issue.
+// labelled CONTEXT (see core/context.h), direct kernel boot (paths on the host, or KERNEL and
+// RAMDISK images), and disks.
 struct GuestSpec {
   Json context = Json::object();  // NAME -> string, number or boolean.
   std::string kernel;
   std::string initrd;
   std::string cmdline;
+  int64_t kernel_image = -1;  // A KERNEL image instead of a kernel path; -1 for none.
+  int64_t initrd_image = -1;  // A RAMDISK image instead of an initrd path.
+  // The disks asked for, in guest order (vda, vdb, ...): {"image_id": N} uses an image (a
+  // non-persistent one through the VM's own qcow2 overlay, a persistent one directly, a CDROM
+  // read-only); {"size_mb": N, "format": "qcow2"|"raw"} is a volatile disk that lives and
+  // dies with the VM.
+  Json disks = Json::array();
 
-  // {"context": {...}, "os": {"kernel", "initrd", "cmdline"}}.
+  // {"context": {...}, "os": {"kernel", "initrd", "cmdline", "kernel_image_id",
+  // "initrd_image_id"}, "disks": [...]}.
   Json to_json() const;
-  // From the optional "context" and "os" members of an API body or record; kInvalidArgument
-  // naming the field ("context.TOKEN", "os.kernel").
+  // From the optional "context", "os" and "disks" members of an API body or record;
+  // kInvalidArgument naming the field ("context.TOKEN", "os.kernel", "disks[1].size_mb").
   static Result<GuestSpec> from_json(const std::optional<Json>& context,
-                                     const std::optional<Json>& os);
+                                     const std::optional<Json>& os,
+                                     const std::optional<Json>& disks = std::nullopt);
   // `over` on top of this: its variables replace or add to these, its os fields when given.
   GuestSpec merged(const GuestSpec& over) const;
 };
@@ -71,11 +81,15 @@ struct Vm {
   std::optional<sched::Allocation> allocation;
   std::string explanation;  // Why it is pending, or why it went where it went.
   int64_t placed_at = 0;
-  int lcm = 0;                   // LCM_STATE while ACTIVE.
-  Json operation;                // null, or {"id", "action", "host_id", "issued_at"}: unanswered.
-  int64_t op_seq = 0;            // Operation ids are "<vm id>-<seq>".
-  std::string error;             // The last failed operation's message.
-  std::string console_log;       // On the host, as the agent reported it.
+  int lcm = 0;              // LCM_STATE while ACTIVE.
+  Json operation;           // null, or {"id", "action", "host_id", "issued_at"}: unanswered.
+  int64_t op_seq = 0;       // Operation ids are "<vm id>-<seq>".
+  std::string error;        // The last failed operation's message.
+  std::string console_log;  // On the host, as the agent reported it.
+  // The disks as attached at creation: [{"disk_id", "target", "image_id", "image_name",
+  // "type", "source", "format", "persistent", "driver"} | {"disk_id", "target", "volatile",
+  // "size_mb", "format"}]. Images are held (USED) until the VM is DONE or deleted.
+  Json disks = Json::array();
   Json history = Json::array();  // [{"host_id", "host_name", "start", "end", "reason"}].
   int64_t version = 0;
   // Soft state from the agent's last report, not stored: {"cpu_percent", "memory_kb",
@@ -145,12 +159,13 @@ struct PassReport {
 class Compute {
  public:
   Compute(store::Store& store, auth::Authorizer& authorizer, auth::Identity& identity,
-          auth::Quotas& quotas, fleet::Fleet& fleet, const Clock& clock)
+          auth::Quotas& quotas, fleet::Fleet& fleet, storage::Storage& storage, const Clock& clock)
       : store_(store),
         authorizer_(authorizer),
         identity_(identity),
         quotas_(quotas),
         fleet_(fleet),
+        storage_(storage),
         clock_(clock) {}
 
   Result<VmTemplate> create_template(const auth::Caller& caller, const NewTemplate& request);
@@ -241,6 +256,12 @@ class Compute {
   // After a committed move: the command index, the engine's hold, the scheduler.
   void settle(const Vm& vm, const std::optional<sched::Allocation>& released);
   Result<void> load_commands();
+  // Takes the images the VM's guest names (disks, kernel, initrd) and resolves them into
+  // vm.disks and the kernel/initrd paths; keeps the VM to clusters whose hosts see every
+  // image's datastore.
+  Result<void> attach_images(store::Transaction& tx, const auth::Caller& caller, Vm& vm);
+  // Gives back every image the VM holds.
+  Result<void> detach_images(store::Transaction& tx, const Vm& vm);
   // The quota hold "vm:<id>" for the VM's request, charged to its owner and group.
   Result<void> hold_quota(store::Transaction& tx, const Vm& vm);
   // Host `host_id` as the store has it now, with the allocations of its ledger held except
@@ -261,6 +282,7 @@ class Compute {
   auth::Identity& identity_;
   auth::Quotas& quotas_;
   fleet::Fleet& fleet_;
+  storage::Storage& storage_;
   const Clock& clock_;
 
   std::mutex engine_mutex_;  // Guards everything below.

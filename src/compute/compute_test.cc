@@ -27,8 +27,13 @@ class ComputeTest : public ::testing::Test {
     quotas_ = std::make_unique<auth::Quotas>(*store_, *authorizer_, clock_);
     fleet_ = std::make_unique<fleet::Fleet>(*store_, *authorizer_, clock_, fleet::FleetOptions{});
     ASSERT_TRUE(fleet_->bootstrap());
-    compute_ =
-        std::make_unique<Compute>(*store_, *authorizer_, *identity_, *quotas_, *fleet_, clock_);
+    filesystem_ = storage::make_posix_filesystem();
+    storage_ = std::make_unique<storage::Storage>(
+        *store_, *authorizer_, *quotas_, *filesystem_, clock_,
+        storage::StorageOptions{.datastores_root = (dir_ / "datastores").string()});
+    ASSERT_TRUE(storage_->bootstrap());
+    compute_ = std::make_unique<Compute>(*store_, *authorizer_, *identity_, *quotas_, *fleet_,
+                                         *storage_, clock_);
     admin_ = *identity_->caller_for(0, "test");
     host_ = join("node-1");
     other_host_ = join("node-2");
@@ -84,6 +89,8 @@ class ComputeTest : public ::testing::Test {
   std::unique_ptr<auth::Identity> identity_;
   std::unique_ptr<auth::Quotas> quotas_;
   std::unique_ptr<fleet::Fleet> fleet_;
+  std::unique_ptr<storage::Filesystem> filesystem_;
+  std::unique_ptr<storage::Storage> storage_;
   std::unique_ptr<Compute> compute_;
   auth::Caller admin_;
   int64_t host_ = 0, other_host_ = 0;
@@ -226,6 +233,103 @@ TEST_F(ComputeTest, AnUndeployedVmIsResizedForTheSchedulerAndStrangersCannotResi
   int64_t memory_kb = 0;
   for (const auto& node : placed.allocation->numa) memory_kb += node.memory_kb;
   EXPECT_EQ(memory_kb, 4096 * 1024);
+}
+
+}  // namespace
+}  // namespace fabrica::compute
+
+namespace fabrica::compute {
+namespace {
+
+TEST_F(ComputeTest, VmsHoldTheirImagesUntilDoneAndPersistentOnesOneAtATime) {
+  auto shared = storage_->create_image(
+      admin_, {.name = "ubuntu", .type = storage::ImageType::kDatablock, .blank_mb = 4});
+  auto pers = storage_->create_image(admin_, {.name = "scratch",
+                                              .type = storage::ImageType::kDatablock,
+                                              .persistent = true,
+                                              .blank_mb = 4});
+  ASSERT_TRUE(shared && pers);
+  int64_t s = shared->header.id, p = pers->header.id;
+  GuestSpec guest;
+  guest.disks = Json::array(
+      {Json{{"image_id", s}}, Json{{"image_id", p}}, Json{{"size_mb", 64}, {"format", "raw"}}});
+  sched::VmRequest request;
+  request.vcpus = 1;
+  request.memory_mb = 512;
+  auto a = compute_->create_vm(admin_, NewVm{.name = "a", .request = request, .guest = guest});
+  ASSERT_TRUE(a) << a.error().message();
+  ASSERT_EQ(a->disks.size(), 3u);
+  EXPECT_EQ(a->disks[0]["target"], "vda");
+  EXPECT_EQ(a->disks[0]["source"], shared->path);
+  EXPECT_EQ(a->disks[1]["persistent"], true);
+  EXPECT_EQ(a->disks[2]["volatile"], true);
+  EXPECT_EQ(a->request.clusters, std::vector<int64_t>{0}) << "where datastore 1 is seen";
+  EXPECT_EQ(storage_->get_image(admin_, s)->state(), storage::ImageState::kUsed);
+  EXPECT_EQ(storage_->get_image(admin_, p)->state(), storage::ImageState::kUsedPers);
+
+  // A second VM shares the non-persistent image, never the persistent one; the refusal
+  // leaves nothing behind.
+  GuestSpec second;
+  second.disks = Json::array({Json{{"image_id", s}}, Json{{"image_id", p}}});
+  auto b = compute_->create_vm(admin_, NewVm{.name = "b", .request = request, .guest = second});
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(b.error().field(), "disks[1].image_id");
+  EXPECT_EQ(storage_->get_image(admin_, s)->vms, std::vector<int64_t>{a->header.id});
+  second.disks = Json::array({Json{{"image_id", s}}});
+  auto c = compute_->create_vm(admin_, NewVm{.name = "c", .request = request, .guest = second});
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(storage_->get_image(admin_, s)->vms.size(), 2u);
+  auto busy = storage_->delete_image(admin_, s);
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code(), ErrorCode::kFailedPrecondition);
+
+  // The deploy command carries the disks; terminating gives the images back.
+  ASSERT_TRUE(compute_->schedule_pass());
+  auto commands = compute_->agent_commands(host_);
+  ASSERT_TRUE(commands);
+  bool seen = false;
+  for (const Json& command : *commands) {
+    if (command["vm_id"] == a->header.id) {
+      EXPECT_EQ(command["vm"]["disks"], a->disks);
+      seen = true;
+    }
+  }
+  EXPECT_TRUE(seen);
+  while (answer_all(host_) > 0) {
+  }
+  ASSERT_TRUE(compute_->act(admin_, a->header.id, Event::kTerminateHard));
+  while (answer_all(host_) > 0) {
+  }
+  EXPECT_EQ(name(a->header.id), "DONE");
+  EXPECT_EQ(storage_->get_image(admin_, p)->state(), storage::ImageState::kReady);
+  EXPECT_EQ(storage_->get_image(admin_, s)->vms, std::vector<int64_t>{c->header.id});
+  ASSERT_TRUE(compute_->act(admin_, c->header.id, Event::kTerminateHard));
+  while (answer_all(host_) > 0) {
+  }
+  EXPECT_EQ(storage_->get_image(admin_, s)->state(), storage::ImageState::kReady);
+  EXPECT_TRUE(storage_->delete_image(admin_, s));
+}
+
+TEST_F(ComputeTest, ImagesOfOtherTenantsAndWrongKindsAreRefused) {
+  auto group = identity_->create_group(admin_, {.name = "acme"});
+  auto user = identity_->create_user(
+      admin_, {.name = "alice", .password = "alice-password", .gid = group->header.id});
+  ASSERT_TRUE(group && user);
+  auto alice = *identity_->caller_for(user->header.id, "test");
+  auto secret = storage_->create_image(
+      admin_, {.name = "secret", .type = storage::ImageType::kDatablock, .blank_mb = 1});
+  GuestSpec guest;
+  guest.disks = Json::array({Json{{"image_id", secret->header.id}}});
+  auto stolen = compute_->create_vm(alice, NewVm{.name = "x", .guest = guest});
+  ASSERT_FALSE(stolen);
+  EXPECT_EQ(stolen.error().code(), ErrorCode::kNotFound);
+  GuestSpec as_kernel;
+  as_kernel.kernel_image = secret->header.id;
+  auto wrong = compute_->create_vm(admin_, NewVm{.name = "y", .guest = as_kernel});
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().field(), "os.kernel_image_id");
+  EXPECT_EQ(storage_->get_image(admin_, secret->header.id)->state(), storage::ImageState::kReady);
 }
 
 }  // namespace

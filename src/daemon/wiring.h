@@ -30,8 +30,8 @@ struct Wiring {
         quotas(store, authorizer, clock),
         apikeys(store, authorizer, clock),
         audit(store, clock),
-        compute(store, authorizer, identity, quotas, fleet, clock),
         storage(store, authorizer, quotas, *filesystem, clock, std::move(storage_options)),
+        compute(store, authorizer, identity, quotas, fleet, storage, clock),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -54,8 +54,8 @@ struct Wiring {
   auth::Quotas quotas;
   auth::ApiKeys apikeys;
   auth::AuditLog audit;
-  compute::Compute compute;
   storage::Storage storage;
+  compute::Compute compute;
   api::Api api;
 };
 

@@ -441,6 +441,61 @@ Result<Image> Storage::set_enabled(const auth::Caller& caller, int64_t id, bool 
   });
 }
 
+Result<Storage::Attached> Storage::attach_image(store::Transaction& tx, const auth::Caller& caller,
+                                                int64_t id, int64_t vm_id,
+                                                std::initializer_list<ImageType> types,
+                                                const std::string& field) {
+  auto loaded = load_image(tx, caller, id, Right::kUse);
+  if (!loaded) return fail(loaded.error().code(), loaded.error().message(), field);
+  Image image = std::move(*loaded);
+  if (std::find(types.begin(), types.end(), image.type) == types.end()) {
+    std::string allowed;
+    for (ImageType t : types)
+      allowed += (allowed.empty() ? "" : " or ") + std::string(image_type_name(t));
+    return fail(ErrorCode::kInvalidArgument,
+                image_noun(id) + " is a " + std::string(image_type_name(image.type)) +
+                    " image; this needs " + allowed,
+                field);
+  }
+  auto next = image_next(image.state(), ImageEvent::kAttach, image.persistent,
+                         static_cast<int>(image.vms.size()));
+  if (!next) {
+    return fail(next.error().code(), image_noun(id) + ": " + next.error().message(), field);
+  }
+  image.header.state = static_cast<int>(*next);
+  if (std::find(image.vms.begin(), image.vms.end(), vm_id) == image.vms.end()) {
+    image.vms.push_back(vm_id);
+  }
+  FAB_ASSIGN_OR_RETURN(image.version, tx.update(image_record(image)));
+  FAB_ASSIGN_OR_RETURN(auto ds_record, tx.get(kDatastoreType, image.datastore_id));
+  FAB_ASSIGN_OR_RETURN(Json ds, parse_json(ds_record.body));
+  return Attached{.image_id = id,
+                  .name = image.header.name,
+                  .type = image.type,
+                  .path = image.path,
+                  .format = image.format,
+                  .persistent = image.persistent,
+                  .virtual_size = image.virtual_size,
+                  .datastore_id = image.datastore_id,
+                  .driver = ds.value("driver", "shared") == "local" ? DatastoreDriver::kLocal
+                                                                    : DatastoreDriver::kShared,
+                  .clusters = ds.value("clusters", std::vector<int64_t>{})};
+}
+
+Result<void> Storage::detach_image(store::Transaction& tx, int64_t id, int64_t vm_id) {
+  auto r = tx.get(kImageType, id);
+  if (!r) return {};
+  FAB_ASSIGN_OR_RETURN(Image image, image_from_record(*r));
+  auto held = std::find(image.vms.begin(), image.vms.end(), vm_id);
+  if (held == image.vms.end()) return {};
+  auto next = image_next(image.state(), ImageEvent::kDetach, image.persistent,
+                         static_cast<int>(image.vms.size()));
+  image.vms.erase(held);
+  if (next) image.header.state = static_cast<int>(*next);
+  FAB_ASSIGN_OR_RETURN(image.version, tx.update(image_record(image)));
+  return {};
+}
+
 // ---- Data arriving: verification and the copy thread ----
 
 Result<DiskInfo> Storage::verify(const Image& image, const std::string& staged) {

@@ -175,6 +175,29 @@ class Storage {
   Result<Image> set_persistent(const auth::Caller& caller, int64_t id, bool persistent);
   Result<Image> set_enabled(const auth::Caller& caller, int64_t id, bool enabled);
 
+  // What a VM needs of an image it uses: where its data is and how to open it.
+  struct Attached {
+    int64_t image_id = -1;
+    std::string name;
+    ImageType type = ImageType::kOs;
+    std::string path;
+    std::string format;
+    bool persistent = false;
+    int64_t virtual_size = 0;
+    int64_t datastore_id = -1;
+    DatastoreDriver driver = DatastoreDriver::kShared;
+    std::vector<int64_t> clusters;  // Where hosts see the datastore.
+  };
+  // VM `vm_id` takes image `id`, inside the VM's creating transaction: `caller` needs USE,
+  // the image one of `types` (kInvalidArgument naming `field`), and the state table's
+  // consent (kFailedPrecondition: LOCKED, DISABLED, ERROR, a persistent image in use).
+  Result<Attached> attach_image(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                                int64_t vm_id, std::initializer_list<ImageType> types,
+                                const std::string& field);
+  // VM `vm_id` lets go of image `id` (in the transaction that ends or deletes the VM). An
+  // image deleted meanwhile, or one the VM did not hold, is fine.
+  Result<void> detach_image(store::Transaction& tx, int64_t id, int64_t vm_id);
+
   // An upload session: one PUT's body, written as it arrives. begin() checks the caller,
   // that the image awaits an upload and that the piece starts where the data so far ends
   // (kFailedPrecondition naming the byte to resume from otherwise) and fits the declared
