@@ -85,7 +85,7 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
                          .vm_root = o.vm_root + "/" + o.name_prefix + "-" + std::to_string(i),
                          .domain_type = "qemu",
                          .shutdown_timeout = std::chrono::seconds(5),
-                         .context_iso = false});
+                         .host_files = false});
           h.channel = std::make_unique<CommandChannel>(*h.ex);
           mine.emplace(i, std::move(h));
         }

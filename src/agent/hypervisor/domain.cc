@@ -101,6 +101,7 @@ Result<DomainSpec> resolve_domain(int64_t vm_id, const std::string& vm_name,
   s.kernel = options.kernel;
   s.initrd = options.initrd;
   s.cmdline = options.cmdline;
+  s.disks = options.disks;
   if (!options.vm_dir.empty()) {
     s.console_log = options.vm_dir + "/console.log";
     if (options.context) s.context_iso = options.vm_dir + "/context.iso";
@@ -246,24 +247,36 @@ std::string render_domain_xml(const DomainSpec& s) {
   root.append_attribute("type") = "pci";
   root.append_attribute("index") = 0;
   root.append_attribute("model") = "pcie-root";
-  if (!s.context_iso.empty()) {
+  auto add_disk = [&](const std::string& path, const std::string& format,
+                      const std::string& target_dev, bool cdrom) {
+    auto disk = devices.append_child("disk");
+    disk.append_attribute("type") = "file";
+    disk.append_attribute("device") = cdrom ? "cdrom" : "disk";
+    auto driver = disk.append_child("driver");
+    driver.append_attribute("name") = "qemu";
+    driver.append_attribute("type") = format.c_str();
+    disk.append_child("source").append_attribute("file") = path.c_str();
+    auto target = disk.append_child("target");
+    target.append_attribute("dev") = target_dev.c_str();
+    target.append_attribute("bus") = cdrom ? "scsi" : "virtio";
+    if (cdrom) disk.append_child("readonly");
+  };
+  for (const auto& d : s.disks) {
+    if (!d.cdrom) add_disk(d.path, d.format, d.target, false);
+  }
+  bool scsi_disks =
+      std::any_of(s.disks.begin(), s.disks.end(), [](const DiskSpec& d) { return d.cdrom; });
+  if (!s.context_iso.empty() || scsi_disks) {
     // virtio-scsi rather than the machine's SATA: cloud guest kernels carry virtio drivers,
     // not always AHCI (Debian's cloud kernel has none).
     auto scsi = devices.append_child("controller");
     scsi.append_attribute("type") = "scsi";
     scsi.append_attribute("index") = 0;
     scsi.append_attribute("model") = "virtio-scsi";
-    auto disk = devices.append_child("disk");
-    disk.append_attribute("type") = "file";
-    disk.append_attribute("device") = "cdrom";
-    auto driver = disk.append_child("driver");
-    driver.append_attribute("name") = "qemu";
-    driver.append_attribute("type") = "raw";
-    disk.append_child("source").append_attribute("file") = s.context_iso.c_str();
-    auto target = disk.append_child("target");
-    target.append_attribute("dev") = "sda";
-    target.append_attribute("bus") = "scsi";
-    disk.append_child("readonly");
+    if (!s.context_iso.empty()) add_disk(s.context_iso, "raw", "sda", true);
+    for (const auto& d : s.disks) {
+      if (d.cdrom) add_disk(d.path, "raw", d.target, true);
+    }
   }
   RootPorts ports(devices);
   for (const auto& pci : s.pci_devices) {

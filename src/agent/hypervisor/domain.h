@@ -9,6 +9,16 @@
 
 namespace fabrica::hypervisor {
 
+// A disk as the guest sees it: a file on the host (an image, the VM's overlay on one, or a
+// volatile disk) on virtio (vdX) or, for CD-ROMs, virtio-scsi (sdX).
+struct DiskSpec {
+  std::string path;
+  std::string format = "qcow2";  // qcow2 or raw.
+  std::string target;            // vda, vdb, ... or sdb, sdc, ... (sda is the context CD-ROM).
+  bool cdrom = false;            // Read-only CD-ROM.
+  bool operator==(const DiskSpec&) const = default;
+};
+
 // Everything a libvirt domain needs, resolved to exact host resources: which host CPU each vCPU
 // runs on, which host NUMA node backs each guest NUMA cell, which PCI functions and mediated
 // devices pass through. Built from a scheduler Allocation by resolve_domain().
@@ -41,6 +51,7 @@ struct DomainSpec {
   std::string cmdline;
   std::string context_iso;  // Read-only CD-ROM labelled CONTEXT; empty: none.
   std::string console_log;  // Serial console output, appended on the host.
+  std::vector<DiskSpec> disks;
 };
 
 struct DomainOptions {
@@ -51,6 +62,7 @@ struct DomainOptions {
   std::string initrd;
   std::string cmdline;
   bool context = false;  // Attach vm_dir/context.iso.
+  std::vector<DiskSpec> disks;
 };
 
 // "fabrica-vm-12" and its UUID, the same for every deploy of VM 12.

@@ -124,6 +124,25 @@ TEST(DomainTest, PlainTcgVmBootsAKernelWithItsContext) {
   expect_golden("plain-tcg-kernel", render_domain_xml(spec));
 }
 
+TEST(DomainTest, DisksFromImagesOnVirtioAndAnIsoBesideTheContext) {
+  auto r = request(4, 2, 1024);
+  auto spec = placed(
+      "cpu-only", r,
+      {.type = "qemu",
+       .vm_dir = "/var/lib/fabrica-agent/vms/4",
+       .kernel = "/var/lib/fabrica/datastores/2/img-3",
+       .cmdline = "console=ttyS0",
+       .context = true,
+       .disks = {
+           {.path = "/var/lib/fabrica-agent/vms/4/disk.0", .format = "qcow2", .target = "vda"},
+           {.path = "/var/lib/fabrica/datastores/1/img-7", .format = "raw", .target = "vdb"},
+           {.path = "/var/lib/fabrica/datastores/1/img-9",
+            .format = "raw",
+            .target = "sdb",
+            .cdrom = true}}});
+  expect_golden("disks-from-images", render_domain_xml(spec));
+}
+
 TEST(DomainTest, ThreadPolicyPairsSiblingsInTheGuestTopology) {
   auto r = request(4, 8, 8 * 1024);
   r.cpu_policy = sched::CpuPolicy::kThread;

@@ -11,6 +11,7 @@
 #include "agent/hypervisor/context.h"
 #include "agent/hypervisor/domain.h"
 #include "core/operation_id.h"
+#include "core/process.h"
 #include "sched/model.h"
 
 namespace fabrica::hypervisor {
@@ -173,7 +174,7 @@ Result<void> Executor::deploy(int64_t vm_id, const Json& vm, bool write_context)
                         .context = vm.contains("context")};
   if (options.context) {
     FAB_ASSIGN_OR_RETURN(std::string sh, render_context_sh(vm["context"]));
-    if (!options_.context_iso) {
+    if (!options_.host_files) {
       options.context = false;
     } else if (write_context) {
       FAB_TRY(build_context_iso(dir, dir + "/context.iso", sh));
@@ -181,9 +182,57 @@ Result<void> Executor::deploy(int64_t vm_id, const Json& vm, bool write_context)
       options.context = fs::exists(dir + "/context.iso");
     }
   }
+  FAB_ASSIGN_OR_RETURN(options.disks, prepare_disks(dir, vm.value("disks", Json::array())));
   FAB_ASSIGN_OR_RETURN(auto spec,
                        resolve_domain(vm_id, vm.value("name", ""), request, allocation, options));
   return hypervisor_.define(render_domain_xml(spec));
+}
+
+Result<std::vector<DiskSpec>> Executor::prepare_disks(const std::string& dir, const Json& disks) {
+  std::vector<DiskSpec> out;
+  if (!disks.is_array()) return fail(ErrorCode::kInvalidArgument, "vm.disks must be an array");
+  for (const Json& d : disks) {
+    if (!d.is_object() || !d["target"].is_string() || !d["disk_id"].is_number_integer()) {
+      return fail(ErrorCode::kInvalidArgument, "vm.disks holds a malformed disk");
+    }
+    std::string format = d.value("format", "raw");
+    if (format != "qcow2" && format != "raw") {
+      return fail(ErrorCode::kInvalidArgument, "disk format must be qcow2 or raw");
+    }
+    DiskSpec disk{.format = format, .target = d["target"].get<std::string>()};
+    std::string own = dir + "/disk." + std::to_string(d["disk_id"].get<int64_t>());
+    std::string source = d.value("source", "");
+    bool have = !options_.host_files || fs::exists(own);
+    if (d.value("volatile", false)) {
+      disk.path = own;
+      if (!have) {
+        FAB_TRY(run_process({"qemu-img", "create", "-q", "-f", format, own,
+                             std::to_string(d.value("size_mb", int64_t{1})) + "M"}));
+      }
+    } else if (source.empty() || source.front() != '/') {
+      return fail(ErrorCode::kInvalidArgument, "disk " + disk.target + " has no image path");
+    } else if (d.value("type", "") == "CDROM") {
+      disk.path = source;
+      disk.cdrom = true;
+      disk.format = "raw";
+    } else if (d.value("persistent", false)) {
+      disk.path = source;  // The VM writes to the image itself.
+    } else if (d.value("driver", "shared") == "local") {
+      disk.path = own;  // A private copy on this host.
+      if (!have) {
+        FAB_TRY(run_process({"cp", "--sparse=always", source, own}));
+      }
+    } else {
+      disk.path = own;  // A qcow2 overlay: writes stay with the VM, the image is shared.
+      disk.format = "qcow2";
+      if (!have) {
+        FAB_TRY(run_process(
+            {"qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b", source, own}));
+      }
+    }
+    out.push_back(std::move(disk));
+  }
+  return out;
 }
 
 Result<void> Executor::cleanup(int64_t vm_id) {

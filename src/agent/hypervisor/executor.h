@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 
+#include "agent/hypervisor/domain.h"
 #include "agent/hypervisor/hypervisor.h"
 #include "core/error.h"
 #include "core/json.h"
@@ -18,14 +19,19 @@ struct ExecutorOptions {
   std::string domain_type = "auto";  // kvm, qemu (TCG), or auto: kvm where /dev/kvm opens.
   std::string arch = "x86_64";
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(120)};
-  bool context_iso = true;  // false for simulated hosts: the context is checked, not written.
+  // false for simulated hosts: the context and disks are checked, no file is written.
+  bool host_files = true;
 };
 
 // Carries out the control plane's commands on this host's hypervisor. A command is
 //   {"id": "op-7", "vm_id": 12, "action": "deploy", "vm": {...}}
 // with action deploy | start | shutdown | destroy | reboot | reset | suspend | resume | cleanup;
 // `vm` (deploy only) holds the VM's name, request, allocation, context variables and os
-// (kernel, initrd, cmdline). The answer is {"id", "ok", "error"?, "domain", "console_log"}.
+// (kernel, initrd, cmdline) and disks. Disks are files in the VM's directory: a qcow2 overlay
+// on a non-persistent image of a shared datastore, a copy of one on a local datastore, a
+// volatile disk; persistent images and CD-ROMs are used where they are. They are made once
+// (a repeated deploy or a start keeps them) and removed by cleanup. The answer is {"id", "ok",
+// "error"?, "domain", "console_log"}.
 //
 // Exactly once per operation id: the result of every finished operation is journaled before
 // it is returned, and a command whose id is in the journal gets the journaled answer without
@@ -54,6 +60,8 @@ class Executor {
   // Defines the VM's domain; with `write_context`, (re)writes its context CD-ROM first.
   Result<void> deploy(int64_t vm_id, const Json& vm, bool write_context);
   Result<void> cleanup(int64_t vm_id);
+  // The VM's disks as files, made in `dir` where missing.
+  Result<std::vector<DiskSpec>> prepare_disks(const std::string& dir, const Json& disks);
   Result<void> wait_shutoff(const std::string& domain);
   std::string vm_dir(int64_t vm_id) const;  // The VM's files on this host.
   void remember(const std::string& id, const Json& answer);

@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "agent/discovery.h"
+#include "core/process.h"
 #include "sched/host.h"
 
 namespace fabrica::hypervisor {
@@ -196,6 +198,99 @@ TEST_F(ExecutorTest, BadCommandsAndHypervisorRefusalsAreAnswersNotCrashes) {
   EXPECT_FALSE(refused["ok"]);
   EXPECT_TRUE(hypervisor_->list()->empty());
   EXPECT_FALSE(ex.run(Json::array())["ok"]);
+}
+
+}  // namespace
+}  // namespace fabrica::hypervisor
+
+namespace fabrica::hypervisor {
+namespace {
+
+TEST_F(ExecutorTest, DisksAreOverlaysCopiesOrTheImageItselfAndSurviveARedeploy) {
+  fs::create_directories(root_ / "ds");
+  std::string shared = (root_ / "ds/img-1").string(), local = (root_ / "ds/img-2").string();
+  std::string pers = (root_ / "ds/img-3").string(), iso = (root_ / "ds/img-4").string();
+  for (const auto& path : {shared, local, pers}) {
+    ASSERT_TRUE(run_process({"qemu-img", "create", "-q", "-f", "raw", path, "8M"}));
+  }
+  { std::ofstream(iso) << "not really an iso"; }
+  Json command = deploy_command("op-1", 6);
+  command["vm"]["disks"] = Json::array({Json{{"disk_id", 0},
+                                             {"target", "vda"},
+                                             {"image_id", 1},
+                                             {"type", "OS"},
+                                             {"source", shared},
+                                             {"format", "raw"},
+                                             {"persistent", false},
+                                             {"driver", "shared"}},
+                                        Json{{"disk_id", 1},
+                                             {"target", "vdb"},
+                                             {"image_id", 2},
+                                             {"type", "DATABLOCK"},
+                                             {"source", local},
+                                             {"format", "raw"},
+                                             {"persistent", false},
+                                             {"driver", "local"}},
+                                        Json{{"disk_id", 2},
+                                             {"target", "vdc"},
+                                             {"image_id", 3},
+                                             {"type", "DATABLOCK"},
+                                             {"source", pers},
+                                             {"format", "raw"},
+                                             {"persistent", true},
+                                             {"driver", "shared"}},
+                                        Json{{"disk_id", 3},
+                                             {"target", "vdd"},
+                                             {"volatile", true},
+                                             {"size_mb", 16},
+                                             {"format", "qcow2"}},
+                                        Json{{"disk_id", 4},
+                                             {"target", "sdb"},
+                                             {"image_id", 4},
+                                             {"type", "CDROM"},
+                                             {"source", iso},
+                                             {"format", "raw"},
+                                             {"persistent", false},
+                                             {"driver", "shared"}}});
+  Executor ex(*hypervisor_, options());
+  Json deployed = ex.run(command);
+  ASSERT_TRUE(deployed["ok"]) << deployed.dump();
+  fs::path dir = root_ / "vms/6";
+  auto overlay = run_process({"qemu-img", "info", "--output=json", (dir / "disk.0").string()});
+  ASSERT_TRUE(overlay);
+  auto info = *parse_json(*overlay);
+  EXPECT_EQ(info["format"], "qcow2");
+  EXPECT_EQ(info["backing-filename"], shared);
+  EXPECT_TRUE(fs::exists(dir / "disk.1")) << "a local datastore's image is copied";
+  EXPECT_FALSE(fs::exists(dir / "disk.2")) << "a persistent image is used in place";
+  auto volatile_info =
+      run_process({"qemu-img", "info", "--output=json", (dir / "disk.3").string()});
+  ASSERT_TRUE(volatile_info);
+  EXPECT_EQ((*parse_json(*volatile_info))["virtual-size"], 16 << 20);
+  auto xml = hypervisor_->xml("fabrica-vm-6");
+  ASSERT_TRUE(xml);
+  for (const auto& expected : {(dir / "disk.0").string(), (dir / "disk.1").string(), pers,
+                               (dir / "disk.3").string(), iso}) {
+    EXPECT_NE(xml->find("file='" + expected + "'"), std::string::npos) << expected;
+  }
+  EXPECT_NE(xml->find("device='cdrom'"), std::string::npos);
+
+  // What the VM wrote survives a redeploy (start after poweroff defines the domain again).
+  { std::ofstream(dir / "disk.1", std::ios::app) << "written by the guest"; }
+  auto size = fs::file_size(dir / "disk.1");
+  command["id"] = "op-2";
+  ASSERT_TRUE(ex.run(command)["ok"]);
+  EXPECT_EQ(fs::file_size(dir / "disk.1"), size);
+
+  // A disk without an image path is refused; cleanup removes the VM's own disks only.
+  Json broken = deploy_command("op-3", 7);
+  broken["vm"]["disks"] = Json::array({Json{{"disk_id", 0}, {"target", "vda"}, {"image_id", 9}}});
+  Json refused = ex.run(broken);
+  EXPECT_FALSE(refused["ok"]);
+  EXPECT_NE(refused["error"].get<std::string>().find("no image path"), std::string::npos);
+  ASSERT_TRUE(ex.run(op("op-4", 6, "cleanup"))["ok"]);
+  EXPECT_FALSE(fs::exists(dir));
+  EXPECT_TRUE(fs::exists(shared) && fs::exists(pers));
 }
 
 }  // namespace
