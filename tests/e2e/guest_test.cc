@@ -153,35 +153,62 @@ namespace fs = std::filesystem;
 // --libvirt qemu:///system on this machine. A VM made from a template with a context boots,
 // reads its CONTEXT CD-ROM, goes through reboot, poweroff, resume, undeploy, resume and
 // terminate, and leaves no domain behind and nothing held on the host.
+// fabricad with this machine as its one host (libvirt, TCG) and the test guest's initrd built.
+struct OneHostCloud {
+  // A host silent for 3 s is OFFLINE: tests kill its agent on purpose.
+  testing::DaemonProcess daemon{{"--host-offline-after", "3", "--heartbeat-interval", "1"}};
+  std::optional<client::ApiClient> api;
+  std::string kernel = hypervisor::newest_kernel_for_test();
+  fs::path work;
+  std::string join_token;
+  std::optional<testing::ChildProcess> agent;
+
+  void start() {
+    ASSERT_TRUE(daemon.start()) << daemon.log();
+    api.emplace(daemon.login());
+    work = daemon.data_dir();
+    auto built = testing::run_command(
+        (testing::source_dir() / "tests/guest/build-initrd").string() + " " +
+        (work / "initrd.img").string() + " " + fs::path(kernel).filename().string().substr(8));
+    ASSERT_EQ(built.exit_code, 0) << built.output;
+    auto token = api->post("/api/v1/hosts/join-tokens", Json{{"count", 1}});
+    ASSERT_TRUE(token);
+    join_token = (*token)["join_token"].get<std::string>();
+    start_agent();
+    ASSERT_TRUE(testing::eventually([&] {
+      auto hosts = api->get("/api/v1/hosts?state=MONITORED");
+      return hosts && (*hosts)["items"].size() == 1;
+    })) << hypervisor::read(work / "agent.log");
+  }
+  void start_agent() {
+    agent.emplace(std::vector<std::string>{testing::binary_path("fabrica-agent"), "--server",
+                                           daemon.url(), "--join-token", join_token, "--state-dir",
+                                           (work / "agent").string(), "--libvirt", "qemu:///system",
+                                           "--domain-type", "qemu"},
+                  (work / "agent.log").string());
+  }
+  // Runs the fabrica CLI as the administrator.
+  testing::CommandResult cli(const std::string& args) {
+    auto http = daemon.http();
+    client::ApiClient fresh(std::move(http), "");
+    auto login = fresh.login("admin", testing::DaemonProcess::kAdminPassword, Json::object());
+    return testing::run_command("FABRICA_ENDPOINT=" + daemon.url() +
+                                " FABRICA_TOKEN=" + (*login)["token"].get<std::string>() + " " +
+                                testing::binary_path("fabrica") + " -o json " + args);
+  }
+};
+
 TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
-  // A host silent for 3 s is OFFLINE: the test kills its agent on purpose.
-  testing::DaemonProcess daemon({"--host-offline-after", "3", "--heartbeat-interval", "1"});
-  ASSERT_TRUE(daemon.start()) << daemon.log();
-  auto api = daemon.login();
+  OneHostCloud cloud;
+  ASSERT_NO_FATAL_FAILURE(cloud.start());
+  auto& daemon = cloud.daemon;
+  auto& api = *cloud.api;
+  auto& agent = cloud.agent;
+  auto start_agent = [&] { cloud.start_agent(); };
   auto libvirt = hypervisor::open_libvirt("qemu:///system");
   ASSERT_TRUE(libvirt) << libvirt.error().message();
-  std::string kernel = hypervisor::newest_kernel_for_test();
-  fs::path work = daemon.data_dir();
-  auto built = testing::run_command((testing::source_dir() / "tests/guest/build-initrd").string() +
-                                    " " + (work / "initrd.img").string() + " " +
-                                    fs::path(kernel).filename().string().substr(8));
-  ASSERT_EQ(built.exit_code, 0) << built.output;
-  auto token = api.post("/api/v1/hosts/join-tokens", Json{{"count", 1}});
-  ASSERT_TRUE(token);
-  std::optional<testing::ChildProcess> agent;
-  auto start_agent = [&] {
-    agent.emplace(
-        std::vector<std::string>{testing::binary_path("fabrica-agent"), "--server", daemon.url(),
-                                 "--join-token", (*token)["join_token"].get<std::string>(),
-                                 "--state-dir", (work / "agent").string(), "--libvirt",
-                                 "qemu:///system", "--domain-type", "qemu"},
-        (work / "agent.log").string());
-  };
-  start_agent();
-  ASSERT_TRUE(testing::eventually([&] {
-    auto hosts = api.get("/api/v1/hosts?state=MONITORED");
-    return hosts && (*hosts)["items"].size() == 1;
-  })) << hypervisor::read(work / "agent.log");
+  const std::string& kernel = cloud.kernel;
+  fs::path work = cloud.work;
   std::string host = "/api/v1/hosts/" +
                      std::to_string((*api.get("/api/v1/hosts"))["items"][0]["id"].get<int64_t>());
 
@@ -286,7 +313,7 @@ TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
   ASSERT_TRUE(act({{"action", "reboot"}}));
   daemon.stop(SIGKILL);
   ASSERT_TRUE(daemon.start()) << daemon.log();
-  api = daemon.login();
+  cloud.api.emplace(daemon.login());
   ASSERT_TRUE(settled("RUNNING")) << now.dump();
   ASSERT_TRUE(ready(4));
   std::this_thread::sleep_for(std::chrono::seconds(2));
@@ -299,6 +326,125 @@ TEST(RealGuestE2eTest, TemplateToRunningGuestAndBackToNothing) {
   EXPECT_EQ((*api.get(host))["allocated_vms"], 0);
   EXPECT_EQ(now["history"].size(), 2u);
   EXPECT_EQ((*libvirt)->status(domain)->state, hypervisor::DomainState::kMissing);
+}
+
+// Disks from uploaded images: an ext4 image made here, uploaded with the CLI, and the kernel
+// and initrd as KERNEL and RAMDISK images in the files datastore. A non-persistent image gives
+// each VM its own overlay (kept through poweroff, gone with the VM); a persistent one keeps
+// what its VM wrote for the next VM.
+TEST(RealGuestE2eTest, BootsFromUploadedImagesAndKeepsOnlyPersistentWrites) {
+  OneHostCloud cloud;
+  ASSERT_NO_FATAL_FAILURE(cloud.start());
+  auto& api = *cloud.api;
+  fs::path root = cloud.work / "rootfs";
+  fs::create_directories(root);
+  { std::ofstream(root / "marker") << "MARKER-7f3a\n"; }
+  fs::path raw = cloud.work / "data.raw", qcow = cloud.work / "data.qcow2";
+  auto made = testing::run_command(
+      "truncate -s 32M " + raw.string() + " && mkfs.ext4 -q -F -d " + root.string() + " " +
+      raw.string() + " && qemu-img convert -O qcow2 " + raw.string() + " " + qcow.string());
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  auto upload = [&](const std::string& file, const std::string& args) -> int64_t {
+    auto r = cloud.cli("image upload " + file + " " + args);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    auto json = parse_json(r.output.substr(r.output.find('{')));
+    EXPECT_TRUE(json) << r.output;
+    EXPECT_EQ((*json)["state_name"], "READY") << r.output;
+    return (*json)["id"].get<int64_t>();
+  };
+  int64_t data = upload(qcow.string(), "--name data --type DATABLOCK");
+  int64_t kernel = upload(cloud.kernel, "--name vmlinuz --type KERNEL");
+  int64_t initrd = upload((cloud.work / "initrd.img").string(), "--name initrd --type RAMDISK");
+  EXPECT_EQ((*api.get("/api/v1/images/" + std::to_string(kernel)))["datastore_id"], 2);
+  auto clone = api.post("/api/v1/images/" + std::to_string(data) + "/clone",
+                        Json{{"name", "data-persistent"}});
+  ASSERT_TRUE(clone);
+  int64_t pers = (*clone)["id"].get<int64_t>();
+  ASSERT_TRUE(testing::eventually([&] {
+    return (*api.get("/api/v1/images/" + std::to_string(pers)))["state_name"] == "READY";
+  }));
+  ASSERT_TRUE(api.post("/api/v1/images/" + std::to_string(pers) + "/persistent",
+                       Json{{"persistent", true}}));
+
+  // Boots a VM with `image` as vda; returns its path once the guest is ready.
+  auto boot = [&](const std::string& name, int64_t image) -> std::string {
+    auto vm = api.post("/api/v1/vms", Json{{"name", name},
+                                           {"request", {{"vcpus", 1}, {"memory_mb", 256}}},
+                                           {"context", {{"HOSTNAME", name}}},
+                                           {"os",
+                                            {{"kernel_image_id", kernel},
+                                             {"initrd_image_id", initrd},
+                                             {"cmdline", "console=ttyS0 panic=-1"}}},
+                                           {"disks", Json::array({Json{{"image_id", image}}})}});
+    EXPECT_TRUE(vm) << vm.error().message();
+    return "/api/v1/vms/" + std::to_string((*vm)["id"].get<int64_t>());
+  };
+  Json now;
+  auto settled = [&](const std::string& path, const std::string& state) {
+    return testing::eventually(
+        [&] {
+          auto got = api.get(path);
+          if (got) now = *got;
+          return got && now["state_name"] == state && now["operation"].is_null();
+        },
+        std::chrono::seconds(180));
+  };
+  auto console = [&] { return hypervisor::read(now["console_log"].get<std::string>()); };
+  auto ready = [&](size_t times) {
+    return testing::eventually(
+        [&] { return hypervisor::count(console(), "FABRICA-GUEST: ready") >= times; },
+        std::chrono::seconds(120));
+  };
+  auto act = [&](const std::string& path, const std::string& action, bool hard = false) {
+    return api.post(path + "/actions", Json{{"action", action}, {"hard", hard}}).has_value();
+  };
+
+  // Non-persistent: the marker is there, the guest writes to its overlay.
+  std::string a = boot("scratch-a", data);
+  ASSERT_TRUE(settled(a, "RUNNING")) << now.dump() << hypervisor::read(cloud.work / "agent.log");
+  ASSERT_TRUE(ready(1)) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: marker MARKER-7f3a"), std::string::npos) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: earlier writes 0"), std::string::npos) << console();
+  EXPECT_EQ((*api.get("/api/v1/images/" + std::to_string(data)))["state_name"], "USED");
+  // The overlay lives as long as the VM: after a poweroff the write is still there.
+  ASSERT_TRUE(act(a, "poweroff"));
+  ASSERT_TRUE(settled(a, "POWEROFF")) << now.dump();
+  ASSERT_TRUE(act(a, "resume"));
+  ASSERT_TRUE(settled(a, "RUNNING"));
+  ASSERT_TRUE(ready(2)) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: earlier writes 1"), std::string::npos) << console();
+  ASSERT_TRUE(act(a, "terminate", true));
+  ASSERT_TRUE(settled(a, "DONE")) << now.dump();
+  EXPECT_EQ((*api.get("/api/v1/images/" + std::to_string(data)))["state_name"], "READY");
+  // ... and a new VM from the same image sees none of it.
+  std::string b = boot("scratch-b", data);
+  ASSERT_TRUE(settled(b, "RUNNING")) << now.dump();
+  ASSERT_TRUE(ready(1)) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: earlier writes 0"), std::string::npos) << console();
+  ASSERT_TRUE(act(b, "terminate", true));
+  ASSERT_TRUE(settled(b, "DONE"));
+
+  // Persistent: one VM at a time, and the next VM reads what the last one wrote.
+  std::string c = boot("keeper-c", pers);
+  ASSERT_TRUE(settled(c, "RUNNING")) << now.dump();
+  ASSERT_TRUE(ready(1)) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: wrote"), std::string::npos) << console();
+  EXPECT_EQ((*api.get("/api/v1/images/" + std::to_string(pers)))["state_name"], "USED_PERS");
+  auto second = api.post(
+      "/api/v1/vms", Json{{"name", "greedy"}, {"disks", Json::array({Json{{"image_id", pers}}})}});
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code(), ErrorCode::kFailedPrecondition);
+  ASSERT_TRUE(act(c, "terminate"));  // Graceful: the guest's ACPI handler powers off.
+  ASSERT_TRUE(settled(c, "DONE")) << now.dump();
+  std::string d = boot("keeper-d", pers);
+  ASSERT_TRUE(settled(d, "RUNNING")) << now.dump();
+  ASSERT_TRUE(ready(1)) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: earlier writes 1"), std::string::npos) << console();
+  ASSERT_TRUE(act(d, "terminate", true));
+  ASSERT_TRUE(settled(d, "DONE"));
+  for (int64_t image : {data, pers, kernel, initrd}) {
+    EXPECT_EQ((*api.get("/api/v1/images/" + std::to_string(image)))["state_name"], "READY");
+  }
 }
 
 }  // namespace
