@@ -39,6 +39,7 @@ class TenancyTest : public ::testing::Test {
             {.type = "cluster", .id = id, .name = "c" + std::to_string(id), .body = "{}"}));
       }
       FAB_TRY(tx.insert({.type = "datastore", .id = 100, .name = "weka", .body = "{}"}));
+      FAB_TRY(tx.insert({.type = "vnet", .id = 7, .name = "fabric", .body = "{}"}));
       return tx.insert({.type = "host", .id = 9, .name = "gpu-node-09", .body = "{}"});
     }));
   }
@@ -115,7 +116,7 @@ TEST_F(TenancyTest, VdcRulesFollowItsResourcesAndGroups) {
   std::vector<int64_t> in5{5};
   host.clusters = in5;
   EXPECT_FALSE(authorizer_->allows(alice, host, Right::kManage));
-  // A single host, a datastore and a vnet by id (the vnet need not exist yet).
+  // A single host, a datastore and a vnet by id.
   ASSERT_TRUE(vdcs_->add_resource(admin_, id, {"host", 9}));
   ASSERT_TRUE(vdcs_->add_resource(admin_, id, {"datastore", 100}));
   EXPECT_EQ(vdcs_->add_resource(admin_, id, {"datastore", 101}).error().code(),

@@ -11,7 +11,7 @@ constexpr VdcResourceKind kKinds[] = {
     {"cluster", ObjectType::kCluster, "cluster"},
     {"host", ObjectType::kHost, "host"},
     {"datastore", ObjectType::kDatastore, "datastore"},
-    {"vnet", ObjectType::kNet, ""},
+    {"vnet", ObjectType::kNet, "vnet"},
 };
 
 std::string vdc_noun(int64_t id) { return "VDC " + std::to_string(id); }
