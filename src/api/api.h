@@ -34,6 +34,7 @@ struct Services {
   auth::AuditLog& audit;
   compute::Compute& compute;
   storage::Storage& storage;
+  network::Network& network;
   std::string version;
 };
 
@@ -89,6 +90,7 @@ void add_apikey_routes(Router& router, Services& services);
 void add_audit_routes(Router& router, Services& services);
 void add_compute_routes(Router& router, Services& services);
 void add_storage_routes(Router& router, Services& services);
+void add_network_routes(Router& router, Services& services);
 
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);

@@ -15,8 +15,9 @@ Result<compute::NewTemplate> read_new_template(const Context& ctx) {
   FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
   FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
   FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
+  FAB_ASSIGN_OR_RETURN(auto nics, body.optional_array("nics"));
   FAB_TRY(body.finish());
-  FAB_ASSIGN_OR_RETURN(t.guest, compute::GuestSpec::from_json(context, os, disks));
+  FAB_ASSIGN_OR_RETURN(t.guest, compute::GuestSpec::from_json(context, os, disks, nics));
   t.description = description.value_or("");
   FAB_ASSIGN_OR_RETURN(t.request,
                        sched::VmRequest::from_json(request.value_or(Json::object()), "request."));
@@ -33,8 +34,9 @@ Result<compute::NewVm> read_new_vm(const Context& ctx) {
   FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
   FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
   FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
+  FAB_ASSIGN_OR_RETURN(auto nics, body.optional_array("nics"));
   FAB_TRY(body.finish());
-  FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os, disks));
+  FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os, disks, nics));
   if (vm.template_id && request) {
     return fail(ErrorCode::kInvalidArgument, "give template_id or request, not both", "request");
   }
@@ -145,14 +147,15 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
                FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
                FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
+               FAB_ASSIGN_OR_RETURN(auto nics, body.optional_array("nics"));
                FAB_TRY(body.finish());
                if (request_json) {
                  FAB_ASSIGN_OR_RETURN(change.request,
                                       sched::VmRequest::from_json(*request_json, "request."));
                }
-               if (context || os || disks) {
+               if (context || os || disks || nics) {
                  FAB_ASSIGN_OR_RETURN(change.guest,
-                                      compute::GuestSpec::from_json(context, os, disks));
+                                      compute::GuestSpec::from_json(context, os, disks, nics));
                }
                FAB_ASSIGN_OR_RETURN(auto t, s.compute.update_template(ctx.who(), id, change));
                return json_response(200, t.to_api_json());
@@ -173,8 +176,10 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto context, body.optional_object("context"));
                FAB_ASSIGN_OR_RETURN(auto os, body.optional_object("os"));
                FAB_ASSIGN_OR_RETURN(auto disks, body.optional_array("disks"));
+               FAB_ASSIGN_OR_RETURN(auto nics, body.optional_array("nics"));
                FAB_TRY(body.finish());
-               FAB_ASSIGN_OR_RETURN(vm.guest, compute::GuestSpec::from_json(context, os, disks));
+               FAB_ASSIGN_OR_RETURN(vm.guest,
+                                    compute::GuestSpec::from_json(context, os, disks, nics));
                FAB_ASSIGN_OR_RETURN(auto created, s.compute.create_vm(ctx.who(), std::move(vm)));
                return json_response(201, created.to_api_json());
              });

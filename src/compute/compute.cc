@@ -44,8 +44,12 @@ store::Record vm_record(const Vm& vm) {
 
 // Records written before GuestSpec existed have neither member.
 Result<GuestSpec> stored_guest(const Json& body) {
-  std::optional<Json> context, os, disks;
+  std::optional<Json> context, os, disks, nics;
   if (body.contains("context")) context = body["context"];
+  if (body.contains("nics")) {
+    nics = Json::array();  // A VM stores its NICs as leased: keep what was asked.
+    for (const Json& n : body["nics"]) nics->push_back({{"vnet_id", n.value("vnet_id", 0)}});
+  }
   if (body.contains("os")) os = body["os"];
   if (body.contains("disks")) {
     // A VM stores its disks as attached; what was asked is in each entry.
@@ -66,7 +70,7 @@ Result<GuestSpec> stored_guest(const Json& body) {
     if (!kernel.empty()) os->erase("kernel");
     if (!initrd.empty()) os->erase("initrd");
   }
-  FAB_ASSIGN_OR_RETURN(GuestSpec g, GuestSpec::from_json(context, os, disks));
+  FAB_ASSIGN_OR_RETURN(GuestSpec g, GuestSpec::from_json(context, os, disks, nics));
   if (!kernel.empty()) g.kernel = kernel;
   if (!initrd.empty()) g.initrd = initrd;
   return g;
@@ -103,6 +107,7 @@ Result<Vm> vm_from_record(const store::Record& r) {
   vm.console_log = body.value("console_log", "");
   vm.history = body.value("history", Json::array());
   vm.disks = body.value("disks", Json::array());
+  vm.nics = body.value("nics", Json::array());
   vm.request.vm_id = vm.header.id;
   vm.request.gid = vm.header.gid;
   vm.version = r.version;
@@ -186,7 +191,7 @@ Json GuestSpec::to_json() const {
   Json os{{"kernel", kernel}, {"initrd", initrd}, {"cmdline", cmdline}};
   if (kernel_image >= 0) os["kernel_image_id"] = kernel_image;
   if (initrd_image >= 0) os["initrd_image_id"] = initrd_image;
-  return Json{{"context", context}, {"os", std::move(os)}, {"disks", disks}};
+  return Json{{"context", context}, {"os", std::move(os)}, {"disks", disks}, {"nics", nics}};
 }
 
 namespace {
@@ -229,11 +234,36 @@ Result<Json> read_disks(const Json& disks) {
   return out;
 }
 
+constexpr size_t kMaxNics = 8;
+
+Result<Json> read_nics(const Json& nics) {
+  if (!nics.is_array() || nics.size() > kMaxNics) {
+    return fail(ErrorCode::kInvalidArgument, "must be an array of at most 8 NICs", "nics");
+  }
+  Json out = Json::array();
+  for (size_t i = 0; i < nics.size(); ++i) {
+    std::string prefix = "nics[" + std::to_string(i) + "].";
+    FAB_ASSIGN_OR_RETURN(auto r, JsonObjectReader::wrap(nics[i], prefix));
+    FAB_ASSIGN_OR_RETURN(int64_t vnet, r.required_int("vnet_id"));
+    FAB_ASSIGN_OR_RETURN(auto ip, r.optional_string("ip"));
+    FAB_TRY(r.finish());
+    if (vnet < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", prefix + "vnet_id");
+    if (ip && !network::parse_ipv4(*ip)) {
+      return fail(ErrorCode::kInvalidArgument, "must be an IPv4 address", prefix + "ip");
+    }
+    Json nic{{"vnet_id", vnet}};
+    if (ip) nic["ip"] = *ip;
+    out.push_back(std::move(nic));
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<GuestSpec> GuestSpec::from_json(const std::optional<Json>& context,
                                        const std::optional<Json>& os,
-                                       const std::optional<Json>& disks) {
+                                       const std::optional<Json>& disks,
+                                       const std::optional<Json>& nics) {
   GuestSpec g;
   if (context && !context->is_null()) {
     FAB_TRY(render_context_sh(*context));  // The agent renders the same; refuse here first.
@@ -282,6 +312,9 @@ Result<GuestSpec> GuestSpec::from_json(const std::optional<Json>& context,
   if (disks && !disks->is_null()) {
     FAB_ASSIGN_OR_RETURN(g.disks, read_disks(*disks));
   }
+  if (nics && !nics->is_null()) {
+    FAB_ASSIGN_OR_RETURN(g.nics, read_nics(*nics));
+  }
   return g;
 }
 
@@ -296,6 +329,7 @@ GuestSpec GuestSpec::merged(const GuestSpec& over) const {
     out.initrd_image = over.initrd_image;
   }
   if (!over.disks.empty()) out.disks = over.disks;
+  if (!over.nics.empty()) out.nics = over.nics;
   return out;
 }
 
@@ -312,6 +346,7 @@ Json Vm::to_api_json() const {
   j["request"] = request.to_json();
   j.update(guest.to_json());
   j["disks"] = disks;
+  j["nics"] = nics;
   j["allocation"] = allocation ? allocation->to_json() : Json(nullptr);
   j["host_id"] = allocation ? Json(allocation->host_id) : Json(nullptr);
   j["host_name"] = allocation ? Json(allocation->host_name) : Json(nullptr);
@@ -788,6 +823,7 @@ Result<std::unique_ptr<sched::HostState>> Compute::host_check(store::Transaction
 Result<void> Compute::hold_quota(store::Transaction& tx, const Vm& vm) {
   auth::Amounts amounts;
   for (const auto& [key, n] : vm.request.quota_amounts()) amounts[key] += n;
+  if (!vm.nics.empty()) amounts["leases"] += static_cast<int64_t>(vm.nics.size());
   FAB_ASSIGN_OR_RETURN(
       auto hold, quotas_.reserve(tx, auth::Consumer{vm.header.uid, vm.header.gid}, std::nullopt,
                                  amounts, "vm:" + std::to_string(vm.header.id)));
@@ -915,6 +951,7 @@ Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& 
     narrow(a);
     *path = a.path;
   }
+  FAB_TRY(lease_nics(tx, caller, vm, clusters));
   if (!clusters) return {};
   std::vector<int64_t> allowed;
   for (int64_t c : *clusters) {
@@ -926,8 +963,9 @@ Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& 
   }
   if (allowed.empty()) {
     return fail(ErrorCode::kInvalidArgument,
-                "no cluster the VM may use has hosts that see the datastores of all its images",
-                "disks");
+                "no cluster the VM may use has hosts that see the datastores of all its images and "
+                "all its vnets",
+                "clusters");
   }
   vm.request.clusters = allowed;
   return {};
@@ -941,6 +979,43 @@ Result<void> Compute::detach_images(store::Transaction& tx, const Vm& vm) {
   if (vm.guest.kernel_image >= 0) held.insert(vm.guest.kernel_image);
   if (vm.guest.initrd_image >= 0) held.insert(vm.guest.initrd_image);
   for (int64_t image : held) FAB_TRY(storage_.detach_image(tx, image, vm.header.id));
+  std::set<int64_t> vnets;
+  for (const Json& n : vm.nics) vnets.insert(n.value("vnet_id", int64_t{-1}));
+  for (int64_t vnet : vnets) FAB_TRY(network_.release_vm(tx, vnet, vm.header.id));
+  return {};
+}
+
+Result<void> Compute::lease_nics(store::Transaction& tx, const auth::Caller& caller, Vm& vm,
+                                 std::optional<std::set<int64_t>>& clusters) {
+  size_t n = vm.guest.nics.size();
+  std::vector<std::optional<network::NicLease>> leases(n);
+  // NICs that ask for an address first, so a free-choice NIC never takes it from them.
+  for (bool asked_ip : {true, false}) {
+    for (size_t i = 0; i < n; ++i) {
+      const Json& asked = vm.guest.nics[i];
+      if (asked.contains("ip") != asked_ip) continue;
+      std::optional<std::string> ip;
+      if (asked_ip) ip = asked["ip"].get<std::string>();
+      FAB_ASSIGN_OR_RETURN(leases[i], network_.lease(tx, caller, asked["vnet_id"].get<int64_t>(),
+                                                     vm.header.id, static_cast<int>(i), ip,
+                                                     "nics[" + std::to_string(i) + "].vnet_id"));
+    }
+  }
+  vm.nics = Json::array();
+  for (const auto& lease : leases) {
+    std::set<int64_t> seen(lease->clusters.begin(), lease->clusters.end());
+    if (!clusters) {
+      clusters = seen;
+    } else {
+      std::erase_if(*clusters, [&](int64_t c) { return !seen.contains(c); });
+    }
+    // The NIC's variables, unless the user set one of the same name.
+    Json context = lease->context();
+    for (const auto& [name, value] : context.items()) {
+      if (!vm.guest.context.contains(name)) vm.guest.context[name] = value;
+    }
+    vm.nics.push_back(lease->to_json());
+  }
   return {};
 }
 
@@ -975,6 +1050,7 @@ Json Compute::command_for(const Vm& vm) {
                 {"allocation", vm.allocation ? vm.allocation->to_json() : Json()},
                 {"context", vm.guest.context},
                 {"disks", vm.disks},
+                {"nics", vm.nics},
                 {"os",
                  {{"kernel", vm.guest.kernel},
                   {"initrd", vm.guest.initrd},

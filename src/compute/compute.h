@@ -19,6 +19,7 @@
 #include "compute/lifecycle.h"
 #include "core/clock.h"
 #include "fleet/fleet.h"
+#include "network/network.h"
 #include "sched/scheduler.h"
 #include "storage/storage.h"
 #include "store/store.h"
@@ -60,15 +61,19 @@ struct GuestSpec {
   // read-only); {"size_mb": N, "format": "qcow2"|"raw"} is a volatile disk that lives and
   // dies with the VM.
   Json disks = Json::array();
+  // The NICs asked for, in guest order (eth0, eth1, ...): {"vnet_id": N, "ip"?: "10.0.0.5"}.
+  // Each gets a lease at creation; its ETH<n>_* variables join the context.
+  Json nics = Json::array();
 
   // {"context": {...}, "os": {"kernel", "initrd", "cmdline", "kernel_image_id",
-  // "initrd_image_id"}, "disks": [...]}.
+  // "initrd_image_id"}, "disks": [...], "nics": [...]}.
   Json to_json() const;
-  // From the optional "context", "os" and "disks" members of an API body or record;
+  // From the optional "context", "os", "disks" and "nics" members of an API body or record;
   // kInvalidArgument naming the field ("context.TOKEN", "os.kernel", "disks[1].size_mb").
   static Result<GuestSpec> from_json(const std::optional<Json>& context,
                                      const std::optional<Json>& os,
-                                     const std::optional<Json>& disks = std::nullopt);
+                                     const std::optional<Json>& disks = std::nullopt,
+                                     const std::optional<Json>& nics = std::nullopt);
   // `over` on top of this: its variables replace or add to these, its os fields when given.
   GuestSpec merged(const GuestSpec& over) const;
 };
@@ -90,6 +95,9 @@ struct Vm {
   // "type", "source", "format", "persistent", "driver"} | {"disk_id", "target", "volatile",
   // "size_mb", "format"}]. Images are held (USED) until the VM is DONE or deleted.
   Json disks = Json::array();
+  // The NICs as leased at creation: NicLease::to_json() each (vnet, ip, mac, bridge, ...).
+  // The leases are held until the VM is DONE or deleted.
+  Json nics = Json::array();
   Json history = Json::array();  // [{"host_id", "host_name", "start", "end", "reason"}].
   int64_t version = 0;
   // Soft state from the agent's last report, not stored: {"cpu_percent", "memory_kb",
@@ -159,13 +167,15 @@ struct PassReport {
 class Compute {
  public:
   Compute(store::Store& store, auth::Authorizer& authorizer, auth::Identity& identity,
-          auth::Quotas& quotas, fleet::Fleet& fleet, storage::Storage& storage, const Clock& clock)
+          auth::Quotas& quotas, fleet::Fleet& fleet, storage::Storage& storage,
+          network::Network& network, const Clock& clock)
       : store_(store),
         authorizer_(authorizer),
         identity_(identity),
         quotas_(quotas),
         fleet_(fleet),
         storage_(storage),
+        network_(network),
         clock_(clock) {}
 
   Result<VmTemplate> create_template(const auth::Caller& caller, const NewTemplate& request);
@@ -260,8 +270,12 @@ class Compute {
   // vm.disks and the kernel/initrd paths; keeps the VM to clusters whose hosts see every
   // image's datastore.
   Result<void> attach_images(store::Transaction& tx, const auth::Caller& caller, Vm& vm);
-  // Gives back every image the VM holds.
+  // Gives back every image and lease the VM holds.
   Result<void> detach_images(store::Transaction& tx, const Vm& vm);
+  // Leases an address for each NIC the guest asks for into vm.nics and adds their context
+  // variables; `clusters` narrows to where every vnet is seen, as in attach_images.
+  Result<void> lease_nics(store::Transaction& tx, const auth::Caller& caller, Vm& vm,
+                          std::optional<std::set<int64_t>>& clusters);
   // The quota hold "vm:<id>" for the VM's request, charged to its owner and group.
   Result<void> hold_quota(store::Transaction& tx, const Vm& vm);
   // Host `host_id` as the store has it now, with the allocations of its ledger held except
@@ -283,6 +297,7 @@ class Compute {
   auth::Quotas& quotas_;
   fleet::Fleet& fleet_;
   storage::Storage& storage_;
+  network::Network& network_;
   const Clock& clock_;
 
   std::mutex engine_mutex_;  // Guards everything below.

@@ -32,8 +32,9 @@ class ComputeTest : public ::testing::Test {
         *store_, *authorizer_, *quotas_, *filesystem_, clock_,
         storage::StorageOptions{.datastores_root = (dir_ / "datastores").string()});
     ASSERT_TRUE(storage_->bootstrap());
+    network_ = std::make_unique<network::Network>(*store_, *authorizer_, clock_);
     compute_ = std::make_unique<Compute>(*store_, *authorizer_, *identity_, *quotas_, *fleet_,
-                                         *storage_, clock_);
+                                         *storage_, *network_, clock_);
     admin_ = *identity_->caller_for(0, "test");
     host_ = join("node-1");
     other_host_ = join("node-2");
@@ -91,6 +92,7 @@ class ComputeTest : public ::testing::Test {
   std::unique_ptr<fleet::Fleet> fleet_;
   std::unique_ptr<storage::Filesystem> filesystem_;
   std::unique_ptr<storage::Storage> storage_;
+  std::unique_ptr<network::Network> network_;
   std::unique_ptr<Compute> compute_;
   auth::Caller admin_;
   int64_t host_ = 0, other_host_ = 0;
@@ -330,6 +332,51 @@ TEST_F(ComputeTest, ImagesOfOtherTenantsAndWrongKindsAreRefused) {
   ASSERT_FALSE(wrong);
   EXPECT_EQ(wrong.error().field(), "os.kernel_image_id");
   EXPECT_EQ(storage_->get_image(admin_, secret->header.id)->state(), storage::ImageState::kReady);
+}
+
+TEST_F(ComputeTest, NicsLeaseAddressesIntoTheContextAndGiveThemBackAtDone) {
+  auto vnet = network_->create(admin_, {.name = "lab",
+                                        .bridge = "br-lab",
+                                        .mtu = 1400,
+                                        .gateway = "10.1.0.1",
+                                        .ranges = {{.type = "IP4", .ip = "10.1.0.10", .size = 2}}});
+  ASSERT_TRUE(vnet) << vnet.error().message();
+  int64_t net = vnet->header.id;
+  GuestSpec guest;
+  guest.context = {{"ETH0_DNS", "9.9.9.9"}};
+  guest.nics = Json::array({Json{{"vnet_id", net}}, Json{{"vnet_id", net}, {"ip", "10.1.0.10"}}});
+  sched::VmRequest request;
+  auto vm = compute_->create_vm(admin_, NewVm{.name = "a", .request = request, .guest = guest});
+  ASSERT_TRUE(vm) << vm.error().message();
+  ASSERT_EQ(vm->nics.size(), 2u);
+  EXPECT_EQ(vm->nics[0]["ip"], "10.1.0.11") << "10.1.0.10 was asked for by the second NIC";
+  EXPECT_EQ(vm->nics[1]["ip"], "10.1.0.10");
+  EXPECT_EQ(vm->nics[0]["bridge"], "br-lab");
+  EXPECT_EQ(vm->guest.context["ETH0_IP"], "10.1.0.11");
+  EXPECT_EQ(vm->guest.context["ETH1_IP"], "10.1.0.10");
+  EXPECT_EQ(vm->guest.context["ETH0_GATEWAY"], "10.1.0.1");
+  EXPECT_EQ(vm->guest.context["ETH0_MTU"], "1400");
+  EXPECT_EQ(vm->guest.context["ETH0_DNS"], "9.9.9.9") << "the user's value wins";
+  // The vnet is full: the next VM is refused and leaves nothing behind.
+  GuestSpec one;
+  one.nics = Json::array({Json{{"vnet_id", net}}});
+  auto full = compute_->create_vm(admin_, NewVm{.name = "b", .request = request, .guest = one});
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().field(), "nics[0].vnet_id");
+  EXPECT_EQ(network_->get(admin_, net)->leases.size(), 2u);
+  // The deploy command carries the NICs; DONE gives the leases back.
+  ASSERT_TRUE(compute_->schedule_pass());
+  auto commands = compute_->agent_commands(host_);
+  ASSERT_TRUE(commands);
+  ASSERT_EQ(commands->size(), 1u);
+  EXPECT_EQ((*commands)[0]["vm"]["nics"], vm->nics);
+  while (answer_all(host_) > 0) {
+  }
+  ASSERT_TRUE(compute_->act(admin_, vm->header.id, Event::kTerminateHard));
+  while (answer_all(host_) > 0) {
+  }
+  EXPECT_TRUE(network_->get(admin_, net)->leases.empty());
+  EXPECT_TRUE(compute_->create_vm(admin_, NewVm{.name = "c", .request = request, .guest = one}));
 }
 
 }  // namespace

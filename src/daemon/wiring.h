@@ -10,6 +10,7 @@
 #include "auth/sessions.h"
 #include "auth/vdc.h"
 #include "fleet/fleet.h"
+#include "network/network.h"
 #include "storage/storage.h"
 #include "store/store.h"
 
@@ -31,7 +32,8 @@ struct Wiring {
         apikeys(store, authorizer, clock),
         audit(store, clock),
         storage(store, authorizer, quotas, *filesystem, clock, std::move(storage_options)),
-        compute(store, authorizer, identity, quotas, fleet, storage, clock),
+        network(store, authorizer, clock),
+        compute(store, authorizer, identity, quotas, fleet, storage, network, clock),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -43,6 +45,7 @@ struct Wiring {
                           .audit = audit,
                           .compute = compute,
                           .storage = storage,
+                          .network = network,
                           .version = std::move(version)}) {}
   std::unique_ptr<storage::Filesystem> filesystem;
   auth::Authorizer authorizer;
@@ -55,6 +58,7 @@ struct Wiring {
   auth::ApiKeys apikeys;
   auth::AuditLog audit;
   storage::Storage storage;
+  network::Network network;
   compute::Compute compute;
   api::Api api;
 };

@@ -21,7 +21,7 @@ const std::map<std::string, std::string>& collections() {
       {"hosts", "hosts"},           {"clusters", "clusters"}, {"vdcs", "vdcs"},
       {"tokens", "tokens"},         {"acl", "acl"},           {"apikeys", "apikeys"},
       {"templates", "templates"},   {"vms", "vms"},           {"images", "images"},
-      {"datastores", "datastores"},
+      {"datastores", "datastores"}, {"vnets", "vnets"},       {"ranges", "ranges"},
   };
   return m;
 }
@@ -79,6 +79,10 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/images/{id}/persistent", R"({"persistent":true})"},
       {"POST /api/v1/images/{id}/enable", "{}"},
       {"POST /api/v1/images/{id}/disable", "{}"},
+      {"POST /api/v1/vnets", R"({"name":"probe-vnet","bridge":"br0","clusters":[$clusters]})"},
+      {"POST /api/v1/vnets/{id}/ranges", R"({"type":"IP4","ip":"10.99.0.1","size":4})"},
+      {"POST /api/v1/vnets/{id}/hold", R"({"ip":"10.77.0.3"})"},
+      {"POST /api/v1/vnets/{id}/release", R"({"ip":"10.77.0.2"})"},
   };
   return m;
 }
@@ -177,6 +181,15 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     ids["datastores"] =
         call("POST", "/api/v1/datastores", {{"name", m + "-ds"}, {"clusters", {ids["clusters"]}}},
              admin_auth)["id"];
+    ids["vnets"] = call("POST", "/api/v1/vnets",
+                        {{"name", m + "-net"},
+                         {"bridge", "br-" + m},
+                         {"clusters", {ids["clusters"]}},
+                         {"ranges", {{{"type", "IP4"}, {"ip", "10.77.0.1"}, {"size", 8}}}}},
+                        admin_auth)["id"];
+    ids["ranges"] = 0;
+    call("POST", "/api/v1/vnets/" + std::to_string(ids["vnets"]) + "/hold", {{"ip", "10.77.0.2"}},
+         admin_auth);
     Json shown =
         call("POST", vdc + "/resources", {{"kind", "host"}, {"id", ids["hosts"]}}, admin_auth);
     ids["acl"] = shown.at("rules").at(0).get<int64_t>();
