@@ -18,6 +18,16 @@ Error bad_flag(const std::string& flag, const std::string& message) {
   return Error(ErrorCode::kInvalidArgument, message, flag);
 }
 
+// An object id: 0 or more.
+Result<int64_t> parse_id(std::string_view text, const std::string& flag) {
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 0) {
+    return fail(bad_flag(flag, "\"" + std::string(text) + "\" is not an id"));
+  }
+  return n;
+}
+
 Result<int64_t> parse_count(std::string_view text, const std::string& flag) {
   int64_t n = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
@@ -183,6 +193,10 @@ struct GuestFlags {
   std::string kernel;
   std::string initrd;
   std::string cmdline;
+  int64_t kernel_image = -1;
+  int64_t initrd_image = -1;
+  std::vector<std::string> disks;
+  std::vector<std::string> nics;
 
   void add_to(CLI::App* cmd) {
     cmd->add_option("--context", context,
@@ -190,9 +204,39 @@ struct GuestFlags {
     cmd->add_option("--kernel", kernel, "Direct kernel boot: path on the host");
     cmd->add_option("--initrd", initrd, "Initrd for --kernel: path on the host");
     cmd->add_option("--cmdline", cmdline, "Kernel command line for --kernel");
+    cmd->add_option("--kernel-image", kernel_image, "Direct kernel boot: a KERNEL image id");
+    cmd->add_option("--initrd-image", initrd_image, "Initrd: a RAMDISK image id");
+    cmd->add_option("--disk", disks,
+                    "A disk: an image id, or size=10G[,format=raw] for a volatile one "
+                    "(repeatable, vda first)");
+    cmd->add_option("--nic", nics, "A NIC on a vnet: VNET_ID or VNET_ID:IP (repeatable)");
   }
   bool any() const {
-    return !context.empty() || !kernel.empty() || !initrd.empty() || !cmdline.empty();
+    return !context.empty() || !kernel.empty() || !initrd.empty() || !cmdline.empty() ||
+           kernel_image >= 0 || initrd_image >= 0 || !disks.empty() || !nics.empty();
+  }
+  static Result<Json> parse_disk(const std::string& text) {
+    if (text.rfind("size=", 0) == 0) {
+      std::string size = text.substr(5), format;
+      auto comma = size.find(",format=");
+      if (comma != std::string::npos) {
+        format = size.substr(comma + 8);
+        size = size.substr(0, comma);
+      }
+      FAB_ASSIGN_OR_RETURN(int64_t mb, parse_megabytes(size, "--disk"));
+      Json d{{"size_mb", mb}};
+      if (!format.empty()) d["format"] = format;
+      return d;
+    }
+    FAB_ASSIGN_OR_RETURN(int64_t id, parse_id(text, "--disk"));
+    return Json{{"image_id", id}};
+  }
+  static Result<Json> parse_nic(const std::string& text) {
+    auto colon = text.find(':');
+    FAB_ASSIGN_OR_RETURN(int64_t vnet, parse_id(text.substr(0, colon), "--nic"));
+    Json nic{{"vnet_id", vnet}};
+    if (colon != std::string::npos) nic["ip"] = text.substr(colon + 1);
+    return nic;
   }
   // Sets "context" and "os" in `body`, starting from `base` (a template or VM JSON, or {}).
   Result<void> apply(const Json& base, Json& body) const {
@@ -209,7 +253,29 @@ struct GuestFlags {
     if (!kernel.empty()) os["kernel"] = kernel;
     if (!initrd.empty()) os["initrd"] = initrd;
     if (!cmdline.empty()) os["cmdline"] = cmdline;
+    if (kernel_image >= 0) {
+      os["kernel_image_id"] = kernel_image;
+      os.erase("kernel");
+    }
+    if (initrd_image >= 0) {
+      os["initrd_image_id"] = initrd_image;
+      os.erase("initrd");
+    }
     body["os"] = os;
+    if (!disks.empty()) {
+      body["disks"] = Json::array();
+      for (const auto& d : disks) {
+        FAB_ASSIGN_OR_RETURN(Json disk, parse_disk(d));
+        body["disks"].push_back(std::move(disk));
+      }
+    }
+    if (!nics.empty()) {
+      body["nics"] = Json::array();
+      for (const auto& n : nics) {
+        FAB_ASSIGN_OR_RETURN(Json nic, parse_nic(n));
+        body["nics"].push_back(std::move(nic));
+      }
+    }
     return {};
   }
 };
