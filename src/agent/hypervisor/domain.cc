@@ -102,6 +102,7 @@ Result<DomainSpec> resolve_domain(int64_t vm_id, const std::string& vm_name,
   s.initrd = options.initrd;
   s.cmdline = options.cmdline;
   s.disks = options.disks;
+  s.nics = options.nics;
   if (!options.vm_dir.empty()) {
     s.console_log = options.vm_dir + "/console.log";
     if (options.context) s.context_iso = options.vm_dir + "/context.iso";
@@ -277,6 +278,14 @@ std::string render_domain_xml(const DomainSpec& s) {
     for (const auto& d : s.disks) {
       if (d.cdrom) add_disk(d.path, "raw", d.target, true);
     }
+  }
+  for (const auto& n : s.nics) {
+    auto nic = devices.append_child("interface");
+    nic.append_attribute("type") = "bridge";
+    nic.append_child("mac").append_attribute("address") = n.mac.c_str();
+    nic.append_child("source").append_attribute("bridge") = n.bridge.c_str();
+    nic.append_child("model").append_attribute("type") = "virtio";
+    if (n.mtu > 0) nic.append_child("mtu").append_attribute("size") = n.mtu;
   }
   RootPorts ports(devices);
   for (const auto& pci : s.pci_devices) {

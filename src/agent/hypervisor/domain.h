@@ -19,6 +19,14 @@ struct DiskSpec {
   bool operator==(const DiskSpec&) const = default;
 };
 
+// A NIC on a Linux bridge (virtio), with the MAC of its lease.
+struct NicSpec {
+  std::string mac;
+  std::string bridge;
+  int mtu = 0;  // 0: the bridge's.
+  bool operator==(const NicSpec&) const = default;
+};
+
 // Everything a libvirt domain needs, resolved to exact host resources: which host CPU each vCPU
 // runs on, which host NUMA node backs each guest NUMA cell, which PCI functions and mediated
 // devices pass through. Built from a scheduler Allocation by resolve_domain().
@@ -52,6 +60,7 @@ struct DomainSpec {
   std::string context_iso;  // Read-only CD-ROM labelled CONTEXT; empty: none.
   std::string console_log;  // Serial console output, appended on the host.
   std::vector<DiskSpec> disks;
+  std::vector<NicSpec> nics;
 };
 
 struct DomainOptions {
@@ -63,6 +72,7 @@ struct DomainOptions {
   std::string cmdline;
   bool context = false;  // Attach vm_dir/context.iso.
   std::vector<DiskSpec> disks;
+  std::vector<NicSpec> nics;
 };
 
 // "fabrica-vm-12" and its UUID, the same for every deploy of VM 12.

@@ -124,7 +124,7 @@ TEST(DomainTest, PlainTcgVmBootsAKernelWithItsContext) {
   expect_golden("plain-tcg-kernel", render_domain_xml(spec));
 }
 
-TEST(DomainTest, DisksFromImagesOnVirtioAndAnIsoBesideTheContext) {
+TEST(DomainTest, DisksFromImagesOnVirtioAnIsoBesideTheContextAndBridgedNics) {
   auto r = request(4, 2, 1024);
   auto spec = placed(
       "cpu-only", r,
@@ -133,13 +133,16 @@ TEST(DomainTest, DisksFromImagesOnVirtioAndAnIsoBesideTheContext) {
        .kernel = "/var/lib/fabrica/datastores/2/img-3",
        .cmdline = "console=ttyS0",
        .context = true,
-       .disks = {
-           {.path = "/var/lib/fabrica-agent/vms/4/disk.0", .format = "qcow2", .target = "vda"},
-           {.path = "/var/lib/fabrica/datastores/1/img-7", .format = "raw", .target = "vdb"},
-           {.path = "/var/lib/fabrica/datastores/1/img-9",
-            .format = "raw",
-            .target = "sdb",
-            .cdrom = true}}});
+       .disks = {{.path = "/var/lib/fabrica-agent/vms/4/disk.0",
+                  .format = "qcow2",
+                  .target = "vda"},
+                 {.path = "/var/lib/fabrica/datastores/1/img-7", .format = "raw", .target = "vdb"},
+                 {.path = "/var/lib/fabrica/datastores/1/img-9",
+                  .format = "raw",
+                  .target = "sdb",
+                  .cdrom = true}},
+       .nics = {{.mac = "02:00:0a:0a:00:0a", .bridge = "br-lab", .mtu = 1450},
+                {.mac = "02:00:c0:a8:05:01", .bridge = "fvb3"}}});
   expect_golden("disks-from-images", render_domain_xml(spec));
 }
 

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "agent/hypervisor/context.h"
@@ -49,11 +50,26 @@ Error bad(const std::string& message, const std::string& field) {
 // Why an operation ended without an answer: the agent is stopping.
 constexpr std::string_view kStopping = "the agent is stopping";
 
+// The whole file, or "" when it cannot be read.
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 }  // namespace
 
 Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options)
+    : Executor(hypervisor, std::move(options), make_ip_link_network(), nullptr) {}
+
+Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options, HostNetwork& network)
+    : Executor(hypervisor, std::move(options), nullptr, &network) {}
+
+Executor::Executor(Hypervisor& hypervisor, ExecutorOptions options,
+                   std::unique_ptr<HostNetwork> own, HostNetwork* network)
     : hypervisor_(hypervisor),
       options_(std::move(options)),
+      own_network_(std::move(own)),
+      network_(network ? network : own_network_.get()),
       type_(decide_type(options_.domain_type, options_.arch)) {
   if (options_.journal.empty()) return;
   std::ifstream in(options_.journal);
@@ -183,6 +199,7 @@ Result<void> Executor::deploy(int64_t vm_id, const Json& vm, bool write_context)
     }
   }
   FAB_ASSIGN_OR_RETURN(options.disks, prepare_disks(dir, vm.value("disks", Json::array())));
+  FAB_ASSIGN_OR_RETURN(options.nics, prepare_nics(dir, vm.value("nics", Json::array())));
   FAB_ASSIGN_OR_RETURN(auto spec,
                        resolve_domain(vm_id, vm.value("name", ""), request, allocation, options));
   return hypervisor_.define(render_domain_xml(spec));
@@ -239,9 +256,60 @@ Result<void> Executor::cleanup(int64_t vm_id) {
   std::string domain = domain_name(vm_id);
   FAB_TRY(hypervisor_.destroy(domain));
   FAB_TRY(hypervisor_.undefine(domain));
+  std::string dir = vm_dir(vm_id);
+  auto nics = parse_json(read_file(dir + "/nics.json"));
   std::error_code ec;
-  fs::remove_all(vm_dir(vm_id), ec);
+  fs::remove_all(dir, ec);
   if (ec) return fail(ErrorCode::kInternal, "cannot remove the VM's files: " + ec.message());
+  if (nics) FAB_TRY(release_nics(*nics));
+  return {};
+}
+
+Result<std::vector<NicSpec>> Executor::prepare_nics(const std::string& dir, const Json& nics) {
+  std::vector<NicSpec> out;
+  if (!nics.is_array()) return fail(ErrorCode::kInvalidArgument, "vm.nics must be an array");
+  for (const Json& n : nics) {
+    if (!n.is_object() || !n["mac"].is_string() || !n["bridge"].is_string()) {
+      return fail(ErrorCode::kInvalidArgument, "vm.nics holds a malformed NIC");
+    }
+    std::string mode = n.value("mode", "bridge");
+    if (mode == "sriov") {
+      return fail(ErrorCode::kFailedPrecondition,
+                  "SR-IOV NICs are not wired on hosts yet; use a bridge or vlan vnet");
+    }
+    NicSpec nic{.mac = n["mac"].get<std::string>(),
+                .bridge = n["bridge"].get<std::string>(),
+                .mtu = n.value("mtu", 0)};
+    if (mode == "vlan" && options_.host_files) {
+      std::lock_guard lock(network_mutex_);
+      FAB_TRY(network_->ensure_vlan_bridge(n.value("phydev", ""), n.value("vlan_id", 0), nic.bridge,
+                                           nic.mtu));
+    }
+    out.push_back(std::move(nic));
+  }
+  if (options_.host_files && !nics.empty()) {
+    std::ofstream(dir + "/nics.json") << nics.dump();
+  }
+  return out;
+}
+
+Result<void> Executor::release_nics(const Json& nics) {
+  if (!options_.host_files || !nics.is_array()) return {};
+  std::lock_guard lock(network_mutex_);
+  // The bridges the host's other VMs still use.
+  std::set<std::string> in_use;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.vm_root, ec)) {
+    auto others = parse_json(read_file((entry.path() / "nics.json").string()));
+    if (!others || !others->is_array()) continue;
+    for (const Json& n : *others) in_use.insert(n.value("bridge", ""));
+  }
+  for (const Json& n : nics) {
+    if (n.value("mode", "") != "vlan" || in_use.contains(n.value("bridge", ""))) continue;
+    FAB_TRY(network_->remove_vlan_bridge(n.value("phydev", ""), n.value("vlan_id", 0),
+                                         n.value("bridge", "")));
+    in_use.insert(n.value("bridge", ""));  // Removed once even if two NICs named it.
+  }
   return {};
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "agent/hypervisor/domain.h"
+#include "agent/hypervisor/host_network.h"
 #include "agent/hypervisor/hypervisor.h"
 #include "core/error.h"
 #include "core/json.h"
@@ -43,6 +44,8 @@ struct ExecutorOptions {
 class Executor {
  public:
   Executor(Hypervisor& hypervisor, ExecutorOptions options);
+  // With the host's VLAN bridges made and removed through `network` (default: ip link).
+  Executor(Hypervisor& hypervisor, ExecutorOptions options, HostNetwork& network);
   Json run(const Json& command);
   // The state of every Fabrica domain on this host, for the monitoring report:
   // [{"vm_id", "domain", "state", "cpu_time_ns", "memory_kb", "last_operation"}], where
@@ -56,18 +59,28 @@ class Executor {
   const std::string& domain_type() const { return type_; }
 
  private:
+  Executor(Hypervisor& hypervisor, ExecutorOptions options, std::unique_ptr<HostNetwork> own,
+           HostNetwork* network);
   Result<Json> execute(const std::string& action, int64_t vm_id, const Json& command);
   // Defines the VM's domain; with `write_context`, (re)writes its context CD-ROM first.
   Result<void> deploy(int64_t vm_id, const Json& vm, bool write_context);
   Result<void> cleanup(int64_t vm_id);
   // The VM's disks as files, made in `dir` where missing.
   Result<std::vector<DiskSpec>> prepare_disks(const std::string& dir, const Json& disks);
+  // The VM's NICs; VLAN bridges made where missing. Records them in dir/nics.json so cleanup
+  // knows which bridges the host's other VMs still use.
+  Result<std::vector<NicSpec>> prepare_nics(const std::string& dir, const Json& nics);
+  // Removes the VLAN bridges `nics` used that no remaining VM on this host uses.
+  Result<void> release_nics(const Json& nics);
   Result<void> wait_shutoff(const std::string& domain);
   std::string vm_dir(int64_t vm_id) const;  // The VM's files on this host.
   void remember(const std::string& id, const Json& answer);
 
   Hypervisor& hypervisor_;
   ExecutorOptions options_;
+  std::unique_ptr<HostNetwork> own_network_;  // When none was given.
+  HostNetwork* network_;
+  std::mutex network_mutex_;  // One VLAN bridge change at a time.
   std::string type_;
   std::atomic<bool> stopping_{false};
   std::mutex mutex_;                               // Guards the journal.

@@ -293,5 +293,62 @@ TEST_F(ExecutorTest, DisksAreOverlaysCopiesOrTheImageItselfAndSurviveARedeploy) 
   EXPECT_TRUE(fs::exists(shared) && fs::exists(pers));
 }
 
+// Records what the executor asks of the host's network.
+class FakeHostNetwork : public HostNetwork {
+ public:
+  Result<void> ensure_vlan_bridge(const std::string& phydev, int vlan_id, const std::string& bridge,
+                                  int mtu) override {
+    calls.push_back("ensure " + phydev + "." + std::to_string(vlan_id) + " " + bridge + " " +
+                    std::to_string(mtu));
+    return {};
+  }
+  Result<void> remove_vlan_bridge(const std::string& phydev, int vlan_id,
+                                  const std::string& bridge) override {
+    calls.push_back("remove " + phydev + "." + std::to_string(vlan_id) + " " + bridge);
+    return {};
+  }
+  std::vector<std::string> calls;
+};
+
+TEST_F(ExecutorTest, VlanBridgesComeWithTheFirstVmAndGoWithTheLast) {
+  FakeHostNetwork net;
+  Executor ex(*hypervisor_, options(), net);
+  Json vlan_nic{{"nic_id", 0},    {"mac", "02:00:c0:a8:05:01"}, {"bridge", "fvb3"},
+                {"mode", "vlan"}, {"phydev", "eth1"},           {"vlan_id", 120},
+                {"mtu", 9000}};
+  Json bridged{{"nic_id", 1}, {"mac", "02:00:0a:00:00:05"}, {"bridge", "br0"}, {"mode", "bridge"}};
+  for (int64_t vm : {21, 22}) {
+    Json command = deploy_command("op-d" + std::to_string(vm), vm);
+    Json nic = vlan_nic;
+    nic["mac"] = "02:00:c0:a8:05:" + std::to_string(vm);
+    command["vm"]["nics"] = Json::array({nic, bridged});
+    Json deployed = ex.run(command);
+    ASSERT_TRUE(deployed["ok"]) << deployed.dump();
+  }
+  EXPECT_EQ(net.calls,
+            (std::vector<std::string>{"ensure eth1.120 fvb3 9000", "ensure eth1.120 fvb3 9000"}));
+  auto xml = hypervisor_->xml("fabrica-vm-21");
+  ASSERT_TRUE(xml);
+  EXPECT_NE(xml->find("<source bridge='fvb3'/>"), std::string::npos) << *xml;
+  EXPECT_NE(xml->find("<mac address='02:00:c0:a8:05:21'/>"), std::string::npos) << *xml;
+  EXPECT_NE(xml->find("<mtu size='9000'/>"), std::string::npos) << *xml;
+  // The first VM goes: the other still needs the bridge.
+  ASSERT_TRUE(ex.run(op("op-c21", 21, "cleanup"))["ok"]);
+  EXPECT_EQ(net.calls.size(), 2u);
+  ASSERT_TRUE(ex.run(op("op-c22", 22, "cleanup"))["ok"]);
+  ASSERT_EQ(net.calls.size(), 3u);
+  EXPECT_EQ(net.calls[2], "remove eth1.120 fvb3");
+  // SR-IOV is refused with a reason, not half-done.
+  Json sriov = deploy_command("op-s", 23);
+  sriov["vm"]["nics"] = Json::array({Json{{"nic_id", 0},
+                                          {"mac", "02:00:00:00:00:01"},
+                                          {"bridge", ""},
+                                          {"mode", "sriov"},
+                                          {"phydev", "ib0"}}});
+  Json refused = ex.run(sriov);
+  EXPECT_FALSE(refused["ok"]);
+  EXPECT_NE(refused["error"].get<std::string>().find("SR-IOV"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fabrica::hypervisor
