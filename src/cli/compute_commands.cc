@@ -18,16 +18,6 @@ Error bad_flag(const std::string& flag, const std::string& message) {
   return Error(ErrorCode::kInvalidArgument, message, flag);
 }
 
-// An object id: 0 or more.
-Result<int64_t> parse_id(std::string_view text, const std::string& flag) {
-  int64_t n = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc() || end != text.data() + text.size() || n < 0) {
-    return fail(bad_flag(flag, "\"" + std::string(text) + "\" is not an id"));
-  }
-  return n;
-}
-
 Result<int64_t> parse_count(std::string_view text, const std::string& flag) {
   int64_t n = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
@@ -193,8 +183,8 @@ struct GuestFlags {
   std::string kernel;
   std::string initrd;
   std::string cmdline;
-  int64_t kernel_image = -1;
-  int64_t initrd_image = -1;
+  std::string kernel_image;
+  std::string initrd_image;
   std::vector<std::string> disks;
   std::vector<std::string> nics;
 
@@ -204,18 +194,18 @@ struct GuestFlags {
     cmd->add_option("--kernel", kernel, "Direct kernel boot: path on the host");
     cmd->add_option("--initrd", initrd, "Initrd for --kernel: path on the host");
     cmd->add_option("--cmdline", cmdline, "Kernel command line for --kernel");
-    cmd->add_option("--kernel-image", kernel_image, "Direct kernel boot: a KERNEL image id");
-    cmd->add_option("--initrd-image", initrd_image, "Initrd: a RAMDISK image id");
+    cmd->add_option("--kernel-image", kernel_image, "Direct kernel boot: a KERNEL image");
+    cmd->add_option("--initrd-image", initrd_image, "Initrd: a RAMDISK image");
     cmd->add_option("--disk", disks,
-                    "A disk: an image id, or size=10G[,format=raw] for a volatile one "
-                    "(repeatable, vda first)");
-    cmd->add_option("--nic", nics, "A NIC on a vnet: VNET_ID or VNET_ID:IP (repeatable)");
+                    "A disk: an image (id or name), or size=10G[,format=raw] for a volatile "
+                    "one (repeatable, vda first)");
+    cmd->add_option("--nic", nics, "A NIC on a vnet: VNET or VNET:IP (repeatable)");
   }
   bool any() const {
     return !context.empty() || !kernel.empty() || !initrd.empty() || !cmdline.empty() ||
-           kernel_image >= 0 || initrd_image >= 0 || !disks.empty() || !nics.empty();
+           !kernel_image.empty() || !initrd_image.empty() || !disks.empty() || !nics.empty();
   }
-  static Result<Json> parse_disk(const std::string& text) {
+  static Result<Json> parse_disk(client::ApiClient& api, const std::string& text) {
     if (text.rfind("size=", 0) == 0) {
       std::string size = text.substr(5), format;
       auto comma = size.find(",format=");
@@ -228,18 +218,18 @@ struct GuestFlags {
       if (!format.empty()) d["format"] = format;
       return d;
     }
-    FAB_ASSIGN_OR_RETURN(int64_t id, parse_id(text, "--disk"));
+    FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "images", text));
     return Json{{"image_id", id}};
   }
-  static Result<Json> parse_nic(const std::string& text) {
+  static Result<Json> parse_nic(client::ApiClient& api, const std::string& text) {
     auto colon = text.find(':');
-    FAB_ASSIGN_OR_RETURN(int64_t vnet, parse_id(text.substr(0, colon), "--nic"));
+    FAB_ASSIGN_OR_RETURN(int64_t vnet, resolve_vnet(api, text.substr(0, colon)));
     Json nic{{"vnet_id", vnet}};
     if (colon != std::string::npos) nic["ip"] = text.substr(colon + 1);
     return nic;
   }
   // Sets "context" and "os" in `body`, starting from `base` (a template or VM JSON, or {}).
-  Result<void> apply(const Json& base, Json& body) const {
+  Result<void> apply(client::ApiClient& api, const Json& base, Json& body) const {
     Json vars = base.value("context", Json::object());
     for (const auto& kv : context) {
       auto eq = kv.find('=');
@@ -253,26 +243,26 @@ struct GuestFlags {
     if (!kernel.empty()) os["kernel"] = kernel;
     if (!initrd.empty()) os["initrd"] = initrd;
     if (!cmdline.empty()) os["cmdline"] = cmdline;
-    if (kernel_image >= 0) {
-      os["kernel_image_id"] = kernel_image;
+    if (!kernel_image.empty()) {
+      FAB_ASSIGN_OR_RETURN(os["kernel_image_id"], resolve_id(api, "images", kernel_image));
       os.erase("kernel");
     }
-    if (initrd_image >= 0) {
-      os["initrd_image_id"] = initrd_image;
+    if (!initrd_image.empty()) {
+      FAB_ASSIGN_OR_RETURN(os["initrd_image_id"], resolve_id(api, "images", initrd_image));
       os.erase("initrd");
     }
     body["os"] = os;
     if (!disks.empty()) {
       body["disks"] = Json::array();
       for (const auto& d : disks) {
-        FAB_ASSIGN_OR_RETURN(Json disk, parse_disk(d));
+        FAB_ASSIGN_OR_RETURN(Json disk, parse_disk(api, d));
         body["disks"].push_back(std::move(disk));
       }
     }
     if (!nics.empty()) {
       body["nics"] = Json::array();
       for (const auto& n : nics) {
-        FAB_ASSIGN_OR_RETURN(Json nic, parse_nic(n));
+        FAB_ASSIGN_OR_RETURN(Json nic, parse_nic(api, n));
         body["nics"].push_back(std::move(nic));
       }
     }
@@ -522,7 +512,7 @@ void add_template_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(Json request, flags->apply(api, Json::object()));
       Json body{{"name", *name}, {"request", request}};
-      FAB_TRY(guest->apply(Json::object(), body));
+      FAB_TRY(guest->apply(api, Json::object(), body));
       if (*description) body["description"] = **description;
       FAB_TRY(set_gid(api, *group, body));
       FAB_ASSIGN_OR_RETURN(Json t, api.post("/api/v1/templates", body));
@@ -595,7 +585,7 @@ void add_template_commands(CLI::App& app, Context& ctx) {
         if (flags->any()) {
           FAB_ASSIGN_OR_RETURN(body["request"], flags->apply(api, current["request"]));
         }
-        if (guest->any()) FAB_TRY(guest->apply(current, body));
+        if (guest->any()) FAB_TRY(guest->apply(api, current, body));
       }
       if (body.empty()) {
         return fail(ErrorCode::kInvalidArgument,
@@ -637,7 +627,7 @@ void add_template_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(int64_t id, resolve_template(api, *target));
       Json body{{"name", *vm_name}};
-      FAB_TRY(inst_guest->apply(Json::object(), body));
+      FAB_TRY(inst_guest->apply(api, Json::object(), body));
       FAB_TRY(set_gid(api, *group, body));
       FAB_ASSIGN_OR_RETURN(
           Json vm, api.post("/api/v1/templates/" + std::to_string(id) + "/instantiate", body));
@@ -669,7 +659,7 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       Json body{{"name", *name}};
-      FAB_TRY(guest->apply(Json::object(), body));
+      FAB_TRY(guest->apply(api, Json::object(), body));
       if (!from->empty()) {
         if (flags->any()) {
           return fail(bad_flag("--template",

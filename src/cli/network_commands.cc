@@ -5,7 +5,6 @@
 #include "cli/cli.h"
 
 namespace fabrica::cli {
-namespace {
 
 Result<int64_t> resolve_vnet(client::ApiClient& api, const std::string& id_or_name) {
   int64_t id = 0;
@@ -17,6 +16,8 @@ Result<int64_t> resolve_vnet(client::ApiClient& api, const std::string& id_or_na
   }
   return fail(ErrorCode::kNotFound, "vnet \"" + id_or_name + "\" not found", "vnet");
 }
+
+namespace {
 
 struct RangeFlags {
   std::string type, ip, ip6, mac;
