@@ -147,7 +147,17 @@ AddressRange range_from_json(const Json& j) {
 
 constexpr std::array<std::string_view, 3> kModes = {"bridge", "vlan", "sriov"};
 
+// The stored body: the API's form, except leases as compact [ar_id, index, vm_id, nic_id]
+// rows (their addresses follow from the ranges), which keeps a lease's rewrite of the record
+// cheap.
 store::Record vnet_record(const Vnet& v) {
+  Json body = Json::object();
+  v.header.to_json(body);
+  Json api = v.to_api_json(false);
+  api.update(body);
+  Json rows = Json::array();
+  for (const auto& l : v.leases) rows.push_back(Json::array({l.ar_id, l.index, l.vm_id, l.nic_id}));
+  api["leases"] = std::move(rows);
   return store::Record{.type = std::string(kVnetType),
                        .id = v.header.id,
                        .name = v.header.name,
@@ -155,7 +165,7 @@ store::Record vnet_record(const Vnet& v) {
                        .gid = v.header.gid,
                        .state = v.header.state,
                        .key = v.header.name,
-                       .body = dump_json(v.to_api_json()),
+                       .body = dump_json(api),
                        .version = v.version};
 }
 
@@ -181,10 +191,13 @@ Result<Vnet> vnet_from_record(const store::Record& r) {
   v.dns = body.value("dns", std::vector<std::string>{});
   for (const Json& r : body.value("ranges", Json::array())) v.ranges.push_back(range_from_json(r));
   for (const Json& l : body.value("leases", Json::array())) {
-    v.leases.push_back(Lease{.ar_id = l.value("ar_id", 0),
-                             .index = l.value("index", int64_t{0}),
-                             .vm_id = l.value("vm_id", int64_t{-1}),
-                             .nic_id = l.value("nic_id", 0)});
+    if (!l.is_array() || l.size() != 4) {
+      return fail(ErrorCode::kInternal, "stored " + vnet_noun(r.id) + " has a malformed lease");
+    }
+    v.leases.push_back(Lease{.ar_id = l[0].get<int>(),
+                             .index = l[1].get<int64_t>(),
+                             .vm_id = l[2].get<int64_t>(),
+                             .nic_id = l[3].get<int>()});
   }
   v.next_ar_id = body.value("next_ar_id", 0);
   v.version = r.version;
@@ -271,7 +284,7 @@ int64_t Vnet::size() const {
   return n;
 }
 
-Json Vnet::to_api_json() const {
+Json Vnet::to_api_json(bool with_leases) const {
   Json j = Json::object();
   header.to_json(j);
   j["mode"] = vnet_mode_name(mode);
@@ -294,7 +307,7 @@ Json Vnet::to_api_json() const {
     j["ranges"].push_back(std::move(range));
   }
   j["leases"] = Json::array();
-  for (const auto& l : leases) {
+  for (const auto& l : with_leases ? leases : std::vector<Lease>{}) {
     Json lease{{"ar_id", l.ar_id}, {"index", l.index}, {"vm_id", l.vm_id}, {"nic_id", l.nic_id}};
     for (const auto& r : ranges) {
       if (r.ar_id != l.ar_id) continue;

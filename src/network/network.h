@@ -61,7 +61,8 @@ struct Vnet {
   int64_t version = 0;
 
   int64_t size() const;  // All ranges.
-  Json to_api_json() const;
+  // With each lease's addresses unless `with_leases` is false (then "leases" is empty).
+  Json to_api_json(bool with_leases = true) const;
 };
 
 struct NewVnet {
