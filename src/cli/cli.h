@@ -84,6 +84,7 @@ void add_datastore_commands(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_vnet_commands(CLI::App& app, Context& ctx);
 Result<int64_t> resolve_vnet(client::ApiClient& api, const std::string& id_or_name);
+Result<int64_t> resolve_datastore(client::ApiClient& api, const std::string& id_or_name);
 Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name);
 Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name);
 

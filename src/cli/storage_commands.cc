@@ -221,6 +221,8 @@ struct ImageFlags {
   Result<Json> body(client::ApiClient& api) const;
 };
 
+}  // namespace
+
 Result<int64_t> resolve_datastore(client::ApiClient& api, const std::string& id_or_name) {
   int64_t id = 0;
   auto [end, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
@@ -231,6 +233,8 @@ Result<int64_t> resolve_datastore(client::ApiClient& api, const std::string& id_
   }
   return fail(ErrorCode::kNotFound, "datastore \"" + id_or_name + "\" not found", "datastore");
 }
+
+namespace {
 
 Result<Json> ImageFlags::body(client::ApiClient& api) const {
   Json b{{"name", name}, {"persistent", persistent}};

@@ -167,9 +167,7 @@ void add_vdc_commands(CLI::App& app, Context& ctx) {
           (add ? "add" : "del") + kind,
           (add ? "Add a " : "Remove a ") + kind + (add ? " to the VDC" : " from the VDC"));
       cmd->add_option("vdc", *target, "VDC id or name")->required();
-      cmd->add_option(kind, *member,
-                      kind + " id" + (kind == "cluster" || kind == "host" ? " or name" : ""))
-          ->required();
+      cmd->add_option(kind, *member, kind + " id or name")->required();
       cmd->callback([&ctx, target, member, kind, add] {
         ctx.run([&]() -> Result<void> {
           FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
@@ -179,11 +177,10 @@ void add_vdc_commands(CLI::App& app, Context& ctx) {
             FAB_ASSIGN_OR_RETURN(rid, resolve_cluster(api, *member));
           } else if (kind == "host") {
             FAB_ASSIGN_OR_RETURN(rid, resolve_host(api, *member));
+          } else if (kind == "datastore") {
+            FAB_ASSIGN_OR_RETURN(rid, resolve_datastore(api, *member));
           } else {
-            auto [p, e] = std::from_chars(member->data(), member->data() + member->size(), rid);
-            if (e != std::errc() || p != member->data() + member->size() || rid < 0) {
-              return fail(ErrorCode::kInvalidArgument, "must be a numeric id", kind);
-            }
+            FAB_ASSIGN_OR_RETURN(rid, resolve_vnet(api, *member));
           }
           std::string base = "/api/v1/vdcs/" + std::to_string(id) + "/resources";
           FAB_ASSIGN_OR_RETURN(Json v,

@@ -215,7 +215,14 @@ TEST_F(CliTest, TenantsFromVdcToTenantAdministratorToUser) {
   auto added = fabrica("vdc addcluster acme gpu-west");
   ASSERT_EQ(added.exit_code, 0) << added.out;
   EXPECT_NE(added.out.find("HOST/%"), std::string::npos) << added.out;
-  ASSERT_EQ(fabrica("vdc adddatastore acme 100").exit_code, 0);
+  auto weka = fabrica("datastore create weka --path " + (daemon_.data_dir() / "weka").string() +
+                      " --cluster 0");
+  ASSERT_EQ(weka.exit_code, 0) << weka.out;
+  EXPECT_NE(weka.out.find("ID: 100"), std::string::npos) << weka.out;
+  ASSERT_EQ(fabrica("vdc adddatastore acme weka").exit_code, 0);
+  auto missing = fabrica("vdc adddatastore acme 101");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.out.find("101"), std::string::npos) << missing.out;
   auto vdcs = fabrica("vdc list");
   EXPECT_NE(vdcs.out.find("cluster:"), std::string::npos) << vdcs.out;
   ASSERT_EQ(fabrica("user create acme-boss --password boss-password --group acme-ml").exit_code, 0);
