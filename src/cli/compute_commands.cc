@@ -417,6 +417,29 @@ void print_vm(const Context& ctx, const Json& vm) {
        {"CONSOLE LOG", to_text(vm.value("console_log", Json("")))},
        {"MONITORING", monitoring_text(vm.value("monitoring", Json()))},
        {"EXPLANATION", to_text(vm["explanation"])}});
+  if (vm.contains("disks") && !vm["disks"].empty()) {
+    std::cout << "\nDISKS\n";
+    print_list(ctx, vm["disks"],
+               {field("ID", "disk_id"),
+                field("TARGET", "target"),
+                {"IMAGE",
+                 [](const Json& d) {
+                   return d.value("volatile", false)
+                              ? std::string("volatile")
+                              : to_text(d["image_name"]) + " (" + to_text(d["image_id"]) + ")";
+                 }},
+                field("TYPE", "type"),
+                field("FORMAT", "format"),
+                {"PERSISTENT", [](const Json& d) {
+                   return std::string(d.value("persistent", false) ? "yes" : "no");
+                 }}});
+  }
+  if (vm.contains("nics") && !vm["nics"].empty()) {
+    std::cout << "\nNICS\n";
+    print_list(ctx, vm["nics"],
+               {field("ID", "nic_id"), field("VNET", "vnet_name"), field("IP", "ip"),
+                field("MAC", "mac"), field("BRIDGE", "bridge"), field("MODE", "mode")});
+  }
   if (vm.contains("history") && !vm["history"].empty()) {
     std::cout << "\nHISTORY\n";
     print_list(ctx, vm["history"],
