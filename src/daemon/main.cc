@@ -222,6 +222,11 @@ int serve(const Options& o) {
         if (!expired) spdlog::warn("quota hold expiry failed: {}", expired.error().message());
         if (expired && *expired > 0) spdlog::info("released {} expired quota holds", *expired);
       }
+      if (ticks % 60 == 0) {
+        auto uploads = wiring.storage.expire_uploads();
+        if (!uploads) spdlog::warn("upload expiry failed: {}", uploads.error().message());
+        if (uploads && *uploads > 0) spdlog::info("gave up {} abandoned uploads", *uploads);
+      }
       lock.lock();
     }
   });

@@ -602,6 +602,40 @@ Result<Image> Storage::settle_data(int64_t id, const std::string& staged,
   return *image;
 }
 
+Result<int> Storage::expire_uploads() {
+  int64_t cutoff = unix_seconds(clock_.now()) - options_.upload_idle.count();
+  std::vector<Image> idle;
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    return store::for_each(
+        tx, kImageType,
+        [&](const store::Record& r) -> Result<void> {
+          FAB_ASSIGN_OR_RETURN(Image image, image_from_record(r));
+          if (image.source.value("kind", "") == "upload" && image.header.updated_at < cutoff) {
+            idle.push_back(std::move(image));
+          }
+          return {};
+        },
+        store::ListQuery{.state = static_cast<int>(ImageState::kLocked)});
+  }));
+  int expired = 0;
+  for (const Image& image : idle) {
+    {
+      std::lock_guard lock(uploads_mutex_);
+      auto u = uploads_.find(image.header.id);
+      if (u != uploads_.end() && u->second.active) continue;  // A PUT is running.
+      uploads_.erase(image.header.id);
+    }
+    Result<DiskInfo> abandoned =
+        fail(ErrorCode::kDeadlineExceeded,
+             "the upload was abandoned: no data for " +
+                 std::to_string(options_.upload_idle.count() / 3600) + " h after byte " +
+                 std::to_string(image.progress.value("bytes_done", int64_t{0})));
+    auto settled = settle_data(image.header.id, staged_path(image), abandoned, 0, "");
+    if (!settled && settled.error().code() == ErrorCode::kDeadlineExceeded) ++expired;
+  }
+  return expired;
+}
+
 void Storage::copy_loop() {
   while (true) {
     Job job;

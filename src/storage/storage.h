@@ -129,6 +129,8 @@ struct NewImage {
 
 struct StorageOptions {
   std::string datastores_root = "/var/lib/fabrica/datastores";
+  // An upload that has received nothing for this long is given up (expire_uploads).
+  std::chrono::seconds upload_idle{std::chrono::hours(24)};
 };
 
 // Datastores and images: the domain service behind /datastores and /images. Image data is
@@ -211,6 +213,11 @@ class Storage {
     // verified and becomes READY, or ERROR (the error says why: checksum, format, damage).
     virtual Result<Image> finish(bool complete) = 0;
   };
+  // Uploads that received nothing for `upload_idle` (and have no PUT running) go to ERROR,
+  // their data removed and their `image_mb` given back. The daemon calls it now and then.
+  // Returns how many.
+  Result<int> expire_uploads();
+
   // `offset`: where this piece starts (Content-Range), `length` its size and `total` the
   // whole upload's size when the client says (kInvalidArgument unless the declared size).
   Result<std::unique_ptr<Upload>> begin_upload(const auth::Caller& caller, int64_t id,

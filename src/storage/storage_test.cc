@@ -521,5 +521,39 @@ TEST_F(StorageTest, ImageQuotasAndDatastoreLimitsRefuseBeforeAnythingIsWritten) 
   ASSERT_FALSE(two_sources);
 }
 
+TEST_F(StorageTest, AnAbandonedUploadIsGivenUpAndItsSpaceComesBack) {
+  std::string data = read_file(data_file("slow.raw", 3 << 20));
+  auto idle = storage_->create_image(alice_, {.name = "idle", .upload_size = 3 << 20});
+  auto busy = storage_->create_image(alice_, {.name = "busy", .upload_size = 3 << 20});
+  ASSERT_TRUE(idle && busy);
+  for (int64_t id : {idle->header.id, busy->header.id}) {
+    auto s = storage_->begin_upload(alice_, id, 0, std::nullopt);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE((*s)->write(std::string_view(data).substr(0, 1 << 20)));
+    ASSERT_TRUE((*s)->finish(false));
+  }
+  EXPECT_EQ(usage(alice_, "image_mb"), 6);
+  EXPECT_EQ(*storage_->expire_uploads(), 0) << "nothing is idle yet";
+  clock_.advance(std::chrono::hours(23));
+  {  // The busy one gets a piece.
+    auto s = storage_->begin_upload(alice_, busy->header.id, 1 << 20, std::nullopt);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE((*s)->write(std::string_view(data).substr(1 << 20, 1 << 20)));
+    ASSERT_TRUE((*s)->finish(false));
+  }
+  clock_.advance(std::chrono::hours(2));
+  EXPECT_EQ(*storage_->expire_uploads(), 1);
+  auto gone = storage_->get_image(alice_, idle->header.id);
+  EXPECT_EQ(gone->state(), ImageState::kError);
+  EXPECT_NE(gone->error.find("abandoned"), std::string::npos) << gone->error;
+  EXPECT_FALSE(fs::exists(gone->path + ".part"));
+  EXPECT_EQ(usage(alice_, "image_mb"), 3);
+  EXPECT_EQ(storage_->get_image(alice_, busy->header.id)->state(), ImageState::kLocked);
+  auto rest = storage_->begin_upload(alice_, busy->header.id, 2 << 20, std::nullopt);
+  ASSERT_TRUE(rest);
+  ASSERT_TRUE((*rest)->write(std::string_view(data).substr(2 << 20)));
+  EXPECT_EQ((*rest)->finish(true)->state(), ImageState::kReady);
+}
+
 }  // namespace
 }  // namespace fabrica::storage

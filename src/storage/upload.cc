@@ -102,6 +102,7 @@ class UploadSession : public Storage::Upload {
                     "image " + std::to_string(id) + " no longer waits for an upload", "state");
       }
       body["progress"]["bytes_done"] = received;
+      body["updated_at"] = format_time(unix_seconds(storage_.clock_.now()));
       r->body = dump_json(body);
       FAB_ASSIGN_OR_RETURN(int64_t version, tx.update(*r));
       (void)version;
