@@ -56,12 +56,9 @@ std::string new_token_secret() {
 }
 
 std::string sha256_hex(std::string_view data) {
-  ensure_sodium();
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(data.data()), data.size());
-  char hex[crypto_hash_sha256_BYTES * 2 + 1];
-  sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
-  return hex;
+  Sha256 hash;
+  hash.update(data);
+  return hash.finish();
 }
 
 std::string random_hex(size_t bytes) {

@@ -181,6 +181,20 @@ Result<int64_t> parse_megabytes(const std::string& text, const std::string& flag
   return n * scale;
 }
 
+Result<int64_t> resolve_listed(client::ApiClient& api, std::string_view collection,
+                               const std::string& id_or_name) {
+  int64_t id = 0;
+  auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
+  if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
+  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/" + std::string(collection)));
+  for (const Json& item : page["items"]) {
+    if (item["name"] == id_or_name) return item["id"].get<int64_t>();
+  }
+  std::string noun(collection);
+  noun.pop_back();
+  return fail(ErrorCode::kNotFound, noun + " \"" + id_or_name + "\" not found", noun);
+}
+
 Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
                            const std::string& id_or_name) {
   int64_t id = 0;

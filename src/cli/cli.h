@@ -83,8 +83,15 @@ void add_vm_commands(CLI::App& app, Context& ctx);
 void add_datastore_commands(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_vnet_commands(CLI::App& app, Context& ctx);
-Result<int64_t> resolve_vnet(client::ApiClient& api, const std::string& id_or_name);
-Result<int64_t> resolve_datastore(client::ApiClient& api, const std::string& id_or_name);
+// The same for collections listed whole, without ?name= (datastores, vnets).
+Result<int64_t> resolve_listed(client::ApiClient& api, std::string_view collection,
+                               const std::string& id_or_name);
+inline Result<int64_t> resolve_vnet(client::ApiClient& api, const std::string& id_or_name) {
+  return resolve_listed(api, "vnets", id_or_name);
+}
+inline Result<int64_t> resolve_datastore(client::ApiClient& api, const std::string& id_or_name) {
+  return resolve_listed(api, "datastores", id_or_name);
+}
 Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name);
 Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name);
 

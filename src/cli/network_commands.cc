@@ -1,21 +1,9 @@
 // fabrica vnet ...: virtual networks, their address ranges and leases.
-#include <charconv>
 #include <iostream>
 
 #include "cli/cli.h"
 
 namespace fabrica::cli {
-
-Result<int64_t> resolve_vnet(client::ApiClient& api, const std::string& id_or_name) {
-  int64_t id = 0;
-  auto [end, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
-  if (ec == std::errc() && end == id_or_name.data() + id_or_name.size()) return id;
-  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/vnets"));
-  for (const Json& v : page["items"]) {
-    if (v["name"] == id_or_name) return v["id"].get<int64_t>();
-  }
-  return fail(ErrorCode::kNotFound, "vnet \"" + id_or_name + "\" not found", "vnet");
-}
 
 namespace {
 

@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -222,17 +221,6 @@ struct ImageFlags {
 };
 
 }  // namespace
-
-Result<int64_t> resolve_datastore(client::ApiClient& api, const std::string& id_or_name) {
-  int64_t id = 0;
-  auto [end, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
-  if (ec == std::errc() && end == id_or_name.data() + id_or_name.size()) return id;
-  FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/datastores"));
-  for (const Json& d : page["items"]) {
-    if (d["name"] == id_or_name) return d["id"].get<int64_t>();
-  }
-  return fail(ErrorCode::kNotFound, "datastore \"" + id_or_name + "\" not found", "datastore");
-}
 
 namespace {
 

@@ -895,22 +895,24 @@ Result<Vm> Compute::resize(const auth::Caller& caller, int64_t id, const Resize&
 
 // ---- Images ----
 
+namespace {
+
+// Keeps in `clusters` only those in `seen` (all of `seen` the first time).
+void narrow_clusters(std::optional<std::set<int64_t>>& clusters, const std::vector<int64_t>& seen) {
+  std::set<int64_t> here(seen.begin(), seen.end());
+  if (!clusters) {
+    clusters = std::move(here);
+  } else {
+    std::erase_if(*clusters, [&](int64_t c) { return !here.contains(c); });
+  }
+}
+
+}  // namespace
+
 Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& caller, Vm& vm) {
   using storage::ImageType;
   int64_t id = vm.header.id;
   std::optional<std::set<int64_t>> clusters;  // Where every image's datastore is seen.
-  auto narrow = [&](const storage::Storage::Attached& a) {
-    std::set<int64_t> seen(a.clusters.begin(), a.clusters.end());
-    if (!clusters) {
-      clusters = seen;
-      return;
-    }
-    std::set<int64_t> both;
-    for (int64_t c : *clusters) {
-      if (seen.contains(c)) both.insert(c);
-    }
-    clusters = std::move(both);
-  };
   vm.disks = Json::array();
   int scsi = 1, virtio = 0;  // sda is the context CD-ROM.
   for (size_t i = 0; i < vm.guest.disks.size(); ++i) {
@@ -929,7 +931,7 @@ Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& 
         auto a,
         storage_.attach_image(tx, caller, asked["image_id"].get<int64_t>(), id,
                               {ImageType::kOs, ImageType::kDatablock, ImageType::kCdrom}, field));
-    narrow(a);
+    narrow_clusters(clusters, a.clusters);
     bool cdrom = a.type == ImageType::kCdrom;
     disk["target"] = cdrom ? std::string("sd") + static_cast<char>('a' + scsi++)
                            : std::string("vd") + static_cast<char>('a' + virtio++);
@@ -948,7 +950,7 @@ Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& 
                                                      ImageType::kRamdisk, "os.initrd_image_id"}}) {
     if (image < 0) continue;
     FAB_ASSIGN_OR_RETURN(auto a, storage_.attach_image(tx, caller, image, id, {type}, field));
-    narrow(a);
+    narrow_clusters(clusters, a.clusters);
     *path = a.path;
   }
   FAB_TRY(lease_nics(tx, caller, vm, clusters));
@@ -1003,12 +1005,7 @@ Result<void> Compute::lease_nics(store::Transaction& tx, const auth::Caller& cal
   }
   vm.nics = Json::array();
   for (const auto& lease : leases) {
-    std::set<int64_t> seen(lease->clusters.begin(), lease->clusters.end());
-    if (!clusters) {
-      clusters = seen;
-    } else {
-      std::erase_if(*clusters, [&](int64_t c) { return !seen.contains(c); });
-    }
+    narrow_clusters(clusters, lease->clusters);
     // The NIC's variables, unless the user set one of the same name.
     Json context = lease->context();
     for (const auto& [name, value] : context.items()) {

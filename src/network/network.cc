@@ -82,7 +82,7 @@ uint64_t first_mac(const AddressRange& r, int64_t vnet_id) {
          (static_cast<uint64_t>(r.ar_id & 0xff) << 8);
 }
 
-Result<void> validate_range(AddressRange& r, int64_t vnet_id) {
+Result<void> validate_range(AddressRange& r) {
   if (r.type != "IP4" && r.type != "IP6" && r.type != "IP4_6" && r.type != "ETHER") {
     return fail(ErrorCode::kInvalidArgument, "must be IP4, IP6, IP4_6 or ETHER", "type");
   }
@@ -113,7 +113,6 @@ Result<void> validate_range(AddressRange& r, int64_t vnet_id) {
     }
     r.mac = format_mac(*mac);
   }
-  (void)vnet_id;
   return {};
 }
 
@@ -461,7 +460,7 @@ Result<Vnet> Network::create(const auth::Caller& caller, const NewVnet& request)
     if (v.mode == VnetMode::kVlan && v.bridge.empty()) v.bridge = "fvb" + std::to_string(id);
     for (AddressRange r : request.ranges) {
       r.ar_id = v.next_ar_id++;
-      FAB_TRY(validate_range(r, id).map_error(
+      FAB_TRY(validate_range(r).map_error(
           [&](Error e) { return Error(e.code(), e.message(), "ranges." + e.field()); }));
       FAB_TRY(check_overlap(v, r).map_error(
           [&](Error e) { return Error(e.code(), e.message(), "ranges." + e.field()); }));
@@ -514,7 +513,7 @@ Result<Vnet> Network::add_range(const auth::Caller& caller, int64_t id, AddressR
                   "ranges");
     }
     range.ar_id = v.next_ar_id++;
-    FAB_TRY(validate_range(range, id));
+    FAB_TRY(validate_range(range));
     FAB_TRY(check_overlap(v, range));
     v.ranges.push_back(range);
     return {};

@@ -125,11 +125,6 @@ class StorageTest : public ::testing::Test {
     std::ifstream in(path, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }
-  std::string sha256_of(const std::string& data) {
-    auth::Sha256 h;
-    h.update(data);
-    return h.finish();
-  }
 
   // Uploads `data` as pieces of at most `piece` bytes; returns the last finish().
   Result<Image> upload(const auth::Caller& who, int64_t id, const std::string& data, size_t piece) {
@@ -286,7 +281,7 @@ TEST_F(StorageTest, UploadResumesAfterABrokenTransferAndVerifies) {
   auto image = storage_->create_image(alice_, {.name = "ubuntu",
                                                .format = "raw",
                                                .upload_size = static_cast<int64_t>(data.size()),
-                                               .upload_sha256 = sha256_of(data)});
+                                               .upload_sha256 = auth::sha256_hex(data)});
   ASSERT_TRUE(image) << image.error().message();
   int64_t id = image->header.id;
   EXPECT_EQ(image->state(), ImageState::kLocked);
@@ -330,7 +325,7 @@ TEST_F(StorageTest, UploadResumesAfterABrokenTransferAndVerifies) {
   auto done = (*rest)->finish(true);
   ASSERT_TRUE(done) << done.error().message();
   EXPECT_EQ(done->state(), ImageState::kReady);
-  EXPECT_EQ(done->sha256, sha256_of(data));
+  EXPECT_EQ(done->sha256, auth::sha256_hex(data));
   EXPECT_EQ(done->format, "raw");
   EXPECT_EQ(done->size, static_cast<int64_t>(data.size()));
   EXPECT_TRUE(read_file(done->path) == data);
@@ -421,7 +416,7 @@ TEST_F(StorageTest, PathImportCopiesInTheBackgroundAndFailuresLeaveNothing) {
   EXPECT_EQ(image->progress["bytes_total"], 5 << 20);
   Image ready = wait_settled(image->header.id);
   EXPECT_EQ(ready.state(), ImageState::kReady) << ready.error;
-  EXPECT_EQ(ready.sha256, sha256_of(read_file(file)));
+  EXPECT_EQ(ready.sha256, auth::sha256_hex(read_file(file)));
   EXPECT_TRUE(ready.progress.is_null());
 
   // The disk fills up halfway through a copy.
