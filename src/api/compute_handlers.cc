@@ -246,6 +246,44 @@ void add_compute_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto vm, s.compute.resize(ctx.who(), id, resize));
                return json_response(200, vm.to_api_json());
              });
+  // Disks of a stopped VM.
+  router.add("POST", "/api/v1/vms/{id}/disks", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(Json body, parse_json(ctx.request.body));
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.attach_disk(ctx.who(), id, body));
+               return json_response(200, vm.to_api_json());
+             });
+  router.add("DELETE", "/api/v1/vms/{id}/disks/{disk_id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(int64_t disk, ctx.id_param(1, "disk_id"));
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.detach_disk(ctx.who(), id, disk));
+               return json_response(200, vm.to_api_json());
+             });
+  router.add("POST", "/api/v1/vms/{id}/disks/{disk_id}/resize", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_ASSIGN_OR_RETURN(int64_t disk, ctx.id_param(1, "disk_id"));
+               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+               FAB_ASSIGN_OR_RETURN(int64_t size, body.required_int("size_mb"));
+               FAB_TRY(body.finish());
+               FAB_ASSIGN_OR_RETURN(auto vm, s.compute.resize_disk(ctx.who(), id, disk, size));
+               return json_response(200, vm.to_api_json());
+             });
+  router.add("POST", "/api/v1/vms/{id}/disks/{disk_id}/saveas", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               compute::Compute::SaveAs request;
+               FAB_ASSIGN_OR_RETURN(request.disk_id, ctx.id_param(1, "disk_id"));
+               FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+               FAB_ASSIGN_OR_RETURN(request.name, body.required_string("name"));
+               FAB_ASSIGN_OR_RETURN(request.datastore_id, body.optional_int("datastore_id"));
+               FAB_TRY(body.finish());
+               FAB_ASSIGN_OR_RETURN(auto saved, s.compute.saveas_disk(ctx.who(), id, request));
+               return json_response(
+                   202, Json{{"vm", saved.vm.to_api_json()}, {"image", saved.image.to_api_json()}});
+             });
   router.add("DELETE", "/api/v1/vms/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));

@@ -388,6 +388,93 @@ std::string monitoring_text(const Json& m) {
 }
 
 // The VM as the person who made it wants to see it: where it went and what it holds.
+// vm disk-attach | disk-detach | disk-resize | disk-saveas.
+void add_disk_commands(Context& ctx, CLI::App* vm) {
+  struct Flags {
+    std::string vm, disk, size, name, datastore;
+    int64_t disk_id = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  auto disks_path = [](int64_t id) { return "/api/v1/vms/" + std::to_string(id) + "/disks"; };
+  auto done = [&ctx](const Json& v, const std::string& what) {
+    if (ctx.output == Output::kJson) return print_object(ctx, v);
+    std::cout << what << "; VM " << to_text(v["id"]) << " is " << to_text(v["state_name"])
+              << " (changes apply at its next resume)" << std::endl;
+  };
+
+  auto* attach = vm->add_subcommand(
+      "disk-attach", "Attach a disk to a stopped (POWEROFF, UNDEPLOYED, PENDING, HOLD) VM");
+  attach->add_option("vm", f->vm, "VM id or name")->required();
+  attach->add_option("--disk", f->disk, "An image (id or name), or size=10G[,format=raw]")
+      ->required();
+  attach->callback([&ctx, f, disks_path, done] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, f->vm));
+      FAB_ASSIGN_OR_RETURN(Json disk, GuestFlags::parse_disk(api, f->disk));
+      FAB_ASSIGN_OR_RETURN(Json v, api.post(disks_path(id), disk));
+      const Json& added = v["disks"].back();
+      done(v, "Disk " + to_text(added["disk_id"]) + " attached as " + to_text(added["target"]));
+      return {};
+    });
+  });
+
+  auto* detach = vm->add_subcommand("disk-detach", "Detach a disk from a stopped VM");
+  detach->add_option("vm", f->vm, "VM id or name")->required();
+  detach->add_option("disk_id", f->disk_id, "The disk's ID (vm show lists them)")->required();
+  detach->callback([&ctx, f, disks_path, done] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, f->vm));
+      FAB_ASSIGN_OR_RETURN(Json v, api.del(disks_path(id) + "/" + std::to_string(f->disk_id)));
+      done(v, "Disk " + std::to_string(f->disk_id) + " detached");
+      return {};
+    });
+  });
+
+  auto* grow = vm->add_subcommand("disk-resize", "Grow a disk of a stopped VM (never shrinks)");
+  grow->add_option("vm", f->vm, "VM id or name")->required();
+  grow->add_option("disk_id", f->disk_id, "The disk's ID")->required();
+  grow->add_option("size", f->size, "The new size: 20G, 512M or MiB")->required();
+  grow->callback([&ctx, f, disks_path, done] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, f->vm));
+      FAB_ASSIGN_OR_RETURN(int64_t mb, parse_megabytes(f->size, "size"));
+      FAB_ASSIGN_OR_RETURN(Json v,
+                           api.post(disks_path(id) + "/" + std::to_string(f->disk_id) + "/resize",
+                                    Json{{"size_mb", mb}}));
+      done(v, "Disk " + std::to_string(f->disk_id) + " grows to " + memory_text(mb));
+      return {};
+    });
+  });
+
+  auto* saveas = vm->add_subcommand(
+      "disk-saveas", "Save a POWEROFF VM's disk as a new image (written by its host)");
+  saveas->add_option("vm", f->vm, "VM id or name")->required();
+  saveas->add_option("disk_id", f->disk_id, "The disk's ID")->required();
+  saveas->add_option("name", f->name, "The new image's name")->required();
+  saveas->add_option("--datastore", f->datastore,
+                     "A shared image datastore the host mounts (default: the disk image's)");
+  saveas->callback([&ctx, f, disks_path] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, f->vm));
+      Json body{{"name", f->name}};
+      if (!f->datastore.empty()) {
+        FAB_ASSIGN_OR_RETURN(body["datastore_id"], resolve_datastore(api, f->datastore));
+      }
+      FAB_ASSIGN_OR_RETURN(
+          Json r, api.post(disks_path(id) + "/" + std::to_string(f->disk_id) + "/saveas", body));
+      if (ctx.output == Output::kJson) return print_object(ctx, r), Result<void>{};
+      std::cout << "Image " << to_text(r["image"]["id"]) << " (" << f->name
+                << ") is LOCKED while the host copies disk " << f->disk_id << "; VM " << id
+                << " is " << to_text(r["vm"]["state_name"]) << " until it is done" << std::endl;
+      return {};
+    });
+  });
+}
+
 void print_vm(const Context& ctx, const Json& vm) {
   if (ctx.output == Output::kJson) {
     print_object(ctx, vm);
@@ -430,6 +517,10 @@ void print_vm(const Context& ctx, const Json& vm) {
                  }},
                 field("TYPE", "type"),
                 field("FORMAT", "format"),
+                {"SIZE",
+                 [](const Json& d) {
+                   return d.contains("size_mb") ? memory_text(d["size_mb"]) : std::string("-");
+                 }},
                 {"PERSISTENT", [](const Json& d) {
                    return std::string(d.value("persistent", false) ? "yes" : "no");
                  }}});
@@ -848,6 +939,8 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
       return {};
     });
   });
+
+  add_disk_commands(ctx, vm);
 
   auto targets = std::make_shared<std::vector<std::string>>();
   auto* del = vm->add_subcommand("delete", "Delete VMs, freeing their devices and quota");

@@ -42,6 +42,19 @@ store::Record vm_record(const Vm& vm) {
                        .version = vm.version};
 }
 
+// The disks as asked for, from the disks as attached (vm.disks).
+Json asked_disks(const Json& attached) {
+  Json disks = Json::array();
+  for (const Json& d : attached) {
+    if (d.contains("image_id")) {
+      disks.push_back({{"image_id", d["image_id"]}});
+    } else {
+      disks.push_back({{"size_mb", d.value("size_mb", 0)}, {"format", d.value("format", "")}});
+    }
+  }
+  return disks;
+}
+
 // Records written before GuestSpec existed have neither member.
 Result<GuestSpec> stored_guest(const Json& body) {
   std::optional<Json> context, os, disks, nics;
@@ -51,17 +64,8 @@ Result<GuestSpec> stored_guest(const Json& body) {
     for (const Json& n : body["nics"]) nics->push_back({{"vnet_id", n.value("vnet_id", 0)}});
   }
   if (body.contains("os")) os = body["os"];
-  if (body.contains("disks")) {
-    // A VM stores its disks as attached; what was asked is in each entry.
-    disks = Json::array();
-    for (const Json& d : body["disks"]) {
-      if (d.contains("image_id")) {
-        disks->push_back({{"image_id", d["image_id"]}});
-      } else {
-        disks->push_back({{"size_mb", d.value("size_mb", 0)}, {"format", d.value("format", "")}});
-      }
-    }
-  }
+  // A VM stores its disks as attached; what was asked is in each entry.
+  if (body.contains("disks")) disks = asked_disks(body["disks"]);
   // Paths resolved from KERNEL and RAMDISK images are kept beside their image ids.
   std::string kernel, initrd;
   if (os && os->is_object()) {
@@ -103,6 +107,7 @@ Result<Vm> vm_from_record(const store::Record& r) {
   vm.lcm = body.value("lcm_state", 0);
   vm.operation = body.value("operation", Json());
   vm.op_seq = body.value("op_seq", int64_t{0});
+  vm.last_disk_id = body.value("last_disk_id", int64_t{-1});
   vm.error = body.value("error", "");
   vm.console_log = body.value("console_log", "");
   vm.history = body.value("history", Json::array());
@@ -204,35 +209,42 @@ Result<Json> read_disks(const Json& disks) {
   }
   Json out = Json::array();
   for (size_t i = 0; i < disks.size(); ++i) {
-    std::string prefix = "disks[" + std::to_string(i) + "].";
-    FAB_ASSIGN_OR_RETURN(auto r, JsonObjectReader::wrap(disks[i], prefix));
-    FAB_ASSIGN_OR_RETURN(auto image, r.optional_int("image_id"));
-    FAB_ASSIGN_OR_RETURN(auto size, r.optional_int("size_mb"));
-    FAB_ASSIGN_OR_RETURN(auto format, r.optional_string("format"));
-    FAB_TRY(r.finish());
-    if (image.has_value() == size.has_value()) {
-      return fail(ErrorCode::kInvalidArgument, "give image_id or size_mb", prefix + "image_id");
-    }
-    if (image) {
-      if (*image < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", prefix + "image_id");
-      if (format && !format->empty()) {
-        return fail(ErrorCode::kInvalidArgument, "comes from the image", prefix + "format");
-      }
-      out.push_back({{"image_id", *image}});
-      continue;
-    }
-    if (*size < 1 || *size > (int64_t{1} << 30)) {
-      return fail(ErrorCode::kInvalidArgument, "must be 1 to 2^30 MiB", prefix + "size_mb");
-    }
-    std::string f = format.value_or("");
-    if (f.empty()) f = "qcow2";
-    if (f != "qcow2" && f != "raw") {
-      return fail(ErrorCode::kInvalidArgument, "must be qcow2 or raw", prefix + "format");
-    }
-    out.push_back({{"size_mb", *size}, {"format", f}});
+    FAB_ASSIGN_OR_RETURN(Json disk, read_disk(disks[i], "disks[" + std::to_string(i) + "]."));
+    out.push_back(std::move(disk));
   }
   return out;
 }
+
+}  // namespace
+
+Result<Json> read_disk(const Json& disk, const std::string& prefix) {
+  FAB_ASSIGN_OR_RETURN(auto r, JsonObjectReader::wrap(disk, prefix));
+  FAB_ASSIGN_OR_RETURN(auto image, r.optional_int("image_id"));
+  FAB_ASSIGN_OR_RETURN(auto size, r.optional_int("size_mb"));
+  FAB_ASSIGN_OR_RETURN(auto format, r.optional_string("format"));
+  FAB_TRY(r.finish());
+  if (image.has_value() == size.has_value()) {
+    return fail(ErrorCode::kInvalidArgument, "give image_id or size_mb", prefix + "image_id");
+  }
+  if (image) {
+    if (*image < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", prefix + "image_id");
+    if (format && !format->empty()) {
+      return fail(ErrorCode::kInvalidArgument, "comes from the image", prefix + "format");
+    }
+    return Json{{"image_id", *image}};
+  }
+  if (*size < 1 || *size > (int64_t{1} << 30)) {
+    return fail(ErrorCode::kInvalidArgument, "must be 1 to 2^30 MiB", prefix + "size_mb");
+  }
+  std::string f = format.value_or("");
+  if (f.empty()) f = "qcow2";
+  if (f != "qcow2" && f != "raw") {
+    return fail(ErrorCode::kInvalidArgument, "must be qcow2 or raw", prefix + "format");
+  }
+  return Json{{"size_mb", *size}, {"format", f}};
+}
+
+namespace {
 
 constexpr size_t kMaxNics = 8;
 
@@ -339,6 +351,7 @@ Json Vm::to_api_json() const {
   j["lcm_state"] = lcm;
   j["operation"] = operation;
   j["op_seq"] = op_seq;
+  j["last_disk_id"] = last_disk_id;
   j["error"] = error;
   j["console_log"] = console_log;
   j["history"] = history;
@@ -907,54 +920,33 @@ void narrow_clusters(std::optional<std::set<int64_t>>& clusters, const std::vect
   }
 }
 
-}  // namespace
-
-Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& caller, Vm& vm) {
-  using storage::ImageType;
-  int64_t id = vm.header.id;
-  std::optional<std::set<int64_t>> clusters;  // Where every image's datastore is seen.
-  vm.disks = Json::array();
-  int scsi = 1, virtio = 0;  // sda is the context CD-ROM.
-  for (size_t i = 0; i < vm.guest.disks.size(); ++i) {
-    const Json& asked = vm.guest.disks[i];
-    Json disk{{"disk_id", i}};
-    if (asked.contains("size_mb")) {
-      disk["target"] = std::string("vd") + static_cast<char>('a' + virtio++);
-      disk["volatile"] = true;
-      disk["size_mb"] = asked["size_mb"];
-      disk["format"] = asked["format"];
-      vm.disks.push_back(std::move(disk));
-      continue;
+// The first target "<prefix><letter>" from `first` that none of `disks` has.
+Result<std::string> free_target(const Json& disks, const std::string& prefix, char first,
+                                const std::string& field) {
+  for (char c = first; c <= 'z'; ++c) {
+    std::string target = prefix + c;
+    if (std::none_of(disks.begin(), disks.end(),
+                     [&](const Json& d) { return d.value("target", "") == target; })) {
+      return target;
     }
-    std::string field = "disks[" + std::to_string(i) + "].image_id";
-    FAB_ASSIGN_OR_RETURN(
-        auto a,
-        storage_.attach_image(tx, caller, asked["image_id"].get<int64_t>(), id,
-                              {ImageType::kOs, ImageType::kDatablock, ImageType::kCdrom}, field));
-    narrow_clusters(clusters, a.clusters);
-    bool cdrom = a.type == ImageType::kCdrom;
-    disk["target"] = cdrom ? std::string("sd") + static_cast<char>('a' + scsi++)
-                           : std::string("vd") + static_cast<char>('a' + virtio++);
-    disk["image_id"] = a.image_id;
-    disk["image_name"] = a.name;
-    disk["type"] = storage::image_type_name(a.type);
-    disk["source"] = a.path;
-    disk["format"] = a.format;
-    disk["persistent"] = a.persistent;
-    disk["driver"] = storage::datastore_driver_name(a.driver);
-    vm.disks.push_back(std::move(disk));
   }
-  for (auto [image, path, type, field] : {std::tuple{vm.guest.kernel_image, &vm.guest.kernel,
-                                                     ImageType::kKernel, "os.kernel_image_id"},
-                                          std::tuple{vm.guest.initrd_image, &vm.guest.initrd,
-                                                     ImageType::kRamdisk, "os.initrd_image_id"}}) {
-    if (image < 0) continue;
-    FAB_ASSIGN_OR_RETURN(auto a, storage_.attach_image(tx, caller, image, id, {type}, field));
-    narrow_clusters(clusters, a.clusters);
-    *path = a.path;
-  }
-  FAB_TRY(lease_nics(tx, caller, vm, clusters));
+  return fail(ErrorCode::kInvalidArgument, "no free " + prefix + "* target is left", field);
+}
+
+// Keeps the VM where every datastore and vnet it uses is seen: `clusters` (nullopt: no
+// constraint). A placed VM's host must be in one of them; an unplaced VM's clusters narrow.
+Result<void> keep_to_clusters(Vm& vm, const std::optional<std::set<int64_t>>& clusters,
+                              const std::string& field) {
   if (!clusters) return {};
+  if (vm.allocation) {
+    if (clusters->contains(vm.allocation->cluster_id)) return {};
+    return fail(ErrorCode::kFailedPrecondition,
+                "host " + vm.allocation->host_name + " (cluster " +
+                    std::to_string(vm.allocation->cluster_id) +
+                    ") does not mount that datastore; undeploy the VM first so that the "
+                    "scheduler places it where it does",
+                field);
+  }
   std::vector<int64_t> allowed;
   for (int64_t c : *clusters) {
     if (vm.request.clusters.empty() ||
@@ -967,10 +959,219 @@ Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& 
     return fail(ErrorCode::kInvalidArgument,
                 "no cluster the VM may use has hosts that see the datastores of all its images and "
                 "all its vnets",
-                "clusters");
+                field);
   }
   vm.request.clusters = allowed;
   return {};
+}
+
+}  // namespace
+
+Result<Json> Compute::attach_one(store::Transaction& tx, const auth::Caller& caller, const Vm& vm,
+                                 const Json& asked, int64_t disk_id, const std::string& field,
+                                 std::optional<std::set<int64_t>>& clusters) {
+  using storage::ImageType;
+  Json disk{{"disk_id", disk_id}};
+  if (asked.contains("size_mb")) {
+    FAB_ASSIGN_OR_RETURN(disk["target"], free_target(vm.disks, "vd", 'a', field));
+    disk["volatile"] = true;
+    disk["size_mb"] = asked["size_mb"];
+    disk["format"] = asked["format"];
+    return disk;
+  }
+  FAB_ASSIGN_OR_RETURN(
+      auto a,
+      storage_.attach_image(tx, caller, asked["image_id"].get<int64_t>(), vm.header.id,
+                            {ImageType::kOs, ImageType::kDatablock, ImageType::kCdrom}, field));
+  narrow_clusters(clusters, a.clusters);
+  bool cdrom = a.type == ImageType::kCdrom;
+  // sda is the context CD-ROM.
+  FAB_ASSIGN_OR_RETURN(disk["target"], cdrom ? free_target(vm.disks, "sd", 'b', field)
+                                             : free_target(vm.disks, "vd", 'a', field));
+  disk["image_id"] = a.image_id;
+  disk["image_name"] = a.name;
+  disk["type"] = storage::image_type_name(a.type);
+  disk["source"] = a.path;
+  disk["format"] = a.format;
+  disk["persistent"] = a.persistent;
+  disk["driver"] = storage::datastore_driver_name(a.driver);
+  disk["datastore_id"] = a.datastore_id;
+  disk["size_mb"] = (a.virtual_size + (1 << 20) - 1) >> 20;
+  return disk;
+}
+
+Result<void> Compute::attach_images(store::Transaction& tx, const auth::Caller& caller, Vm& vm) {
+  using storage::ImageType;
+  std::optional<std::set<int64_t>> clusters;  // Where every image's datastore is seen.
+  vm.disks = Json::array();
+  for (size_t i = 0; i < vm.guest.disks.size(); ++i) {
+    FAB_ASSIGN_OR_RETURN(Json disk,
+                         attach_one(tx, caller, vm, vm.guest.disks[i], static_cast<int64_t>(i),
+                                    "disks[" + std::to_string(i) + "].image_id", clusters));
+    vm.disks.push_back(std::move(disk));
+    vm.last_disk_id = static_cast<int64_t>(i);
+  }
+  for (auto [image, path, type, field] : {std::tuple{vm.guest.kernel_image, &vm.guest.kernel,
+                                                     ImageType::kKernel, "os.kernel_image_id"},
+                                          std::tuple{vm.guest.initrd_image, &vm.guest.initrd,
+                                                     ImageType::kRamdisk, "os.initrd_image_id"}}) {
+    if (image < 0) continue;
+    FAB_ASSIGN_OR_RETURN(auto a,
+                         storage_.attach_image(tx, caller, image, vm.header.id, {type}, field));
+    narrow_clusters(clusters, a.clusters);
+    *path = a.path;
+  }
+  FAB_TRY(lease_nics(tx, caller, vm, clusters));
+  return keep_to_clusters(vm, clusters, "clusters");
+}
+
+Result<Vm> Compute::change_disks(
+    const auth::Caller& caller, int64_t id, const std::string& verb,
+    const std::function<Result<void>(store::Transaction&, Vm&)>& change) {
+  int64_t now = unix_seconds(clock_.now());
+  FAB_ASSIGN_OR_RETURN(Vm vm, store_.write_value<Vm>([&](store::Transaction& tx) -> Result<Vm> {
+    FAB_ASSIGN_OR_RETURN(Vm vm, load_vm(tx, caller, id, Right::kManage));
+    VmState s = vm.state();
+    if (s != VmState::kPoweroff && s != VmState::kUndeployed && s != VmState::kPending &&
+        s != VmState::kHold) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  "cannot " + verb + " a VM that is " + vm_state_name(s, vm.lcm) +
+                      "; poweroff or undeploy it first (disks change while a VM is POWEROFF, "
+                      "UNDEPLOYED, PENDING or HOLD)",
+                  "state");
+    }
+    FAB_TRY(change(tx, vm));
+    vm.guest.disks = asked_disks(vm.disks);
+    vm.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
+    return vm;
+  }));
+  notify();  // A pending VM's clusters may have changed.
+  return vm;
+}
+
+Result<Vm> Compute::attach_disk(const auth::Caller& caller, int64_t id, const Json& disk) {
+  FAB_ASSIGN_OR_RETURN(Json asked, read_disk(disk));
+  return change_disks(
+      caller, id, "attach a disk to", [&](store::Transaction& tx, Vm& vm) -> Result<void> {
+        if (vm.disks.size() >= kMaxDisks) {
+          return fail(ErrorCode::kInvalidArgument,
+                      vm_noun(id) + " has 16 disks, the most a VM may have", "disks");
+        }
+        // Never an id used before: the host may still hold a detached disk's file under it.
+        int64_t disk_id = vm.last_disk_id + 1;
+        for (const Json& d : vm.disks) {
+          disk_id = std::max(disk_id, d.value("disk_id", int64_t{0}) + 1);
+        }
+        vm.last_disk_id = disk_id;
+        std::optional<std::set<int64_t>> clusters;
+        FAB_ASSIGN_OR_RETURN(Json attached,
+                             attach_one(tx, caller, vm, asked, disk_id, "image_id", clusters));
+        FAB_TRY(keep_to_clusters(vm, clusters, "image_id"));
+        vm.disks.push_back(std::move(attached));
+        return {};
+      });
+}
+
+namespace {
+
+// The VM's disk `disk_id`, or kNotFound.
+Result<Json*> find_disk(Vm& vm, int64_t disk_id) {
+  for (Json& d : vm.disks) {
+    if (d.value("disk_id", int64_t{-1}) == disk_id) return &d;
+  }
+  return fail(ErrorCode::kNotFound,
+              vm_noun(vm.header.id) + " has no disk " + std::to_string(disk_id), "disk_id");
+}
+
+}  // namespace
+
+Result<Vm> Compute::detach_disk(const auth::Caller& caller, int64_t id, int64_t disk_id) {
+  return change_disks(
+      caller, id, "detach a disk from", [&](store::Transaction& tx, Vm& vm) -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(Json * disk, find_disk(vm, disk_id));
+        Json gone = *disk;
+        vm.disks.erase(vm.disks.begin() + (disk - &vm.disks[0]));
+        if (!gone.contains("image_id")) return {};
+        int64_t image = gone["image_id"].get<int64_t>();
+        bool still = image == vm.guest.kernel_image || image == vm.guest.initrd_image;
+        for (const Json& d : vm.disks) still = still || d.value("image_id", int64_t{-1}) == image;
+        if (still) return {};
+        return storage_.detach_image(tx, image, vm.header.id);
+      });
+}
+
+Result<Vm> Compute::resize_disk(const auth::Caller& caller, int64_t id, int64_t disk_id,
+                                int64_t size_mb) {
+  if (size_mb < 1 || size_mb > (int64_t{1} << 30)) {
+    return fail(ErrorCode::kInvalidArgument, "must be 1 to 2^30 MiB", "size_mb");
+  }
+  return change_disks(
+      caller, id, "resize a disk of", [&](store::Transaction&, Vm& vm) -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(Json * disk, find_disk(vm, disk_id));
+        std::string what = "disk " + std::to_string(disk_id);
+        if (disk->value("type", "") == "CDROM") {
+          return fail(ErrorCode::kInvalidArgument, what + " is a CD-ROM; it has no size to change",
+                      "disk_id");
+        }
+        if (disk->value("persistent", false)) {
+          return fail(ErrorCode::kFailedPrecondition,
+                      what + " is persistent image " + disk->value("image_name", "") +
+                          ", whose size is the image's; save it as a new image or use a "
+                          "non-persistent clone to grow it",
+                      "disk_id");
+        }
+        int64_t now_mb = disk->value("size_mb", int64_t{0});
+        if (size_mb <= now_mb) {
+          return fail(
+              ErrorCode::kInvalidArgument,
+              "must be more than the disk's " + std::to_string(now_mb) + " MiB: disks only grow",
+              "size_mb");
+        }
+        (*disk)["size_mb"] = size_mb;
+        (*disk)["resized"] = true;  // The agent grows the VM's own file at the next deploy.
+        return {};
+      });
+}
+
+Result<Compute::Saved> Compute::saveas_disk(const auth::Caller& caller, int64_t id,
+                                            const SaveAs& request) {
+  int64_t now = unix_seconds(clock_.now());
+  std::optional<sched::Allocation> released;
+  Saved saved;
+  FAB_TRY(fleet_.write_with_hosts([&](store::Transaction& tx) -> Result<void> {
+    released.reset();
+    FAB_ASSIGN_OR_RETURN(saved.vm, load_vm(tx, caller, id, Right::kManage));
+    Vm& vm = saved.vm;
+    FAB_TRY(next(Phase{static_cast<VmStatus>(vm.header.state), static_cast<Lcm>(vm.lcm)},
+                 Event::kSaveas));
+    FAB_ASSIGN_OR_RETURN(Json * disk, find_disk(vm, request.disk_id));
+    if (disk->value("type", "") == "CDROM") {
+      return fail(ErrorCode::kInvalidArgument,
+                  "disk " + std::to_string(request.disk_id) +
+                      " is a CD-ROM, an image already; clone the image instead",
+                  "disk_id");
+    }
+    storage::Storage::SaveAs image{.name = request.name,
+                                   .datastore_id = request.datastore_id,
+                                   .type = disk->value("type", "") == "OS"
+                                               ? storage::ImageType::kOs
+                                               : storage::ImageType::kDatablock,
+                                   .bytes = disk->value("size_mb", int64_t{0}) << 20,
+                                   .cluster_id = vm.allocation->cluster_id,
+                                   .vm_id = id,
+                                   .disk_id = request.disk_id};
+    if (!image.datastore_id && disk->contains("datastore_id")) {
+      image.datastore_id = (*disk)["datastore_id"].get<int64_t>();
+    }
+    FAB_ASSIGN_OR_RETURN(saved.image, storage_.create_saveas(tx, caller, image));
+    return apply(tx, vm, Event::kSaveas, now, "", released,
+                 Json{{"disk_id", request.disk_id},
+                      {"image_id", saved.image.header.id},
+                      {"dest", storage::Storage::staged_path(saved.image)}});
+  }));
+  settle(saved.vm, released);
+  return saved;
 }
 
 Result<void> Compute::detach_images(store::Transaction& tx, const Vm& vm) {
@@ -1012,6 +1213,11 @@ Result<void> Compute::lease_nics(store::Transaction& tx, const auth::Caller& cal
       if (!vm.guest.context.contains(name)) vm.guest.context[name] = value;
     }
     vm.nics.push_back(lease->to_json());
+    // An SR-IOV NIC is a VF of the vnet's physical function on whichever host the VM lands.
+    if (lease->mode == network::VnetMode::kSriov) {
+      vm.request.vfs.push_back(
+          sched::VfRequest{.count = 1, .pf = lease->phydev, .nic = lease->nic_id});
+    }
   }
   return {};
 }
@@ -1038,26 +1244,30 @@ void Compute::issue(Vm& vm, Action action, int64_t now) {
 }
 
 Json Compute::command_for(const Vm& vm) {
-  return Json{{"id", vm.operation["id"]},
-              {"vm_id", vm.header.id},
-              {"action", vm.operation["action"]},
-              {"vm",
-               {{"name", vm.header.name},
-                {"request", vm.request.to_json()},
-                {"allocation", vm.allocation ? vm.allocation->to_json() : Json()},
-                {"context", vm.guest.context},
-                {"disks", vm.disks},
-                {"nics", vm.nics},
-                {"os",
-                 {{"kernel", vm.guest.kernel},
-                  {"initrd", vm.guest.initrd},
-                  {"cmdline", vm.guest.cmdline}}}}}};
+  Json command{{"id", vm.operation["id"]},
+               {"vm_id", vm.header.id},
+               {"action", vm.operation["action"]},
+               {"vm",
+                {{"name", vm.header.name},
+                 {"request", vm.request.to_json()},
+                 {"allocation", vm.allocation ? vm.allocation->to_json() : Json()},
+                 {"context", vm.guest.context},
+                 {"disks", vm.disks},
+                 {"nics", vm.nics},
+                 {"os",
+                  {{"kernel", vm.guest.kernel},
+                   {"initrd", vm.guest.initrd},
+                   {"cmdline", vm.guest.cmdline}}}}}};
+  if (vm.operation.contains("args")) command["args"] = vm.operation["args"];
+  return command;
 }
 
 Result<void> Compute::apply(store::Transaction& tx, Vm& vm, Event event, int64_t now,
-                            const std::string& error, std::optional<sched::Allocation>& released) {
+                            const std::string& error, std::optional<sched::Allocation>& released,
+                            const Json& args) {
   Phase from{static_cast<VmStatus>(vm.header.state), static_cast<Lcm>(vm.lcm)};
   FAB_ASSIGN_OR_RETURN(Transition t, next(from, event));
+  const Json previous = vm.operation;
   if (t.releases_host && vm.allocation) {
     FAB_TRY(release_host(tx, vm));
     released = vm.allocation;
@@ -1077,7 +1287,21 @@ Result<void> Compute::apply(store::Transaction& tx, Vm& vm, Event event, int64_t
   if (event == Event::kDone) vm.error.clear();
   if (t.to.status == VmStatus::kPending) vm.explanation = "waiting for the scheduler";
   vm.operation = nullptr;
-  if (t.action != Action::kNone) issue(vm, t.action, now);
+  if (t.action != Action::kNone) {
+    issue(vm, t.action, now);
+    bool retried = previous.is_object() && previous.value("action", "") == action_name(t.action);
+    if (!args.is_null()) {
+      vm.operation["args"] = args;
+    } else if (retried && previous.contains("args")) {
+      vm.operation["args"] = previous["args"];
+    }
+  }
+  if (previous.is_object() && previous.value("action", "") == action_name(Action::kSaveas) &&
+      t.to != Phase{VmStatus::kActive, Lcm::kHotplugSaveasPoweroff}) {
+    vm.saveas_ended = {{"image_id", previous["args"].value("image_id", int64_t{-1})},
+                       {"ok", event == Event::kDone || event == Event::kRecoverSuccess},
+                       {"error", error}};
+  }
   vm.header.updated_at = now;
   FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
   return {};
@@ -1102,6 +1326,12 @@ void Compute::queue_command(const Vm& vm) {
 
 void Compute::settle(const Vm& vm, const std::optional<sched::Allocation>& released) {
   track(vm);
+  if (vm.saveas_ended.is_object()) {
+    // The image's outcome; an image deleted meanwhile is fine.
+    (void)storage_.finish_saveas(vm.saveas_ended["image_id"].get<int64_t>(),
+                                 vm.saveas_ended["ok"].get<bool>(),
+                                 vm.saveas_ended["error"].get<std::string>());
+  }
   if (released) {
     std::lock_guard lock(engine_mutex_);
     engine_.release(vm.request, *released);

@@ -95,6 +95,7 @@ struct Vm {
   // "type", "source", "format", "persistent", "driver"} | {"disk_id", "target", "volatile",
   // "size_mb", "format"}]. Images are held (USED) until the VM is DONE or deleted.
   Json disks = Json::array();
+  int64_t last_disk_id = -1;  // The highest disk id the VM ever had; ids are never reused.
   // The NICs as leased at creation: NicLease::to_json() each (vnet, ip, mac, bridge, ...).
   // The leases are held until the VM is DONE or deleted.
   Json nics = Json::array();
@@ -103,10 +104,16 @@ struct Vm {
   // Soft state from the agent's last report, not stored: {"cpu_percent", "memory_kb",
   // "domain_state", "seen_at"}; null before the first report since fabricad started.
   Json monitoring;
+  // Not stored: a disk-saveas this move ended ({"image_id", "ok", "error"}), for settle().
+  Json saveas_ended;
 
   VmState state() const { return static_cast<VmState>(header.state); }
   Json to_api_json() const;
 };
+
+// One disk as asked for in an API body ({"image_id"} or {"size_mb", "format"}), checked;
+// kInvalidArgument naming "<prefix><field>".
+Result<Json> read_disk(const Json& disk, const std::string& prefix = "");
 
 struct VmTemplate {
   ObjectHeader header;
@@ -222,6 +229,31 @@ class Compute {
   };
   Result<Vm> resize(const auth::Caller& caller, int64_t id, const Resize& resize);
 
+  // A stopped VM's disks (POWEROFF, UNDEPLOYED, PENDING or HOLD; kFailedPrecondition
+  // otherwise). On a POWEROFF VM the change applies at its next resume, when the agent
+  // defines the domain again. attach_disk takes a disk as GuestSpec::disks has them; an image
+  // must be in a datastore the VM's host (or, unplaced, one of its clusters) mounts.
+  Result<Vm> attach_disk(const auth::Caller& caller, int64_t id, const Json& disk);
+  // The image goes back (unless another of the VM's disks uses it); the VM's own copy of it
+  // on the host is removed at the next resume.
+  Result<Vm> detach_disk(const auth::Caller& caller, int64_t id, int64_t disk_id);
+  // Grows a volatile disk or a non-persistent image's disk (the VM's own overlay or copy) to
+  // `size_mb`; disks never shrink.
+  Result<Vm> resize_disk(const auth::Caller& caller, int64_t id, int64_t disk_id, int64_t size_mb);
+  // Copies a POWEROFF VM's disk into a new qcow2 image (OS for an OS disk, else DATABLOCK):
+  // the image is LOCKED and the VM in HOTPLUG_SAVEAS_POWEROFF while its host writes it; then
+  // the VM is POWEROFF again and the image READY once verified, or ERROR.
+  struct SaveAs {
+    int64_t disk_id = 0;
+    std::string name;
+    std::optional<int64_t> datastore_id;  // Default: the disk's image's datastore, else 1.
+  };
+  struct Saved {
+    Vm vm;
+    storage::Image image;
+  };
+  Result<Saved> saveas_disk(const auth::Caller& caller, int64_t id, const SaveAs& request);
+
   // Monitoring. The report of every Fabrica domain on `host_id` (a VM of the host's that is
   // not in it has no domain). A VM moves by what the hypervisor saw (running, shut off from
   // inside the guest, missing) only while no operation is in flight for it and the report
@@ -241,6 +273,16 @@ class Compute {
 
  private:
   Result<Vm> load_vm(store::Transaction& tx, const auth::Caller& caller, int64_t id, Right right);
+  // Loads the VM for MANAGE, checks that it is stopped (see attach_disk) and writes it after
+  // `change`, its guest's disks following vm.disks.
+  Result<Vm> change_disks(const auth::Caller& caller, int64_t id, const std::string& verb,
+                          const std::function<Result<void>(store::Transaction&, Vm&)>& change);
+  // One disk for vm.disks: `asked` as read_disk() gives it, with id `disk_id` and the first
+  // free target; an image is taken for the VM and `clusters` narrowed to where its datastore
+  // is seen.
+  Result<Json> attach_one(store::Transaction& tx, const auth::Caller& caller, const Vm& vm,
+                          const Json& asked, int64_t disk_id, const std::string& field,
+                          std::optional<std::set<int64_t>>& clusters);
   Result<VmTemplate> load_template(store::Transaction& tx, const auth::Caller& caller, int64_t id,
                                    Right right);
   Result<void> sync_hosts();
@@ -254,8 +296,10 @@ class Compute {
                       const std::map<int64_t, Vm>& vms, PassReport& report);
   // Moves `vm` by `event` (lifecycle table), freeing its host or quota as the table says and
   // queueing the next operation; writes it. `released` gets the allocation given back.
+  // `args` go with the action issued (kept when the same action is retried).
   Result<void> apply(store::Transaction& tx, Vm& vm, Event event, int64_t now,
-                     const std::string& error, std::optional<sched::Allocation>& released);
+                     const std::string& error, std::optional<sched::Allocation>& released,
+                     const Json& args = nullptr);
   // Removes the VM's entry from its host's ledger and counters.
   Result<void> release_host(store::Transaction& tx, const Vm& vm);
   void issue(Vm& vm, Action action, int64_t now);

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "agent/discovery.h"
 #include "core/operation_id.h"
+#include "core/process.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
 
@@ -311,6 +313,192 @@ TEST_F(ComputeTest, VmsHoldTheirImagesUntilDoneAndPersistentOnesOneAtATime) {
   }
   EXPECT_EQ(storage_->get_image(admin_, s)->state(), storage::ImageState::kReady);
   EXPECT_TRUE(storage_->delete_image(admin_, s));
+}
+
+storage::Image wait_settled(storage::Storage& storage, const auth::Caller& caller, int64_t id) {
+  for (int i = 0; i < 2000; ++i) {
+    auto image = storage.get_image(caller, id);
+    if (image && image->state() != storage::ImageState::kLocked) return *image;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ADD_FAILURE() << "image " << id << " stayed LOCKED";
+  return *storage.get_image(caller, id);
+}
+
+TEST_F(ComputeTest, DisksOfAStoppedVmAreAttachedDetachedAndGrown) {
+  auto os = storage_->create_image(
+      admin_, {.name = "os", .type = storage::ImageType::kDatablock, .blank_mb = 4});
+  auto data = storage_->create_image(
+      admin_, {.name = "data", .type = storage::ImageType::kDatablock, .blank_mb = 2});
+  ASSERT_TRUE(os && data);
+  GuestSpec guest;
+  guest.disks =
+      Json::array({Json{{"image_id", os->header.id}}, Json{{"size_mb", 16}, {"format", "raw"}}});
+  sched::VmRequest request;
+  request.memory_mb = 512;
+  auto created =
+      compute_->create_vm(admin_, NewVm{.name = "db", .request = request, .guest = guest});
+  ASSERT_TRUE(created) << created.error().message();
+  int64_t id = created->header.id;
+  EXPECT_EQ(created->disks[0]["size_mb"], 4) << "an image disk has the image's size";
+  ASSERT_TRUE(compute_->schedule_pass());
+  while (answer_all(host_) > 0) {
+  }
+  ASSERT_EQ(name(id), "RUNNING");
+  auto running = compute_->attach_disk(admin_, id, Json{{"image_id", data->header.id}});
+  ASSERT_FALSE(running);
+  EXPECT_EQ(running.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(running.error().message().find("poweroff or undeploy it first"), std::string::npos);
+
+  ASSERT_TRUE(compute_->act(admin_, id, Event::kPoweroffHard));
+  answer_all(host_);
+  ASSERT_EQ(name(id), "POWEROFF");
+  // Detach the volatile vdb; the next disk takes a new id and the free target.
+  auto detached = compute_->detach_disk(admin_, id, 1);
+  ASSERT_TRUE(detached) << detached.error().message();
+  ASSERT_EQ(detached->disks.size(), 1u);
+  auto attached = compute_->attach_disk(admin_, id, Json{{"image_id", data->header.id}});
+  ASSERT_TRUE(attached) << attached.error().message();
+  ASSERT_EQ(attached->disks.size(), 2u);
+  EXPECT_EQ(attached->disks[1]["disk_id"], 2);
+  EXPECT_EQ(attached->disks[1]["target"], "vdb");
+  EXPECT_EQ(storage_->get_image(admin_, data->header.id)->vms, std::vector<int64_t>{id});
+  auto bad = compute_->attach_disk(admin_, id, Json{{"size_mb", 0}});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().field(), "size_mb");
+  auto missing = compute_->attach_disk(admin_, id, Json{{"image_id", 999}});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(missing.error().field(), "image_id");
+
+  // Disks only grow.
+  auto grown = compute_->resize_disk(admin_, id, 0, 64);
+  ASSERT_TRUE(grown) << grown.error().message();
+  EXPECT_EQ(grown->disks[0]["size_mb"], 64);
+  EXPECT_EQ(grown->disks[0]["resized"], true);
+  auto shrink = compute_->resize_disk(admin_, id, 0, 8);
+  ASSERT_FALSE(shrink);
+  EXPECT_EQ(shrink.error().field(), "size_mb");
+  EXPECT_NE(shrink.error().message().find("disks only grow"), std::string::npos);
+  auto nowhere = compute_->resize_disk(admin_, id, 7, 80);
+  ASSERT_FALSE(nowhere);
+  EXPECT_EQ(nowhere.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(nowhere.error().field(), "disk_id");
+
+  // Another user sees no such VM.
+  auto u = identity_->create_user(admin_, {.name = "eve", .password = "eve-password-1"});
+  auto eve = *identity_->caller_for(u->header.id, "test");
+  auto stolen = compute_->detach_disk(eve, id, 0);
+  ASSERT_FALSE(stolen);
+  EXPECT_EQ(stolen.error().code(), ErrorCode::kNotFound);
+
+  // The start carries the new disks, survives a restart of fabricad (read back from the store).
+  Compute restarted(*store_, *authorizer_, *identity_, *quotas_, *fleet_, *storage_, *network_,
+                    clock_);
+  EXPECT_EQ(restarted.get_vm(admin_, id)->disks, grown->disks);
+  ASSERT_TRUE(compute_->act(admin_, id, Event::kResume));
+  auto commands = compute_->agent_commands(host_);
+  ASSERT_EQ(commands->size(), 1u);
+  EXPECT_EQ((*commands)[0]["action"], "start");
+  EXPECT_EQ((*commands)[0]["vm"]["disks"], grown->disks);
+
+  // Detached for good: the image is free again.
+  answer_all(host_);
+  ASSERT_TRUE(compute_->act(admin_, id, Event::kPoweroffHard));
+  answer_all(host_);
+  ASSERT_TRUE(compute_->detach_disk(admin_, id, 2));
+  EXPECT_EQ(storage_->get_image(admin_, data->header.id)->state(), storage::ImageState::kReady);
+}
+
+TEST_F(ComputeTest, DiskSaveasMakesAnImageFromWhatTheHostWrites) {
+  auto os = storage_->create_image(
+      admin_, {.name = "os", .type = storage::ImageType::kDatablock, .blank_mb = 4});
+  ASSERT_TRUE(os) << os.error().message();
+  GuestSpec guest;
+  guest.disks = Json::array({Json{{"image_id", os->header.id}}});
+  auto created = compute_->create_vm(admin_, NewVm{.name = "golden", .guest = guest});
+  ASSERT_TRUE(created);
+  int64_t id = created->header.id;
+  ASSERT_TRUE(compute_->schedule_pass());
+  while (answer_all(host_) > 0) {
+  }
+  auto running = compute_->saveas_disk(admin_, id, {.disk_id = 0, .name = "snap"});
+  ASSERT_FALSE(running);
+  EXPECT_EQ(running.error().code(), ErrorCode::kFailedPrecondition);
+  ASSERT_TRUE(compute_->act(admin_, id, Event::kPoweroffHard));
+  answer_all(host_);
+
+  auto saved = compute_->saveas_disk(admin_, id, {.disk_id = 0, .name = "snap"});
+  ASSERT_TRUE(saved) << saved.error().message();
+  EXPECT_EQ(saved->image.state(), storage::ImageState::kLocked);
+  EXPECT_EQ(saved->image.type, storage::ImageType::kDatablock);
+  EXPECT_EQ(saved->image.datastore_id, os->datastore_id);
+  EXPECT_EQ(name(id), "HOTPLUG_SAVEAS_POWEROFF");
+  auto twice = compute_->saveas_disk(admin_, id, {.disk_id = 0, .name = "again"});
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code(), ErrorCode::kFailedPrecondition);
+
+  // The host is asked to write the staging file; it does (as qemu-img convert would).
+  auto commands = compute_->agent_commands(host_);
+  ASSERT_EQ(commands->size(), 1u);
+  const Json& c = (*commands)[0];
+  EXPECT_EQ(c["action"], "saveas");
+  EXPECT_EQ(c["args"]["disk_id"], 0);
+  std::string dest = saved->image.path + ".part";
+  EXPECT_EQ(c["args"]["dest"], dest);
+  ASSERT_TRUE(run_process({"qemu-img", "create", "-q", "-f", "qcow2", dest, "4M"}));
+  ASSERT_TRUE(compute_->operation_result(host_, c["id"].get<std::string>(), true, "", ""));
+  EXPECT_EQ(name(id), "POWEROFF");
+  auto ready = wait_settled(*storage_, admin_, saved->image.header.id);
+  EXPECT_EQ(ready.state(), storage::ImageState::kReady) << ready.error;
+  EXPECT_EQ(ready.format, "qcow2");
+  EXPECT_EQ(ready.virtual_size, 4 << 20);
+  EXPECT_EQ(ready.sha256.size(), 64u);
+
+  // A host that fails: the image is ERROR with its reason, the VM POWEROFF.
+  auto failing = compute_->saveas_disk(admin_, id, {.disk_id = 0, .name = "broken"});
+  ASSERT_TRUE(failing) << failing.error().message();
+  commands = compute_->agent_commands(host_);
+  ASSERT_TRUE(compute_->operation_result(host_, (*commands)[0]["id"].get<std::string>(), false,
+                                         "no space left on device", ""));
+  EXPECT_EQ(name(id), "POWEROFF");
+  auto broken = wait_settled(*storage_, admin_, failing->image.header.id);
+  EXPECT_EQ(broken.state(), storage::ImageState::kError);
+  EXPECT_NE(broken.error.find("no space left on device"), std::string::npos) << broken.error;
+  EXPECT_FALSE(std::filesystem::exists(failing->image.path + ".part"));
+
+  // Only into a shared datastore the host's cluster mounts.
+  auto other = storage_->create_datastore(admin_, {.name = "local",
+                                                   .kind = storage::DatastoreKind::kImage,
+                                                   .driver = storage::DatastoreDriver::kLocal});
+  ASSERT_TRUE(other) << other.error().message();
+  auto unreachable = compute_->saveas_disk(
+      admin_, id, {.disk_id = 0, .name = "lost", .datastore_id = other->header.id});
+  ASSERT_FALSE(unreachable);
+  EXPECT_EQ(unreachable.error().field(), "datastore_id");
+  EXPECT_EQ(name(id), "POWEROFF") << "nothing changed";
+}
+
+TEST_F(ComputeTest, AnSriovNicAsksTheSchedulerForAVfOfItsVnetsPort) {
+  auto vnet = network_->create(admin_, {.name = "fabric",
+                                        .mode = network::VnetMode::kSriov,
+                                        .phydev = "ibp23s0",
+                                        .ranges = {{.type = "IP4", .ip = "10.20.0.1", .size = 4}}});
+  ASSERT_TRUE(vnet) << vnet.error().message();
+  GuestSpec guest;
+  guest.nics = Json::array({Json{{"vnet_id", vnet->header.id}}});
+  auto vm = compute_->create_vm(admin_, NewVm{.name = "trainer", .guest = guest});
+  ASSERT_TRUE(vm) << vm.error().message();
+  ASSERT_EQ(vm->request.vfs.size(), 1u);
+  EXPECT_EQ(vm->request.vfs[0].pf, "ibp23s0");
+  EXPECT_EQ(vm->request.vfs[0].nic, 0);
+  EXPECT_EQ(vm->nics[0]["mode"], "sriov");
+  // This cloud's hosts have no VFs: the VM waits, and says why.
+  ASSERT_TRUE(compute_->schedule_pass());
+  Vm waiting = state(vm->header.id);
+  EXPECT_EQ(name(vm->header.id), "PENDING");
+  EXPECT_NE(waiting.explanation.find("VF"), std::string::npos) << waiting.explanation;
+  EXPECT_EQ(state(vm->header.id).request.vfs[0].pf, "ibp23s0") << "kept in the record";
 }
 
 TEST_F(ComputeTest, ImagesOfOtherTenantsAndWrongKindsAreRefused) {

@@ -26,7 +26,7 @@ struct InFlight {
   Phase done;
   Phase failed;
 };
-constexpr std::array<InFlight, 13> kInFlight{{
+constexpr std::array<InFlight, 14> kInFlight{{
     {active(Lcm::kProlog), Action::kDeploy, active(Lcm::kBoot), active(Lcm::kPrologFailure)},
     {active(Lcm::kBoot), Action::kStart, kRunning, active(Lcm::kBootFailure)},
     {active(Lcm::kShutdown), Action::kShutdown, active(Lcm::kEpilog), kRunning},
@@ -40,6 +40,8 @@ constexpr std::array<InFlight, 13> kInFlight{{
     {active(Lcm::kBootPoweroff), Action::kStart, kRunning, kPoweroff},
     {active(Lcm::kBootUnknown), Action::kStart, kRunning, kUnknown},
     {active(Lcm::kCleanupDelete), Action::kCleanup, kDone, active(Lcm::kEpilogFailure)},
+    // disk-saveas: whether the copy worked or not, the VM is POWEROFF again.
+    {active(Lcm::kHotplugSaveasPoweroff), Action::kSaveas, kPoweroff, kPoweroff},
     // A reboot keeps the VM RUNNING; listed so that its report has a row.
     {kRunning, Action::kNone, kRunning, kRunning},
 }};
@@ -125,6 +127,7 @@ std::vector<TableRow> build() {
   // POWEROFF keeps the devices; SUSPENDED keeps the memory too.
   add_entering(kPoweroff, Event::kResume, active(Lcm::kBootPoweroff));
   add(kPoweroff, Event::kSeenRunning, kRunning, Action::kNone);
+  add_entering(kPoweroff, Event::kSaveas, active(Lcm::kHotplugSaveasPoweroff));
   for (Event e : {Event::kTerminate, Event::kTerminateHard, Event::kShutdown}) {
     add_entering(kPoweroff, e, epilog);
   }
@@ -184,7 +187,7 @@ constexpr std::array<std::pair<VmStatus, std::string_view>, 8> kStatusNames{{
     {VmStatus::kUndeployed, "UNDEPLOYED"},
 }};
 
-constexpr std::array<std::pair<Lcm, std::string_view>, 19> kLcmNames{{
+constexpr std::array<std::pair<Lcm, std::string_view>, 20> kLcmNames{{
     {Lcm::kLcmInit, "LCM_INIT"},
     {Lcm::kProlog, "PROLOG"},
     {Lcm::kBoot, "BOOT"},
@@ -198,6 +201,7 @@ constexpr std::array<std::pair<Lcm, std::string_view>, 19> kLcmNames{{
     {Lcm::kBootPoweroff, "BOOT_POWEROFF"},
     {Lcm::kBootSuspended, "BOOT_SUSPENDED"},
     {Lcm::kCleanupDelete, "CLEANUP_DELETE"},
+    {Lcm::kHotplugSaveasPoweroff, "HOTPLUG_SAVEAS_POWEROFF"},
     {Lcm::kShutdownUndeploy, "SHUTDOWN_UNDEPLOY"},
     {Lcm::kEpilogUndeploy, "EPILOG_UNDEPLOY"},
     {Lcm::kBootFailure, "BOOT_FAILURE"},
@@ -206,7 +210,7 @@ constexpr std::array<std::pair<Lcm, std::string_view>, 19> kLcmNames{{
     {Lcm::kEpilogUndeployFailure, "EPILOG_UNDEPLOY_FAILURE"},
 }};
 
-constexpr std::array<std::string_view, 24> kEventNames{"placed",
+constexpr std::array<std::string_view, 25> kEventNames{"placed",
                                                        "done",
                                                        "failed",
                                                        "shutdown",
@@ -229,11 +233,12 @@ constexpr std::array<std::string_view, 24> kEventNames{"placed",
                                                        "host lost",
                                                        "seen running",
                                                        "seen powered off",
-                                                       "seen missing"};
+                                                       "seen missing",
+                                                       "disk-saveas"};
 
-constexpr std::array<std::string_view, 10> kActionNames{"none",   "deploy", "shutdown", "destroy",
-                                                        "reboot", "reset",  "suspend",  "resume",
-                                                        "start",  "cleanup"};
+constexpr std::array<std::string_view, 11> kActionNames{"none",   "deploy",  "shutdown", "destroy",
+                                                        "reboot", "reset",   "suspend",  "resume",
+                                                        "start",  "cleanup", "saveas"};
 
 }  // namespace
 

@@ -41,6 +41,7 @@ enum class Lcm : int {
   kBootPoweroff = 20,
   kBootSuspended = 21,
   kCleanupDelete = 23,
+  kHotplugSaveasPoweroff = 27,
   kShutdownUndeploy = 29,
   kEpilogUndeploy = 30,
   kBootFailure = 36,
@@ -89,6 +90,7 @@ enum class Event {
   kSeenRunning,     // Monitoring: libvirt reports the domain running.
   kSeenPoweredOff,  // Monitoring: the domain is shut off (shut down from inside the guest).
   kSeenMissing,     // Monitoring: libvirt has no such domain.
+  kSaveas,          // User: copy a POWEROFF VM's disk into a new image (disk-saveas).
 };
 std::string_view event_name(Event event);
 
@@ -104,6 +106,7 @@ enum class Action {
   kResume,    // Unpause.
   kStart,     // Start the defined domain again.
   kCleanup,   // Destroy if running, undefine, remove the VM's files on the host.
+  kSaveas,    // Copy one of the stopped VM's disks to a new image's staging file.
 };
 std::string_view action_name(Action action);
 

@@ -484,7 +484,10 @@ bool HostState::pick_vfs(const VmRequest& request, const std::vector<int>& devic
     bool restrict = want.near_gpus && !near_nodes.empty();
     std::vector<const Vf*> near, any;
     for (const auto& v : vfs_) {
-      if (v.held || v.spec.fabric != want.fabric || taken.contains(v.spec.pci_address)) continue;
+      if (v.held || (!want.fabric.empty() && v.spec.fabric != want.fabric) ||
+          taken.contains(v.spec.pci_address) || (!want.pf.empty() && v.spec.pf_name != want.pf)) {
+        continue;
+      }
       any.push_back(&v);
       if (!restrict ||
           std::find(near_nodes.begin(), near_nodes.end(), v.spec.numa_node) != near_nodes.end()) {
@@ -506,6 +509,7 @@ bool HostState::pick_vfs(const VmRequest& request, const std::vector<int>& devic
       taken.insert((*least)->spec.pci_address);
       ++held_on_pf[(*least)->spec.pf_pci_address];
       fit.allocation.vfs.push_back((*least)->spec);
+      fit.allocation.vfs.back().nic = want.nic;
     }
   }
   return true;

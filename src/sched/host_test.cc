@@ -187,6 +187,27 @@ TEST(HostStateTest, SriovVfsSpreadOverPortsAndRespectTheFabric) {
   EXPECT_EQ(host.fit(r).misfit, Misfit::kVfs);  // Its Ethernet ports have no VFs.
 }
 
+TEST(HostStateTest, AnSriovNicsVfComesFromItsVnetsPhysicalFunction) {
+  auto inv = fixture("sriov-ib-bf3");
+  HostState host = state_of(inv);
+  VmRequest r = request(4, 4096);
+  r.vfs = {{.count = 1, .pf = "ibp23s0", .nic = 2}};
+  ASSERT_TRUE(r.validate());
+  auto fit = host.fit(r);
+  ASSERT_EQ(fit.misfit, Misfit::kNone);
+  ASSERT_EQ(fit.allocation.vfs.size(), 1u);
+  EXPECT_EQ(fit.allocation.vfs[0].pf_name, "ibp23s0");
+  EXPECT_EQ(fit.allocation.vfs[0].nic, 2);
+  auto back = Allocation::from_json(fit.allocation.to_json());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->vfs[0].nic, 2);
+  r.vfs = {{.count = 1, .pf = "ens1f0np0", .nic = 0}};
+  EXPECT_EQ(host.fit(r).misfit, Misfit::kVfs) << "that port has no VFs";
+  auto json = VmRequest::from_json(Json{{"vfs", {{{"count", 1}}}}});
+  ASSERT_FALSE(json) << "a fabric or a pf is needed";
+  EXPECT_EQ(json.error().field(), "vfs[0].fabric");
+}
+
 TEST(HostStateTest, VfsBesideTheGpusOnSimulatedHgx) {
   auto inv = agent::simulated_inventory("hgx-h100", 3);
   ASSERT_TRUE(inv);

@@ -145,12 +145,21 @@ Result<std::vector<VfRequest>> read_vfs(const Json& json, const std::string& fie
     std::string prefix = field + "[" + std::to_string(i) + "]";
     FAB_ASSIGN_OR_RETURN(auto r, JsonObjectReader::wrap(json[i], prefix + "."));
     VfRequest v;
-    FAB_ASSIGN_OR_RETURN(v.fabric, r.required_string("fabric"));
+    FAB_ASSIGN_OR_RETURN(auto fabric, r.optional_string("fabric"));
+    v.fabric = fabric.value_or("");
     FAB_ASSIGN_OR_RETURN(v.count, read_count(r, "count", kMaxDevices, prefix + ".count"));
     FAB_ASSIGN_OR_RETURN(auto near, r.optional_bool("near_gpus"));
+    FAB_ASSIGN_OR_RETURN(auto pf, r.optional_string("pf"));
+    FAB_ASSIGN_OR_RETURN(auto nic, r.optional_int("nic"));
     FAB_TRY(r.finish());
-    if (v.fabric != "infiniband" && v.fabric != "ethernet") {
-      return fail(bad(prefix + ".fabric", "must be infiniband or ethernet"));
+    if (pf && (pf->empty() || pf->size() > 15)) {
+      return fail(bad(prefix + ".pf", "must be an interface name of 1 to 15 characters"));
+    }
+    if (nic && (*nic < 0 || *nic > 64)) return fail(bad(prefix + ".nic", "must be 0-64"));
+    v.pf = pf.value_or("");
+    v.nic = static_cast<int>(nic.value_or(-1));
+    if (v.fabric != "infiniband" && v.fabric != "ethernet" && !(v.fabric.empty() && pf)) {
+      return fail(bad(prefix + ".fabric", "must be infiniband or ethernet (or left out with pf)"));
     }
     v.near_gpus = near.value_or(true);
     out.push_back(std::move(v));
@@ -279,7 +288,10 @@ Json VmRequest::to_json() const {
   j["mig"] = m;
   Json v = Json::array();
   for (const auto& x : vfs) {
-    v.push_back({{"fabric", x.fabric}, {"count", x.count}, {"near_gpus", x.near_gpus}});
+    Json one{{"fabric", x.fabric}, {"count", x.count}, {"near_gpus", x.near_gpus}};
+    if (!x.pf.empty()) one["pf"] = x.pf;
+    if (x.nic >= 0) one["nic"] = x.nic;
+    v.push_back(std::move(one));
   }
   j["vfs"] = v;
   if (!vm_group.empty()) {
@@ -382,7 +394,8 @@ Json Allocation::to_json() const {
                         {"pf_pci_address", v.pf_pci_address},
                         {"pf_name", v.pf_name},
                         {"fabric", v.fabric},
-                        {"numa_node", v.numa_node}});
+                        {"numa_node", v.numa_node},
+                        {"nic", v.nic}});
   }
   return Json{{"host_id", host_id},
               {"host_name", host_name},
@@ -431,7 +444,7 @@ Result<Allocation> Allocation::from_json(const Json& j) {
       a.vfs.push_back(VfAssignment{
           v.at("pci_address").get<std::string>(), v.at("pf_pci_address").get<std::string>(),
           v.at("pf_name").get<std::string>(), v.at("fabric").get<std::string>(),
-          v.at("numa_node").get<int>()});
+          v.at("numa_node").get<int>(), v.value("nic", -1)});
     }
   } catch (const std::exception& e) {
     return fail(ErrorCode::kInternal, std::string("malformed allocation: ") + e.what());

@@ -65,9 +65,11 @@ struct MigRequest {
 };
 
 struct VfRequest {
-  std::string fabric;  // "infiniband" or "ethernet".
+  std::string fabric;  // "infiniband" or "ethernet"; "" (with pf): the PF's.
   int count = 0;
   bool near_gpus = true;  // On the NUMA nodes of the VM's GPUs (when it has any).
+  std::string pf;         // Only VFs of this physical function (its interface name); "" any.
+  int nic = -1;           // The VM's NIC the VFs serve (an sriov vnet's lease); -1 none.
 };
 
 struct VmRequest {
@@ -131,6 +133,7 @@ struct VfAssignment {
   std::string pf_name;
   std::string fabric;
   int numa_node = -1;
+  int nic = -1;  // The VM's NIC it serves (rendered as that NIC, with its MAC and VLAN).
 };
 
 struct NumaAssignment {

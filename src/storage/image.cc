@@ -51,8 +51,6 @@ bool is_disk(ImageType type) { return type == ImageType::kOs || type == ImageTyp
 
 int64_t megabytes(int64_t bytes) { return (bytes + (1 << 20) - 1) >> 20; }
 
-std::string staged_path(const Image& image) { return image.path + ".part"; }
-
 }  // namespace
 
 std::string_view image_type_name(ImageType type) { return kTypeNames[static_cast<size_t>(type)]; }
@@ -662,15 +660,21 @@ void Storage::run_job(const Job& job) {
     std::lock_guard lock(jobs_mutex_);
     return !stopping_ && !cancelled_.contains(job.image_id);
   };
-  auto copied = fs_.copy(job.from, staged, keep_going);
+  // A job without a source verifies data a host wrote (disk-saveas).
+  auto copied = job.from.empty() ? Result<void>() : fs_.copy(job.from, staged, keep_going);
   if (!copied && copied.error().code() == ErrorCode::kAborted) {
     (void)fs_.remove(staged);
     std::lock_guard lock(jobs_mutex_);
     cancelled_.erase(job.image_id);
     return;  // Deleted, or fabricad stopping: bootstrap() starts it again.
   }
+  (void)settle_staged(*image, staged, copied ? Result<void>() : Result<void>(fail(copied.error())));
+}
+
+Result<Image> Storage::settle_staged(const Image& image, const std::string& staged,
+                                     const Result<void>& arrived) {
   Result<DiskInfo> verified =
-      copied ? verify(*image, staged) : Result<DiskInfo>(fail(copied.error()));
+      arrived ? verify(image, staged) : Result<DiskInfo>(fail(arrived.error()));
   int64_t size = 0;
   auth::Sha256 hash;
   if (verified) {
@@ -680,7 +684,59 @@ void Storage::run_job(const Job& job) {
     if (!read) verified = fail(read.error());
     size = bytes.value_or(0);
   }
-  (void)settle_data(job.image_id, staged, verified, size, verified ? hash.finish() : "");
+  return settle_data(image.header.id, staged, verified, size, verified ? hash.finish() : "");
+}
+
+// ---- disk-saveas ----
+
+Result<Image> Storage::create_saveas(store::Transaction& tx, const auth::Caller& caller,
+                                     const SaveAs& request) {
+  FAB_TRY(validate_name(request.name));
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kImage, caller.gid));
+  int64_t datastore_id = request.datastore_id.value_or(1);
+  auto loaded = load_datastore(tx, caller, datastore_id, Right::kUse);
+  if (!loaded) return fail(loaded.error().code(), loaded.error().message(), "datastore_id");
+  if (loaded->driver != DatastoreDriver::kShared ||
+      std::find(loaded->clusters.begin(), loaded->clusters.end(), request.cluster_id) ==
+          loaded->clusters.end()) {
+    return fail(ErrorCode::kFailedPrecondition,
+                "the VM's host writes the new image itself: datastore " +
+                    std::to_string(datastore_id) +
+                    " must be a shared datastore mounted in the host's cluster " +
+                    std::to_string(request.cluster_id),
+                "datastore_id");
+  }
+  int64_t now = unix_seconds(clock_.now());
+  Image image{
+      .header = ObjectHeader::create(-1, request.name, caller.uid, caller.gid, kImagePermissions,
+                                     static_cast<int>(ImageState::kLocked), now),
+      .datastore_id = datastore_id,
+      .type = request.type,
+      .format = "qcow2",
+      .source = {{"kind", "saveas"}, {"vm_id", request.vm_id}, {"disk_id", request.disk_id}},
+      .progress = {{"bytes_done", 0}, {"bytes_total", request.bytes}}};
+  return insert_image(tx, caller, image, request.bytes);
+}
+
+Result<Image> Storage::finish_saveas(int64_t id, bool ok, const std::string& error) {
+  auto record = store_.read_value<store::Record>(
+      [&](store::Transaction& tx) { return tx.get(kImageType, id); });
+  if (!record) return fail(ErrorCode::kNotFound, image_noun(id) + " was deleted meanwhile");
+  FAB_ASSIGN_OR_RETURN(Image image, image_from_record(*record));
+  if (image.state() != ImageState::kLocked || image.source.value("kind", "") != "saveas") {
+    return image;  // Settled already.
+  }
+  if (!ok) {
+    return settle_staged(image, staged_path(image),
+                         fail(ErrorCode::kUnavailable, "the host could not save the disk: " +
+                                                           (error.empty() ? "no reason" : error)));
+  }
+  {
+    std::lock_guard lock(jobs_mutex_);
+    jobs_.push_back(Job{id, ""});  // Verified and hashed on the copy thread.
+  }
+  jobs_wake_.notify_all();
+  return image;
 }
 
 }  // namespace fabrica::storage

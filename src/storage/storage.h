@@ -200,6 +200,27 @@ class Storage {
   // image deleted meanwhile, or one the VM did not hold, is fine.
   Result<void> detach_image(store::Transaction& tx, int64_t id, int64_t vm_id);
 
+  // A VM's disk saved as a new image (disk-saveas), inside the VM's transaction: a LOCKED
+  // image whose data the VM's host writes (qcow2) to staged_path(); `bytes` (the disk's
+  // virtual size) is held against the quotas and the datastore meanwhile. The datastore must
+  // be a shared image datastore that the hosts of cluster `cluster_id` mount.
+  struct SaveAs {
+    std::string name;
+    std::optional<int64_t> datastore_id;  // Default: the disk image's own, else 1.
+    ImageType type = ImageType::kDatablock;
+    int64_t bytes = 0;
+    int64_t cluster_id = 0;
+    int64_t vm_id = -1;
+    int64_t disk_id = -1;
+  };
+  Result<Image> create_saveas(store::Transaction& tx, const auth::Caller& caller,
+                              const SaveAs& request);
+  // The host finished writing image `id`'s data (`ok`), or failed with `error`: verified and
+  // READY, or ERROR with the data removed. Nothing when the image is no longer LOCKED.
+  Result<Image> finish_saveas(int64_t id, bool ok, const std::string& error);
+  // Where a LOCKED image's data is written before it is verified and renamed into place.
+  static std::string staged_path(const Image& image) { return image.path + ".part"; }
+
   // An upload session: one PUT's body, written as it arrives. begin() checks the caller,
   // that the image awaits an upload and that the piece starts where the data so far ends
   // (kFailedPrecondition naming the byte to resume from otherwise) and fits the declared
@@ -249,6 +270,9 @@ class Storage {
   Result<DiskInfo> verify(const Image& image, const std::string& staged);
   void copy_loop();
   void run_job(const Job& job);
+  // Verifies and hashes data that `arrived` at `staged`, then settle_data().
+  Result<Image> settle_staged(const Image& image, const std::string& staged,
+                              const Result<void>& arrived);
   // Copy progress, kept in memory and shown while the image is LOCKED.
   void set_progress(int64_t id, int64_t done);
   void add_progress(Image& image);

@@ -22,6 +22,7 @@ const std::map<std::string, std::string>& collections() {
       {"tokens", "tokens"},         {"acl", "acl"},           {"apikeys", "apikeys"},
       {"templates", "templates"},   {"vms", "vms"},           {"images", "images"},
       {"datastores", "datastores"}, {"vnets", "vnets"},       {"ranges", "ranges"},
+      {"disks", "disks"},
   };
   return m;
 }
@@ -70,6 +71,10 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vms", R"({"name":"probe-vm","gid":$groups})"},
       {"POST /api/v1/vms/{id}/actions", R"({"action":"hold"})"},
       {"POST /api/v1/vms/{id}/resize", R"({"vcpus":1})"},
+      {"POST /api/v1/vms/{id}/disks", R"({"image_id":$images})"},
+      {"POST /api/v1/vms/{id}/disks/{disk_id}/resize", R"({"size_mb":4096})"},
+      {"POST /api/v1/vms/{id}/disks/{disk_id}/saveas",
+       R"({"name":"probe-saveas","datastore_id":$datastores})"},
       {"POST /api/v1/datastores", R"({"name":"probe-ds","clusters":[$clusters]})"},
       {"POST /api/v1/images",
        R"({"name":"probe-image","gid":$groups,"datastore_id":$datastores,"blank_mb":1})"},
@@ -226,8 +231,10 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
                           {"type", "DATABLOCK"},
                           {"blank_mb", 1}},
                          tenant.admin_auth)["id"];
-    // Let the scheduler's first look at the VM land before anything is fingerprinted.
     std::string vm_path = "/api/v1/vms/" + std::to_string(ids["vms"]);
+    ids["disks"] = call("POST", vm_path + "/disks", {{"size_mb", 1}},
+                        tenant.admin_auth)["disks"][0]["disk_id"];
+    // Let the scheduler's first look at the VM land before anything is fingerprinted.
     for (int i = 0; i < 200; ++i) {
       if (call("GET", vm_path, nullptr, tenant.admin_auth)["explanation"] !=
           "waiting for the scheduler") {

@@ -413,8 +413,47 @@ TEST(RealGuestE2eTest, BootsFromUploadedImagesAndKeepsOnlyPersistentWrites) {
   ASSERT_TRUE(settled(a, "RUNNING"));
   ASSERT_TRUE(ready(2)) << console();
   EXPECT_NE(console().find("FABRICA-DISK: earlier writes 1"), std::string::npos) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: sizes vda=65536"), std::string::npos) << console();
+
+  // Powered off, its disk is saved as a new image (written by the host), grown to 64 MiB,
+  // and a volatile disk is attached: all through the CLI.
+  ASSERT_TRUE(act(a, "poweroff"));
+  ASSERT_TRUE(settled(a, "POWEROFF")) << now.dump();
+  std::string vm_id = std::to_string(now["id"].get<int64_t>());
+  auto saved = cloud.cli("vm disk-saveas " + vm_id + " 0 golden");
+  ASSERT_EQ(saved.exit_code, 0) << saved.output;
+  int64_t golden = (*parse_json(saved.output))["image"]["id"].get<int64_t>();
+  std::string golden_path = "/api/v1/images/" + std::to_string(golden);
+  ASSERT_TRUE(testing::eventually([&] {
+    return (*api.get(golden_path))["state_name"] != "LOCKED";
+  })) << api.get(golden_path)->dump();
+  EXPECT_EQ((*api.get(golden_path))["state_name"], "READY") << api.get(golden_path)->dump();
+  EXPECT_EQ((*api.get(golden_path))["format"], "qcow2");
+  ASSERT_TRUE(settled(a, "POWEROFF")) << now.dump();
+  for (const std::string& args : {"vm disk-resize " + vm_id + " 0 64M",
+                                  "vm disk-attach " + vm_id + " --disk size=8M,format=raw"}) {
+    auto r = cloud.cli(args);
+    ASSERT_EQ(r.exit_code, 0) << args << "\n" << r.output;
+  }
+  ASSERT_TRUE(act(a, "resume"));
+  ASSERT_TRUE(settled(a, "RUNNING")) << now.dump();
+  ASSERT_TRUE(ready(3)) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: sizes vda=131072 vdb=16384"), std::string::npos)
+      << console();
+  EXPECT_NE(console().find("FABRICA-DISK: earlier writes 2"), std::string::npos) << console();
+  auto busy = cloud.cli("vm disk-attach " + vm_id + " --disk size=8M");
+  EXPECT_NE(busy.exit_code, 0);
+  EXPECT_NE(busy.output.find("poweroff or undeploy it first"), std::string::npos) << busy.output;
   ASSERT_TRUE(act(a, "terminate", true));
   ASSERT_TRUE(settled(a, "DONE")) << now.dump();
+  // A VM from the saved image reads what the first one had written by then.
+  std::string g = boot("from-golden", golden);
+  ASSERT_TRUE(settled(g, "RUNNING")) << now.dump();
+  ASSERT_TRUE(ready(1)) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: marker MARKER-7f3a"), std::string::npos) << console();
+  EXPECT_NE(console().find("FABRICA-DISK: earlier writes 2"), std::string::npos) << console();
+  ASSERT_TRUE(act(g, "terminate", true));
+  ASSERT_TRUE(settled(g, "DONE")) << now.dump();
   EXPECT_EQ((*api.get("/api/v1/images/" + std::to_string(data)))["state_name"], "READY");
   // ... and a new VM from the same image sees none of it.
   std::string b = boot("scratch-b", data);

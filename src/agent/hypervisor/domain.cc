@@ -150,7 +150,9 @@ Result<DomainSpec> resolve_domain(int64_t vm_id, const std::string& vm_name,
   for (const auto& c : s.cells) pairs = pairs && c.vcpus.size() % 2 == 0;
   s.threads_per_core = pairs ? 2 : 1;
   for (const auto& g : allocation.gpus) s.pci_devices.push_back(g.pci_address);
-  for (const auto& v : allocation.vfs) s.pci_devices.push_back(v.pci_address);
+  for (const auto& v : allocation.vfs) {
+    if (v.nic < 0) s.pci_devices.push_back(v.pci_address);  // The others are NICs.
+  }
   for (const auto& m : allocation.mig) {
     // An NVIDIA MIG UUID is "MIG-" + a UUID; the mediated device carries the UUID.
     s.mdevs.push_back(m.uuid.rfind("MIG-", 0) == 0 ? m.uuid.substr(4) : m.uuid);
@@ -159,6 +161,12 @@ Result<DomainSpec> resolve_domain(int64_t vm_id, const std::string& vm_name,
   for (const auto& pci : s.pci_devices) {
     unsigned a[4];
     if (!parse_pci(pci, a)) return fail(bad("\"" + pci + "\" is not a PCI address"));
+  }
+  for (const auto& n : s.nics) {
+    unsigned a[4];
+    if (!n.vf_pci.empty() && !parse_pci(n.vf_pci, a)) {
+      return fail(bad("\"" + n.vf_pci + "\" is not a PCI address"));
+    }
   }
   return s;
 }
@@ -280,6 +288,7 @@ std::string render_domain_xml(const DomainSpec& s) {
     }
   }
   for (const auto& n : s.nics) {
+    if (!n.vf_pci.empty()) continue;  // On a root port, below.
     auto nic = devices.append_child("interface");
     nic.append_attribute("type") = "bridge";
     nic.append_child("mac").append_attribute("address") = n.mac.c_str();
@@ -288,6 +297,30 @@ std::string render_domain_xml(const DomainSpec& s) {
     if (n.mtu > 0) nic.append_child("mtu").append_attribute("size") = n.mtu;
   }
   RootPorts ports(devices);
+  for (const auto& n : s.nics) {
+    if (n.vf_pci.empty()) continue;
+    unsigned host[4];
+    parse_pci(n.vf_pci, host);  // Checked by resolve_domain.
+    unsigned guest[4] = {0, ports.next(), 0, 0};
+    if (n.infiniband) {
+      auto dev = devices.append_child("hostdev");
+      dev.append_attribute("mode") = "subsystem";
+      dev.append_attribute("type") = "pci";
+      dev.append_attribute("managed") = "yes";
+      pci_address(dev.append_child("source"), host, false);
+      pci_address(dev, guest, true);
+      continue;
+    }
+    auto nic = devices.append_child("interface");
+    nic.append_attribute("type") = "hostdev";
+    nic.append_attribute("managed") = "yes";
+    nic.append_child("mac").append_attribute("address") = n.mac.c_str();
+    pci_address(nic.append_child("source"), host, true);
+    if (n.vlan_id >= 0) {
+      nic.append_child("vlan").append_child("tag").append_attribute("id") = n.vlan_id;
+    }
+    pci_address(nic, guest, true);
+  }
   for (const auto& pci : s.pci_devices) {
     unsigned host[4];
     parse_pci(pci, host);  // Checked by resolve_domain.

@@ -19,11 +19,16 @@ struct DiskSpec {
   bool operator==(const DiskSpec&) const = default;
 };
 
-// A NIC on a Linux bridge (virtio), with the MAC of its lease.
+// A NIC with the MAC of its lease: on a Linux bridge (virtio), or an SR-IOV VF passed through
+// (libvirt sets the MAC and the VLAN on the VF before the guest gets it).
 struct NicSpec {
   std::string mac;
   std::string bridge;
-  int mtu = 0;  // 0: the bridge's.
+  int mtu = 0;         // 0: the bridge's.
+  std::string vf_pci;  // "0000:3b:02.1": an SR-IOV VF instead of a bridge.
+  int vlan_id = -1;    // On the VF; -1: untagged.
+  // An InfiniBand VF: passed through as it is (an IB port has GUIDs, not a MAC or VLANs).
+  bool infiniband = false;
   bool operator==(const NicSpec&) const = default;
 };
 
@@ -51,7 +56,7 @@ struct DomainSpec {
   std::vector<int> host_nodes;  // Host NUMA nodes the memory comes from.
   bool strict_memory = true;    // numatune mode strict, else preferred (one node only).
   int64_t hugepage_kb = 0;      // 0: ordinary memory.
-  std::vector<std::string> pci_devices;  // "0000:18:00.0": GPUs, then VFs.
+  std::vector<std::string> pci_devices;  // "0000:18:00.0": GPUs, then VFs that serve no NIC.
   std::vector<std::string> mdevs;        // Mediated device UUIDs (MIG / vGPU instances).
   bool large_bars = false;               // GPUs: expose the host's physical address width.
   std::string kernel;                    // Direct kernel boot, paths on the host.

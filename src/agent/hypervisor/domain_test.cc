@@ -146,6 +146,31 @@ TEST(DomainTest, DisksFromImagesOnVirtioAnIsoBesideTheContextAndBridgedNics) {
   expect_golden("disks-from-images", render_domain_xml(spec));
 }
 
+// An Ethernet VF as a NIC (libvirt sets its MAC and VLAN) and an InfiniBand VF that the
+// scheduler picked on the vnet's PF for NIC 1, passed through as it is.
+TEST(DomainTest, SriovNicsAreVfsWithTheLeasesMacAndVlan) {
+  auto r = request(5, 4, 4096);
+  r.vfs = {{.count = 1, .pf = "ibp23s0", .nic = 1}};
+  const auto& inv = inventory_of("sriov-ib-bf3");
+  sched::HostState host(sched::HostInfo{.id = 1, .name = inv.hostname}, inv);
+  ASSERT_TRUE(r.validate());
+  auto fit = host.fit(r);
+  ASSERT_EQ(fit.misfit, sched::Misfit::kNone);
+  ASSERT_EQ(fit.allocation.vfs.size(), 1u);
+  EXPECT_EQ(fit.allocation.vfs[0].nic, 1);
+  EXPECT_EQ(fit.allocation.vfs[0].pf_name, "ibp23s0");
+  auto spec = resolve_domain(
+      5, "vm-5", r, fit.allocation,
+      {.vm_dir = "/var/lib/fabrica-agent/vms/5",
+       .nics = {{.mac = "02:00:0a:14:00:05", .vf_pci = "0000:3b:02.1", .vlan_id = 120},
+                {.mac = "02:00:0a:15:00:05",
+                 .vf_pci = fit.allocation.vfs[0].pci_address,
+                 .infiniband = true}}});
+  ASSERT_TRUE(spec) << spec.error().message();
+  EXPECT_TRUE(spec->pci_devices.empty()) << "a NIC's VF is rendered once, as the NIC";
+  expect_golden("sriov-nics", render_domain_xml(*spec));
+}
+
 TEST(DomainTest, ThreadPolicyPairsSiblingsInTheGuestTopology) {
   auto r = request(4, 8, 8 * 1024);
   r.cpu_policy = sched::CpuPolicy::kThread;

@@ -165,6 +165,8 @@ Result<Json> Executor::execute(const std::string& action, int64_t vm_id, const J
     FAB_TRY(hypervisor_.resume(domain));
   } else if (action == "cleanup") {
     FAB_TRY(cleanup(vm_id));
+  } else if (action == "saveas") {
+    FAB_TRY(saveas(vm_id, command));
   } else {
     return fail(bad("unknown action \"" + action + "\"", "action"));
   }
@@ -199,57 +201,138 @@ Result<void> Executor::deploy(int64_t vm_id, const Json& vm, bool write_context)
     }
   }
   FAB_ASSIGN_OR_RETURN(options.disks, prepare_disks(dir, vm.value("disks", Json::array())));
-  FAB_ASSIGN_OR_RETURN(options.nics, prepare_nics(dir, vm.value("nics", Json::array())));
+  FAB_ASSIGN_OR_RETURN(options.nics,
+                       prepare_nics(dir, vm.value("nics", Json::array()), allocation));
   FAB_ASSIGN_OR_RETURN(auto spec,
                        resolve_domain(vm_id, vm.value("name", ""), request, allocation, options));
   return hypervisor_.define(render_domain_xml(spec));
 }
 
+namespace {
+
+// Where one of vm.disks lives on the host and how it is opened. `owned`: a file of the VM's
+// own in its directory (a volatile disk, a private copy, an overlay), made at the first deploy.
+struct DiskPlace {
+  DiskSpec spec;
+  bool owned = false;
+};
+
+Result<DiskPlace> place_disk(const std::string& dir, const Json& d) {
+  if (!d.is_object() || !d["target"].is_string() || !d["disk_id"].is_number_integer()) {
+    return fail(ErrorCode::kInvalidArgument, "vm.disks holds a malformed disk");
+  }
+  std::string format = d.value("format", "raw");
+  if (format != "qcow2" && format != "raw") {
+    return fail(ErrorCode::kInvalidArgument, "disk format must be qcow2 or raw");
+  }
+  DiskPlace place{.spec = {.format = format, .target = d["target"].get<std::string>()}};
+  std::string own = dir + "/disk." + std::to_string(d["disk_id"].get<int64_t>());
+  std::string source = d.value("source", "");
+  if (d.value("volatile", false)) {
+    place.spec.path = own;
+    place.owned = true;
+  } else if (source.empty() || source.front() != '/') {
+    return fail(ErrorCode::kInvalidArgument, "disk " + place.spec.target + " has no image path");
+  } else if (d.value("type", "") == "CDROM") {
+    place.spec.path = source;
+    place.spec.cdrom = true;
+    place.spec.format = "raw";
+  } else if (d.value("persistent", false)) {
+    place.spec.path = source;  // The VM writes to the image itself.
+  } else {
+    // A private copy on this host (local datastore), or a qcow2 overlay: writes stay with the
+    // VM, the image is shared.
+    place.spec.path = own;
+    place.owned = true;
+    if (d.value("driver", "shared") != "local") place.spec.format = "qcow2";
+  }
+  return place;
+}
+
+// The virtual size of a disk file in MiB, rounded up (qemu-img info).
+Result<int64_t> virtual_mb(const std::string& path, const std::string& format) {
+  FAB_ASSIGN_OR_RETURN(std::string out,
+                       run_process({"qemu-img", "info", "--output=json", "-f", format, path}));
+  auto info = parse_json(out);
+  if (!info || !(*info)["virtual-size"].is_number_integer()) {
+    return fail(ErrorCode::kInternal, "qemu-img info gave no virtual size for " + path);
+  }
+  return ((*info)["virtual-size"].get<int64_t>() + (1 << 20) - 1) >> 20;
+}
+
+}  // namespace
+
 Result<std::vector<DiskSpec>> Executor::prepare_disks(const std::string& dir, const Json& disks) {
   std::vector<DiskSpec> out;
   if (!disks.is_array()) return fail(ErrorCode::kInvalidArgument, "vm.disks must be an array");
+  std::set<std::string> owned;
   for (const Json& d : disks) {
-    if (!d.is_object() || !d["target"].is_string() || !d["disk_id"].is_number_integer()) {
-      return fail(ErrorCode::kInvalidArgument, "vm.disks holds a malformed disk");
-    }
-    std::string format = d.value("format", "raw");
-    if (format != "qcow2" && format != "raw") {
-      return fail(ErrorCode::kInvalidArgument, "disk format must be qcow2 or raw");
-    }
-    DiskSpec disk{.format = format, .target = d["target"].get<std::string>()};
-    std::string own = dir + "/disk." + std::to_string(d["disk_id"].get<int64_t>());
-    std::string source = d.value("source", "");
-    bool have = !options_.host_files || fs::exists(own);
-    if (d.value("volatile", false)) {
-      disk.path = own;
-      if (!have) {
-        FAB_TRY(run_process({"qemu-img", "create", "-q", "-f", format, own,
+    FAB_ASSIGN_OR_RETURN(DiskPlace place, place_disk(dir, d));
+    out.push_back(place.spec);
+    if (!place.owned || !options_.host_files) continue;
+    const std::string& own = place.spec.path;
+    owned.insert(fs::path(own).filename().string());
+    if (!fs::exists(own)) {
+      std::string source = d.value("source", "");
+      if (d.value("volatile", false)) {
+        FAB_TRY(run_process({"qemu-img", "create", "-q", "-f", place.spec.format, own,
                              std::to_string(d.value("size_mb", int64_t{1})) + "M"}));
-      }
-    } else if (source.empty() || source.front() != '/') {
-      return fail(ErrorCode::kInvalidArgument, "disk " + disk.target + " has no image path");
-    } else if (d.value("type", "") == "CDROM") {
-      disk.path = source;
-      disk.cdrom = true;
-      disk.format = "raw";
-    } else if (d.value("persistent", false)) {
-      disk.path = source;  // The VM writes to the image itself.
-    } else if (d.value("driver", "shared") == "local") {
-      disk.path = own;  // A private copy on this host.
-      if (!have) {
+      } else if (d.value("driver", "shared") == "local") {
         FAB_TRY(run_process({"cp", "--sparse=always", source, own}));
-      }
-    } else {
-      disk.path = own;  // A qcow2 overlay: writes stay with the VM, the image is shared.
-      disk.format = "qcow2";
-      if (!have) {
-        FAB_TRY(run_process(
-            {"qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b", source, own}));
+      } else {
+        FAB_TRY(run_process({"qemu-img", "create", "-q", "-f", "qcow2", "-F",
+                             d.value("format", "raw"), "-b", source, own}));
       }
     }
-    out.push_back(std::move(disk));
+    // disk-resize: the VM's own file grows to the size asked (never shrinks).
+    if (d.value("resized", false)) {
+      int64_t want = d.value("size_mb", int64_t{0});
+      FAB_ASSIGN_OR_RETURN(int64_t have, virtual_mb(own, place.spec.format));
+      if (want > have) {
+        FAB_TRY(run_process({"qemu-img", "resize", "-q", "-f", place.spec.format, own,
+                             std::to_string(want) + "M"}));
+      }
+    }
+  }
+  // A disk detached while the VM was powered off leaves its file: removed now.
+  std::error_code ec;
+  if (options_.host_files && fs::is_directory(dir, ec)) {
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      std::string name = entry.path().filename().string();
+      if (name.starts_with("disk.") && !owned.contains(name)) fs::remove(entry.path(), ec);
+    }
   }
   return out;
+}
+
+Result<void> Executor::saveas(int64_t vm_id, const Json& command) {
+  const Json args = command.value("args", Json());
+  if (!args.is_object() || !args["disk_id"].is_number_integer() || !args["dest"].is_string() ||
+      args["dest"].get<std::string>().empty() || args["dest"].get<std::string>().front() != '/') {
+    return fail(bad("needs disk_id and an absolute dest", "args"));
+  }
+  const Json vm = command.value("vm", Json::object());
+  const Json disks = vm.value("disks", Json::array());
+  auto disk = std::find_if(disks.begin(), disks.end(), [&](const Json& d) {
+    return d.value("disk_id", int64_t{-1}) == args["disk_id"].get<int64_t>();
+  });
+  if (disk == disks.end()) return fail(bad("names no disk of the VM", "args.disk_id"));
+  FAB_ASSIGN_OR_RETURN(DiskPlace place, place_disk(vm_dir(vm_id), *disk));
+  if (!options_.host_files) return {};
+  std::string dest = args["dest"].get<std::string>();
+  if (!fs::exists(place.spec.path)) {
+    return fail(ErrorCode::kFailedPrecondition,
+                "the disk's file " + place.spec.path + " is not on this host");
+  }
+  if (!fs::is_directory(fs::path(dest).parent_path())) {
+    return fail(ErrorCode::kFailedPrecondition, "the datastore directory " +
+                                                    fs::path(dest).parent_path().string() +
+                                                    " is not mounted on this host");
+  }
+  // One standalone qcow2: an overlay's backing chain is flattened into it.
+  return run_process({"qemu-img", "convert", "-q", "-f", place.spec.format, "-O", "qcow2",
+                      place.spec.path, dest})
+      .map([](const std::string&) {});
 }
 
 Result<void> Executor::cleanup(int64_t vm_id) {
@@ -265,7 +348,8 @@ Result<void> Executor::cleanup(int64_t vm_id) {
   return {};
 }
 
-Result<std::vector<NicSpec>> Executor::prepare_nics(const std::string& dir, const Json& nics) {
+Result<std::vector<NicSpec>> Executor::prepare_nics(const std::string& dir, const Json& nics,
+                                                    const sched::Allocation& allocation) {
   std::vector<NicSpec> out;
   if (!nics.is_array()) return fail(ErrorCode::kInvalidArgument, "vm.nics must be an array");
   for (const Json& n : nics) {
@@ -273,13 +357,26 @@ Result<std::vector<NicSpec>> Executor::prepare_nics(const std::string& dir, cons
       return fail(ErrorCode::kInvalidArgument, "vm.nics holds a malformed NIC");
     }
     std::string mode = n.value("mode", "bridge");
-    if (mode == "sriov") {
-      return fail(ErrorCode::kFailedPrecondition,
-                  "SR-IOV NICs are not wired on hosts yet; use a bridge or vlan vnet");
-    }
     NicSpec nic{.mac = n["mac"].get<std::string>(),
                 .bridge = n["bridge"].get<std::string>(),
                 .mtu = n.value("mtu", 0)};
+    if (mode == "sriov") {
+      int id = n.value("nic_id", -1);
+      auto vf = std::find_if(allocation.vfs.begin(), allocation.vfs.end(),
+                             [&](const sched::VfAssignment& v) { return v.nic == id; });
+      if (vf == allocation.vfs.end()) {
+        return fail(ErrorCode::kFailedPrecondition,
+                    "NIC " + std::to_string(id) +
+                        " is on an SR-IOV vnet but the VM holds no VF of " +
+                        n.value("phydev", std::string("its physical function")) + " for it");
+      }
+      nic.vf_pci = vf->pci_address;
+      nic.vlan_id = n.value("vlan_id", -1);
+      nic.infiniband = vf->fabric == "infiniband";
+      nic.bridge.clear();
+      out.push_back(std::move(nic));
+      continue;
+    }
     if (mode == "vlan" && options_.host_files) {
       std::lock_guard lock(network_mutex_);
       FAB_TRY(network_->ensure_vlan_bridge(n.value("phydev", ""), n.value("vlan_id", 0), nic.bridge,

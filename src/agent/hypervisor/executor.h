@@ -65,11 +65,16 @@ class Executor {
   // Defines the VM's domain; with `write_context`, (re)writes its context CD-ROM first.
   Result<void> deploy(int64_t vm_id, const Json& vm, bool write_context);
   Result<void> cleanup(int64_t vm_id);
+  // disk-saveas: the command's args {"disk_id", "dest"}; the disk is copied to dest (qcow2).
+  Result<void> saveas(int64_t vm_id, const Json& command);
   // The VM's disks as files, made in `dir` where missing.
   Result<std::vector<DiskSpec>> prepare_disks(const std::string& dir, const Json& disks);
   // The VM's NICs; VLAN bridges made where missing. Records them in dir/nics.json so cleanup
   // knows which bridges the host's other VMs still use.
-  Result<std::vector<NicSpec>> prepare_nics(const std::string& dir, const Json& nics);
+  // Bridged NICs (a VLAN's bridge made first), and SR-IOV NICs on the VFs `allocation` holds
+  // for them.
+  Result<std::vector<NicSpec>> prepare_nics(const std::string& dir, const Json& nics,
+                                            const sched::Allocation& allocation);
   // Removes the VLAN bridges `nics` used that no remaining VM on this host uses.
   Result<void> release_nics(const Json& nics);
   Result<void> wait_shutoff(const std::string& domain);

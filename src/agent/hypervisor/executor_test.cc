@@ -282,6 +282,39 @@ TEST_F(ExecutorTest, DisksAreOverlaysCopiesOrTheImageItselfAndSurviveARedeploy) 
   ASSERT_TRUE(ex.run(command)["ok"]);
   EXPECT_EQ(fs::file_size(dir / "disk.1"), size);
 
+  // Powered off, disk 1 detached and disk 0 grown: the next definition drops the detached
+  // disk's file and grows the overlay.
+  command["id"] = "op-2b";
+  command["vm"]["disks"].erase(1);
+  command["vm"]["disks"][0]["size_mb"] = 32;
+  command["vm"]["disks"][0]["resized"] = true;
+  ASSERT_TRUE(ex.run(command)["ok"]);
+  EXPECT_FALSE(fs::exists(dir / "disk.1"));
+  auto grown = run_process({"qemu-img", "info", "--output=json", (dir / "disk.0").string()});
+  ASSERT_TRUE(grown);
+  EXPECT_EQ((*parse_json(*grown))["virtual-size"], 32 << 20);
+  EXPECT_EQ((*parse_json(*grown))["backing-filename"], shared) << "still an overlay";
+
+  // disk-saveas: one standalone qcow2 at the staging path the command names.
+  Json saveas = op("op-2c", 6, "saveas");
+  saveas["vm"] = command["vm"];
+  saveas["args"] = {{"disk_id", 0}, {"dest", (root_ / "ds/img-9.part").string()}};
+  Json saved = ex.run(saveas);
+  ASSERT_TRUE(saved["ok"]) << saved.dump();
+  auto copy =
+      run_process({"qemu-img", "info", "--output=json", (root_ / "ds/img-9.part").string()});
+  ASSERT_TRUE(copy);
+  EXPECT_EQ((*parse_json(*copy))["format"], "qcow2");
+  EXPECT_EQ((*parse_json(*copy))["virtual-size"], 32 << 20);
+  EXPECT_FALSE((*parse_json(*copy)).contains("backing-filename")) << "flattened";
+  saveas["id"] = "op-2d";
+  saveas["args"]["dest"] = (root_ / "not-mounted/img-10.part").string();
+  Json unmounted = ex.run(saveas);
+  EXPECT_FALSE(unmounted["ok"]);
+  EXPECT_NE(unmounted["error"].get<std::string>().find("is not mounted on this host"),
+            std::string::npos)
+      << unmounted.dump();
+
   // A disk without an image path is refused; cleanup removes the VM's own disks only.
   Json broken = deploy_command("op-3", 7);
   broken["vm"]["disks"] = Json::array({Json{{"disk_id", 0}, {"target", "vda"}, {"image_id", 9}}});
@@ -338,7 +371,7 @@ TEST_F(ExecutorTest, VlanBridgesComeWithTheFirstVmAndGoWithTheLast) {
   ASSERT_TRUE(ex.run(op("op-c22", 22, "cleanup"))["ok"]);
   ASSERT_EQ(net.calls.size(), 3u);
   EXPECT_EQ(net.calls[2], "remove eth1.120 fvb3");
-  // SR-IOV is refused with a reason, not half-done.
+  // An SR-IOV NIC whose VF the allocation lacks is refused with a reason, not half-done.
   Json sriov = deploy_command("op-s", 23);
   sriov["vm"]["nics"] = Json::array({Json{{"nic_id", 0},
                                           {"mac", "02:00:00:00:00:01"},
@@ -347,7 +380,8 @@ TEST_F(ExecutorTest, VlanBridgesComeWithTheFirstVmAndGoWithTheLast) {
                                           {"phydev", "ib0"}}});
   Json refused = ex.run(sriov);
   EXPECT_FALSE(refused["ok"]);
-  EXPECT_NE(refused["error"].get<std::string>().find("SR-IOV"), std::string::npos);
+  EXPECT_NE(refused["error"].get<std::string>().find("holds no VF of ib0"), std::string::npos)
+      << refused.dump();
 }
 
 }  // namespace
