@@ -42,6 +42,20 @@ store::Record vm_record(const Vm& vm) {
                        .version = vm.version};
 }
 
+// MiB that a VM's own disk files may take in the system datastore: volatile disks, copies of
+// images from local datastores, and overlays grown by disk-resize (counted whole).
+int64_t own_disk_mb(const Json& disks) {
+  int64_t mb = 0;
+  for (const Json& d : disks) {
+    bool copy = d.value("driver", "") == "local" && !d.value("persistent", false) &&
+                d.value("type", "") != "CDROM";
+    if (d.value("volatile", false) || copy || d.value("resized", false)) {
+      mb += d.value("size_mb", int64_t{0});
+    }
+  }
+  return mb;
+}
+
 // The disks as asked for, from the disks as attached (vm.disks).
 Json asked_disks(const Json& attached) {
   Json disks = Json::array();
@@ -500,6 +514,7 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
     vm.request.vm_id = id;
     vm.request.gid = gid;
     FAB_TRY(attach_images(tx, caller, vm));
+    FAB_TRY(storage_.check_system_room(tx, own_disk_mb(vm.disks), "disks"));
     FAB_TRY(hold_quota(tx, vm));
     FAB_TRY(tx.insert(vm_record(vm)));
     return vm;
@@ -1040,7 +1055,9 @@ Result<Vm> Compute::change_disks(
                       "UNDEPLOYED, PENDING or HOLD)",
                   "state");
     }
+    int64_t before = own_disk_mb(vm.disks);
     FAB_TRY(change(tx, vm));
+    FAB_TRY(storage_.check_system_room(tx, own_disk_mb(vm.disks) - before, "disks"));
     vm.guest.disks = asked_disks(vm.disks);
     vm.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));

@@ -380,6 +380,18 @@ TEST_F(ComputeTest, DisksOfAStoppedVmAreAttachedDetachedAndGrown) {
   ASSERT_FALSE(shrink);
   EXPECT_EQ(shrink.error().field(), "size_mb");
   EXPECT_NE(shrink.error().message().find("disks only grow"), std::string::npos);
+  // The system datastore keeps the VM's own disks: more than it has free is refused.
+  auto huge = compute_->resize_disk(admin_, id, 0, int64_t{1} << 30);
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(huge.error().message().find("system datastore"), std::string::npos)
+      << huge.error().message();
+  auto too_big = compute_->create_vm(
+      admin_, NewVm{.name = "greedy",
+                    .guest = GuestSpec{.disks = Json::array({Json{{"size_mb", int64_t{1} << 30},
+                                                                  {"format", "qcow2"}}})}});
+  ASSERT_FALSE(too_big);
+  EXPECT_EQ(too_big.error().field(), "disks");
   auto nowhere = compute_->resize_disk(admin_, id, 7, 80);
   ASSERT_FALSE(nowhere);
   EXPECT_EQ(nowhere.error().code(), ErrorCode::kNotFound);

@@ -297,4 +297,20 @@ Result<void> Storage::delete_datastore(const auth::Caller& caller, int64_t id) {
   });
 }
 
+// ---- VMs' own disks ----
+
+Result<void> Storage::check_system_room(store::Transaction& tx, int64_t mb,
+                                        const std::string& field) {
+  if (mb <= 0) return {};
+  auto r = tx.get(kDatastoreType, kSystemDatastore);
+  if (!r) return {};  // No system datastore: nothing to check against.
+  FAB_ASSIGN_OR_RETURN(Datastore ds, datastore_from_record(*r));
+  fill_capacity(ds);
+  if (!ds.capacity || (ds.capacity->free >> 20) >= mb) return {};
+  return fail(ErrorCode::kFailedPrecondition,
+              "the VM's own disks need " + std::to_string(mb) + " MB and system datastore " +
+                  ds.header.name + " has " + std::to_string(ds.capacity->free >> 20) + " MB free",
+              field);
+}
+
 }  // namespace fabrica::storage

@@ -200,6 +200,11 @@ class Storage {
   // image deleted meanwhile, or one the VM did not hold, is fine.
   Result<void> detach_image(store::Transaction& tx, int64_t id, int64_t vm_id);
 
+  // Whether the system datastore (0), where hosts keep VMs' own disks (volatile disks, copies
+  // from local datastores, overlays), has `mb` MiB free: kFailedPrecondition naming `field`
+  // and the room left otherwise. Checked when a VM is created or its disks grow.
+  Result<void> check_system_room(store::Transaction& tx, int64_t mb, const std::string& field);
+
   // A VM's disk saved as a new image (disk-saveas), inside the VM's transaction: a LOCKED
   // image whose data the VM's host writes (qcow2) to staged_path(); `bytes` (the disk's
   // virtual size) is held against the quotas and the datastore meanwhile. The datastore must
@@ -305,5 +310,6 @@ class Storage {
 
 inline constexpr std::string_view kDatastoreType = "datastore";
 inline constexpr std::string_view kImageType = "image";
+inline constexpr int64_t kSystemDatastore = 0;  // Where hosts keep VMs' own disks.
 
 }  // namespace fabrica::storage
