@@ -304,16 +304,18 @@ Result<int64_t> resolve_template(client::ApiClient& api, const std::string& id_o
   return resolve_id(api, "templates", id_or_name);
 }
 
-// A VM id, or the name of exactly one VM the caller can see.
+// A VM id, or the name of exactly one VM the caller can see (a DONE VM's name is free again).
 Result<int64_t> resolve_vm(client::ApiClient& api, const std::string& id_or_name) {
   int64_t id = 0;
   auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
   if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
   FAB_ASSIGN_OR_RETURN(Json all, list_all(api, "/api/v1/vms?limit=1000"));
-  std::vector<int64_t> found;
+  std::vector<int64_t> found, done;
   for (const auto& vm : all) {
-    if (vm["name"] == id_or_name) found.push_back(vm["id"].get<int64_t>());
+    if (vm["name"] != id_or_name) continue;
+    (vm["state_name"] == "DONE" ? done : found).push_back(vm["id"].get<int64_t>());
   }
+  if (found.empty()) found = done;
   if (found.empty()) return fail(ErrorCode::kNotFound, "VM \"" + id_or_name + "\" not found");
   if (found.size() > 1) {
     return fail(ErrorCode::kInvalidArgument,
@@ -393,6 +395,8 @@ void add_disk_commands(Context& ctx, CLI::App* vm) {
   struct Flags {
     std::string vm, disk, size, name, datastore;
     int64_t disk_id = 0;
+    bool wait = false;
+    int timeout = 600;
   };
   auto f = std::make_shared<Flags>();
   auto disks_path = [](int64_t id) { return "/api/v1/vms/" + std::to_string(id) + "/disks"; };
@@ -456,6 +460,8 @@ void add_disk_commands(Context& ctx, CLI::App* vm) {
   saveas->add_option("name", f->name, "The new image's name")->required();
   saveas->add_option("--datastore", f->datastore,
                      "A shared image datastore the host mounts (default: the disk image's)");
+  saveas->add_flag("--wait", f->wait, "Wait until the image is READY (or ERROR)");
+  saveas->add_option("--timeout", f->timeout, "Seconds --wait waits at most (default 600)");
   saveas->callback([&ctx, f, disks_path] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
@@ -466,6 +472,29 @@ void add_disk_commands(Context& ctx, CLI::App* vm) {
       }
       FAB_ASSIGN_OR_RETURN(
           Json r, api.post(disks_path(id) + "/" + std::to_string(f->disk_id) + "/saveas", body));
+      if (f->wait) {
+        std::string image = "/api/v1/images/" + to_text(r["image"]["id"]);
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(f->timeout);
+        while (r["image"]["state_name"] == "LOCKED") {
+          if (std::chrono::steady_clock::now() > deadline) {
+            return fail(ErrorCode::kDeadlineExceeded, "image " + to_text(r["image"]["id"]) +
+                                                          " is still LOCKED after " +
+                                                          std::to_string(f->timeout) + " s");
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(250));
+          FAB_ASSIGN_OR_RETURN(r["image"], api.get(image));
+        }
+        FAB_ASSIGN_OR_RETURN(r["vm"], api.get("/api/v1/vms/" + std::to_string(id)));
+        if (ctx.output == Output::kJson) return print_object(ctx, r), Result<void>{};
+        std::cout << "Image " << to_text(r["image"]["id"]) << " (" << f->name << ") is "
+                  << to_text(r["image"]["state_name"]);
+        if (r["image"]["state_name"] == "ERROR") std::cout << ": " << to_text(r["image"]["error"]);
+        std::cout << "; VM " << id << " is " << to_text(r["vm"]["state_name"]) << std::endl;
+        if (r["image"]["state_name"] != "READY") {
+          return fail(ErrorCode::kFailedPrecondition, "the disk was not saved");
+        }
+        return {};
+      }
       if (ctx.output == Output::kJson) return print_object(ctx, r), Result<void>{};
       std::cout << "Image " << to_text(r["image"]["id"]) << " (" << f->name
                 << ") is LOCKED while the host copies disk " << f->disk_id << "; VM " << id

@@ -1049,10 +1049,12 @@ Result<Vm> Compute::change_disks(
     VmState s = vm.state();
     if (s != VmState::kPoweroff && s != VmState::kUndeployed && s != VmState::kPending &&
         s != VmState::kHold) {
+      bool saving = vm.lcm == static_cast<int>(Lcm::kHotplugSaveasPoweroff);
       return fail(ErrorCode::kFailedPrecondition,
                   "cannot " + verb + " a VM that is " + vm_state_name(s, vm.lcm) +
-                      "; poweroff or undeploy it first (disks change while a VM is POWEROFF, "
-                      "UNDEPLOYED, PENDING or HOLD)",
+                      (saving ? "; wait until its disk-saveas is done"
+                              : "; poweroff or undeploy it first") +
+                      " (disks change while a VM is POWEROFF, UNDEPLOYED, PENDING or HOLD)",
                   "state");
     }
     int64_t before = own_disk_mb(vm.disks);

@@ -420,14 +420,12 @@ TEST(RealGuestE2eTest, BootsFromUploadedImagesAndKeepsOnlyPersistentWrites) {
   ASSERT_TRUE(act(a, "poweroff"));
   ASSERT_TRUE(settled(a, "POWEROFF")) << now.dump();
   std::string vm_id = std::to_string(now["id"].get<int64_t>());
-  auto saved = cloud.cli("vm disk-saveas " + vm_id + " 0 golden");
+  auto saved = cloud.cli("vm disk-saveas " + vm_id + " 0 golden --wait");
   ASSERT_EQ(saved.exit_code, 0) << saved.output;
   int64_t golden = (*parse_json(saved.output))["image"]["id"].get<int64_t>();
   std::string golden_path = "/api/v1/images/" + std::to_string(golden);
-  ASSERT_TRUE(testing::eventually([&] {
-    return (*api.get(golden_path))["state_name"] != "LOCKED";
-  })) << api.get(golden_path)->dump();
-  EXPECT_EQ((*api.get(golden_path))["state_name"], "READY") << api.get(golden_path)->dump();
+  EXPECT_EQ((*parse_json(saved.output))["image"]["state_name"], "READY") << saved.output;
+  EXPECT_EQ((*parse_json(saved.output))["vm"]["state_name"], "POWEROFF") << saved.output;
   EXPECT_EQ((*api.get(golden_path))["format"], "qcow2");
   ASSERT_TRUE(settled(a, "POWEROFF")) << now.dump();
   for (const std::string& args : {"vm disk-resize " + vm_id + " 0 64M",
