@@ -18,6 +18,7 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_vdc_routes(router_, services_);
   add_quota_routes(router_, services_);
   add_apikey_routes(router_, services_);
+  add_endpoint_routes(router_, services_);
   add_audit_routes(router_, services_);
   add_compute_routes(router_, services_);
   add_storage_routes(router_, services_);

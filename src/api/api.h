@@ -15,6 +15,7 @@
 #include "auth/sessions.h"
 #include "auth/vdc.h"
 #include "compute/compute.h"
+#include "endpoints/endpoints.h"
 #include "fleet/fleet.h"
 #include "storage/storage.h"
 #include "store/store.h"
@@ -35,6 +36,7 @@ struct Services {
   compute::Compute& compute;
   storage::Storage& storage;
   network::Network& network;
+  endpoints::Endpoints& endpoints;
   std::string version;
 };
 
@@ -87,6 +89,7 @@ void add_agent_routes(Router& router, Services& services);
 void add_vdc_routes(Router& router, Services& services);
 void add_quota_routes(Router& router, Services& services);
 void add_apikey_routes(Router& router, Services& services);
+void add_endpoint_routes(Router& router, Services& services);
 void add_audit_routes(Router& router, Services& services);
 void add_compute_routes(Router& router, Services& services);
 void add_storage_routes(Router& router, Services& services);

@@ -210,6 +210,14 @@ Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
   return page["items"][0]["id"].get<int64_t>();
 }
 
+void print_fields(const std::vector<std::pair<std::string, std::string>>& fields) {
+  size_t width = 0;
+  for (const auto& [key, value] : fields) width = std::max(width, key.size());
+  for (const auto& [key, value] : fields) {
+    std::cout << key << std::string(width - key.size(), ' ') << " : " << value << "\n";
+  }
+}
+
 Result<Json> list_all(client::ApiClient& api, const std::string& target, size_t limit) {
   Json all = Json::array();
   std::string cursor;

@@ -56,6 +56,8 @@ std::string to_text(const Json& value);
 // Resolves a user or group given by id or by name ("alice") to its id.
 Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
                            const std::string& id_or_name);
+// "KEY : value" lines in the order given, keys padded to one width.
+void print_fields(const std::vector<std::pair<std::string, std::string>>& fields);
 // Follows next_cursor from `target` (which already holds a '?') and returns up to `limit` items.
 Result<Json> list_all(client::ApiClient& api, const std::string& target, size_t limit = SIZE_MAX);
 // Reads a password: the given flag value, else FABRICA_PASSWORD, else a prompt without echo.
@@ -71,6 +73,7 @@ void add_session_commands(CLI::App& app, Context& ctx);
 void add_vdc_commands(CLI::App& app, Context& ctx);
 void add_quota_commands(CLI::App& app, Context& ctx);
 void add_apikey_commands(CLI::App& app, Context& ctx);
+void add_endpoint_commands(CLI::App& app, Context& ctx);
 void add_audit_commands(CLI::App& app, Context& ctx);
 void add_user_commands(CLI::App& app, Context& ctx);
 void add_group_commands(CLI::App& app, Context& ctx);

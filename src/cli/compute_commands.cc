@@ -370,15 +370,6 @@ std::string context_names(const Json& object) {
   return out.empty() ? "-" : out;
 }
 
-// "KEY : value" lines in the order given.
-void print_fields(const std::vector<std::pair<std::string, std::string>>& fields) {
-  size_t width = 0;
-  for (const auto& [key, value] : fields) width = std::max(width, key.size());
-  for (const auto& [key, value] : fields) {
-    std::cout << key << std::string(width - key.size(), ' ') << " : " << value << "\n";
-  }
-}
-
 // "running, CPU 12.5%, memory 1G (2026-11-25T10:00:00Z)": the agent's last report.
 std::string monitoring_text(const Json& m) {
   if (!m.is_object()) return "-";

@@ -158,11 +158,14 @@ int serve(const Options& o) {
       {.sync = o.sync == "full" ? store::Sync::kFull : store::Sync::kNormal});
   if (!store) return fatal(store.error());
 
+  // Backend credentials of AI endpoints are sealed under a key kept beside the database.
+  auto sealer = endpoints::Sealer::from_file((data_dir / "sealing.key").string());
+  if (!sealer) return fatal(sealer.error());
   SystemClock clock;
   Wiring wiring(**store, clock, kVersion,
                 {.offline_after = std::chrono::seconds(o.host_offline_after),
                  .heartbeat_interval = std::chrono::seconds(o.heartbeat_interval)},
-                {.datastores_root = (data_dir / "datastores").string()});
+                {.datastores_root = (data_dir / "datastores").string()}, std::move(*sealer));
   auth::Identity& identity = wiring.identity;
   api::Api& api = wiring.api;
 

@@ -9,6 +9,7 @@
 #include "auth/quota.h"
 #include "auth/sessions.h"
 #include "auth/vdc.h"
+#include "endpoints/endpoints.h"
 #include "fleet/fleet.h"
 #include "network/network.h"
 #include "storage/storage.h"
@@ -20,8 +21,10 @@ namespace fabrica {
 // one over its SQLite file; in-process tests build one over a temporary store.
 struct Wiring {
   Wiring(store::Store& store, const Clock& clock, std::string version,
-         fleet::FleetOptions fleet_options = {}, storage::StorageOptions storage_options = {})
-      : filesystem(storage::make_posix_filesystem()),
+         fleet::FleetOptions fleet_options = {}, storage::StorageOptions storage_options = {},
+         endpoints::Sealer sealer = endpoints::Sealer::random())
+      : sealer(std::move(sealer)),
+        filesystem(storage::make_posix_filesystem()),
         authorizer(store),
         identity(store, authorizer, clock),
         limiter(clock),
@@ -34,6 +37,7 @@ struct Wiring {
         storage(store, authorizer, quotas, *filesystem, clock, std::move(storage_options)),
         network(store, authorizer, clock),
         compute(store, authorizer, identity, quotas, fleet, storage, network, clock),
+        endpoints(store, authorizer, clock, this->sealer),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -46,7 +50,10 @@ struct Wiring {
                           .compute = compute,
                           .storage = storage,
                           .network = network,
+                          .endpoints = endpoints,
                           .version = std::move(version)}) {}
+  // Seals backend credentials at rest; fabricad keeps its key beside the database.
+  endpoints::Sealer sealer;
   std::unique_ptr<storage::Filesystem> filesystem;
   auth::Authorizer authorizer;
   auth::Identity identity;
@@ -60,6 +67,7 @@ struct Wiring {
   storage::Storage storage;
   network::Network network;
   compute::Compute compute;
+  endpoints::Endpoints endpoints;
   api::Api api;
 };
 

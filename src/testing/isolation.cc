@@ -17,12 +17,23 @@ constexpr int64_t kGhostBase = 900000;
 // Which fixture collection a {placeholder} stands for, by the literal segment before it.
 const std::map<std::string, std::string>& collections() {
   static const std::map<std::string, std::string> m = {
-      {"users", "users"},           {"admins", "users"},      {"groups", "groups"},
-      {"hosts", "hosts"},           {"clusters", "clusters"}, {"vdcs", "vdcs"},
-      {"tokens", "tokens"},         {"acl", "acl"},           {"apikeys", "apikeys"},
-      {"templates", "templates"},   {"vms", "vms"},           {"images", "images"},
-      {"datastores", "datastores"}, {"vnets", "vnets"},       {"ranges", "ranges"},
+      {"users", "users"},
+      {"admins", "users"},
+      {"groups", "groups"},
+      {"hosts", "hosts"},
+      {"clusters", "clusters"},
+      {"vdcs", "vdcs"},
+      {"tokens", "tokens"},
+      {"acl", "acl"},
+      {"apikeys", "apikeys"},
+      {"templates", "templates"},
+      {"vms", "vms"},
+      {"images", "images"},
+      {"datastores", "datastores"},
+      {"vnets", "vnets"},
+      {"ranges", "ranges"},
       {"disks", "disks"},
+      {"endpoints", "endpoints"},
   };
   return m;
 }
@@ -65,6 +76,10 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vdcs/{id}/resources", R"({"kind":"cluster","id":$clusters})"},
       {"POST /api/v1/apikeys", R"({"name":"probe-key","gid":$groups,"endpoints":["*"]})"},
       {"POST /api/v1/apikeys/{id}/revoke", "{}"},
+      {"POST /api/v1/endpoints",
+       R"({"name":"probe-endpoint","gid":$groups,"model":"probe-model","backends":["http://probe:1"]})"},
+      {"PUT /api/v1/endpoints/{id}",
+       R"({"backends":["http://hijacked:1"],"backend_key":"stolen"})"},
       {"POST /api/v1/templates", R"({"name":"probe-template","gid":$groups})"},
       {"PUT /api/v1/templates/{id}", R"({"description":"hijacked"})"},
       {"POST /api/v1/templates/{id}/instantiate", R"({"name":"probe-vm","gid":$groups})"},
@@ -216,6 +231,13 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     Json key = call("POST", "/api/v1/apikeys", {{"name", m + "-key"}, {"endpoints", {"*"}}},
                     tenant.admin_auth);
     ids["apikeys"] = key["id"];
+    ids["endpoints"] = call("POST", "/api/v1/endpoints",
+                            {{"name", m + "-llm"},
+                             {"model", m + "/model"},
+                             {"description", m + " chat model"},
+                             {"backends", {"http://" + m + ".internal:8000"}},
+                             {"backend_key", m + "-upstream-key"}},
+                            tenant.admin_auth)["id"];
     ids["templates"] = call("POST", "/api/v1/templates",
                             {{"name", m + "-template"},
                              {"description", m + " training node"},

@@ -245,6 +245,28 @@ TEST_F(CliTest, TenantsFromVdcToTenantAdministratorToUser) {
   EXPECT_NE(fabrica("vdc create mine").exit_code, 0);
   auto vdc = fabrica("vdc show acme");
   EXPECT_NE(vdc.out.find("CLUSTER/#"), std::string::npos) << vdc.out;
+  // The tenant administrator defines the endpoint its keys name; the backend key comes from a
+  // file and is never shown again.
+  auto key_file = daemon_.data_dir() / "vllm.key";
+  { std::ofstream(key_file) << "sk-upstream-7Qz\n"; }
+  auto endpoint = fabrica(
+      "endpoint create llama-8b --model meta-llama/Llama-3.1-8B-Instruct "
+      "--backend http://vllm-0.acme.internal:8000 --backend http://vllm-1.acme.internal:8000 "
+      "--backend-key-file " +
+      key_file.string());
+  ASSERT_EQ(endpoint.exit_code, 0) << endpoint.out;
+  EXPECT_NE(endpoint.out.find("serves meta-llama/Llama-3.1-8B-Instruct from 2 backends"),
+            std::string::npos)
+      << endpoint.out;
+  auto bad_backend = fabrica("endpoint create spare --model m --backend vllm:8000");
+  EXPECT_NE(bad_backend.exit_code, 0);
+  EXPECT_NE(bad_backend.out.find("backends[0]"), std::string::npos) << bad_backend.out;
+  auto endpoint_shown = fabrica("endpoint show llama-8b");
+  EXPECT_NE(endpoint_shown.out.find("set (never shown)"), std::string::npos) << endpoint_shown.out;
+  auto endpoint_json = fabrica("endpoint list -o json");
+  EXPECT_EQ(endpoint_json.out.find("sk-upstream"), std::string::npos) << endpoint_json.out;
+  auto cleared = fabrica("endpoint update llama-8b --no-backend-key");
+  EXPECT_NE(cleared.out.find("BACKEND KEY : none"), std::string::npos) << cleared.out;
   auto key = fabrica(
       "apikey create chat-app --endpoints llama-8b --rpm 600 --tpm 200000 "
       "--expires 30d");

@@ -1,0 +1,375 @@
+#include "endpoints/endpoints.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <boost/url/parse.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "auth/identity.h"
+
+namespace fabrica::endpoints {
+namespace {
+
+constexpr Permissions kEndpointPermissions{0640};  // The tenant's members may use it.
+constexpr size_t kMaxKey = 4096;
+constexpr size_t kMaxDescription = 1024;
+
+std::string endpoint_noun(int64_t id) { return "endpoint " + std::to_string(id); }
+
+void ensure_sodium() {
+  static const bool ready = sodium_init() >= 0;
+  (void)ready;
+}
+
+// Names are unique within a tenant.
+std::string unique_key(int64_t gid, const std::string& name) {
+  return std::to_string(gid) + "/" + name;
+}
+
+store::Record endpoint_record(const Endpoint& e) {
+  Json body = e.to_api_json();
+  body.erase("backend_key_set");
+  body["sealed_key"] = e.sealed_key;
+  return store::Record{.type = std::string(kEndpointType),
+                       .id = e.header.id,
+                       .name = e.header.name,
+                       .uid = e.header.uid,
+                       .gid = e.header.gid,
+                       .state = e.header.state,
+                       .key = unique_key(e.header.gid, e.header.name),
+                       .body = dump_json(body),
+                       .version = e.version};
+}
+
+Result<Endpoint> endpoint_from_record(const store::Record& r) {
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+  Endpoint e;
+  FAB_ASSIGN_OR_RETURN(e.header, ObjectHeader::from_json(body));
+  try {
+    e.model = body.at("model").get<std::string>();
+    e.backends = body.at("backends").get<std::vector<std::string>>();
+    e.sealed_key = body.at("sealed_key").get<std::string>();
+    e.description = body.value("description", "");
+  } catch (const std::exception& ex) {
+    return fail(ErrorCode::kInternal,
+                "stored " + endpoint_noun(r.id) + " is malformed: " + ex.what());
+  }
+  e.version = r.version;
+  return e;
+}
+
+Result<void> validate_model(const std::string& model) {
+  if (model.empty() || model.size() > 256) {
+    return fail(ErrorCode::kInvalidArgument, "must be 1 to 256 characters", "model");
+  }
+  for (unsigned char c : model) {
+    if (c < 0x21 || c > 0x7e) {
+      return fail(ErrorCode::kInvalidArgument, "must be printable ASCII without spaces", "model");
+    }
+  }
+  return {};
+}
+
+Result<void> validate_backends(const std::vector<std::string>& backends) {
+  if (backends.empty() || backends.size() > Endpoints::kMaxBackends) {
+    return fail(ErrorCode::kInvalidArgument, "must list 1 to 16 backend URLs", "backends");
+  }
+  for (size_t i = 0; i < backends.size(); ++i) {
+    std::string field = "backends[" + std::to_string(i) + "]";
+    FAB_TRY(validate_backend_url(backends[i], field));
+    if (std::find(backends.begin(), backends.begin() + static_cast<std::ptrdiff_t>(i),
+                  backends[i]) != backends.begin() + static_cast<std::ptrdiff_t>(i)) {
+      return fail(ErrorCode::kInvalidArgument, "is listed twice", field);
+    }
+  }
+  return {};
+}
+
+Result<void> validate_key(const std::string& key) {
+  if (key.size() > kMaxKey) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 4096 bytes", "backend_key");
+  }
+  for (unsigned char c : key) {
+    if (c < 0x20 || c == 0x7f) {
+      return fail(ErrorCode::kInvalidArgument, "must be printable (it goes in an HTTP header)",
+                  "backend_key");
+    }
+  }
+  return {};
+}
+
+Result<void> validate_description(const std::string& description) {
+  if (description.size() > kMaxDescription) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 1024 characters", "description");
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---- Sealer ----
+
+Result<Sealer> Sealer::with_key(std::string key) {
+  if (key.size() != kKeyBytes) {
+    return fail(ErrorCode::kInvalidArgument, "a sealing key is 32 bytes", "key");
+  }
+  return Sealer(std::move(key));
+}
+
+Sealer Sealer::random() {
+  ensure_sodium();
+  std::string key(kKeyBytes, '\0');
+  randombytes_buf(key.data(), key.size());
+  return Sealer(std::move(key));
+}
+
+Result<Sealer> Sealer::from_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (in) {
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    auto sealer = with_key(bytes.str());
+    if (!sealer) {
+      return fail(ErrorCode::kInternal, path + " does not hold a 32-byte sealing key");
+    }
+    return sealer;
+  }
+  Sealer made = random();
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return fail(ErrorCode::kInternal, "cannot create " + path);
+  bool written =
+      ::write(fd, made.key_.data(), made.key_.size()) == static_cast<ssize_t>(made.key_.size()) &&
+      ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written) {
+    ::unlink(path.c_str());
+    return fail(ErrorCode::kInternal, "cannot write " + path);
+  }
+  return made;
+}
+
+std::string Sealer::seal(std::string_view plaintext) const {
+  ensure_sodium();
+  std::string box(crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plaintext.size(), '\0');
+  auto* nonce = reinterpret_cast<unsigned char*>(box.data());
+  randombytes_buf(nonce, crypto_secretbox_NONCEBYTES);
+  crypto_secretbox_easy(nonce + crypto_secretbox_NONCEBYTES,
+                        reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
+                        nonce, reinterpret_cast<const unsigned char*>(key_.data()));
+  return auth::base64_encode(box);
+}
+
+Result<std::string> Sealer::open(std::string_view sealed) const {
+  ensure_sodium();
+  auto box = auth::base64_decode(sealed);
+  if (!box || box->size() < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES) {
+    return fail(ErrorCode::kInternal, "a sealed secret is malformed");
+  }
+  const auto* nonce = reinterpret_cast<const unsigned char*>(box->data());
+  size_t length = box->size() - crypto_secretbox_NONCEBYTES;
+  std::string plain(length - crypto_secretbox_MACBYTES, '\0');
+  if (crypto_secretbox_open_easy(reinterpret_cast<unsigned char*>(plain.data()),
+                                 nonce + crypto_secretbox_NONCEBYTES, length, nonce,
+                                 reinterpret_cast<const unsigned char*>(key_.data())) != 0) {
+    return fail(ErrorCode::kInternal,
+                "a sealed secret does not open with this server's key (was the key file "
+                "replaced?)");
+  }
+  return plain;
+}
+
+// ---- Validation ----
+
+Result<void> validate_backend_url(std::string_view url, const std::string& field) {
+  auto bad = [&](const std::string& why) {
+    return fail(ErrorCode::kInvalidArgument, why + ": \"http://host:port\" or https", field);
+  };
+  if (url.size() > 2048) return bad("must be at most 2048 characters");
+  auto parsed = boost::urls::parse_absolute_uri(url);
+  if (!parsed) return bad("is not a URL");
+  const boost::urls::url_view& u = *parsed;
+  if (u.scheme_id() != boost::urls::scheme::http && u.scheme_id() != boost::urls::scheme::https) {
+    return bad("must be an http or https URL");
+  }
+  if (!u.has_authority() || u.encoded_host().empty()) return bad("has no host");
+  if (u.has_userinfo()) return bad("must not carry credentials (use backend_key)");
+  if (u.has_port()) {
+    std::string_view port = u.port();
+    int n = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || n < 1 ||
+        n > 65535) {
+      return bad("has a port outside 1-65535");
+    }
+  }
+  if (u.has_query() || u.has_fragment()) return bad("must have no query or fragment");
+  return {};
+}
+
+// ---- Endpoint ----
+
+Json Endpoint::to_api_json() const {
+  Json j = Json::object();
+  header.to_json(j);
+  j["model"] = model;
+  j["backends"] = backends;
+  j["backend_key_set"] = !sealed_key.empty();
+  j["description"] = description;
+  return j;
+}
+
+Json Route::to_json() const {
+  return Json{{"endpoint_id", endpoint_id},
+              {"name", name},
+              {"gid", gid},
+              {"model", model},
+              {"backends", backends},
+              {"backend_key", backend_key}};
+}
+
+// ---- Endpoints ----
+
+Result<Endpoint> Endpoints::load(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                                 Right right) {
+  auto r = tx.get(kEndpointType, id);
+  if (!r) return fail(r.error().code(), endpoint_noun(id) + " not found");
+  FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(*r));
+  FAB_TRY(authorizer_.require(caller, auth::object_ref(ObjectType::kEndpoint, e.header), right,
+                              endpoint_noun(id)));
+  return e;
+}
+
+Result<void> Endpoints::check_model_free(store::Transaction& tx, int64_t gid,
+                                         const std::string& model, int64_t except_id) {
+  bool taken = false;
+  FAB_TRY(store::for_each(
+      tx, kEndpointType,
+      [&](const store::Record& r) -> Result<void> {
+        if (r.id == except_id) return {};
+        FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
+        taken = taken || e.model == model;
+        return {};
+      },
+      store::ListQuery{.gid = gid}));
+  if (taken) {
+    return fail(ErrorCode::kAlreadyExists,
+                "another endpoint of this group already serves model \"" + model + "\"", "model");
+  }
+  return {};
+}
+
+Result<Endpoint> Endpoints::create(const auth::Caller& caller, const NewEndpoint& request) {
+  FAB_TRY(validate_name(request.name));
+  FAB_TRY(validate_model(request.model));
+  FAB_TRY(validate_backends(request.backends));
+  if (request.backend_key) FAB_TRY(validate_key(*request.backend_key));
+  FAB_TRY(validate_description(request.description));
+  int64_t gid = request.gid.value_or(caller.gid);
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kEndpoint, gid));
+  int64_t now = unix_seconds(clock_.now());
+  std::string sealed = request.backend_key && !request.backend_key->empty()
+                           ? sealer_.seal(*request.backend_key)
+                           : "";
+  return store_.write_value<Endpoint>([&](store::Transaction& tx) -> Result<Endpoint> {
+    if (!tx.get(auth::kGroupType, gid)) {
+      return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
+                  "gid");
+    }
+    if (tx.get_by_key(kEndpointType, unique_key(gid, request.name))) {
+      return fail(ErrorCode::kAlreadyExists,
+                  "this group already has an endpoint named \"" + request.name + "\"", "name");
+    }
+    FAB_TRY(check_model_free(tx, gid, request.model, -1));
+    FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kEndpointType));
+    Endpoint e{.header = ObjectHeader::create(id, request.name, caller.uid, gid,
+                                              kEndpointPermissions, 0, now),
+               .model = request.model,
+               .backends = request.backends,
+               .sealed_key = sealed,
+               .description = request.description,
+               .version = 1};
+    FAB_TRY(store::insert_named(tx, endpoint_record(e)));
+    return e;
+  });
+}
+
+Result<Endpoint> Endpoints::get(const auth::Caller& caller, int64_t id) {
+  return store_.read_value<Endpoint>(
+      [&](store::Transaction& tx) { return load(tx, caller, id, Right::kUse); });
+}
+
+Result<auth::Page<Endpoint>> Endpoints::list(const auth::Caller& caller,
+                                             const auth::ListOptions& options) {
+  store::ListQuery query{.after_id = options.after_id, .gid = options.gid, .name = options.name};
+  return store_.read_value<auth::Page<Endpoint>>([&](store::Transaction& tx) {
+    return auth::visible_page<Endpoint>(
+        tx, kEndpointType, query, options.limit, endpoint_from_record, [&](const Endpoint& e) {
+          return authorizer_.allows(caller, auth::object_ref(ObjectType::kEndpoint, e.header),
+                                    Right::kUse);
+        });
+  });
+}
+
+Result<Endpoint> Endpoints::update(const auth::Caller& caller, int64_t id,
+                                   const EndpointChange& change) {
+  if (change.model) FAB_TRY(validate_model(*change.model));
+  if (change.backends) FAB_TRY(validate_backends(*change.backends));
+  if (change.backend_key) FAB_TRY(validate_key(*change.backend_key));
+  if (change.description) FAB_TRY(validate_description(*change.description));
+  int64_t now = unix_seconds(clock_.now());
+  std::optional<std::string> sealed;
+  if (change.backend_key) {
+    sealed = change.backend_key->empty() ? "" : sealer_.seal(*change.backend_key);
+  }
+  return store_.write_value<Endpoint>([&](store::Transaction& tx) -> Result<Endpoint> {
+    FAB_ASSIGN_OR_RETURN(Endpoint e, load(tx, caller, id, Right::kManage));
+    if (change.model && *change.model != e.model) {
+      FAB_TRY(check_model_free(tx, e.header.gid, *change.model, id));
+      e.model = *change.model;
+    }
+    if (change.backends) e.backends = *change.backends;
+    if (sealed) e.sealed_key = *sealed;
+    if (change.description) e.description = *change.description;
+    e.header.updated_at = now;
+    FAB_ASSIGN_OR_RETURN(e.version, tx.update(endpoint_record(e)));
+    return e;
+  });
+}
+
+Result<void> Endpoints::remove(const auth::Caller& caller, int64_t id) {
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Endpoint e, load(tx, caller, id, Right::kManage));
+    return tx.remove(kEndpointType, e.header.id);
+  });
+}
+
+Result<std::vector<Route>> Endpoints::routes() {
+  std::vector<Endpoint> all;
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    return store::for_each(tx, kEndpointType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
+      all.push_back(std::move(e));
+      return {};
+    });
+  }));
+  std::vector<Route> out;
+  for (const auto& e : all) {
+    Route route{.endpoint_id = e.header.id,
+                .name = e.header.name,
+                .gid = e.header.gid,
+                .model = e.model,
+                .backends = e.backends};
+    if (!e.sealed_key.empty()) {
+      FAB_ASSIGN_OR_RETURN(route.backend_key, sealer_.open(e.sealed_key));
+    }
+    out.push_back(std::move(route));
+  }
+  return out;
+}
+
+}  // namespace fabrica::endpoints

@@ -1,0 +1,122 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "auth/authorizer.h"
+#include "auth/identity.h"
+#include "core/clock.h"
+#include "core/object.h"
+#include "store/store.h"
+
+namespace fabrica::endpoints {
+
+// Seals secrets at rest (libsodium secretbox: XSalsa20-Poly1305 with a random nonce) under
+// one 256-bit key that lives beside the database, never in it.
+class Sealer {
+ public:
+  static constexpr size_t kKeyBytes = 32;
+  // kInvalidArgument unless `key` is kKeyBytes bytes.
+  static Result<Sealer> with_key(std::string key);
+  // The key in `path`, made (mode 0600, random) when the file does not exist yet.
+  static Result<Sealer> from_file(const std::string& path);
+  // A fresh random key, for tests and in-memory daemons.
+  static Sealer random();
+
+  // base64(nonce || ciphertext).
+  std::string seal(std::string_view plaintext) const;
+  // kInternal when `sealed` was not sealed under this key or was altered.
+  Result<std::string> open(std::string_view sealed) const;
+
+ private:
+  explicit Sealer(std::string key) : key_(std::move(key)) {}
+  std::string key_;
+};
+
+// A tenant's AI endpoint: the model name its end users call and the OpenAI-compatible
+// backends (vLLM, NIM, Dynamo...) that serve it. The backend credential is sealed at rest and
+// never shown again; gateways receive it through their own channel.
+struct Endpoint {
+  ObjectHeader header;  // gid: the tenant that owns it.
+  std::string model;    // "meta-llama/Llama-3.1-8B-Instruct": unique within the tenant.
+  std::vector<std::string> backends;  // Base URLs: "http://vllm-0.acme.internal:8000".
+  std::string sealed_key;             // "" when the backends need no credential.
+  std::string description;
+  int64_t version = 0;
+
+  // Never the credential; "backend_key_set" says whether there is one.
+  Json to_api_json() const;
+};
+
+struct NewEndpoint {
+  std::string name;
+  std::optional<int64_t> gid;  // The tenant; the caller's primary group by default.
+  std::string model;
+  std::vector<std::string> backends;
+  std::optional<std::string> backend_key;
+  std::string description;
+};
+
+// Each given part replaces the endpoint's; backend_key "" removes the credential.
+struct EndpointChange {
+  std::optional<std::string> model;
+  std::optional<std::vector<std::string>> backends;
+  std::optional<std::string> backend_key;
+  std::optional<std::string> description;
+};
+
+// What a gateway needs of one endpoint: where to send a tenant's requests for a model.
+struct Route {
+  int64_t endpoint_id = -1;
+  std::string name;
+  int64_t gid = -1;
+  std::string model;
+  std::vector<std::string> backends;
+  std::string backend_key;  // Opened; "" for none.
+  Json to_json() const;
+};
+
+// "http://host[:port][/path]" or https; kInvalidArgument naming `field` otherwise (no user
+// info, query or fragment; at most 2048 characters).
+Result<void> validate_backend_url(std::string_view url, const std::string& field);
+
+// Endpoints: tenant administrators (whoever may CREATE ENDPOINT in the group) define them;
+// end users reach them only through fabrica-gateway with an API key of the same tenant.
+// Thread-safe.
+class Endpoints {
+ public:
+  static constexpr size_t kMaxBackends = 16;
+
+  Endpoints(store::Store& store, auth::Authorizer& authorizer, const Clock& clock,
+            const Sealer& sealer)
+      : store_(store), authorizer_(authorizer), clock_(clock), sealer_(sealer) {}
+
+  // kAlreadyExists (field "name" or "model") when the tenant has one of that name or model.
+  Result<Endpoint> create(const auth::Caller& caller, const NewEndpoint& request);
+  Result<Endpoint> get(const auth::Caller& caller, int64_t id);
+  Result<auth::Page<Endpoint>> list(const auth::Caller& caller, const auth::ListOptions& options);
+  Result<Endpoint> update(const auth::Caller& caller, int64_t id, const EndpointChange& change);
+  Result<void> remove(const auth::Caller& caller, int64_t id);
+
+  // Every endpoint of every tenant with its credential opened, for gateways.
+  Result<std::vector<Route>> routes();
+
+ private:
+  Result<Endpoint> load(store::Transaction& tx, const auth::Caller& caller, int64_t id,
+                        Right right);
+  // kAlreadyExists when another endpoint of tenant `gid` serves `model`.
+  Result<void> check_model_free(store::Transaction& tx, int64_t gid, const std::string& model,
+                                int64_t except_id);
+
+  store::Store& store_;
+  auth::Authorizer& authorizer_;
+  const Clock& clock_;
+  const Sealer& sealer_;
+};
+
+inline constexpr std::string_view kEndpointType = "endpoint";
+
+}  // namespace fabrica::endpoints
