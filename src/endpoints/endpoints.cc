@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <boost/url/parse.hpp>
+#include <charconv>
 #include <fstream>
 #include <sstream>
 
