@@ -757,6 +757,12 @@ Result<void> Compute::commit(const std::vector<sched::Decision>& decisions,
         if (d.allocation) refused.push_back(&d);
         continue;
       }
+      if (d.allocation && vm.version != vms.at(d.vm_id).version) {
+        // Changed since this pass read it (resized, a disk attached, held...): the placement
+        // was computed for the VM as it was, so it waits for the next pass.
+        refused.push_back(&d);
+        continue;
+      }
       if (!d.allocation) {
         if (vm.explanation == d.explanation) continue;
         vm.explanation = d.explanation;
