@@ -19,6 +19,8 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_quota_routes(router_, services_);
   add_apikey_routes(router_, services_);
   add_endpoint_routes(router_, services_);
+  add_gateway_routes(router_, services_);
+  add_usage_routes(router_, services_);
   add_audit_routes(router_, services_);
   add_compute_routes(router_, services_);
   add_storage_routes(router_, services_);

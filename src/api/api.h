@@ -19,6 +19,7 @@
 #include "fleet/fleet.h"
 #include "storage/storage.h"
 #include "store/store.h"
+#include "usage/usage.h"
 
 namespace fabrica::api {
 
@@ -37,6 +38,7 @@ struct Services {
   storage::Storage& storage;
   network::Network& network;
   endpoints::Endpoints& endpoints;
+  usage::Usage& usage;
   std::string version;
 };
 
@@ -90,6 +92,8 @@ void add_vdc_routes(Router& router, Services& services);
 void add_quota_routes(Router& router, Services& services);
 void add_apikey_routes(Router& router, Services& services);
 void add_endpoint_routes(Router& router, Services& services);
+void add_gateway_routes(Router& router, Services& services);
+void add_usage_routes(Router& router, Services& services);
 void add_audit_routes(Router& router, Services& services);
 void add_compute_routes(Router& router, Services& services);
 void add_storage_routes(Router& router, Services& services);

@@ -24,6 +24,7 @@ struct HttpRequest {
   std::string request_id;
   std::string content_range;               // The Content-Range header, for uploads.
   std::optional<uint64_t> content_length;  // The Content-Length header.
+  std::string if_none_match;               // The If-None-Match header (ETag polling).
 };
 
 struct HttpResponse {

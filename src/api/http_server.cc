@@ -234,7 +234,8 @@ class HttpServer::Impl {
                         .target = std::string(header.target()),
                         .authorization = std::string(header[http::field::authorization]),
                         .remote_address = remote,
-                        .content_range = std::string(header[http::field::content_range])};
+                        .content_range = std::string(header[http::field::content_range]),
+                        .if_none_match = std::string(header[http::field::if_none_match])};
     std::string_view incoming_id = header["X-Request-Id"];
     request.request_id =
         valid_request_id(incoming_id) ? std::string(incoming_id) : next_request_id();

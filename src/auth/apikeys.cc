@@ -170,4 +170,20 @@ Result<ApiKey> ApiKeys::authenticate(std::string_view secret) {
   return key;
 }
 
+Result<std::vector<ApiKey>> ApiKeys::active_keys() {
+  int64_t now = unix_seconds(clock_.now());
+  std::vector<ApiKey> out;
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    return store::for_each(
+        tx, kApiKeyType,
+        [&](const store::Record& r) -> Result<void> {
+          FAB_ASSIGN_OR_RETURN(ApiKey k, apikey_from_record(r));
+          if (k.active(now)) out.push_back(std::move(k));
+          return {};
+        },
+        store::ListQuery{.state = kApiKeyActive});
+  }));
+  return out;
+}
+
 }  // namespace fabrica::auth

@@ -68,6 +68,9 @@ class ApiKeys {
   // The active key a secret stands for; kUnauthenticated when unknown, revoked or expired
   // (one message for all).
   Result<ApiKey> authenticate(std::string_view secret);
+  // Every key that may still authenticate (not revoked, not expired), for gateways, which
+  // match secrets against the hashes themselves.
+  Result<std::vector<ApiKey>> active_keys();
 
  private:
   Result<ApiKey> load(store::Transaction& tx, const Caller& caller, int64_t id, Right right);

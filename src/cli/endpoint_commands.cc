@@ -1,9 +1,12 @@
-// fabrica endpoint create|list|show|update|delete: a tenant's AI endpoints.
+// fabrica endpoint create|list|show|update|delete: a tenant's AI endpoints; fabrica usage
+// list|totals: what their end users called.
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include "cli/cli.h"
+#include "core/object.h"
 
 namespace fabrica::cli {
 namespace {
@@ -147,6 +150,82 @@ void add_endpoint_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "endpoints", f->target));
       FAB_TRY(api.del("/api/v1/endpoints/" + std::to_string(id)));
       std::cout << "Endpoint " << id << " deleted" << std::endl;
+      return {};
+    });
+  });
+}
+
+namespace {
+
+// The query shared by `usage list` and `usage totals`.
+struct UsageFlags {
+  std::string group;
+  std::string endpoint;
+  std::string since;  // A duration back from now: 24h, 7d.
+  size_t limit = 50;
+};
+
+Result<std::string> usage_query(client::ApiClient& api, const UsageFlags& f) {
+  std::string q;
+  if (!f.group.empty()) {
+    FAB_ASSIGN_OR_RETURN(int64_t gid, resolve_id(api, "groups", f.group));
+    q += "&gid=" + std::to_string(gid);
+  }
+  if (!f.endpoint.empty()) {
+    FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "endpoints", f.endpoint));
+    q += "&endpoint_id=" + std::to_string(id);
+  }
+  if (!f.since.empty()) {
+    FAB_ASSIGN_OR_RETURN(int64_t seconds, parse_duration(f.since));
+    q += "&since=" + std::to_string(std::time(nullptr) - seconds);
+  }
+  return q;
+}
+
+}  // namespace
+
+void add_usage_commands(CLI::App& app, Context& ctx) {
+  auto* usage = app.add_subcommand("usage", "Metered model-gateway requests (tokens, latency)");
+  usage->require_subcommand(1);
+  auto f = std::make_shared<UsageFlags>();
+  auto flags = [f](CLI::App* cmd) {
+    cmd->add_option("--group", f->group, "Only this tenant (id or name)");
+    cmd->add_option("--endpoint", f->endpoint, "Only this endpoint (id or name)");
+    cmd->add_option("--since", f->since, "Only the last ..., e.g. 24h or 7d");
+  };
+  auto* list = usage->add_subcommand("list", "Usage records, oldest first");
+  flags(list);
+  list->add_option("--limit", f->limit, "How many (default 50, at most 1000)");
+  list->callback([&ctx, f] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(std::string q, usage_query(api, *f));
+      FAB_ASSIGN_OR_RETURN(
+          Json page,
+          api.get("/api/v1/usage?limit=" + std::to_string(std::min<size_t>(f->limit, 1000)) + q));
+      Column when{"TIME",
+                  [](const Json& r) { return format_time(r["time_ms"].get<int64_t>() / 1000); }};
+      Column ms{"MS", [](const Json& r) {
+                  return std::to_string(static_cast<int64_t>(r["latency_ms"].get<double>()));
+                }};
+      print_list(ctx, page["items"],
+                 {when, field("GROUP", "gid"), field("KEY", "apikey_id"),
+                  field("ENDPOINT", "endpoint"), field("KIND", "kind"), field("STATUS", "status"),
+                  field("IN", "input_tokens"), field("OUT", "output_tokens"), ms});
+      return {};
+    });
+  });
+  auto* totals = usage->add_subcommand("totals", "Requests and tokens per tenant and endpoint");
+  flags(totals);
+  totals->callback([&ctx, f] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(std::string q, usage_query(api, *f));
+      FAB_ASSIGN_OR_RETURN(Json t, api.get("/api/v1/usage/totals?" + q.substr(q.empty() ? 0 : 1)));
+      print_list(ctx, t["items"],
+                 {field("GROUP", "gid"), field("ENDPOINT", "endpoint"), field("MODEL", "model"),
+                  field("REQUESTS", "requests"), field("ERRORS", "errors"),
+                  field("INPUT", "input_tokens"), field("OUTPUT", "output_tokens")});
       return {};
     });
   });

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   add_vdc_commands(app, ctx);
   add_quota_commands(app, ctx);
   add_apikey_commands(app, ctx);
+  add_usage_commands(app, ctx);
   add_endpoint_commands(app, ctx);
   add_audit_commands(app, ctx);
   CLI11_PARSE(app, argc, argv);

@@ -71,6 +71,14 @@ Result<ClientResponse> HttpClient::request(std::string_view method, std::string_
   return response;
 }
 
+void HttpClient::arm(Connection& c) const {
+  if (timeout_.count() > 0) {
+    c.stream.expires_after(timeout_);
+  } else {
+    c.stream.expires_never();
+  }
+}
+
 Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_view target,
                                            std::string_view body, const Headers& headers) {
   Connection& c = *connection_;
@@ -78,7 +86,12 @@ Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_
   if (!c.open) {
     tcp::resolver resolver(c.ioc);
     auto endpoints = resolver.resolve(host_, port_, ec);
-    if (!ec) c.stream.connect(endpoints, ec);
+    if (!ec) {
+      arm(c);
+      c.stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+      c.ioc.restart();
+      c.ioc.run();
+    }
     if (ec) {
       return fail(ErrorCode::kUnavailable, "cannot reach " + base_url_ + ": " + ec.message());
     }
@@ -92,10 +105,18 @@ Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_
   for (const auto& [name, value] : headers) req.set(name, value);
   req.body() = std::string(body);
   req.prepare_payload();
-  http::write(c.stream, req, ec);
   http::response_parser<http::string_body> parser;
   parser.body_limit(256 * 1024 * 1024);
-  if (!ec) http::read(c.stream, c.buffer, parser, ec);
+  // Asynchronous under the hood, so a request that outlives the timeout is cut.
+  arm(c);
+  http::async_write(c.stream, req, [&](beast::error_code e, size_t) {
+    ec = e;
+    if (!ec) {
+      http::async_read(c.stream, c.buffer, parser, [&](beast::error_code e2, size_t) { ec = e2; });
+    }
+  });
+  c.ioc.restart();
+  c.ioc.run();
   if (ec) {
     c.stream.socket().close(ec);
     c.open = false;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,10 +34,14 @@ class HttpClient {
   Result<ClientResponse> request(std::string_view method, std::string_view target,
                                  std::string_view body = {}, const Headers& headers = {});
   const std::string& base_url() const { return base_url_; }
+  // A read or write that waits longer than `limit` fails the request (kUnavailable) and
+  // closes the connection; zero (the default) waits forever.
+  void set_timeout(std::chrono::milliseconds limit) { timeout_ = limit; }
 
  private:
   class Connection;
   HttpClient(std::string base_url, std::string host, std::string port);
+  void arm(Connection& c) const;
   Result<ClientResponse> attempt(std::string_view method, std::string_view target,
                                  std::string_view body, const Headers& headers);
 
@@ -44,6 +49,7 @@ class HttpClient {
   std::string host_;
   std::string port_;
   std::unique_ptr<Connection> connection_;
+  std::chrono::milliseconds timeout_{0};
 };
 
 // The Fabrica REST API over HttpClient: JSON in and out, error bodies turned back into

@@ -77,6 +77,13 @@ Result<std::optional<bool>> JsonObjectReader::optional_bool(std::string_view key
   return v->get<bool>();
 }
 
+Result<std::optional<double>> JsonObjectReader::optional_number(std::string_view key) {
+  const Json* v = find(key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_number()) return fail(ErrorCode::kInvalidArgument, "must be a number", field(key));
+  return v->get<double>();
+}
+
 Result<std::optional<Json>> JsonObjectReader::optional_object(std::string_view key) {
   const Json* v = find(key);
   if (v == nullptr) return std::nullopt;

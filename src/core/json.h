@@ -32,6 +32,8 @@ class JsonObjectReader {
   Result<std::optional<int64_t>> optional_int(std::string_view key);
   Result<int64_t> required_int(std::string_view key);
   Result<std::optional<bool>> optional_bool(std::string_view key);
+  // Any JSON number (integer or not).
+  Result<std::optional<double>> optional_number(std::string_view key);
   // Any JSON object (not validated further here).
   Result<std::optional<Json>> optional_object(std::string_view key);
   Result<std::optional<Json>> optional_array(std::string_view key);

@@ -14,6 +14,7 @@
 #include "network/network.h"
 #include "storage/storage.h"
 #include "store/store.h"
+#include "usage/usage.h"
 
 namespace fabrica {
 
@@ -38,6 +39,7 @@ struct Wiring {
         network(store, authorizer, clock),
         compute(store, authorizer, identity, quotas, fleet, storage, network, clock),
         endpoints(store, authorizer, clock, this->sealer),
+        usage(store, authorizer),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -51,6 +53,7 @@ struct Wiring {
                           .storage = storage,
                           .network = network,
                           .endpoints = endpoints,
+                          .usage = usage,
                           .version = std::move(version)}) {}
   // Seals backend credentials at rest; fabricad keeps its key beside the database.
   endpoints::Sealer sealer;
@@ -68,6 +71,7 @@ struct Wiring {
   network::Network network;
   compute::Compute compute;
   endpoints::Endpoints endpoints;
+  usage::Usage usage;
   api::Api api;
 };
 

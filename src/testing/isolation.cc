@@ -103,6 +103,8 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vnets/{id}/ranges", R"({"type":"IP4","ip":"10.99.0.1","size":4})"},
       {"POST /api/v1/vnets/{id}/hold", R"({"ip":"10.77.0.3"})"},
       {"POST /api/v1/vnets/{id}/release", R"({"ip":"10.77.0.2"})"},
+      {"POST /api/v1/gateway/usage",
+       R"({"records":[{"id":"probe-1","time_ms":1,"gid":$groups,"uid":$users,"apikey_id":$apikeys,"endpoint_id":$endpoints,"endpoint":"probe","model":"m","backend":"","kind":"chat","status":200,"input_tokens":1000000,"output_tokens":0,"latency_ms":1,"gateway":"probe"}]})"},
   };
   return m;
 }
@@ -114,6 +116,7 @@ const std::map<std::string, std::string>& probe_queries() {
       {"GET /api/v1/auth/tokens", "?uid=$users"}, {"GET /api/v1/hosts", "?cluster_id=$clusters"},
       {"GET /api/v1/audit", "?uid=$users"},       {"GET /api/v1/vms", "?gid=$groups"},
       {"GET /api/v1/templates", "?gid=$groups"},  {"GET /api/v1/images", "?gid=$groups"},
+      {"GET /api/v1/usage", "?gid=$groups"},      {"GET /api/v1/usage/totals", "?gid=$groups"},
   };
   return m;
 }
