@@ -221,7 +221,8 @@ void add_usage_commands(CLI::App& app, Context& ctx) {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(std::string q, usage_query(api, *f));
-      FAB_ASSIGN_OR_RETURN(Json t, api.get("/api/v1/usage/totals" + (q.empty() ? "" : "?" + q.substr(1))));
+      FAB_ASSIGN_OR_RETURN(Json t,
+                           api.get("/api/v1/usage/totals" + (q.empty() ? "" : "?" + q.substr(1))));
       print_list(ctx, t["items"],
                  {field("GROUP", "gid"), field("ENDPOINT", "endpoint"), field("MODEL", "model"),
                   field("REQUESTS", "requests"), field("ERRORS", "errors"),
