@@ -10,6 +10,7 @@
 #include "auth/identity.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
+#include "testing/tenants.h"
 
 namespace fabrica::usage {
 namespace {
@@ -28,20 +29,8 @@ class UsageTest : public ::testing::Test {
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     usage_ = std::make_unique<Usage>(*store_, *authorizer_);
     admin_ = *identity_->caller_for(0, "test");
-    for (const char* tenant : {"acme", "umbrella"}) {
-      auto g = identity_->create_group(admin_, {.name = tenant});
-      ASSERT_TRUE(g);
-      gids_.push_back(g->header.id);
-      auto boss = identity_->create_user(admin_, {.name = std::string(tenant) + "-admin",
-                                                  .password = "password-123",
-                                                  .gid = g->header.id});
-      ASSERT_TRUE(identity_->add_admin(admin_, g->header.id, boss->header.id));
-      bosses_.push_back(*identity_->caller_for(boss->header.id, "test"));
-      auto member = identity_->create_user(
-          admin_,
-          {.name = std::string(tenant) + "-dev", .password = "password-123", .gid = g->header.id});
-      members_.push_back(*identity_->caller_for(member->header.id, "test"));
-    }
+    testing::add_tenants(*identity_, admin_, {"acme", "umbrella"}, gids_, bosses_, members_);
+    ASSERT_FALSE(HasFatalFailure());
   }
   void TearDown() override { fs::remove_all(dir_); }
 

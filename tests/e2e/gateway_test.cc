@@ -93,25 +93,27 @@ class GatewayE2eTest : public ::testing::Test {
     return "http://127.0.0.1:" + std::to_string(upstream_ports_[name]);
   }
 
+  // The gateway on its port (0 the first time), with the test's token file and spool.
+  std::vector<std::string> gateway_argv() {
+    return {testing::binary_path("fabrica-gateway"),
+            "--server",
+            daemon_.url(),
+            "--listen",
+            "127.0.0.1:" + std::to_string(gateway_port_),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--token-file",
+            (dir_ / "token").string(),
+            "--spool-dir",
+            (dir_ / "spool").string(),
+            "--name",
+            "gw-test"};
+  }
+
   void start_gateway(const std::vector<std::string>& extra = {}) {
     std::ofstream(dir_ / "token") << admin_token() << "\n";
-    std::vector<std::string> argv = {testing::binary_path("fabrica-gateway"),
-                                     "--server",
-                                     daemon_.url(),
-                                     "--listen",
-                                     "127.0.0.1:" + std::to_string(gateway_port_),
-                                     "--admin-listen",
-                                     "127.0.0.1:0",
-                                     "--token-file",
-                                     (dir_ / "token").string(),
-                                     "--spool-dir",
-                                     (dir_ / "spool").string(),
-                                     "--name",
-                                     "gw-test",
-                                     "--sync-interval-ms",
-                                     "500",
-                                     "--threads",
-                                     "2"};
+    std::vector<std::string> argv = gateway_argv();
+    argv.insert(argv.end(), {"--sync-interval-ms", "500", "--threads", "2"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto log = (dir_ / "gateway.log").string();
     fs::remove(log);
@@ -171,19 +173,7 @@ class GatewayE2eTest : public ::testing::Test {
 
   // With fabricad down, from the snapshot the last run saved.
   void start_gateway_without_waiting_for_fabricad() {
-    std::vector<std::string> argv = {testing::binary_path("fabrica-gateway"),
-                                     "--server",
-                                     daemon_.url(),
-                                     "--listen",
-                                     "127.0.0.1:" + std::to_string(gateway_port_),
-                                     "--admin-listen",
-                                     "127.0.0.1:0",
-                                     "--token-file",
-                                     (dir_ / "token").string(),
-                                     "--spool-dir",
-                                     (dir_ / "spool").string(),
-                                     "--name",
-                                     "gw-test"};
+    std::vector<std::string> argv = gateway_argv();
     gateway_ = std::make_unique<ChildProcess>(argv, (dir_ / "gateway-offline.log").string());
     ASSERT_TRUE(eventually([&] { return models(acme_key_).status == 200; })) << gateway_->log();
   }
