@@ -81,20 +81,17 @@ Admission Limiter::admit(int64_t key_id, int64_t gid, int64_t rpm, int64_t tpm, 
     if (tpm > 0) (void)k.tokens.try_take(want, tpm, now);
     ++tenants_[gid];
   }
-  if (rpm > 0) {
-    double left = std::max(0.0, k.requests.available(rpm, now));
-    a.headers.emplace_back("x-ratelimit-remaining-requests",
+  // OpenAI's x-ratelimit-remaining-* and x-ratelimit-reset-* for each limit the key has.
+  auto describe = [&](TokenBucket& bucket, int64_t limit, const std::string& what) {
+    if (limit <= 0) return;
+    double left = std::max(0.0, bucket.available(limit, now));
+    a.headers.emplace_back("x-ratelimit-remaining-" + what,
                            std::to_string(static_cast<int64_t>(left)));
-    a.headers.emplace_back("x-ratelimit-reset-requests",
-                           reset_duration(k.requests.seconds_until(rpm, rpm, now)));
-  }
-  if (tpm > 0) {
-    double left = std::max(0.0, k.tokens.available(tpm, now));
-    a.headers.emplace_back("x-ratelimit-remaining-tokens",
-                           std::to_string(static_cast<int64_t>(left)));
-    a.headers.emplace_back("x-ratelimit-reset-tokens",
-                           reset_duration(k.tokens.seconds_until(tpm, tpm, now)));
-  }
+    a.headers.emplace_back("x-ratelimit-reset-" + what,
+                           reset_duration(bucket.seconds_until(limit, limit, now)));
+  };
+  describe(k.requests, rpm, "requests");
+  describe(k.tokens, tpm, "tokens");
   return a;
 }
 
