@@ -246,11 +246,14 @@ TEST_F(GatewayE2eTest, TheOfficialOpenAiClientWorksAgainstTheGateway) {
     auto http = client::HttpClient::create(upstream_url(name));
     return Json::parse((*http)->request("GET", "/test/stats")->body);
   };
-  for (const auto& auth : stats("umbrella")["authorization"]) {
+  // Each answer is kept in a local: a range-for over a temporary's member would read freed memory.
+  const Json umbrella = stats("umbrella");
+  for (const auto& auth : umbrella["authorization"]) {
     EXPECT_EQ(auth, "Bearer sk-umbrella-backend");
   }
   for (const char* name : {"acme-a", "acme-b"}) {
-    for (const auto& auth : stats(name)["authorization"]) EXPECT_EQ(auth, "");
+    const Json acme = stats(name);
+    for (const auto& auth : acme["authorization"]) EXPECT_EQ(auth, "");
   }
   // Both of llama's backends took requests.
   EXPECT_GT(stats("acme-a")["requests"].get<int>(), 0);
