@@ -374,42 +374,44 @@ class Proxy::Impl {
     co_return co_await send_error(client, e, version, keep, extra, x.request_id);
   }
 
-  asio::awaitable<bool> serve(Worker& w, std::shared_ptr<beast::tcp_stream> client,
-                              http::request<http::string_body>& req, bool keep, Exchange& x) {
-    unsigned v = req.version();
+  // What to do with a request, decided without waiting on anything. Kept apart from the
+  // coroutine that carries it out: a coroutine keeps every local in its heap frame for as long
+  // as it runs (a whole stream), a plain function only on the stack.
+  struct Plan {
+    enum class Next { kHealth, kError, kModels, kForward } next = Next::kError;
+    ApiError error;         // kError
+    Headers extra;          // kError: added headers; kForward: the limits' headers.
+    std::string_view path;  // kModels: into the request's target.
+    std::string body;       // kForward: what goes upstream.
+    bool drop_usage_event = false;
+  };
+
+  static Plan refuse(ApiError error, Headers extra = {}) {
+    return Plan{.next = Plan::Next::kError, .error = std::move(error), .extra = std::move(extra)};
+  }
+
+  Plan plan(http::request<http::string_body>& req, Exchange& x) {
     std::string_view target = req.target();
     std::string_view path = target.substr(0, target.find('?'));
-    if (path == "/healthz") {
-      http::response<http::string_body> res{http::status::ok, v};
-      res.set(http::field::content_type, "application/json");
-      res.keep_alive(keep);
-      res.body() = "{\"status\":\"ok\"}";
-      x.status = 200;
-      co_return co_await write_response(*client, res);
-    }
+    if (path == "/healthz") return Plan{.next = Plan::Next::kHealth};
     x.snapshot = parts_.directory.current();
     const Snapshot* snapshot = x.snapshot.get();
     if (!parts_.directory.loaded()) {
-      Headers retry{{"retry-after", "1"}};
-      co_return co_await fail_with(
-          *client, x, upstream_error(503, "The gateway has no routes from fabricad yet."), v, keep,
-          retry);
+      return refuse(upstream_error(503, "The gateway has no routes from fabricad yet."),
+                    {{"retry-after", "1"}});
     }
     std::string_view auth = req[http::field::authorization];
     if (auth.size() > 7 && (auth.starts_with("Bearer ") || auth.starts_with("bearer "))) {
       x.key = snapshot->authenticate(auth.substr(7), unix_seconds(parts_.clock.now()));
     }
-    if (x.key == nullptr) co_return co_await fail_with(*client, x, invalid_api_key(), v, keep);
+    if (x.key == nullptr) return refuse(invalid_api_key());
     x.tenant = std::to_string(x.key->gid);
 
     Operation op;
     if (path == "/v1/models" || path.starts_with("/v1/models/")) {
-      if (req.method() != http::verb::get) {
-        co_return co_await fail_with(*client, x, unknown_route(req.method_string(), target), v,
-                                     keep);
-      }
+      if (req.method() != http::verb::get) return refuse(unknown_route(req.method_string(), target));
       x.kind = "models";
-      co_return co_await models(*client, *snapshot, path, v, keep, x);
+      return Plan{.next = Plan::Next::kModels, .path = path};
     } else if (path == "/v1/chat/completions") {
       op = Operation::kChat;
     } else if (path == "/v1/completions") {
@@ -417,23 +419,17 @@ class Proxy::Impl {
     } else if (path == "/v1/embeddings") {
       op = Operation::kEmbeddings;
     } else {
-      co_return co_await fail_with(*client, x, unknown_route(req.method_string(), target), v, keep);
+      return refuse(unknown_route(req.method_string(), target));
     }
     x.kind = std::string(operation_name(op));
-    if (req.method() != http::verb::post) {
-      co_return co_await fail_with(*client, x, unknown_route(req.method_string(), target), v, keep);
-    }
+    if (req.method() != http::verb::post) return refuse(unknown_route(req.method_string(), target));
     Json parsed;
     auto info = inspect_request(op, req.body(), parsed);
-    if (!info) co_return co_await fail_with(*client, x, info.error(), v, keep);
+    if (!info) return refuse(info.error());
     x.stream = info->stream;
     Resolved found = snapshot->resolve(*x.key, info->model);
-    if (found.resolution == Resolution::kUnknownModel) {
-      co_return co_await fail_with(*client, x, model_not_found(info->model), v, keep);
-    }
-    if (found.resolution == Resolution::kNotAllowed) {
-      co_return co_await fail_with(*client, x, model_not_allowed(info->model), v, keep);
-    }
+    if (found.resolution == Resolution::kUnknownModel) return refuse(model_not_found(info->model));
+    if (found.resolution == Resolution::kNotAllowed) return refuse(model_not_allowed(info->model));
     x.target = found.endpoint;
     x.endpoint = x.target->name;
     x.estimate =
@@ -449,17 +445,44 @@ class Proxy::Impl {
                                                                  : "concurrent requests";
       std::string code = admission.refusal == Refusal::kConcurrency ? "concurrency_limit_exceeded"
                                                                     : "rate_limit_exceeded";
-      ApiError error =
-          rate_limited("Rate limit reached for " + what + " on this API key. Try again in " +
-                           std::to_string(static_cast<int64_t>(wait)) + "s.",
-                       code);
-      co_return co_await fail_with(*client, x, error, v, keep, extra);
+      return refuse(rate_limited("Rate limit reached for " + what + " on this API key. Try again in " +
+                                     std::to_string(static_cast<int64_t>(wait)) + "s.",
+                                 code),
+                    std::move(extra));
     }
     x.admitted = true;
-    std::string body = info->stream && !info->include_usage ? with_stream_usage(std::move(parsed))
-                                                            : std::move(req.body());
-    co_return co_await forward(w, client, req, std::move(body),
-                               info->stream && !info->include_usage, admission.headers, keep, x);
+    bool drop = info->stream && !info->include_usage;
+    return Plan{.next = Plan::Next::kForward,
+                .extra = std::move(admission.headers),
+                .body = drop ? with_stream_usage(std::move(parsed)) : std::move(req.body()),
+                .drop_usage_event = drop};
+  }
+
+  asio::awaitable<bool> serve(Worker& w, std::shared_ptr<beast::tcp_stream> client,
+                              http::request<http::string_body>& req, bool keep, Exchange& x) {
+    unsigned v = req.version();
+    Plan p = plan(req, x);
+    switch (p.next) {
+      case Plan::Next::kHealth:
+        x.status = 200;
+        co_return co_await health(*client, v, keep);
+      case Plan::Next::kError:
+        co_return co_await fail_with(*client, x, p.error, v, keep, p.extra);
+      case Plan::Next::kModels:
+        co_return co_await models(*client, *x.snapshot, p.path, v, keep, x);
+      case Plan::Next::kForward:
+        break;
+    }
+    co_return co_await forward(w, client, req, std::move(p.body), p.drop_usage_event, p.extra,
+                               keep, x);
+  }
+
+  asio::awaitable<bool> health(beast::tcp_stream& client, unsigned v, bool keep) {
+    http::response<http::string_body> res{http::status::ok, v};
+    res.set(http::field::content_type, "application/json");
+    res.keep_alive(keep);
+    res.body() = "{\"status\":\"ok\"}";
+    co_return co_await write_response(client, res);
   }
 
   asio::awaitable<bool> models(beast::tcp_stream& client, const Snapshot& snapshot,
@@ -736,22 +759,30 @@ class Proxy::Impl {
     co_return Relayed{.client_ok = ok, .reusable = reusable};
   }
 
-  asio::awaitable<Relayed> relay_stream(beast::tcp_stream& client, Upstream& u,
-                                        ResponseParser& parser, std::shared_ptr<Watch> watch,
-                                        bool drop_usage_event, const Headers& limit_headers,
-                                        unsigned v, bool keep, Exchange& x) {
-    http::response<http::empty_body> res{parser.get().result(), v};
+  // The head of a relayed stream, in its own frame: the message and its serializer are not
+  // kept for the rest of the stream.
+  asio::awaitable<bool> write_stream_head(beast::tcp_stream& client, http::status status,
+                                          const Headers& limit_headers, unsigned v, bool keep,
+                                          const Exchange& x) {
+    http::response<http::empty_body> res{status, v};
     res.set(http::field::content_type, "text/event-stream");
     res.set(http::field::cache_control, "no-cache");
     res.set("x-request-id", x.request_id);
     for (const auto& [name, value] : limit_headers) res.set(name, value);
     res.keep_alive(keep);
     res.chunked(true);
-    x.status = static_cast<int>(parser.get().result_int());
     client.expires_after(options_.client_write_timeout);
     http::response_serializer<http::empty_body> head(res);
-    auto [hec, hn] = co_await http::async_write_header(client, head, kTuple);
-    if (hec) {
+    auto [ec, n] = co_await http::async_write_header(client, head, kTuple);
+    co_return !ec;
+  }
+
+  asio::awaitable<Relayed> relay_stream(beast::tcp_stream& client, Upstream& u,
+                                        ResponseParser& parser, std::shared_ptr<Watch> watch,
+                                        bool drop_usage_event, const Headers& limit_headers,
+                                        unsigned v, bool keep, Exchange& x) {
+    x.status = static_cast<int>(parser.get().result_int());
+    if (!co_await write_stream_head(client, parser.get().result(), limit_headers, v, keep, x)) {
       x.status = 499;
       co_return Relayed{};
     }
@@ -762,7 +793,9 @@ class Proxy::Impl {
     } closed{parts_.metrics};
     SseScanner scanner;
     scanner.set_drop_usage_event(drop_usage_event);
-    std::array<char, 4096> buf;
+    // Held for the stream's whole life: one token's event is far smaller, and a longer one
+    // is simply relayed in more pieces.
+    std::array<char, 2048> buf;
     beast::error_code ec;
     while (!parser.is_done()) {
       u.stream.expires_after(options_.idle_stream_timeout);
