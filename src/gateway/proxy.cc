@@ -68,6 +68,7 @@ struct Exchange {
   int64_t estimate = 0;
   bool admitted = false;
   std::string request_id;
+  bool finished = false;  // Metered: the record is in the spool.
 };
 
 // One byte of what the client sent, left unread: 0 at end of stream, < 0 with errno.
@@ -336,7 +337,13 @@ class Proxy::Impl {
     co_return ok;
   }
 
+  // Meters a request once: metrics, limits settled, and its usage record appended to the
+  // spool. Called before the last byte of the answer goes out, so a gateway killed right after
+  // a client got its answer still has the record; request() calls it again for answers that
+  // never got that far (a no-op when already done).
   void finish(Exchange& x) {
+    if (x.finished) return;
+    x.finished = true;
     double latency = seconds_since(x.start);
     parts_.metrics.request(x.tenant, x.endpoint, x.status, latency, x.ttft, x.tokens.input,
                            x.tokens.output);
@@ -371,6 +378,7 @@ class Proxy::Impl {
   asio::awaitable<bool> fail_with(beast::tcp_stream& client, Exchange& x, const ApiError& e,
                                   unsigned version, bool keep, const Headers& extra = {}) {
     x.status = e.status;
+    finish(x);
     co_return co_await send_error(client, e, version, keep, extra, x.request_id);
   }
 
@@ -509,6 +517,7 @@ class Proxy::Impl {
     res.keep_alive(keep);
     res.body() = dump_json(body);
     x.status = 200;
+    finish(x);
     co_return co_await write_response(client, res);
   }
 
@@ -755,6 +764,7 @@ class Proxy::Impl {
     res.body() = std::move(body);
     x.status = static_cast<int>(head.result_int());
     x.ttft = seconds_since(x.start);
+    finish(x);
     bool ok = co_await write_response(client, res);
     co_return Relayed{.client_ok = ok, .reusable = reusable};
   }
@@ -829,6 +839,7 @@ class Proxy::Impl {
       x.status = 502;
       parts_.metrics.upstream_error(x.tenant, x.endpoint,
                                     ec == beast::error::timeout ? "timeout" : "reset");
+      finish(x);
       std::string event = stream_error_event(
           ec == beast::error::timeout ? "The model backend stopped sending (idle timeout)."
                                       : "The model backend broke off the stream.");
@@ -836,6 +847,7 @@ class Proxy::Impl {
       co_await asio::async_write(client, http::make_chunk(asio::buffer(event)), kTuple);
     } else {
       reusable = parser.get().keep_alive();
+      finish(x);
     }
     client.expires_after(options_.client_write_timeout);
     auto [lec, ln] = co_await asio::async_write(client, http::make_chunk_last(), kTuple);
