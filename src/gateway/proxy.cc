@@ -417,7 +417,8 @@ class Proxy::Impl {
 
     Operation op;
     if (path == "/v1/models" || path.starts_with("/v1/models/")) {
-      if (req.method() != http::verb::get) return refuse(unknown_route(req.method_string(), target));
+      if (req.method() != http::verb::get)
+        return refuse(unknown_route(req.method_string(), target));
       x.kind = "models";
       return Plan{.next = Plan::Next::kModels, .path = path};
     } else if (path == "/v1/chat/completions") {
@@ -453,10 +454,11 @@ class Proxy::Impl {
                                                                  : "concurrent requests";
       std::string code = admission.refusal == Refusal::kConcurrency ? "concurrency_limit_exceeded"
                                                                     : "rate_limit_exceeded";
-      return refuse(rate_limited("Rate limit reached for " + what + " on this API key. Try again in " +
-                                     std::to_string(static_cast<int64_t>(wait)) + "s.",
-                                 code),
-                    std::move(extra));
+      return refuse(
+          rate_limited("Rate limit reached for " + what + " on this API key. Try again in " +
+                           std::to_string(static_cast<int64_t>(wait)) + "s.",
+                       code),
+          std::move(extra));
     }
     x.admitted = true;
     bool drop = info->stream && !info->include_usage;
@@ -481,8 +483,8 @@ class Proxy::Impl {
       case Plan::Next::kForward:
         break;
     }
-    co_return co_await forward(w, client, req, std::move(p.body), p.drop_usage_event, p.extra,
-                               keep, x);
+    co_return co_await forward(w, client, req, std::move(p.body), p.drop_usage_event, p.extra, keep,
+                               x);
   }
 
   asio::awaitable<bool> health(beast::tcp_stream& client, unsigned v, bool keep) {
@@ -839,7 +841,6 @@ class Proxy::Impl {
       x.status = 502;
       parts_.metrics.upstream_error(x.tenant, x.endpoint,
                                     ec == beast::error::timeout ? "timeout" : "reset");
-      finish(x);
       std::string event = stream_error_event(
           ec == beast::error::timeout ? "The model backend stopped sending (idle timeout)."
                                       : "The model backend broke off the stream.");
@@ -847,8 +848,8 @@ class Proxy::Impl {
       co_await asio::async_write(client, http::make_chunk(asio::buffer(event)), kTuple);
     } else {
       reusable = parser.get().keep_alive();
-      finish(x);
     }
+    finish(x);  // Before the stream's last chunk, as for every other answer.
     client.expires_after(options_.client_write_timeout);
     auto [lec, ln] = co_await asio::async_write(client, http::make_chunk_last(), kTuple);
     co_return Relayed{.client_ok = !lec && x.status != 502, .reusable = reusable};
