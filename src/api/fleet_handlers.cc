@@ -82,17 +82,26 @@ void add_fleet_routes(Router& router, Services& s) {
   add_cluster_routes(router, s);
   router.add(
       "GET", "/api/v1/hosts", AuthMode::kBearer, [&s](const Context& ctx) -> Result<HttpResponse> {
-        FAB_TRY(ctx.allow_query({"gpu_model", "free_gpus", "cluster_id", "state"}));
+        FAB_TRY(
+            ctx.allow_query({"gpu_model", "free_gpus", "cluster_id", "state", "limit", "cursor"}));
         fleet::HostFilter filter;
         filter.gpu_model = ctx.query("gpu_model");
         FAB_ASSIGN_OR_RETURN(auto free, ctx.query_int("free_gpus", 0, 4096));
         if (free) filter.free_gpus = static_cast<int>(*free);
         FAB_ASSIGN_OR_RETURN(filter.cluster_id, ctx.query_int("cluster_id", 0, int64_t{1} << 53));
         FAB_ASSIGN_OR_RETURN(filter.state, state_filter(ctx));
-        FAB_ASSIGN_OR_RETURN(std::string items, s.fleet.list_hosts_json(ctx.who(), filter));
+        // Without `limit` the whole fleet in one answer (fleet views and the CLI read it whole,
+        // from the in-memory index); with it, pages as every other list.
+        FAB_ASSIGN_OR_RETURN(auto limit, ctx.query_int("limit", 1, 100000));
+        if (limit) filter.limit = static_cast<size_t>(*limit);
+        FAB_ASSIGN_OR_RETURN(auto cursor, ctx.query_int("cursor", 0, int64_t{1} << 53));
+        filter.after_id = cursor.value_or(-1);
+        FAB_ASSIGN_OR_RETURN(auto page, s.fleet.list_hosts_json(ctx.who(), filter));
         // Spliced as rendered: at 10,000 hosts rebuilding the array costs more than the rest.
+        std::string next =
+            page.next_cursor ? "\"" + std::to_string(*page.next_cursor) + "\"" : "null";
         return HttpResponse{.status = 200,
-                            .body = "{\"items\":" + items + ",\"next_cursor\":null}"};
+                            .body = "{\"items\":" + page.items + ",\"next_cursor\":" + next + "}"};
       });
   router.add("POST", "/api/v1/hosts", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {

@@ -212,11 +212,15 @@ class HttpServer::Impl {
         break;
       }
       request.body = std::move(parser.get().body());
-      HttpResponse response =
-          request.path.empty()
-              ? error_response(Error(ErrorCode::kInvalidArgument, "malformed request target"),
-                               request.request_id)
-              : handler_(request);
+      HttpResponse response;
+      if (request.path.empty()) {
+        response = error_response(Error(ErrorCode::kInvalidArgument, "malformed request target"),
+                                  request.request_id);
+      } else if (options_.offload && options_.offload(request)) {
+        response = co_await offloaded(request);
+      } else {
+        response = handler_(request);
+      }
       if (!co_await respond(conn, request, std::move(response), version, keep_alive, start)) {
         break;
       }
@@ -226,6 +230,28 @@ class HttpServer::Impl {
     std::lock_guard lock(mutex_);
     connections_.erase(conn);
     if (stopping_ && connections_.empty()) cancel_grace_timer();
+  }
+
+  // Runs the handler on the offload pool; the caller resumes on its own connection's thread.
+  asio::awaitable<HttpResponse> offloaded(const HttpRequest& request) {
+    if (offload_in_flight_.fetch_add(1) >= options_.offload_queue) {
+      offload_in_flight_.fetch_sub(1);
+      co_return error_response(
+          Error(ErrorCode::kResourceExhausted, "too many logins in progress; try again shortly")
+              .with_retry_after(1),
+          request.request_id);
+    }
+    auto [ep, response] = co_await asio::co_spawn(
+        offload_pool_,
+        [this, &request]() -> asio::awaitable<HttpResponse> { co_return handler_(request); },
+        kTuple);
+    offload_in_flight_.fetch_sub(1);
+    if (ep) {
+      co_return error_response(
+          Error(ErrorCode::kInternal, "internal error in an offloaded request"),
+          request.request_id);
+    }
+    co_return std::move(response);
   }
 
   // Everything of a request but its body; an unparsable target leaves `path` empty.
@@ -402,6 +428,9 @@ class HttpServer::Impl {
   std::function<void()> on_shutdown_;
   std::mutex mutex_;
   std::set<std::shared_ptr<Connection>> connections_;
+  std::atomic<size_t> offload_in_flight_{0};
+  // Last member: destroyed (stopped and joined) first, while everything it may touch lives.
+  asio::thread_pool offload_pool_{std::max<size_t>(1, options_.offload_threads)};
 };
 
 HttpServer::HttpServer(ServerOptions options, RequestHandler handler)

@@ -31,6 +31,12 @@ struct ServerOptions {
   std::function<std::optional<std::variant<HttpResponse, std::unique_ptr<BodySink>>>(
       const HttpRequest& head)>
       stream_opener;
+  // Requests this picks (password hashing: logins, new passwords) run on a pool of
+  // `offload_threads`, never on the threads that serve every other request, so a flood of
+  // them cannot starve the API. Past `offload_queue` of them in flight, more get 429 at once.
+  std::function<bool(const HttpRequest& head)> offload;
+  size_t offload_threads = 1;
+  size_t offload_queue = 512;
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;

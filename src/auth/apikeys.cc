@@ -104,6 +104,17 @@ Result<IssuedApiKey> ApiKeys::create(const Caller& caller, const NewApiKey& requ
       return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
                   "gid");
     }
+    for (size_t i = 0; i < request.endpoints.size() && !endpoint_type_.empty(); ++i) {
+      const std::string& name = request.endpoints[i];
+      if (name == "*") continue;
+      FAB_ASSIGN_OR_RETURN(auto found,
+                           tx.list(endpoint_type_, {.limit = 1, .gid = gid, .name = name}));
+      if (found.empty()) {
+        return fail(ErrorCode::kNotFound,
+                    "endpoint \"" + name + "\" not found in group " + std::to_string(gid),
+                    "endpoints[" + std::to_string(i) + "]");
+      }
+    }
     ApiKey& k = issued.key;
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kApiKeyType));
     k.header = ObjectHeader::create(id, request.name, caller.uid, gid, kApiKeyPermissions,

@@ -55,8 +55,16 @@ class ApiKeys {
  public:
   static constexpr int64_t kMaxLifetime = 5LL * 366 * 24 * 3600;
 
-  ApiKeys(store::Store& store, Authorizer& authorizer, const Clock& clock)
-      : store_(store), authorizer_(authorizer), clock_(clock) {}
+  // `endpoint_type`: the store type of the objects a key's `endpoints` name (set by the
+  // daemon; empty leaves names unchecked, for tests of this layer alone).
+  ApiKeys(store::Store& store, Authorizer& authorizer, const Clock& clock,
+          std::string endpoint_type = "")
+      : store_(store),
+        authorizer_(authorizer),
+        clock_(clock),
+        endpoint_type_(std::move(endpoint_type)) {}
+
+  // kNotFound (field "endpoints[i]") for a name that is not an endpoint of the key's group.
 
   Result<IssuedApiKey> create(const Caller& caller, const NewApiKey& request);
   Result<ApiKey> get(const Caller& caller, int64_t id);
@@ -78,6 +86,7 @@ class ApiKeys {
   store::Store& store_;
   Authorizer& authorizer_;
   const Clock& clock_;
+  std::string endpoint_type_;
 };
 
 inline constexpr std::string_view kApiKeyType = "apikey";

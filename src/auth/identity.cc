@@ -284,7 +284,15 @@ Result<User> Identity::create_user(const Caller& caller, const NewUser& request)
     user.password_hash = hash;
     user.attributes = request.attributes;
     user.version = 1;
-    FAB_TRY(store::insert_named(tx, user_record(user)));
+    auto inserted = store::insert_named(tx, user_record(user));
+    if (!inserted && inserted.error().code() == ErrorCode::kAlreadyExists &&
+        !caller.is_superuser()) {
+      // Login names are global; to anyone but the superuser a taken name reads the same
+      // whether its user is in the caller's tenant or another (docs/architecture.md).
+      return fail(ErrorCode::kAlreadyExists,
+                  "the name \"" + request.name + "\" is not available; choose another", "name");
+    }
+    FAB_TRY(std::move(inserted));
     return user;
   });
 }

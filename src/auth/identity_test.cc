@@ -227,5 +227,35 @@ TEST_F(SessionsTest, FailedLoginsAreRateLimitedPerUserAndAddress) {
             "wrong user name or password");
 }
 
+// A guesser spread over many addresses slows down on the user, ever more, but never locks its
+// owner out for longer than the backoff's cap.
+TEST_F(SessionsTest, FailuresFromManyAddressesBackOffPerUserWithoutLockingTheOwnerOut) {
+  for (int i = 0; i < 10; ++i) {
+    auto wrong = sessions_->login("admin", "wrong-password", "10.1.0." + std::to_string(i), {});
+    EXPECT_EQ(wrong.error().code(), ErrorCode::kUnauthenticated) << i;
+  }
+  auto slowed = sessions_->login("admin", "wrong-password", "10.1.1.1", {});
+  ASSERT_FALSE(slowed);
+  EXPECT_EQ(slowed.error().code(), ErrorCode::kResourceExhausted);
+  EXPECT_EQ(slowed.error().retry_after_seconds(), 1);
+  int expected = 1;
+  for (int round = 0; round < 8; ++round) {
+    clock_.advance(std::chrono::seconds(expected));
+    EXPECT_EQ(sessions_->login("admin", "wrong-password", "10.2.0." + std::to_string(round), {})
+                  .error()
+                  .code(),
+              ErrorCode::kUnauthenticated);
+    expected = std::min(expected * 2, 60);
+    auto next = sessions_->login("admin", "admin-password", "10.3.0.1", {});
+    ASSERT_FALSE(next);
+    EXPECT_EQ(next.error().retry_after_seconds(), expected) << round;
+  }
+  // After the cap the owner gets in, and that clears the guesser's count.
+  clock_.advance(std::chrono::seconds(60));
+  EXPECT_TRUE(sessions_->login("admin", "admin-password", "10.3.0.1", {}));
+  EXPECT_EQ(sessions_->login("admin", "wrong-password", "10.4.0.1", {}).error().code(),
+            ErrorCode::kUnauthenticated);
+}
+
 }  // namespace
 }  // namespace fabrica::auth

@@ -59,6 +59,25 @@ Result<void> LoginLimiter::check(std::string_view user, std::string_view address
   if (pair != by_pair_.end()) FAB_TRY(check_one(pair->second, limits_.per_user_and_address, now));
   auto addr = by_address_.find(address);
   if (addr != by_address_.end()) FAB_TRY(check_one(addr->second, limits_.per_address, now));
+  auto by_user = by_user_.find(user);
+  if (by_user != by_user_.end()) {
+    Failures& failures = by_user->second;
+    while (!failures.empty() && failures.front() + limits_.window <= now) failures.pop_front();
+    if (failures.size() >= limits_.per_user_free) {
+      size_t doublings = std::min<size_t>(failures.size() - limits_.per_user_free, 16);
+      auto backoff = std::min<std::chrono::seconds>(std::chrono::seconds(int64_t{1} << doublings),
+                                                    limits_.per_user_max_backoff);
+      auto allowed_at = failures.back() + backoff;
+      if (now < allowed_at) {
+        auto wait = std::chrono::ceil<std::chrono::seconds>(allowed_at - now);
+        int seconds = static_cast<int>(std::max<int64_t>(1, wait.count()));
+        return fail(Error(ErrorCode::kResourceExhausted,
+                          "too many failed logins for this user; try again in " +
+                              std::to_string(seconds) + " s")
+                        .with_retry_after(seconds));
+      }
+    }
+  }
   return {};
 }
 
@@ -69,11 +88,16 @@ void LoginLimiter::record_failure(std::string_view user, std::string_view addres
   auto it = by_address_.find(address);
   if (it == by_address_.end()) it = by_address_.emplace(std::string(address), Failures{}).first;
   it->second.push_back(now);
+  auto user_it = by_user_.find(user);
+  if (user_it == by_user_.end()) user_it = by_user_.emplace(std::string(user), Failures{}).first;
+  user_it->second.push_back(now);
   // Bound memory: forget entries whose newest failure left the window.
-  if (by_pair_.size() > 100000) {
+  if (by_pair_.size() > 100000 || by_user_.size() > 100000) {
     std::erase_if(by_pair_,
                   [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
     std::erase_if(by_address_,
+                  [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
+    std::erase_if(by_user_,
                   [&](const auto& kv) { return kv.second.back() + limits_.window <= now; });
   }
 }
@@ -81,6 +105,8 @@ void LoginLimiter::record_failure(std::string_view user, std::string_view addres
 void LoginLimiter::record_success(std::string_view user, std::string_view address) {
   std::lock_guard lock(mutex_);
   by_pair_.erase(pair_key(user, address));
+  // The owner got in: a guesser's failures no longer slow the owner down.
+  if (auto it = by_user_.find(user); it != by_user_.end()) by_user_.erase(it);
 }
 
 Json Token::to_api_json() const {

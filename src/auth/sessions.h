@@ -13,8 +13,11 @@
 
 namespace fabrica::auth {
 
-// Counts failed logins per (user, address) and per address over a sliding window and
-// refuses further attempts with kResourceExhausted (with retry-after) past the limits.
+// Counts failed logins per (user, address), per address and per user over a sliding window
+// and refuses further attempts with kResourceExhausted (with retry-after) past the limits.
+// A user whose failures come from many addresses is not locked out: past `per_user_free`
+// failures each next attempt waits twice as long after the last failure (1 s, 2 s, ... up
+// to `per_user_max_backoff`), so the owner can still log in while a guesser crawls.
 // Thread-safe.
 class LoginLimiter {
  public:
@@ -22,6 +25,8 @@ class LoginLimiter {
     std::chrono::seconds window{300};
     size_t per_user_and_address = 5;
     size_t per_address = 30;
+    size_t per_user_free = 10;
+    std::chrono::seconds per_user_max_backoff{60};
   };
   LoginLimiter(const Clock& clock, Limits limits) : clock_(clock), limits_(limits) {}
   explicit LoginLimiter(const Clock& clock) : LoginLimiter(clock, Limits{}) {}
@@ -39,6 +44,7 @@ class LoginLimiter {
   std::mutex mutex_;
   std::map<std::string, Failures, std::less<>> by_pair_;
   std::map<std::string, Failures, std::less<>> by_address_;
+  std::map<std::string, Failures, std::less<>> by_user_;
 };
 
 struct Token {

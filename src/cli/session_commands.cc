@@ -72,6 +72,15 @@ void add_session_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(
           Json token, api.login(name, secret, Json{{"name", "cli"}, {"expires_in", lifetime}}));
+      // The token this one replaces in the config file is revoked, not left valid for weeks.
+      if (!ctx.config.token.empty() && ctx.config.endpoint == ctx.endpoint()) {
+        FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(ctx.endpoint()));
+        client::ApiClient previous(std::move(http), ctx.config.token);
+        if (auto me = previous.get("/api/v1/auth/whoami"); me && (*me)["token_id"].is_number()) {
+          (void)previous.del("/api/v1/auth/tokens/" +
+                             std::to_string((*me)["token_id"].get<int64_t>()));
+        }
+      }
       ctx.config.endpoint = ctx.endpoint();
       ctx.config.token = token["token"].get<std::string>();
       ctx.config.user = name;

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "auth/restricted.h"
 #include "compute/lifecycle.h"
 #include "core/context.h"
 #include "core/operation_id.h"
@@ -24,6 +25,13 @@ const auth::Caller kRoot{.uid = auth::kSuperuserId, .gid = 0, .groups = {0}, .na
 
 std::string vm_noun(int64_t id) { return "VM " + std::to_string(id); }
 std::string template_noun(int64_t id) { return "template " + std::to_string(id); }
+
+// A VM or template in the API's shape, as auth::check_restricted reads it.
+Json vm_shape(const sched::VmRequest& request, const GuestSpec& guest) {
+  Json j = guest.to_json();
+  j["request"] = request.to_json();
+  return j;
+}
 
 Json header_json(const ObjectHeader& h) {
   Json j = Json::object();
@@ -420,6 +428,7 @@ Result<VmTemplate> Compute::create_template(const auth::Caller& caller,
   }
   int64_t gid = request.gid.value_or(caller.gid);
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kTemplate, gid));
+  FAB_TRY(auth::check_restricted(caller, "vm", vm_shape(request.request, request.guest)));
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<VmTemplate>([&](store::Transaction& tx) -> Result<VmTemplate> {
     if (!tx.get(auth::kGroupType, gid)) {
@@ -464,9 +473,11 @@ Result<VmTemplate> Compute::update_template(const auth::Caller& caller, int64_t 
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<VmTemplate>([&](store::Transaction& tx) -> Result<VmTemplate> {
     FAB_ASSIGN_OR_RETURN(VmTemplate t, load_template(tx, caller, id, Right::kManage));
+    Json before = vm_shape(t.request, t.guest);
     if (description) t.description = *description;
     if (change.request) t.request = *change.request;
     if (change.guest) t.guest = *change.guest;
+    FAB_TRY(auth::check_restricted(caller, "vm", vm_shape(t.request, t.guest), before));
     t.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(t.version, tx.update(template_record(t)));
     return t;
@@ -480,6 +491,16 @@ Result<void> Compute::delete_template(const auth::Caller& caller, int64_t id) {
   });
 }
 
+Result<bool> Compute::owned_by_administrator(store::Transaction& tx, const ObjectHeader& h) {
+  auto owner = identity_.caller_in(tx, h.uid, "");
+  if (!owner) {
+    // A deleted or disabled owner vouches for nothing.
+    if (owner.error().code() == ErrorCode::kUnauthenticated) return false;
+    return fail(owner.error());
+  }
+  return owner->is_superuser();
+}
+
 Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
   FAB_TRY(validate_name(request.name));
   int64_t gid = request.gid.value_or(caller.gid);
@@ -490,12 +511,16 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
       return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
                   "gid");
     }
+    Json base;  // What the caller may keep of restricted fields: an administrator's template.
     if (request.template_id) {
       FAB_ASSIGN_OR_RETURN(VmTemplate t,
                            load_template(tx, caller, *request.template_id, Right::kUse));
       request.request = t.request;
       request.guest = t.guest.merged(request.guest);
+      FAB_ASSIGN_OR_RETURN(bool admins, owned_by_administrator(tx, t.header));
+      if (admins) base = vm_shape(t.request, t.guest);
     }
+    FAB_TRY(auth::check_restricted(caller, "vm", vm_shape(request.request, request.guest), base));
     for (int64_t cluster : request.request.clusters) {
       std::string noun = "cluster " + std::to_string(cluster);
       if (!tx.get(fleet::kClusterType, cluster)) {
@@ -884,6 +909,8 @@ Result<Vm> Compute::resize(const auth::Caller& caller, int64_t id, const Resize&
     if (resize.vcpus) request.vcpus = *resize.vcpus;
     if (resize.memory_mb) request.memory_mb = *resize.memory_mb;
     FAB_TRY(request.validate());
+    FAB_TRY(auth::check_restricted(caller, "vm", vm_shape(request, vm.guest),
+                                   vm_shape(vm.request, vm.guest)));
     FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
     vm.request = request;
     FAB_TRY(hold_quota(tx, vm));
@@ -1064,9 +1091,11 @@ Result<Vm> Compute::change_disks(
                   "state");
     }
     int64_t before = own_disk_mb(vm.disks);
+    Json shape_before = vm_shape(vm.request, vm.guest);
     FAB_TRY(change(tx, vm));
     FAB_TRY(storage_.check_system_room(tx, own_disk_mb(vm.disks) - before, "disks"));
     vm.guest.disks = asked_disks(vm.disks);
+    FAB_TRY(auth::check_restricted(caller, "vm", vm_shape(vm.request, vm.guest), shape_before));
     vm.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(vm.version, tx.update(vm_record(vm)));
     return vm;

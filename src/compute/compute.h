@@ -322,6 +322,9 @@ class Compute {
                           std::optional<std::set<int64_t>>& clusters);
   // The quota hold "vm:<id>" for the VM's request, charged to its owner and group.
   Result<void> hold_quota(store::Transaction& tx, const Vm& vm);
+  // Whether the owner of a template is an infrastructure administrator, whose restricted
+  // fields (auth/restricted.h) the template's users may keep but not change.
+  Result<bool> owned_by_administrator(store::Transaction& tx, const ObjectHeader& header);
   // Host `host_id` as the store has it now, with the allocations of its ledger held except
   // `except_vm`'s; null when the host is not MONITORED or its inventory is not `version`
   // (nullopt: the host's current one). `ledger` gets the ledger read.

@@ -3,6 +3,7 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,6 +33,16 @@ using namespace fabrica;
 
 namespace {
 
+// Requests that run Argon2id (a login with a password, a new password): they go to the
+// server's offload pool so a flood of them never holds the threads that serve the API.
+bool hashes_password(const api::HttpRequest& r) {
+  std::string_view auth = r.authorization;
+  if (auth.size() > 6 && strncasecmp(auth.data(), "Basic ", 6) == 0) return true;
+  return r.method == "POST" &&
+         (r.path == "/api/v1/users" ||
+          (r.path.starts_with("/api/v1/users/") && r.path.ends_with("/password")));
+}
+
 constexpr const char* kVersion = "0.1.0";
 
 struct Options {
@@ -44,6 +55,7 @@ struct Options {
   size_t body_limit = 1024 * 1024;
   int64_t host_offline_after = 30;
   int64_t heartbeat_interval = 10;
+  int64_t login_failures_per_address = 30;  // In 5 minutes; a NAT in front may need more.
 };
 
 // Reads a JSON config file whose keys mirror the flags (data_dir, listen, sync, ...).
@@ -61,6 +73,7 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   FAB_ASSIGN_OR_RETURN(auto body_limit, reader.optional_int("body_limit"));
   FAB_ASSIGN_OR_RETURN(auto offline_after, reader.optional_int("host_offline_after"));
   FAB_ASSIGN_OR_RETURN(auto heartbeat, reader.optional_int("heartbeat_interval"));
+  FAB_ASSIGN_OR_RETURN(auto login_failures, reader.optional_int("login_failures_per_address"));
   FAB_TRY(reader.finish().map_error([&](Error e) { return e.with_context(path); }));
   if (data_dir) o.data_dir = *data_dir;
   if (listen) o.listen = *listen;
@@ -71,6 +84,12 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   if (body_limit) o.body_limit = static_cast<size_t>(*body_limit);
   if (offline_after) o.host_offline_after = *offline_after;
   if (heartbeat) o.heartbeat_interval = *heartbeat;
+  if (login_failures) {
+    if (*login_failures < 1 || *login_failures > 1000000) {
+      return fail(ErrorCode::kInvalidArgument, "must be 1-1000000", "login_failures_per_address");
+    }
+    o.login_failures_per_address = *login_failures;
+  }
   return {};
 }
 
@@ -165,7 +184,8 @@ int serve(const Options& o) {
   Wiring wiring(**store, clock, kVersion,
                 {.offline_after = std::chrono::seconds(o.host_offline_after),
                  .heartbeat_interval = std::chrono::seconds(o.heartbeat_interval)},
-                {.datastores_root = (data_dir / "datastores").string()}, std::move(*sealer));
+                {.datastores_root = (data_dir / "datastores").string()}, std::move(*sealer),
+                {.per_address = static_cast<size_t>(o.login_failures_per_address)});
   auth::Identity& identity = wiring.identity;
   api::Api& api = wiring.api;
 
@@ -275,7 +295,9 @@ int serve(const Options& o) {
        .threads = threads,
        .body_limit = o.body_limit,
        .access_log = make_access_log(o),
-       .stream_opener = [&api](const api::HttpRequest& head) { return api.open_stream(head); }},
+       .stream_opener = [&api](const api::HttpRequest& head) { return api.open_stream(head); },
+       .offload = hashes_password,
+       .offload_threads = std::max<size_t>(1, threads / 2)},
       [&api](const api::HttpRequest& r) { return api.handle(r); });
   auto port = server.listen();
   if (!port) {
@@ -337,6 +359,9 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval", o.heartbeat_interval,
                  "Seconds between agent heartbeats (told to agents)")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--login-failures-per-address", o.login_failures_per_address,
+                 "Failed logins one address may make in 5 minutes before 429")
+      ->check(CLI::Range(1, 1000000));
   bool print_routes = false;
   app.add_flag("--print-routes", print_routes, "Print the API's route table as JSON and exit");
   app.set_version_flag("--version", kVersion);
@@ -361,6 +386,9 @@ int main(int argc, char** argv) {
       if (name == "--log-level") o.log_level = from_file.log_level;
       if (name == "--host-offline-after") o.host_offline_after = from_file.host_offline_after;
       if (name == "--heartbeat-interval") o.heartbeat_interval = from_file.heartbeat_interval;
+      if (name == "--login-failures-per-address") {
+        o.login_failures_per_address = from_file.login_failures_per_address;
+      }
     }
   });
   CLI11_PARSE(app, argc, argv);

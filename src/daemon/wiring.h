@@ -23,17 +23,18 @@ namespace fabrica {
 struct Wiring {
   Wiring(store::Store& store, const Clock& clock, std::string version,
          fleet::FleetOptions fleet_options = {}, storage::StorageOptions storage_options = {},
-         endpoints::Sealer sealer = endpoints::Sealer::random())
+         endpoints::Sealer sealer = endpoints::Sealer::random(),
+         auth::LoginLimiter::Limits login_limits = {})
       : sealer(std::move(sealer)),
         filesystem(storage::make_posix_filesystem()),
         authorizer(store),
         identity(store, authorizer, clock),
-        limiter(clock),
+        limiter(clock, login_limits),
         sessions(store, identity, clock, limiter),
         fleet(store, authorizer, clock, fleet_options),
         vdcs(store, authorizer, clock),
         quotas(store, authorizer, clock),
-        apikeys(store, authorizer, clock),
+        apikeys(store, authorizer, clock, std::string(::fabrica::endpoints::kEndpointType)),
         audit(store, clock),
         storage(store, authorizer, quotas, *filesystem, clock, std::move(storage_options)),
         network(store, authorizer, clock),

@@ -375,10 +375,14 @@ Result<JoinToken> Fleet::rejoin_token(const auth::Caller& caller, int64_t host_i
 }
 
 template <typename Visit>
-Result<void> Fleet::visit_hosts(const auth::Caller& caller, const HostFilter& f, Visit&& visit) {
+Result<std::optional<int64_t>> Fleet::visit_hosts(const auth::Caller& caller, const HostFilter& f,
+                                                  Visit&& visit) {
   FAB_TRY(load_index());
   std::lock_guard lock(index_mutex_);
-  for (const auto& [id, entry] : index_) {
+  size_t visited = 0;
+  for (auto it = index_.upper_bound(f.after_id); it != index_.end(); ++it) {
+    const auto& [id, entry] = *it;
+    if (visited == f.limit) return std::optional<int64_t>(std::prev(it)->first);
     const Host& h = entry.host;
     if (f.cluster_id && h.cluster_id != *f.cluster_id) continue;
     if (!authorizer_.allows(caller, host_ref(h, &h.cluster_id), Right::kUse)) continue;
@@ -401,14 +405,20 @@ Result<void> Fleet::visit_hosts(const auth::Caller& caller, const HostFilter& f,
       pending = it != live_.end() && it->second.last_seen >= h.last_seen;
     }
     if (!pending) {
-      if (!f.state || h.state() == *f.state) visit(h, &entry.summary_json);
+      if (!f.state || h.state() == *f.state) {
+        visit(h, &entry.summary_json);
+        ++visited;
+      }
       continue;
     }
     Host current = h;
     overlay(current);  // Then filter on state: the pending heartbeat may have changed it.
-    if (!f.state || current.state() == *f.state) visit(current, nullptr);
+    if (!f.state || current.state() == *f.state) {
+      visit(current, nullptr);
+      ++visited;
+    }
   }
-  return {};
+  return std::optional<int64_t>();
 }
 
 Result<std::vector<Host>> Fleet::list_hosts(const auth::Caller& caller, const HostFilter& f) {
@@ -448,13 +458,14 @@ Result<Fleet::HostChanges> Fleet::host_changes(uint64_t since) {
   return out;
 }
 
-Result<std::string> Fleet::list_hosts_json(const auth::Caller& caller, const HostFilter& f) {
-  std::string out = "[";
-  FAB_TRY(visit_hosts(caller, f, [&](const Host& h, const std::string* rendered) {
-    if (out.size() > 1) out += ',';
-    out += rendered ? *rendered : dump_json(h.to_summary_json());
-  }));
-  out += ']';
+Result<Fleet::HostsJson> Fleet::list_hosts_json(const auth::Caller& caller, const HostFilter& f) {
+  HostsJson out{.items = "["};
+  FAB_ASSIGN_OR_RETURN(out.next_cursor,
+                       visit_hosts(caller, f, [&](const Host& h, const std::string* rendered) {
+                         if (out.items.size() > 1) out.items += ',';
+                         out.items += rendered ? *rendered : dump_json(h.to_summary_json());
+                       }));
+  out.items += ']';
   return out;
 }
 

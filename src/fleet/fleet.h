@@ -85,6 +85,9 @@ struct HostFilter {
   std::optional<int> free_gpus;          // At least this many GPUs not allocated.
   std::optional<int64_t> cluster_id;
   std::optional<HostState> state;
+  // One page: hosts with ids above `after_id`, at most `limit` of them.
+  int64_t after_id = -1;
+  size_t limit = SIZE_MAX;
 };
 
 struct FleetOptions {
@@ -141,7 +144,11 @@ class Fleet {
   Result<HostChanges> host_changes(uint64_t since);
   // The same list as a JSON array of host summaries, rendered from the index: hosts without a
   // pending heartbeat reuse the text rendered at their last committed change.
-  Result<std::string> list_hosts_json(const auth::Caller& caller, const HostFilter& filter);
+  struct HostsJson {
+    std::string items;
+    std::optional<int64_t> next_cursor;  // Set when the page is full and more hosts may follow.
+  };
+  Result<HostsJson> list_hosts_json(const auth::Caller& caller, const HostFilter& filter);
   Result<Host> get_host(const auth::Caller& caller, int64_t id);
   Result<Host> set_enabled(const auth::Caller& caller, int64_t id, bool enabled);
   Result<Host> move_host(const auth::Caller& caller, int64_t id, int64_t cluster_id);
@@ -195,9 +202,11 @@ class Fleet {
   Result<void> load_index();
   // Calls visit(host, summary_json_or_null) for every host `caller` may see that passes
   // `filter`, with pending heartbeats overlaid (then summary_json is null). Holds the index
-  // lock while visiting.
+  // lock while visiting. Stops after `filter.limit` hosts, answering the last one's id when
+  // more may follow (nullopt otherwise).
   template <typename Visit>
-  Result<void> visit_hosts(const auth::Caller& caller, const HostFilter& filter, Visit&& visit);
+  Result<std::optional<int64_t>> visit_hosts(const auth::Caller& caller, const HostFilter& filter,
+                                             Visit&& visit);
 
   // Applies a pending heartbeat to a host read from the store.
   void overlay(Host& host);

@@ -172,6 +172,32 @@ TEST_F(FleetTest, ListsReflectEveryCommittedChangeAndNothingElse) {
   EXPECT_EQ(listed->front().state(), HostState::kDisabled);
 }
 
+// Hosts page like every other list: `limit` hosts after `cursor`, filters applied first.
+TEST_F(FleetTest, HostsPageByLimitAndCursor) {
+  auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 5);
+  for (std::string name : {"a", "b", "c", "d", "e"}) {
+    ASSERT_TRUE(fleet_->join(token->secret, name, h100_inventory(8)));
+  }
+  std::vector<std::string> seen;
+  HostFilter page{.limit = 2};
+  for (int guard = 0; guard < 10; ++guard) {
+    auto got = fleet_->list_hosts_json(admin_, page);
+    ASSERT_TRUE(got);
+    auto items = parse_json(got->items);
+    ASSERT_TRUE(items);
+    EXPECT_LE(items->size(), 2u);
+    for (const Json& h : *items) seen.push_back(h["name"]);
+    if (!got->next_cursor) break;
+    page.after_id = *got->next_cursor;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "c", "d", "e"}));
+  auto c = fleet_->list_hosts(admin_, {});
+  ASSERT_TRUE(fleet_->set_enabled(admin_, (*c)[2].header.id, false));
+  auto disabled = fleet_->list_hosts_json(admin_, {.state = HostState::kDisabled, .limit = 1});
+  EXPECT_NE(disabled->items.find("\"c\""), std::string::npos) << disabled->items;
+  EXPECT_TRUE(fleet_->list_hosts_json(admin_, {.after_id = (*c)[4].header.id})->items == "[]");
+}
+
 // The scheduler reads only what changed since its last pass.
 TEST_F(FleetTest, HostChangesReportOnlyWhatChangedSinceTheLastRead) {
   auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 3);

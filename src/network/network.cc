@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <set>
 
+#include "auth/restricted.h"
 #include "auth/vdc.h"
 
 namespace fabrica::network {
@@ -391,6 +392,8 @@ Result<Vnet> Network::mutate(const auth::Caller& caller, int64_t id, Right right
 
 Result<Vnet> Network::create(const auth::Caller& caller, const NewVnet& request) {
   FAB_TRY(validate_name(request.name));
+  FAB_TRY(auth::check_restricted(caller, "vnet",
+                                 Json{{"bridge", request.bridge}, {"phydev", request.phydev}}));
   FAB_TRY(authorizer_.require_superuser(caller, "create virtual networks"));
   if (request.mode == VnetMode::kBridge && !valid_ifname(request.bridge)) {
     return fail(ErrorCode::kInvalidArgument, "must name an existing bridge (at most 15 characters)",

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "auth/restricted.h"
 #include "auth/vdc.h"
 #include "storage/storage.h"
 
@@ -204,6 +205,8 @@ Result<void> Storage::count_image(store::Transaction& tx, int64_t datastore_id, 
 Result<Datastore> Storage::create_datastore(const auth::Caller& caller,
                                             const NewDatastore& request) {
   FAB_TRY(validate_name(request.name));
+  if (request.path)
+    FAB_TRY(auth::check_restricted(caller, "datastore", Json{{"path", *request.path}}));
   FAB_TRY(authorizer_.require_superuser(caller, "create datastores"));
   if (request.path) FAB_TRY(validate_path(*request.path));
   if (request.limit_mb < -1) {

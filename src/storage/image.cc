@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "auth/restricted.h"
 #include "storage/storage.h"
 
 namespace fabrica::storage {
@@ -251,7 +252,7 @@ Result<Image> Storage::create_image(const auth::Caller& caller, const NewImage& 
   int64_t size = 0;
   Json source;
   if (request.from_path) {
-    FAB_TRY(authorizer_.require_superuser(caller, "import files from fabricad's machine"));
+    FAB_TRY(auth::check_restricted(caller, "image", Json{{"path", *request.from_path}}));
     if (request.from_path->empty() || request.from_path->front() != '/') {
       return fail(ErrorCode::kInvalidArgument, "must be an absolute path", "path");
     }

@@ -4,10 +4,12 @@
 
 #include <cctype>
 #include <chrono>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
 #include "auth/crypto.h"
+#include "auth/restricted.h"
 
 namespace fabrica::testing {
 namespace {
@@ -74,7 +76,7 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vdcs", R"({"name":"probe-vdc"})"},
       {"POST /api/v1/vdcs/{id}/groups", R"({"gid":$groups})"},
       {"POST /api/v1/vdcs/{id}/resources", R"({"kind":"cluster","id":$clusters})"},
-      {"POST /api/v1/apikeys", R"({"name":"probe-key","gid":$groups,"endpoints":["*"]})"},
+      {"POST /api/v1/apikeys", R"({"name":"probe-key","gid":$groups,"endpoints":["@endpoints"]})"},
       {"POST /api/v1/apikeys/{id}/revoke", "{}"},
       {"POST /api/v1/endpoints",
        R"({"name":"probe-endpoint","gid":$groups,"model":"probe-model","backends":["http://probe:1"]})"},
@@ -121,15 +123,89 @@ const std::map<std::string, std::string>& probe_queries() {
   return m;
 }
 
-std::string substitute(std::string text, const std::map<std::string, int64_t>& ids) {
-  // No collection name is a prefix of another, so plain replacement is exact.
-  for (const auto& [name, id] : ids) {
-    std::string key = "$" + name;
-    for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at)) {
-      text.replace(at, key.size(), std::to_string(id));
-    }
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  if (from.empty()) return text;
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
   }
   return text;
+}
+
+// $collection becomes an id, @collection a name ("ghost-<collection>" when none is given).
+// No collection name is a prefix of another, so plain replacement is exact.
+std::string substitute(std::string text, const std::map<std::string, int64_t>& ids,
+                       const std::map<std::string, std::string>& names = {}) {
+  for (const auto& [name, id] : ids) {
+    text = replace_all(text, "$" + name, std::to_string(id));
+    auto given = names.find(name);
+    text = replace_all(text, "@" + name, given == names.end() ? "ghost-" + name : given->second);
+  }
+  return text;
+}
+
+// A host path or device for every restricted field (auth/restricted.h): the route, the body
+// (with $collection of the actor's own objects), the field the refusal must name, and the
+// declared field it covers ("object:field").
+struct HostProbe {
+  std::string route;
+  std::string body;
+  std::string field;
+  std::string covers;
+};
+const std::vector<HostProbe>& host_probes() {
+  static const std::vector<HostProbe> probes = {
+      {"POST /api/v1/vms", R"({"name":"probe-vm","os":{"kernel":"/var/lib/fabrica/sealing.key"}})",
+       "os.kernel", "vm:os.kernel"},
+      {"POST /api/v1/vms",
+       R"({"name":"probe-vm","os":{"kernel_image_id":0,"initrd":"/var/lib/fabrica/sealing.key"}})",
+       "os.initrd", "vm:os.initrd"},
+      {"POST /api/v1/vms",
+       R"({"name":"probe-vm","request":{"vfs":[{"fabric":"infiniband","count":1,"pf":"ib0"}]}})",
+       "request.vfs[0].pf", "vm:request.vfs[].pf"},
+      {"POST /api/v1/templates",
+       R"({"name":"probe-template","os":{"kernel":"/boot/vmlinuz","initrd":"/etc/shadow"}})",
+       "os.kernel", "vm:os.kernel"},
+      {"PUT /api/v1/templates/{id}", R"({"os":{"kernel":"/var/lib/fabrica/sealing.key"}})",
+       "os.kernel", "vm:os.kernel"},
+      {"POST /api/v1/templates/{id}/instantiate",
+       R"({"name":"probe-vm","os":{"kernel":"/var/lib/fabrica/sealing.key"}})", "os.kernel",
+       "vm:os.kernel"},
+      {"POST /api/v1/images",
+       R"({"name":"probe-image","datastore_id":$datastores,"type":"KERNEL","path":"/var/lib/fabrica/sealing.key"})",
+       "path", "image:path"},
+      {"POST /api/v1/datastores", R"({"name":"probe-ds","clusters":[$clusters],"path":"/var/lib"})",
+       "path", "datastore:path"},
+      {"POST /api/v1/vnets", R"({"name":"probe-vnet","bridge":"fabr0","clusters":[$clusters]})",
+       "bridge", "vnet:bridge"},
+      {"POST /api/v1/vnets",
+       R"({"name":"probe-vnet","mode":"vlan","phydev":"eth0","vlan_id":5,"clusters":[$clusters]})",
+       "phydev", "vnet:phydev"},
+  };
+  return probes;
+}
+
+// The path of `pattern` with the actor's own objects in it (as the path proof builds it).
+std::string own_path(const std::string& pattern) {
+  std::string path, previous;
+  size_t i = 0;
+  while (i < pattern.size()) {
+    size_t j = pattern.find('/', i + 1);
+    if (j == std::string::npos) j = pattern.size();
+    std::string segment = pattern.substr(i + 1, j - i - 1);
+    if (segment.starts_with("{")) {
+      if (segment == "{kind}") {
+        segment = "host";
+      } else if (segment == "{rid}" && previous == "host") {
+        segment = "$hosts";
+      } else if (auto c = collections().find(previous); c != collections().end()) {
+        segment = "$" + c->second;
+      }
+    }
+    path += "/" + segment;
+    previous = segment;
+    i = j;
+  }
+  return path;
 }
 
 // Digits blurred, so "user 12 not found" and "user 900001 not found" read alike.
@@ -268,6 +344,11 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
     tenant.apikey_auth = "Bearer " + key["key"].get<std::string>();
+    tenant.names = {
+        {"users", m + "-user"},         {"groups", m + "-grp"},    {"endpoints", m + "-llm"},
+        {"templates", m + "-template"}, {"vms", m + "-vm"},        {"images", m + "-image"},
+        {"apikeys", m + "-key"},        {"datastores", m + "-ds"}, {"vnets", m + "-net"},
+        {"clusters", m + "-cluster"},   {"hosts", m + "-host"},    {"vdcs", m + "-vdc"}};
     auto [user_auth, token_id] = login(m + "-user", password, 3600);
     tenant.user_auth = user_auth;
     ids["tokens"] = token_id;
@@ -350,7 +431,7 @@ std::vector<std::string> prove_isolation(const Transport& transport,
       if (auto q = probe_queries().find(key); q != probe_queries().end()) path += q->second;
       for (const auto& [who, auth] : actors) {
         Reply hit = transport(route.method, substitute(path, victim.ids),
-                              substitute(body, victim.ids), auth);
+                              substitute(body, victim.ids, victim.names), auth);
         Reply miss =
             transport(route.method, substitute(path, ghost), substitute(body, ghost), auth);
         made += 2;
@@ -374,6 +455,161 @@ std::vector<std::string> prove_isolation(const Transport& transport,
       if (after != before) {
         violations.push_back(key + " against tenant " + std::to_string(v) + ": the store changed");
         before = after;
+      }
+    }
+  }
+  if (requests != nullptr) *requests = made;
+  return violations;
+}
+
+std::vector<std::string> prove_body_isolation(const Transport& transport,
+                                              const std::vector<RouteSpec>& routes,
+                                              const IsolationFixture& fixture,
+                                              const std::function<std::string()>& digest,
+                                              size_t* requests,
+                                              const std::map<std::string, std::string>& extra) {
+  std::vector<std::string> violations;
+  size_t made = 0;
+  std::string before = digest();
+  auto settle = [&](const std::string& what) {
+    std::string after = digest();
+    if (after != before) {
+      violations.push_back(what + ": the store changed");
+      before = after;
+    }
+  };
+  std::set<std::string> served;
+  for (const RouteSpec& r : routes) served.insert(r.method + " " + r.pattern);
+
+  for (size_t v = 0; v < fixture.tenants.size(); ++v) {
+    const IsolationTenant& victim = fixture.tenants[v];
+    for (size_t o = 0; o < fixture.tenants.size(); ++o) {
+      if (o == v) continue;
+      const IsolationTenant& own = fixture.tenants[o];
+      for (const auto& [who, credential] : {std::pair{std::string("admin"), own.admin_auth},
+                                            std::pair{std::string("user"), own.user_auth}}) {
+        std::string actor = "tenant " + std::to_string(o) + " " + who;
+        for (const RouteSpec& route : routes) {
+          if (route.auth != "bearer") continue;
+          std::string key = route.method + " " + route.pattern;
+          const std::string* probe = nullptr;
+          if (auto e = extra.find(key); e != extra.end()) {
+            probe = &e->second;
+          } else if (auto b = probe_bodies().find(key); b != probe_bodies().end()) {
+            probe = &b->second;
+          }
+          if (probe == nullptr) continue;  // The path proof reports a body route without one.
+          const std::string& body = *probe;
+          std::string path = substitute(own_path(route.pattern), own.ids, own.names);
+          for (const auto& [collection, id] : victim.ids) {
+            for (char sigil : {'$', '@'}) {
+              std::string token = std::string(1, sigil) + collection;
+              if (body.find(token) == std::string::npos) continue;
+              bool by_name = sigil == '@';
+              std::string victim_value = std::to_string(id), ghost_value = "900999";
+              if (by_name) {
+                auto name = victim.names.find(collection);
+                if (name == victim.names.end()) {
+                  violations.push_back(key + ": the fixture has no name for " + token);
+                  continue;
+                }
+                victim_value = name->second;
+                ghost_value = "ghost-" + collection;
+              }
+              std::string hit_body =
+                  substitute(replace_all(body, token, victim_value), own.ids, own.names);
+              std::string miss_body =
+                  substitute(replace_all(body, token, ghost_value), own.ids, own.names);
+              Reply hit = transport(route.method, path, hit_body, credential);
+              Reply miss = transport(route.method, path, miss_body, credential);
+              made += 2;
+              std::string what = key + " as " + actor + " with the body's " + token +
+                                 " naming tenant " + std::to_string(v) + "'s";
+              if (hit.status < 400) {
+                violations.push_back(what + ": answered " + std::to_string(hit.status) + " " +
+                                     hit.body.substr(0, 200));
+              }
+              // A name the actor sent may come back; nothing else of the victim may. (Ids are
+              // blurred with every other digit.)
+              Reply hit_seen = hit, miss_seen = miss;
+              if (by_name) {
+                hit_seen.body = replace_all(hit.body, victim_value, "<sent>");
+                miss_seen.body = replace_all(miss.body, ghost_value, "<sent>");
+              }
+              if (hit_seen.body.find(victim.marker) != std::string::npos) {
+                violations.push_back(
+                    what + ": the answer names the victim's objects: " + hit.body.substr(0, 200));
+              }
+              if (shape(hit_seen) != shape(miss_seen)) {
+                violations.push_back(what + ": answers differently (" +
+                                     shape(hit_seen).substr(0, 160) + ") than for a missing one (" +
+                                     shape(miss_seen).substr(0, 160) + ")");
+              }
+              settle(what);
+            }
+          }
+        }
+
+        // Host paths and devices in restricted fields: refused 403 naming the field.
+        std::set<std::string> covered;
+        for (const HostProbe& probe : host_probes()) {
+          covered.insert(probe.covers);
+          if (!served.contains(probe.route)) {
+            violations.push_back(probe.route + ": a host-path probe names a route not served");
+            continue;
+          }
+          size_t space = probe.route.find(' ');
+          std::string method = probe.route.substr(0, space);
+          std::string path =
+              substitute(own_path(probe.route.substr(space + 1)), own.ids, own.names);
+          Reply r = transport(method, path, substitute(probe.body, own.ids, own.names), credential);
+          ++made;
+          std::string what = probe.route + " as " + actor + " setting " + probe.field;
+          auto parsed = parse_json(r.body);
+          std::string field;
+          if (parsed && parsed->contains("error") && (*parsed)["error"].is_object() &&
+              (*parsed)["error"].value("field", Json()).is_string()) {
+            field = (*parsed)["error"]["field"].get<std::string>();
+          }
+          // The tenant's administrator owns every object it names, so only the field can be at
+          // fault; its plain user may be refused earlier, for the object.
+          bool refused = who == "admin" ? r.status == 403 && field == probe.field : r.status >= 400;
+          if (!refused) {
+            violations.push_back(what + ": answered " + std::to_string(r.status) + " " +
+                                 r.body.substr(0, 200) + " (want 403 naming " + probe.field + ")");
+          }
+          settle(what);
+        }
+        for (const auth::RestrictedField& f : auth::restricted_fields()) {
+          std::string id = std::string(f.object) + ":" + std::string(f.field);
+          if (!covered.contains(id)) {
+            violations.push_back("restricted field " + id +
+                                 " has no host-path probe; add one to host_probes()");
+          }
+        }
+
+        // A login name taken in the victim's tenant reads as one taken in the actor's own.
+        if (served.contains("POST /api/v1/users")) {
+          std::string form = R"({"name":"NAME","password":"probe-password-1"})";
+          std::string theirs = victim.names.at("users"), mine = own.names.at("users");
+          Reply hit =
+              transport("POST", "/api/v1/users", replace_all(form, "NAME", theirs), credential);
+          Reply taken =
+              transport("POST", "/api/v1/users", replace_all(form, "NAME", mine), credential);
+          made += 2;
+          std::string what = "POST /api/v1/users as " + actor + " with tenant " +
+                             std::to_string(v) + "'s user name";
+          Reply hit_seen{hit.status, replace_all(hit.body, theirs, "<sent>")};
+          Reply taken_seen{taken.status, replace_all(taken.body, mine, "<sent>")};
+          if (hit.status < 400)
+            violations.push_back(what + ": answered " + hit.body.substr(0, 200));
+          if (shape(hit_seen) != shape(taken_seen)) {
+            violations.push_back(what + ": reads differently (" + shape(hit_seen).substr(0, 160) +
+                                 ") than a name taken in the actor's own tenant (" +
+                                 shape(taken_seen).substr(0, 160) + ")");
+          }
+          settle(what);
+        }
       }
     }
   }

@@ -33,11 +33,12 @@ std::vector<RouteSpec> parse_route_table(const Json& routes);
 // end-user API key, quotas, and tokens. Every name it owns starts with `marker`.
 struct IsolationTenant {
   std::string marker;
-  std::map<std::string, int64_t> ids;  // By collection: users, groups, hosts, clusters, vdcs,
-                                       // tokens, acl, apikeys.
-  std::string admin_auth;              // "Bearer ..." of its tenant administrator.
-  std::string user_auth;               // "Bearer ..." of its plain user.
-  std::string apikey_auth;             // "Bearer fak_..." of its end-user key.
+  std::map<std::string, int64_t> ids;        // By collection: users, groups, hosts, clusters, vdcs,
+                                             // tokens, acl, apikeys.
+  std::string admin_auth;                    // "Bearer ..." of its tenant administrator.
+  std::string user_auth;                     // "Bearer ..." of its plain user.
+  std::string apikey_auth;                   // "Bearer fak_..." of its end-user key.
+  std::map<std::string, std::string> names;  // Names of its objects, by collection.
 };
 
 struct IsolationFixture {
@@ -60,6 +61,20 @@ std::vector<std::string> prove_isolation(const Transport& transport,
                                          const IsolationFixture& fixture,
                                          const std::function<std::string()>& digest,
                                          size_t* requests = nullptr);
+
+// The bodies, for every victim and every tenant actor (administrator and user) of the other
+// tenants, acting on the actor's own objects (the path) so that only the body can be at fault:
+// - each object a probe body names ($collection, or @collection for a name) is replaced, one at
+//   a time, by the victim's and by a missing one: both must be refused alike, without naming
+//   the victim beyond what the actor sent;
+// - every restricted field (auth/restricted.h) is sent a host path (or host device) and must
+//   be refused 403 naming it; a restricted field no probe covers is itself a violation;
+// - a login name taken in the victim's tenant must read as one taken in the actor's own.
+// The store must not change. `extra_bodies` adds probe bodies (tests of the proof itself).
+std::vector<std::string> prove_body_isolation(
+    const Transport& transport, const std::vector<RouteSpec>& routes,
+    const IsolationFixture& fixture, const std::function<std::string()>& digest,
+    size_t* requests = nullptr, const std::map<std::string, std::string>& extra_bodies = {});
 
 // A fingerprint of every stored object but audit entries, read from a SQLite file (open
 // read-only beside the running writer).

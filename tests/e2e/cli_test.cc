@@ -58,8 +58,18 @@ TEST_F(CliTest, QuickstartFlowFromTheReadme) {
   EXPECT_NE(admin_list.out.find("bob"), std::string::npos);
   EXPECT_NE(admin_list.out.find("NAME"), std::string::npos);
 
+  auto config_text = [&] {
+    std::ifstream in(config);
+    return parse_json(std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  std::string admin_token = (*config_text())["token"];
   auto alice = fabrica("login -u alice --password alice-password-1");
   ASSERT_EQ(alice.exit_code, 0) << alice.out;
+  // The administrator's token that alice's replaced in the config file no longer works.
+  auto replaced = daemon_.http()->request("GET", "/api/v1/auth/whoami", "",
+                                          {{"Authorization", "Bearer " + admin_token}});
+  ASSERT_TRUE(replaced);
+  EXPECT_EQ(replaced->status, 401) << replaced->body;
   auto list = fabrica("user list -o json");
   ASSERT_EQ(list.exit_code, 0) << list.out;
   auto users = parse_json(list.out);
@@ -272,6 +282,11 @@ TEST_F(CliTest, TenantsFromVdcToTenantAdministratorToUser) {
       "--expires 30d");
   ASSERT_EQ(key.exit_code, 0) << key.out;
   EXPECT_NE(key.out.find("fak_"), std::string::npos);
+  // A typo names no endpoint: refused, naming which one, rather than a key that can call nothing.
+  auto typo = fabrica("apikey create typo-app --endpoints llama-8b,does-not-exist");
+  EXPECT_NE(typo.exit_code, 0);
+  EXPECT_NE(typo.out.find("endpoints[1]"), std::string::npos) << typo.out;
+  EXPECT_NE(typo.out.find("does-not-exist"), std::string::npos) << typo.out;
   auto keys = fabrica("apikey list");
   EXPECT_NE(keys.out.find("chat-app"), std::string::npos) << keys.out;
   EXPECT_EQ(keys.out.find(key.out.substr(key.out.find("fak_"), 30)), std::string::npos);
@@ -364,11 +379,16 @@ TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
   ASSERT_EQ(fabrica("quota set group acme-ml gpu:H100=16 mig:1g.10gb=2 vms=10").exit_code, 0);
 
   as("bob", "bob-password");
+  // A host path is for infrastructure administrators only: a tenant boots KERNEL images.
+  auto host_kernel = fabrica("template create trainer-8x --cpu 32 --kernel /boot/vmlinuz");
+  EXPECT_NE(host_kernel.exit_code, 0);
+  EXPECT_NE(host_kernel.out.find("os.kernel"), std::string::npos) << host_kernel.out;
+  EXPECT_NE(host_kernel.out.find("only infrastructure administrators"), std::string::npos)
+      << host_kernel.out;
   auto tmpl = fabrica(
       "template create trainer-8x --cpu 32 --memory 256G --gpu H100:8 --gpu-topology "
       "same-domain --cpu-policy core --hugepages 1G --vf infiniband:4 --description "
-      "\"one HGX board\" --context VLLM_PORT=8000 --context \"HF_TOKEN=hf_secret value\" "
-      "--kernel /boot/vmlinuz");
+      "\"one HGX board\" --context VLLM_PORT=8000 --context \"HF_TOKEN=hf_secret value\"");
   ASSERT_EQ(tmpl.exit_code, 0) << tmpl.out;
   auto listed = fabrica("template list");
   EXPECT_NE(listed.out.find("8xH100*, 4xinfiniband"), std::string::npos) << listed.out;
@@ -388,7 +408,7 @@ TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
   EXPECT_EQ(show.out.find("hf_secret"), std::string::npos);
   auto guest = parse_json(fabrica("vm show trainer -o json").out);
   EXPECT_EQ((*guest)["context"]["HF_TOKEN"], "hf_secret value");
-  EXPECT_EQ((*guest)["os"]["kernel"], "/boot/vmlinuz");
+  EXPECT_EQ((*guest)["os"]["kernel"], "");
   EXPECT_NE(fabrica("template update trainer-8x --context BAD-NAME=x").out.find("context.BAD-NAME"),
             std::string::npos);
   EXPECT_NE(show.out.find("nvswitch"), std::string::npos) << show.out;

@@ -61,6 +61,15 @@ TEST(IsolationProof, NoRouteLetsAnyActorReachAnotherTenant) {
   EXPECT_EQ(requests, routes.size() * 3 * 8 * 2);
   std::printf("isolation proof: %zu routes, %zu requests, %zu violations\n", routes.size(),
               requests, violations.size());
+
+  // The bodies: every object a body names, every restricted field, login names.
+  size_t body_requests = 0;
+  auto body_violations = testing::prove_body_isolation(
+      transport, routes, fixture, [&] { return testing::sqlite_digest(db); }, &body_requests);
+  EXPECT_TRUE(body_violations.empty()) << report(body_violations);
+  EXPECT_GT(body_requests, 0u);
+  std::printf("isolation proof (bodies): %zu requests, %zu violations\n", body_requests,
+              body_violations.size());
 }
 
 // The proof must fail when a route forgets authorization: in process, with two unguarded
@@ -135,6 +144,35 @@ TEST(IsolationProof, CatchesARouteAddedWithoutAuthorization) {
     EXPECT_GT(leaks, 0u);
     EXPECT_TRUE(leaked_name && answered && differs);  // Each check catches it on its own.
     EXPECT_EQ(unprobed, 3u);                          // Once per victim.
+
+    // A route that checks the object in its path but trusts one named in its body.
+    wiring.api.router().add("POST", "/api/v1/vms/{id}/peek", api::AuthMode::kBearer,
+                            [&raw, &wiring](const api::Context& ctx) -> Result<api::HttpResponse> {
+                              FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+                              FAB_TRY(wiring.compute.get_vm(ctx.who(), id));
+                              FAB_ASSIGN_OR_RETURN(auto body, parse_json(ctx.request.body));
+                              int64_t image = body.value("image_id", int64_t{-1});
+                              FAB_ASSIGN_OR_RETURN(auto record, raw.read_value<store::Record>(
+                                                                    [&](store::Transaction& tx) {
+                                                                      return tx.get("image", image);
+                                                                    }));
+                              return api::json_response(200, Json{{"name", record.name}});
+                            });
+    routes.push_back({"POST", "/api/v1/vms/{id}/peek", "bearer"});
+    auto body_violations = testing::prove_body_isolation(
+        transport, routes, fixture, [&] { return testing::sqlite_digest(db); }, nullptr,
+        {{"POST /api/v1/vms/{id}/peek", R"({"image_id":$images})"}});
+    size_t peeks = 0;
+    for (const auto& v : body_violations) {
+      if (v.starts_with("POST /api/v1/vms/{id}/peek")) {
+        ++peeks;
+      } else {
+        ADD_FAILURE() << "unexpected violation: " << v;
+      }
+    }
+    // Each victim x each other tenant's administrator (its user may not see its VM):
+    // answered, named the victim's image, and differed from a missing one.
+    EXPECT_EQ(peeks, 3u * 2u * 3u) << report(body_violations);
   }
   std::filesystem::remove_all(dir);
 }

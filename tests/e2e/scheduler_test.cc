@@ -153,6 +153,71 @@ TEST_F(SchedulerE2eTest, TemplatesCarryTheGuestsContextAndKernel) {
   EXPECT_EQ((*changed)["request"]["gpus"]["count"], 1);
 }
 
+// Host paths (os.kernel, os.initrd) are infrastructure administrators' to set: a tenant is
+// refused them on every way in (VM create, template create and update, instantiate overrides),
+// may instantiate an administrator's template that carries them, and may not change them there.
+TEST_F(SchedulerE2eTest, OnlyAdministratorsNameHostFilesAndTenantsKeepWhatTheyWereGiven) {
+  ASSERT_TRUE(api_->post("/api/v1/groups", Json{{"name", "acme"}}));
+  int64_t gid = (*api_->get("/api/v1/groups?name=acme"))["items"][0]["id"];
+  ASSERT_TRUE(api_->post("/api/v1/users",
+                         Json{{"name", "alice"}, {"password", "alice-password"}, {"gid", gid}}));
+  auto alice = daemon_.login("alice", "alice-password");
+  Json stolen = {{"kernel", "/boot/vmlinuz"}, {"initrd", "/var/lib/fabrica/sealing.key"}};
+  auto refused = [](const Result<Json>& r, const std::string& field) {
+    if (r) return ::testing::AssertionFailure() << "accepted: " << r->dump();
+    if (r.error().code() != ErrorCode::kPermissionDenied || r.error().field() != field) {
+      return ::testing::AssertionFailure()
+             << "refused with " << r.error().message() << " (field " << r.error().field() << ")";
+    }
+    return ::testing::AssertionSuccess();
+  };
+  EXPECT_TRUE(refused(alice.post("/api/v1/vms", Json{{"name", "x"}, {"os", stolen}}), "os.kernel"));
+  EXPECT_TRUE(refused(
+      alice.post("/api/v1/vms",
+                 Json{{"name", "x"}, {"os", {{"kernel_image_id", 0}, {"initrd", "/etc/shadow"}}}}),
+      "os.initrd"));
+  EXPECT_TRUE(
+      refused(alice.post("/api/v1/templates", Json{{"name", "t"}, {"os", stolen}}), "os.kernel"));
+  auto own = alice.post("/api/v1/templates", Json{{"name", "own"}});
+  ASSERT_TRUE(own) << own.error().message();
+  std::string own_path = "/api/v1/templates/" + std::to_string((*own)["id"].get<int64_t>());
+  EXPECT_TRUE(refused(alice.call("PUT", own_path, Json{{"os", stolen}}), "os.kernel"));
+  EXPECT_TRUE(refused(alice.post(own_path + "/instantiate", Json{{"name", "x"}, {"os", stolen}}),
+                      "os.kernel"));
+
+  // The administrator's template: alice may use it as it is, or boot another kernel image, but
+  // not point it at another host file.
+  auto boot = api_->post("/api/v1/templates", Json{{"name", "tiny"},
+                                                   {"gid", gid},
+                                                   {"os",
+                                                    {{"kernel", "/boot/vmlinuz"},
+                                                     {"initrd", "/srv/initrd.img"},
+                                                     {"cmdline", "console=ttyS0"}}}});
+  ASSERT_TRUE(boot) << boot.error().message();
+  std::string tiny = "/api/v1/templates/" + std::to_string((*boot)["id"].get<int64_t>());
+  std::string rule = "@" + std::to_string(gid) + " TEMPLATE/#" +
+                     std::to_string((*boot)["id"].get<int64_t>()) + " USE";
+  ASSERT_TRUE(api_->post("/api/v1/acl", Json{{"rule", rule}}));
+  auto vm = alice.post(tiny + "/instantiate", Json{{"name", "tiny-1"}});
+  ASSERT_TRUE(vm) << vm.error().message();
+  EXPECT_EQ((*vm)["os"]["initrd"], "/srv/initrd.img");
+  EXPECT_TRUE(refused(
+      alice.post(
+          tiny + "/instantiate",
+          Json{{"name", "tiny-2"},
+               {"os", {{"kernel", "/boot/vmlinuz"}, {"initrd", "/var/lib/fabrica/sealing.key"}}}}),
+      "os.initrd"));
+  auto resized = alice.post("/api/v1/vms/" + std::to_string((*vm)["id"].get<int64_t>()) + "/resize",
+                            Json{{"vcpus", 2}});
+  ASSERT_TRUE(resized) << resized.error().message();  // Keeping what it was given is allowed.
+  auto manage = alice.call("PUT", tiny, Json{{"os", stolen}});
+  ASSERT_FALSE(manage);  // USE is not MANAGE: the template itself stays the administrator's.
+  EXPECT_EQ(manage.error().code(), ErrorCode::kPermissionDenied);
+  // The administrator may do all of it.
+  auto admin_vm = api_->post("/api/v1/vms", Json{{"name", "host-boot"}, {"os", stolen}});
+  EXPECT_TRUE(admin_vm) << admin_vm.error().message();
+}
+
 TEST_F(SchedulerE2eTest, TenantVmsGoOnlyWhereTheirVdcAllows) {
   ASSERT_TRUE(api_->post("/api/v1/groups", Json{{"name", "acme"}}));
   auto groups = api_->get("/api/v1/groups?name=acme");
