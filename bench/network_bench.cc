@@ -7,7 +7,7 @@
 
 #include <filesystem>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/identity.h"
 #include "core/clock.h"
 #include "network/network.h"
@@ -19,13 +19,13 @@ namespace {
 namespace fs = std::filesystem;
 
 void BM_Lease(benchmark::State& state) {
-  fs::path dir = fs::temp_directory_path() / ("fabrica-lease-" + auth::random_hex(6));
+  fs::path dir = fs::temp_directory_path() / ("fabrica-lease-" + crypto::random_hex(6));
   fs::create_directories(dir);
   {
     auto store = std::move(*store::SqliteStore::open((dir / "db").string()));
     SystemClock clock;
     auth::Authorizer authorizer(*store);
-    auth::Identity identity(*store, authorizer, clock, auth::HashCost::kMinimum);
+    auth::Identity identity(*store, authorizer, clock, crypto::HashCost::kMinimum);
     (void)identity.bootstrap("bench-password");
     (void)store->write([](store::Transaction& tx) {
       return tx.insert({.type = "cluster", .id = 0, .name = "default", .body = "{}"});

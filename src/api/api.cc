@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::api {
 
@@ -157,7 +157,7 @@ Result<BasicCredentials> basic_credentials(const HttpRequest& request) {
   if (header.size() <= kScheme.size() || header.substr(0, kScheme.size()) != kScheme) {
     return fail(ErrorCode::kUnauthenticated, "HTTP Basic credentials required");
   }
-  auto decoded = auth::base64_decode(header.substr(kScheme.size()));
+  auto decoded = crypto::base64_decode(header.substr(kScheme.size()));
   if (!decoded || decoded->find(':') == std::string::npos) {
     return fail(ErrorCode::kUnauthenticated, "malformed Basic credentials");
   }

@@ -1,7 +1,7 @@
 // The channel of fabrica-gateway: it pulls what to route (endpoints and API-key hashes) and
 // pushes what it metered (usage records). Administrators' credentials only.
 #include "api/api.h"
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::api {
 namespace {
@@ -22,7 +22,7 @@ Result<HttpResponse> snapshot(Services& s, const Context& ctx) {
   for (const auto& k : keys) body["keys"].push_back(key_json(k));
   std::string text = dump_json(body);
   // Keys expire by the clock, so the snapshot is a function of the content alone: its hash.
-  std::string etag = "\"" + auth::sha256_hex(text).substr(0, 32) + "\"";
+  std::string etag = "\"" + crypto::sha256_hex(text).substr(0, 32) + "\"";
   if (ctx.request.if_none_match == etag) {
     return HttpResponse{.status = 304, .content_type = "", .headers = {{"ETag", etag}}};
   }

@@ -11,7 +11,7 @@
 #include <set>
 #include <thread>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::api {
 
@@ -47,7 +47,7 @@ class HttpServer::Impl {
         acceptor_(main()),
         signals_(main(), SIGTERM, SIGINT),
         grace_timer_(main()),
-        id_prefix_(auth::random_hex(4)) {
+        id_prefix_(crypto::random_hex(4)) {
     for (auto& ctx : contexts_) guards_.emplace_back(ctx->get_executor());
   }
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::auth {
 namespace {
@@ -98,7 +98,7 @@ Result<IssuedApiKey> ApiKeys::create(const Caller& caller, const NewApiKey& requ
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kApiKey, gid));
   int64_t now = unix_seconds(clock_.now());
   IssuedApiKey issued;
-  issued.secret = "fak_" + new_token_secret().substr(4);
+  issued.secret = "fak_" + crypto::new_token_secret().substr(4);
   return store_.write_value<IssuedApiKey>([&](store::Transaction& tx) -> Result<IssuedApiKey> {
     if (!tx.get(kGroupType, gid)) {
       return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
@@ -120,7 +120,7 @@ Result<IssuedApiKey> ApiKeys::create(const Caller& caller, const NewApiKey& requ
     k.header = ObjectHeader::create(id, request.name, caller.uid, gid, kApiKeyPermissions,
                                     kApiKeyActive, now);
     k.prefix = issued.secret.substr(0, 12);
-    k.secret_hash = sha256_hex(issued.secret);
+    k.secret_hash = crypto::sha256_hex(issued.secret);
     k.endpoints = request.endpoints;
     k.expires_at = request.expires_in ? now + *request.expires_in : 0;
     k.rpm = request.rpm;
@@ -170,7 +170,7 @@ Result<ApiKey> ApiKeys::authenticate(std::string_view secret) {
   if (!secret.starts_with("fak_")) return invalid();
   int64_t now = unix_seconds(clock_.now());
   auto key = store_.read_value<ApiKey>([&](store::Transaction& tx) -> Result<ApiKey> {
-    FAB_ASSIGN_OR_RETURN(auto r, tx.get_by_key(kApiKeyType, sha256_hex(secret)));
+    FAB_ASSIGN_OR_RETURN(auto r, tx.get_by_key(kApiKeyType, crypto::sha256_hex(secret)));
     return apikey_from_record(r);
   });
   if (!key) {

@@ -200,8 +200,8 @@ Result<bool> Identity::bootstrapped() {
 Result<bool> Identity::bootstrap(std::string_view admin_password) {
   FAB_ASSIGN_OR_RETURN(bool done, bootstrapped());
   if (done) return false;
-  FAB_TRY(validate_password(admin_password));
-  FAB_ASSIGN_OR_RETURN(std::string hash, hash_password(admin_password, cost_));
+  FAB_TRY(crypto::validate_password(admin_password));
+  FAB_ASSIGN_OR_RETURN(std::string hash, crypto::hash_password(admin_password, cost_));
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<bool>([&](store::Transaction& tx) -> Result<bool> {
     if (tx.get(kGroupType, kAdminGroupId)) return false;  // Raced with another bootstrap.
@@ -262,10 +262,10 @@ Result<void> Identity::drop_stale_admin(store::Transaction& tx, const User& user
 
 Result<User> Identity::create_user(const Caller& caller, const NewUser& request) {
   FAB_TRY(validate_name(request.name));
-  FAB_TRY(validate_password(request.password));
+  FAB_TRY(crypto::validate_password(request.password));
   int64_t gid = request.gid.value_or(kUsersGroupId);
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kUser, gid));
-  FAB_ASSIGN_OR_RETURN(std::string hash, hash_password(request.password, cost_));
+  FAB_ASSIGN_OR_RETURN(std::string hash, crypto::hash_password(request.password, cost_));
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<User>([&](store::Transaction& tx) -> Result<User> {
     FAB_TRY(require_group_usable(caller, tx, gid));
@@ -343,8 +343,8 @@ Result<void> Identity::delete_user(const Caller& caller, int64_t id) {
 }
 
 Result<void> Identity::set_password(const Caller& caller, int64_t id, std::string_view password) {
-  FAB_TRY(validate_password(password));
-  FAB_ASSIGN_OR_RETURN(std::string hash, hash_password(password, cost_));
+  FAB_TRY(crypto::validate_password(password));
+  FAB_ASSIGN_OR_RETURN(std::string hash, crypto::hash_password(password, cost_));
   FAB_TRY(
       mutate_user(caller, id, Right::kManage, [&](store::Transaction&, User& user) -> Result<void> {
         user.password_hash = hash;

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "auth/authorizer.h"
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "core/attributes.h"
 #include "core/clock.h"
 #include "core/object.h"
@@ -94,7 +94,7 @@ struct NewGroup {
 class Identity {
  public:
   Identity(store::Store& store, Authorizer& authorizer, const Clock& clock,
-           HashCost cost = HashCost::kInteractive)
+           crypto::HashCost cost = crypto::HashCost::kInteractive)
       : store_(store), authorizer_(authorizer), clock_(clock), cost_(cost) {}
 
   // Creates groups admins (0) and users (1), the superuser admin (0) with `admin_password`,
@@ -153,7 +153,7 @@ class Identity {
   store::Store& store_;
   Authorizer& authorizer_;
   const Clock& clock_;
-  HashCost cost_;
+  crypto::HashCost cost_;
 };
 
 inline constexpr std::string_view kUserType = "user";

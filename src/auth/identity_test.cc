@@ -14,11 +14,11 @@ namespace {
 class IdentityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("fabrica-identity-" + random_hex(8));
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-identity-" + crypto::random_hex(8));
     std::filesystem::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<Authorizer>(*store_);
-    identity_ = std::make_unique<Identity>(*store_, *authorizer_, clock_, HashCost::kMinimum);
+    identity_ = std::make_unique<Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     admin_ = *identity_->caller_for(0, "test");
   }
@@ -45,7 +45,7 @@ TEST_F(IdentityTest, BootstrapCreatesSuperuserGroupsAndDefaultRuleOnce) {
   ASSERT_TRUE(admin);
   EXPECT_EQ(admin->header.name, "admin");
   EXPECT_EQ(admin->header.gid, 0);
-  EXPECT_TRUE(verify_password(admin->password_hash, "admin-password"));
+  EXPECT_TRUE(crypto::verify_password(admin->password_hash, "admin-password"));
   EXPECT_EQ(identity_->get_group(admin_, 0)->header.name, "admins");
   EXPECT_EQ(identity_->get_group(admin_, 1)->header.name, "users");
   auto rules = authorizer_->rules();
@@ -161,7 +161,7 @@ TEST_F(SessionsTest, TokensAuthenticateUntilExpiryOrRevocation) {
   auto record = store_->read_value<store::Record>(
       [&](store::Transaction& tx) { return tx.get(kTokenType, issued->token.id); });
   EXPECT_EQ(record->body.find(issued->secret), std::string::npos);
-  EXPECT_EQ(record->key, sha256_hex(issued->secret));
+  EXPECT_EQ(record->key, crypto::sha256_hex(issued->secret));
   clock_.advance(std::chrono::hours(1));
   EXPECT_EQ(sessions_->authenticate(issued->secret, "x").error().message(), "token has expired");
 

@@ -130,12 +130,12 @@ Result<IssuedToken> Sessions::login(std::string_view user, std::string_view pass
   FAB_TRY(limiter_.check(user, address));
   auto found = identity_.find_user_by_name(user);
   if (!found && found.error().code() != ErrorCode::kNotFound) return fail(found.error());
-  bool ok = found && verify_password(found->password_hash, password);
+  bool ok = found && crypto::verify_password(found->password_hash, password);
   if (!ok) {
     // Burn comparable time for unknown users so response timing does not reveal names.
     if (!found) {
-      static const std::string dummy = hash_password(new_token_secret()).value_or("");
-      (void)verify_password(dummy, password);
+      static const std::string dummy = crypto::hash_password(crypto::new_token_secret()).value_or("");
+      (void)crypto::verify_password(dummy, password);
     }
     limiter_.record_failure(user, address);
     return fail(ErrorCode::kUnauthenticated, "wrong user name or password");
@@ -146,12 +146,12 @@ Result<IssuedToken> Sessions::login(std::string_view user, std::string_view pass
   limiter_.record_success(user, address);
   int64_t now = unix_seconds(clock_.now());
   IssuedToken issued;
-  issued.secret = new_token_secret();
+  issued.secret = crypto::new_token_secret();
   issued.token.uid = found->header.id;
   issued.token.name = request.name;
   issued.token.created_at = now;
   issued.token.expires_at = now + request.lifetime.count();
-  std::string hash = sha256_hex(issued.secret);
+  std::string hash = crypto::sha256_hex(issued.secret);
   FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(issued.token.id, tx.allocate_id(kTokenType));
     return tx.insert(token_record(issued.token, hash));
@@ -183,7 +183,7 @@ Result<Caller> Sessions::authenticate(std::string_view secret, std::string addre
   if (secret.size() != 47 || secret.substr(0, 4) != "fab_") {
     return fail(ErrorCode::kUnauthenticated, "invalid token");
   }
-  std::string hash = sha256_hex(secret);
+  std::string hash = crypto::sha256_hex(secret);
   std::optional<CachedCaller> entry;
   {
     std::lock_guard lock(cache_mutex_);

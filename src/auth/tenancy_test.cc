@@ -8,7 +8,7 @@
 
 #include "auth/apikeys.h"
 #include "auth/audit.h"
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/identity.h"
 #include "auth/quota.h"
 #include "auth/vdc.h"
@@ -21,12 +21,12 @@ namespace {
 class TenancyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("fabrica-tenancy-" + random_hex(8));
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-tenancy-" + crypto::random_hex(8));
     std::filesystem::create_directories(dir_);
     store_ = std::move(
         *store::SqliteStore::open((dir_ / "db").string(), {.sync = store::Sync::kNormal}));
     authorizer_ = std::make_unique<Authorizer>(*store_);
-    identity_ = std::make_unique<Identity>(*store_, *authorizer_, clock_, HashCost::kMinimum);
+    identity_ = std::make_unique<Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     vdcs_ = std::make_unique<Vdcs>(*store_, *authorizer_, clock_);
     quotas_ = std::make_unique<Quotas>(*store_, *authorizer_, clock_);
     apikeys_ = std::make_unique<ApiKeys>(*store_, *authorizer_, clock_);

@@ -9,7 +9,7 @@
 #include <iostream>
 #include <thread>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "cli/cli.h"
 
 namespace fabrica::cli {
@@ -70,7 +70,7 @@ Result<int64_t> file_size(const std::string& path) {
 Result<std::string> sha256_file(const std::string& path, int64_t size) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return fail(ErrorCode::kInvalidArgument, "cannot read " + path, "file");
-  auth::Sha256 hash;
+  crypto::Sha256 hash;
   ProgressBar bar("checksum", size);
   std::vector<char> buffer(8 << 20);
   int64_t done = 0;

@@ -7,7 +7,7 @@
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::client {
 
@@ -176,7 +176,7 @@ Result<Json> ApiClient::send_bytes(std::string_view method, std::string_view tar
 
 Result<Json> ApiClient::login(std::string_view user, std::string_view password, const Json& body) {
   std::string credentials = std::string(user) + ":" + std::string(password);
-  Headers headers{{"Authorization", "Basic " + auth::base64_encode(credentials)}};
+  Headers headers{{"Authorization", "Basic " + crypto::base64_encode(credentials)}};
   FAB_ASSIGN_OR_RETURN(auto response,
                        http_->request("POST", "/api/v1/auth/tokens",
                                       body.is_null() ? "" : dump_json(body), headers));

@@ -19,12 +19,12 @@ namespace {
 class ComputeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("fabrica-compute-" + auth::random_hex(8));
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-compute-" + crypto::random_hex(8));
     std::filesystem::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<auth::Authorizer>(*store_);
     identity_ =
-        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     quotas_ = std::make_unique<auth::Quotas>(*store_, *authorizer_, clock_);
     fleet_ = std::make_unique<fleet::Fleet>(*store_, *authorizer_, clock_, fleet::FleetOptions{});

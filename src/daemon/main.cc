@@ -20,7 +20,7 @@
 
 #include "api/api.h"
 #include "api/http_server.h"
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/identity.h"
 #include "auth/sessions.h"
 #include "core/clock.h"
@@ -133,7 +133,7 @@ Result<std::string> admin_password(const fs::path& data_dir, bool& generated) {
   std::ifstream in(file);
   std::string existing;
   if (in && std::getline(in, existing) && !existing.empty()) return existing;
-  std::string password = auth::random_hex(12);
+  std::string password = crypto::random_hex(12);
   FAB_TRY(write_private_file(file, password + "\n"));
   generated = true;
   return password;
@@ -178,7 +178,7 @@ int serve(const Options& o) {
   if (!store) return fatal(store.error());
 
   // Backend credentials of AI endpoints are sealed under a key kept beside the database.
-  auto sealer = endpoints::Sealer::from_file((data_dir / "sealing.key").string());
+  auto sealer = crypto::Sealer::from_file((data_dir / "sealing.key").string());
   if (!sealer) return fatal(sealer.error());
   SystemClock clock;
   Wiring wiring(**store, clock, kVersion,

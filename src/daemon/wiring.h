@@ -23,7 +23,7 @@ namespace fabrica {
 struct Wiring {
   Wiring(store::Store& store, const Clock& clock, std::string version,
          fleet::FleetOptions fleet_options = {}, storage::StorageOptions storage_options = {},
-         endpoints::Sealer sealer = endpoints::Sealer::random(),
+         crypto::Sealer sealer = crypto::Sealer::random(),
          auth::LoginLimiter::Limits login_limits = {})
       : sealer(std::move(sealer)),
         filesystem(storage::make_posix_filesystem()),
@@ -57,7 +57,7 @@ struct Wiring {
                           .usage = usage,
                           .version = std::move(version)}) {}
   // Seals backend credentials at rest; fabricad keeps its key beside the database.
-  endpoints::Sealer sealer;
+  crypto::Sealer sealer;
   std::unique_ptr<storage::Filesystem> filesystem;
   auth::Authorizer authorizer;
   auth::Identity identity;

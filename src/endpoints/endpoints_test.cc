@@ -9,8 +9,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "auth/crypto.h"
 #include "auth/identity.h"
+#include "crypto/crypto.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
 #include "testing/tenants.h"
@@ -23,12 +23,12 @@ namespace fs = std::filesystem;
 class EndpointsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fabrica-endpoints-" + auth::random_hex(8));
+    dir_ = fs::temp_directory_path() / ("fabrica-endpoints-" + crypto::random_hex(8));
     fs::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<auth::Authorizer>(*store_);
     identity_ =
-        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     endpoints_ = std::make_unique<Endpoints>(*store_, *authorizer_, clock_, sealer_);
     admin_ = *identity_->caller_for(0, "test");

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/vdc.h"
 
 namespace fabrica::fleet {
@@ -234,7 +234,7 @@ Result<void> Fleet::delete_cluster(const auth::Caller& caller, int64_t id) {
 Result<JoinToken> Fleet::issue_token(store::Transaction& tx, int64_t cluster_id,
                                      std::optional<int64_t> host_id, int uses, int64_t creator) {
   JoinToken token;
-  token.secret = "fjt_" + auth::new_token_secret().substr(4);
+  token.secret = "fjt_" + crypto::new_token_secret().substr(4);
   token.expires_at = unix_seconds(clock_.now()) + options_.join_token_lifetime.count();
   token.uses = uses;
   FAB_ASSIGN_OR_RETURN(token.id, tx.allocate_id(kJoinTokenType));
@@ -246,7 +246,7 @@ Result<JoinToken> Fleet::issue_token(store::Transaction& tx, int64_t cluster_id,
                                   .id = token.id,
                                   .name = "join",
                                   .uid = creator,
-                                  .key = auth::sha256_hex(token.secret),
+                                  .key = crypto::sha256_hex(token.secret),
                                   .body = dump_json(body)}));
   return token;
 }
@@ -539,7 +539,7 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
       [](Error e) { return Error(e.code(), e.message(), "hostname"); }));
   int64_t now = unix_seconds(clock_.now());
   return write_value<Joined>([&](store::Transaction& tx) -> Result<Joined> {
-    auto record = tx.get_by_key(kJoinTokenType, auth::sha256_hex(token));
+    auto record = tx.get_by_key(kJoinTokenType, crypto::sha256_hex(token));
     if (!record) return fail(unauthenticated_token());
     FAB_ASSIGN_OR_RETURN(Json body, parse_json(record->body));
     int remaining = body.value("remaining", 0);
@@ -567,13 +567,13 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
     }
     // One credential per host: a re-join retires the old one.
     FAB_TRY(remove_credentials(tx, host.header.id));
-    Joined joined{.credential = "fah_" + auth::new_token_secret().substr(4)};
+    Joined joined{.credential = "fah_" + crypto::new_token_secret().substr(4)};
     FAB_ASSIGN_OR_RETURN(int64_t cred_id, tx.allocate_id(kCredentialType));
     FAB_TRY(tx.insert(store::Record{.type = std::string(kCredentialType),
                                     .id = cred_id,
                                     .name = host.header.name,
                                     .uid = host.header.id,
-                                    .key = auth::sha256_hex(joined.credential),
+                                    .key = crypto::sha256_hex(joined.credential),
                                     .body = dump_json(Json{{"host_id", host.header.id}})}));
     inventory::HostInventory named = inv;
     named.hostname = host.header.name;
@@ -591,7 +591,7 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
 }
 
 Result<int64_t> Fleet::authenticate_agent(std::string_view credential) {
-  std::string hash = auth::sha256_hex(credential);
+  std::string hash = crypto::sha256_hex(credential);
   {
     std::lock_guard lock(credentials_mutex_);
     if (auto it = credentials_.find(hash); it != credentials_.end()) return it->second;

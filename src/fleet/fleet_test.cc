@@ -24,12 +24,12 @@ inventory::HostInventory h100_inventory(int gpus) {
 class FleetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("fabrica-fleet-" + auth::random_hex(8));
+    dir_ = std::filesystem::temp_directory_path() / ("fabrica-fleet-" + crypto::random_hex(8));
     std::filesystem::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<auth::Authorizer>(*store_);
     identity_ =
-        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     fleet_ = std::make_unique<Fleet>(*store_, *authorizer_, clock_,
                                      FleetOptions{.offline_after = std::chrono::seconds(30)});

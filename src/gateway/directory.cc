@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::gateway {
 namespace {
@@ -60,7 +60,7 @@ Result<std::shared_ptr<const Snapshot>> Snapshot::from_json(const Json& j, std::
 
 const KeyEntry* Snapshot::authenticate(std::string_view secret, int64_t now) const {
   if (!secret.starts_with("fak_") || secret.size() > 256) return nullptr;
-  auto it = keys_.find(auth::sha256_hex(secret));
+  auto it = keys_.find(crypto::sha256_hex(secret));
   if (it == keys_.end()) return nullptr;
   const KeyEntry& key = it->second;
   if (key.expires_at != 0 && key.expires_at <= now) return nullptr;

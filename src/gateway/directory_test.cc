@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::gateway {
 namespace {
@@ -14,7 +14,7 @@ Json snapshot_json() {
     return Json{{"id", id},
                 {"gid", gid},
                 {"uid", 10 + id},
-                {"hash", auth::sha256_hex(secret)},
+                {"hash", crypto::sha256_hex(secret)},
                 {"endpoints", endpoints},
                 {"rpm", 60},
                 {"tpm", 1000},

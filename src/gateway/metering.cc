@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "client/http_client.h"
 
 namespace fabrica::gateway {
@@ -248,7 +248,7 @@ void Shipper::run() {
 }
 
 RecordIds::RecordIds(std::string name)
-    : name_(std::move(name)), prefix_(name_ + "-" + auth::random_hex(6) + "-") {}
+    : name_(std::move(name)), prefix_(name_ + "-" + crypto::random_hex(6) + "-") {}
 
 std::string RecordIds::next() { return prefix_ + std::to_string(++n_); }
 

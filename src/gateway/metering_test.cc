@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::gateway {
 namespace {
@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 class SpoolTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fabrica-spool-" + auth::random_hex(6));
+    dir_ = fs::temp_directory_path() / ("fabrica-spool-" + crypto::random_hex(6));
   }
   void TearDown() override { fs::remove_all(dir_); }
   fs::path dir_;

@@ -8,7 +8,7 @@
 #include <set>
 #include <thread>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/vdc.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
@@ -21,12 +21,12 @@ namespace fs = std::filesystem;
 class NetworkTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fabrica-network-" + auth::random_hex(8));
+    dir_ = fs::temp_directory_path() / ("fabrica-network-" + crypto::random_hex(8));
     fs::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<auth::Authorizer>(*store_);
     identity_ =
-        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     ASSERT_TRUE(store_->write([](store::Transaction& tx) -> Result<void> {
       FAB_TRY(tx.insert({.type = "cluster", .id = 0, .name = "default", .body = "{}"}));

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "core/error.h"
 
 namespace fabrica::storage {

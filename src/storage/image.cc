@@ -226,7 +226,7 @@ Result<Image> Storage::create_image(const auth::Caller& caller, const NewImage& 
   if (request.upload_sha256 && !request.upload_size) {
     return fail(ErrorCode::kInvalidArgument, "goes with upload.size", "upload.sha256");
   }
-  if (request.upload_sha256 && !auth::is_sha256_hex(*request.upload_sha256)) {
+  if (request.upload_sha256 && !crypto::is_sha256_hex(*request.upload_sha256)) {
     return fail(ErrorCode::kInvalidArgument, "must be 64 hex digits", "upload.sha256");
   }
   if (request.upload_size &&
@@ -677,7 +677,7 @@ Result<Image> Storage::settle_staged(const Image& image, const std::string& stag
   Result<DiskInfo> verified =
       arrived ? verify(image, staged) : Result<DiskInfo>(fail(arrived.error()));
   int64_t size = 0;
-  auth::Sha256 hash;
+  crypto::Sha256 hash;
   if (verified) {
     auto bytes = fs_.file_size(staged);
     auto read = bytes ? fs_.read(staged, *bytes, [&](std::string_view p) { hash.update(p); })

@@ -300,7 +300,7 @@ class Storage {
   struct UploadState {
     bool active = false;
     int64_t offset = 0;  // The hash covers bytes [0, offset).
-    std::optional<auth::Sha256> hash;
+    std::optional<crypto::Sha256> hash;
   };
   std::map<int64_t, UploadState> uploads_;
 

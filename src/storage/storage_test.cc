@@ -9,7 +9,7 @@
 #include <fstream>
 #include <thread>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/vdc.h"
 #include "core/process.h"
 #include "store/sqlite_store.h"
@@ -64,12 +64,12 @@ class FaultyFilesystem : public Filesystem {
 class StorageTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fabrica-storage-" + auth::random_hex(8));
+    dir_ = fs::temp_directory_path() / ("fabrica-storage-" + crypto::random_hex(8));
     fs::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<auth::Authorizer>(*store_);
     identity_ =
-        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     quotas_ = std::make_unique<auth::Quotas>(*store_, *authorizer_, clock_);
     ASSERT_TRUE(store_->write([](store::Transaction& tx) -> Result<void> {
@@ -281,7 +281,7 @@ TEST_F(StorageTest, UploadResumesAfterABrokenTransferAndVerifies) {
   auto image = storage_->create_image(alice_, {.name = "ubuntu",
                                                .format = "raw",
                                                .upload_size = static_cast<int64_t>(data.size()),
-                                               .upload_sha256 = auth::sha256_hex(data)});
+                                               .upload_sha256 = crypto::sha256_hex(data)});
   ASSERT_TRUE(image) << image.error().message();
   int64_t id = image->header.id;
   EXPECT_EQ(image->state(), ImageState::kLocked);
@@ -325,7 +325,7 @@ TEST_F(StorageTest, UploadResumesAfterABrokenTransferAndVerifies) {
   auto done = (*rest)->finish(true);
   ASSERT_TRUE(done) << done.error().message();
   EXPECT_EQ(done->state(), ImageState::kReady);
-  EXPECT_EQ(done->sha256, auth::sha256_hex(data));
+  EXPECT_EQ(done->sha256, crypto::sha256_hex(data));
   EXPECT_EQ(done->format, "raw");
   EXPECT_EQ(done->size, static_cast<int64_t>(data.size()));
   EXPECT_TRUE(read_file(done->path) == data);
@@ -416,7 +416,7 @@ TEST_F(StorageTest, PathImportCopiesInTheBackgroundAndFailuresLeaveNothing) {
   EXPECT_EQ(image->progress["bytes_total"], 5 << 20);
   Image ready = wait_settled(image->header.id);
   EXPECT_EQ(ready.state(), ImageState::kReady) << ready.error;
-  EXPECT_EQ(ready.sha256, auth::sha256_hex(read_file(file)));
+  EXPECT_EQ(ready.sha256, crypto::sha256_hex(read_file(file)));
   EXPECT_TRUE(ready.progress.is_null());
 
   // The disk fills up halfway through a copy.

@@ -10,7 +10,7 @@ namespace fabrica::storage {
 class UploadSession : public Storage::Upload {
  public:
   UploadSession(Storage& storage, Image image, int64_t offset, int64_t total,
-                std::unique_ptr<WritableFile> file, auth::Sha256 hash)
+                std::unique_ptr<WritableFile> file, crypto::Sha256 hash)
       : storage_(storage),
         image_(std::move(image)),
         offset_(offset),
@@ -117,7 +117,7 @@ class UploadSession : public Storage::Upload {
   int64_t offset_;
   int64_t total_;
   std::unique_ptr<WritableFile> file_;
-  auth::Sha256 hash_;
+  crypto::Sha256 hash_;
   int64_t written_ = 0;
   bool failed_ = false;
   bool finished_ = false;
@@ -156,7 +156,7 @@ Result<std::unique_ptr<Storage::Upload>> Storage::begin_upload(const auth::Calle
                 "the piece ends past the declared size of " + std::to_string(total) + " bytes",
                 "length");
   }
-  std::optional<auth::Sha256> hash;
+  std::optional<crypto::Sha256> hash;
   {
     std::lock_guard lock(uploads_mutex_);
     auto& state = uploads_[id];

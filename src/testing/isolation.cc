@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/restricted.h"
 
 namespace fabrica::testing {
@@ -255,7 +255,7 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     return parsed ? *parsed : Json();
   };
   auto login = [&](const std::string& user, const std::string& password, int expires_in) {
-    std::string basic = "Basic " + auth::base64_encode(user + ":" + password);
+    std::string basic = "Basic " + crypto::base64_encode(user + ":" + password);
     Json token = call("POST", "/api/v1/auth/tokens", Json{{"expires_in", expires_in}}, basic);
     return std::make_pair("Bearer " + token.at("token").get<std::string>(),
                           token.at("id").get<int64_t>());
@@ -640,7 +640,7 @@ std::string sqlite_digest(const std::string& db_path) {
   }
   sqlite3_finalize(stmt);
   sqlite3_close(db);
-  return auth::sha256_hex(all);
+  return crypto::sha256_hex(all);
 }
 
 }  // namespace fabrica::testing

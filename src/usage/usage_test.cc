@@ -6,7 +6,7 @@
 
 #include <filesystem>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "auth/identity.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
@@ -20,12 +20,12 @@ namespace fs = std::filesystem;
 class UsageTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fabrica-usage-" + auth::random_hex(8));
+    dir_ = fs::temp_directory_path() / ("fabrica-usage-" + crypto::random_hex(8));
     fs::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<auth::Authorizer>(*store_);
     identity_ =
-        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, auth::HashCost::kMinimum);
+        std::make_unique<auth::Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     usage_ = std::make_unique<Usage>(*store_, *authorizer_);
     admin_ = *identity_->caller_for(0, "test");

@@ -2,7 +2,7 @@
 
 #include <thread>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "testing/daemon_process.h"
 
 namespace fabrica {
@@ -139,7 +139,7 @@ TEST_F(BadInputTest, ExpiredRevokedAndForgedTokensAre401) {
   EXPECT_NE(r.error().message().find("expired"), std::string::npos);
 
   for (const std::string& forged :
-       {auth::new_token_secret(), std::string("fab_short"), std::string(5000, 'a'),
+       {crypto::new_token_secret(), std::string("fab_short"), std::string(5000, 'a'),
         std::string("fab_") + std::string(43, '*')}) {
     client::ApiClient bad(daemon_->http(), forged);
     EXPECT_EQ(bad.get("/api/v1/users").error().code(), ErrorCode::kUnauthenticated);

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "testing/daemon_process.h"
 
 namespace fabrica {
@@ -101,7 +101,7 @@ class ImageE2eTest : public ::testing::Test {
 
 TEST_F(ImageE2eTest, UploadSurvivesDroppedConnectionsAndKill9ThenTheCliResumes) {
   auto total = static_cast<int64_t>(data_.size());
-  Json image = create_upload("weights", total, auth::sha256_hex(data_));
+  Json image = create_upload("weights", total, crypto::sha256_hex(data_));
   int64_t id = image["id"].get<int64_t>();
   EXPECT_EQ(image["state_name"], "LOCKED");
 
@@ -133,7 +133,7 @@ TEST_F(ImageE2eTest, UploadSurvivesDroppedConnectionsAndKill9ThenTheCliResumes) 
   auto ready = admin_->get("/api/v1/images/" + std::to_string(id));
   ASSERT_TRUE(ready);
   EXPECT_EQ((*ready)["state_name"], "READY");
-  EXPECT_EQ((*ready)["sha256"], auth::sha256_hex(data_));
+  EXPECT_EQ((*ready)["sha256"], crypto::sha256_hex(data_));
   EXPECT_TRUE(read_file((*ready)["path"].get<std::string>()) == data_);
 }
 
@@ -159,7 +159,7 @@ TEST_F(ImageE2eTest, RefusesWrongBytesAndLeavesNoHalfImage) {
   EXPECT_EQ((*after)["size"], 0);
 
   // A whole-body PUT without Content-Range, as curl -T sends it.
-  Json whole = create_upload("whole", 1 << 20, auth::sha256_hex(small));
+  Json whole = create_upload("whole", 1 << 20, crypto::sha256_hex(small));
   auto done = admin_->send_bytes("PUT", "/api/v1/images/" + whole["id"].dump() + "/upload", small);
   ASSERT_TRUE(done) << done.error().message();
   EXPECT_EQ((*done)["state_name"], "READY");

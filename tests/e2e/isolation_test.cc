@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 #include "daemon/wiring.h"
 #include "store/sqlite_store.h"
 #include "testing/daemon_process.h"
@@ -26,7 +26,7 @@ std::string report(const std::vector<std::string>& violations) {
 }
 
 std::string admin_auth(const testing::Transport& transport, const std::string& password) {
-  std::string basic = "Basic " + auth::base64_encode("admin:" + password);
+  std::string basic = "Basic " + crypto::base64_encode("admin:" + password);
   Reply r = transport("POST", "/api/v1/auth/tokens", "", basic);
   return "Bearer " + (*parse_json(r.body))["token"].get<std::string>();
 }
@@ -75,7 +75,7 @@ TEST(IsolationProof, NoRouteLetsAnyActorReachAnotherTenant) {
 // The proof must fail when a route forgets authorization: in process, with two unguarded
 // routes added beside the real ones.
 TEST(IsolationProof, CatchesARouteAddedWithoutAuthorization) {
-  auto dir = std::filesystem::temp_directory_path() / ("fabrica-iso-" + auth::random_hex(6));
+  auto dir = std::filesystem::temp_directory_path() / ("fabrica-iso-" + crypto::random_hex(6));
   std::filesystem::create_directories(dir);
   {
     auto store =

@@ -1,8 +1,8 @@
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 #include <gtest/gtest.h>
 
-namespace fabrica::auth {
+namespace fabrica::crypto {
 namespace {
 
 TEST(CryptoTest, Argon2idHashVerifiesOnlyTheRightPassword) {
@@ -42,4 +42,4 @@ TEST(CryptoTest, PasswordLengthIsValidated) {
 }
 
 }  // namespace
-}  // namespace fabrica::auth
+}  // namespace fabrica::crypto

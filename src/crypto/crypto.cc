@@ -1,4 +1,4 @@
-#include "auth/crypto.h"
+#include "crypto/crypto.h"
 
 #include <openssl/evp.h>
 #include <sodium.h>
@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cctype>
 
-namespace fabrica::auth {
+namespace fabrica::crypto {
 namespace {
 
 void ensure_sodium() {
@@ -123,4 +123,4 @@ bool is_sha256_hex(std::string_view text) {
          });
 }
 
-}  // namespace fabrica::auth
+}  // namespace fabrica::crypto

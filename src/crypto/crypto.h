@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace fabrica::auth {
+namespace fabrica::crypto {
 
 // Cost of an Argon2id password hash. kInteractive is libsodium's interactive setting
 // (2 passes, 64 MiB); kMinimum exists only for tests that hash many passwords.
@@ -50,4 +50,4 @@ class Sha256 {
 // Whether `text` is 64 lower- or upper-case hex digits.
 bool is_sha256_hex(std::string_view text);
 
-}  // namespace fabrica::auth
+}  // namespace fabrica::crypto
