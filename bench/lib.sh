@@ -15,7 +15,7 @@ bench_start_fabricad() {
   for arg in "$@"; do [ "$arg" = --access-log ] && log=(); done
   rm -rf "$dir"
   FABRICA_ADMIN_PASSWORD=bench-admin-password "$BIN/fabricad" --data-dir "$dir" \
-    --listen 127.0.0.1:0 "${log[@]}" "$@" >"$dir.log" 2>&1 &
+    --listen 127.0.0.1:0 --insecure-http "${log[@]}" "$@" >"$dir.log" 2>&1 &
   FABRICAD=$!
   for _ in $(seq 1 100); do [ -s "$dir/fabricad.addr" ] && break; sleep 0.1; done
   URL="http://$(cat "$dir/fabricad.addr")"

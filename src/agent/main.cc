@@ -93,9 +93,12 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   agent::RunnerOptions run;
   std::string root = "/";
-  app.add_option("--server", run.server, "fabricad URL, e.g. http://10.0.0.1:8470");
+  app.add_option("--server", run.server, "fabricad URL, e.g. https://10.0.0.1:8470");
   app.add_option("--join-token", run.join_token, "One-time join token (fabrica host add)");
   app.add_option("--state-dir", run.state_dir, "Where the host credential is kept (0600)");
+  app.add_option("--ca-file", run.ca_file,
+                 "CA certificates (PEM) to trust for https (default: STATE_DIR/ca.pem as a pinned "
+                 "join token saved it, else the system's)");
   app.add_option("--hostname", run.hostname, "Name to join under (default: this host's name)");
   app.add_option("--sysfs-root", root, "Root holding proc/ and sys/ (a fixture tree)");
   app.add_option("--libvirt", run.libvirt_uri,
@@ -141,6 +144,7 @@ int main(int argc, char** argv) {
   if (simulate > 0) {
     sim.server = run.server;
     sim.join_token = run.join_token;
+    sim.ca_file = run.ca_file;
     sim.hosts = simulate;
     sim.interval = std::chrono::milliseconds(sim_interval_ms);
     auto report = agent::simulate(sim, g_stop);

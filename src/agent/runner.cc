@@ -78,6 +78,21 @@ int64_t memory_used_kb(const HardwareSource& src) {
 
 }  // namespace
 
+JoinToken parse_join_token(const std::string& text) {
+  constexpr std::string_view kPin = "@sha256:";
+  size_t at = text.find(kPin);
+  if (at == std::string::npos) return {.secret = text};
+  return {.secret = text.substr(0, at), .pin = text.substr(at + kPin.size())};
+}
+
+crypto::TlsClientOptions AgentRunner::client_tls() const {
+  if (!options_.ca_file.empty()) return {.ca_file = options_.ca_file};
+  fs::path saved = fs::path(options_.state_dir) / "ca.pem";
+  std::error_code ec;
+  if (fs::exists(saved, ec)) return {.ca_file = saved.string()};
+  return {};
+}
+
 Result<std::string> AgentRunner::credential() {
   fs::path path = fs::path(options_.state_dir) / "credential";
   std::ifstream in(path);
@@ -88,15 +103,25 @@ Result<std::string> AgentRunner::credential() {
                 "no host credential in " + options_.state_dir + " and no --join-token given");
   }
   FAB_ASSIGN_OR_RETURN(auto inv, inventory());
-  FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server));
+  JoinToken token = parse_join_token(options_.join_token);
+  // A pinned token: the first connection trusts the CA the token names, and nothing else;
+  // the join (the token) is sent only after the server's chain verified under it.
+  crypto::TlsClientOptions tls = client_tls();
+  bool pinned = !token.pin.empty() && options_.server.starts_with("https://");
+  if (pinned) tls = {.pin_sha256 = token.pin};
+  FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server, tls));
+  client::HttpClient* raw = http.get();
   client::ApiClient api(std::move(http), "");
   std::string hostname = options_.hostname.empty() ? inv.hostname : options_.hostname;
   if (inv.hostname.empty()) inv.hostname = hostname;
   FAB_ASSIGN_OR_RETURN(Json joined,
-                       api.post("/api/v1/agent/join", Json{{"token", options_.join_token},
+                       api.post("/api/v1/agent/join", Json{{"token", token.secret},
                                                            {"hostname", hostname},
                                                            {"inventory", inv.to_json()}}));
   std::string secret = joined["credential"].get<std::string>();
+  if (pinned && !raw->pinned_ca().empty() && options_.ca_file.empty()) {
+    FAB_TRY(write_private(fs::path(options_.state_dir) / "ca.pem", raw->pinned_ca()));
+  }
   FAB_TRY(write_private(path, secret + "\n"));
   std::fprintf(stderr, "joined as host %lld (%s)\n",
                static_cast<long long>(joined["host_id"].get<int64_t>()),
@@ -201,7 +226,7 @@ void AgentRunner::serve_commands(const std::string& secret, const std::atomic<bo
   CommandChannel channel(*executor_);
   while (!stop) {
     if (!api) {
-      auto http = client::HttpClient::create(options_.server);
+      auto http = client::HttpClient::create(options_.server, client_tls());
       if (!http) return;
       api.emplace(std::move(*http), secret);
     }
@@ -248,7 +273,7 @@ Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
     auto step = [&]() -> Result<void> {
       if (!secret) {
         FAB_ASSIGN_OR_RETURN(secret, credential());
-        FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server));
+        FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server, client_tls()));
         api.emplace(std::move(http), *secret);
         beat = 0;
         if (executor_ && !commands.joinable()) {

@@ -19,9 +19,20 @@
 
 namespace fabrica::agent {
 
+// A join token as `fabrica host add` prints it: the secret, then, when fabricad has a CA,
+// "@sha256:" and the CA's pin (SHA-256 of its SubjectPublicKeyInfo).
+struct JoinToken {
+  std::string secret;
+  std::string pin;
+};
+JoinToken parse_join_token(const std::string& text);
+
 struct RunnerOptions {
-  std::string server;      // "http://HOST:PORT"
+  std::string server;      // "https://HOST:PORT" ("http://" on loopback in development)
   std::string join_token;  // Needed only until the host holds a credential.
+  // CA certificates to trust (PEM). Empty: STATE_DIR/ca.pem when a pinned join saved it,
+  // else the system's trust store.
+  std::string ca_file;
   std::string state_dir = "/var/lib/fabrica-agent";
   std::string hostname;  // Defaults to the discovered hostname.
   std::chrono::seconds max_backoff{60};
@@ -84,6 +95,8 @@ class AgentRunner {
 
  private:
   Result<std::string> credential();
+  // How this agent trusts fabricad (RunnerOptions::ca_file).
+  crypto::TlsClientOptions client_tls() const;
   // The discovered hardware, with what runs VMs here.
   Result<inventory::HostInventory> inventory();
   // Polls fabricad for commands and answers each through the executor, until `stop`.

@@ -18,6 +18,10 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
   }
   FAB_TRY(simulated_inventory(o.profile, 0));
   SimulationReport report;
+  // A pinned token is honoured as the real agent does: only a server whose chain holds that CA.
+  JoinToken token = parse_join_token(o.join_token);
+  crypto::TlsClientOptions tls{.ca_file = o.ca_file};
+  if (!token.pin.empty() && o.server.starts_with("https://")) tls = {.pin_sha256 = token.pin};
   std::vector<std::string> credentials(o.hosts);
   std::atomic<int64_t> interval_ms{o.interval.count() > 0 ? o.interval.count() : 10000};
   std::mutex error_mutex;
@@ -35,7 +39,7 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
   auto start = std::chrono::steady_clock::now();
   std::atomic<int> joined{0};
   run_threads([&](int t) {
-    auto http = client::HttpClient::create(o.server);
+    auto http = client::HttpClient::create(o.server, tls);
     if (!http) return record_error(http.error());
     client::ApiClient api(std::move(*http), "");
     for (int i = t; i < o.hosts && !stop; i += o.threads) {
@@ -48,7 +52,7 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
       }
       auto r = api.post(
           "/api/v1/agent/join",
-          Json{{"token", o.join_token}, {"hostname", name}, {"inventory", inv->to_json()}});
+          Json{{"token", token.secret}, {"hostname", name}, {"inventory", inv->to_json()}});
       if (!r) return record_error(r.error());
       credentials[i] = (*r)["credential"].get<std::string>();
       if (o.interval.count() == 0) {
@@ -69,7 +73,7 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
     // Each thread serves the commands of its hosts, each host with its own hypervisor.
     for (int t = 0; t < o.threads; ++t) {
       executors.emplace_back([&, t] {
-        auto http = client::HttpClient::create(o.server);
+        auto http = client::HttpClient::create(o.server, tls);
         if (!http) return record_error(http.error());
         client::ApiClient api(std::move(*http), "");
         struct SimHost {
@@ -102,7 +106,7 @@ Result<SimulationReport> simulate(const SimulationOptions& o, const std::atomic<
     }
   }
   run_threads([&](int t) {
-    auto http = client::HttpClient::create(o.server);
+    auto http = client::HttpClient::create(o.server, tls);
     if (!http) return record_error(http.error());
     std::vector<client::ApiClient> hosts;
     client::ApiClient api(std::move(*http), "");

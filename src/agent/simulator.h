@@ -12,7 +12,8 @@ namespace fabrica::agent {
 
 struct SimulationOptions {
   std::string server;
-  std::string join_token;  // Must be good for `hosts` joins.
+  std::string join_token;  // Must be good for `hosts` joins ("@sha256:<pin>" is checked).
+  std::string ca_file;     // CA certificates to trust for https (empty: the system's).
   std::string profile = "hgx-h100";
   int hosts = 1;
   int threads = 4;

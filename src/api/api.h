@@ -40,6 +40,10 @@ struct Services {
   endpoints::Endpoints& endpoints;
   usage::Usage& usage;
   std::string version;
+  // SHA-256 of the SubjectPublicKeyInfo of fabricad's CA (--tls-ca), appended to join tokens
+  // ("fjt_...@sha256:<hex>") so a new host trusts the right control plane before it sends
+  // anything. Empty: tokens carry no pin.
+  std::string ca_pin = {};
 };
 
 // The REST API: routes every request to its handler after authentication and turns every

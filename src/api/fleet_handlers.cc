@@ -3,9 +3,9 @@
 namespace fabrica::api {
 namespace {
 
-Json token_json(const fleet::JoinToken& t) {
-  return Json{
-      {"join_token", t.secret}, {"expires_at", format_time(t.expires_at)}, {"uses", t.uses}};
+Json token_json(const fleet::JoinToken& t, const std::string& ca_pin) {
+  std::string token = ca_pin.empty() ? t.secret : t.secret + "@sha256:" + ca_pin;
+  return Json{{"join_token", token}, {"expires_at", format_time(t.expires_at)}, {"uses", t.uses}};
 }
 
 Result<std::optional<fleet::HostState>> state_filter(const Context& ctx) {
@@ -112,7 +112,7 @@ void add_fleet_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(
                    auto added,
                    s.fleet.add_host(ctx.who(), name, cluster.value_or(fleet::kDefaultClusterId)));
-               Json out = token_json(added.second);
+               Json out = token_json(added.second, s.ca_pin);
                out["host"] = added.first.to_summary_json();
                return json_response(201, out);
              });
@@ -128,7 +128,7 @@ void add_fleet_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto token,
                                     s.fleet.create_fleet_token(ctx.who(), cluster.value_or(0),
                                                                static_cast<int>(count)));
-               return json_response(201, token_json(token));
+               return json_response(201, token_json(token, s.ca_pin));
              });
   router.add("GET", "/api/v1/hosts/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
@@ -159,7 +159,7 @@ void add_fleet_routes(Router& router, Services& s) {
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
                FAB_ASSIGN_OR_RETURN(auto token, s.fleet.rejoin_token(ctx.who(), id));
-               return json_response(201, token_json(token));
+               return json_response(201, token_json(token, s.ca_pin));
              });
 }
 

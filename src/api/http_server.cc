@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
 #include <mutex>
@@ -12,6 +14,7 @@
 #include <thread>
 
 #include "crypto/crypto.h"
+#include "crypto/tls.h"
 
 namespace fabrica::api {
 
@@ -23,10 +26,27 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
+// One client connection; `stream` (in the subclasses) is what requests are read from and
+// answers written to, tcp() the socket under it (timeouts, shutdown).
 struct Connection {
-  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
-  beast::tcp_stream stream;
+  virtual ~Connection() = default;
+  virtual beast::tcp_stream& tcp() = 0;
   bool busy = false;  // Touched only on the connection's own io_context thread.
+};
+
+struct PlainConnection : Connection {
+  explicit PlainConnection(tcp::socket socket) : stream(std::move(socket)) {}
+  beast::tcp_stream& tcp() override { return stream; }
+  beast::tcp_stream stream;
+};
+
+struct TlsConnection : Connection {
+  TlsConnection(tcp::socket socket, std::shared_ptr<asio::ssl::context> ctx)
+      : context(std::move(ctx)), stream(std::move(socket), *context) {}
+  beast::tcp_stream& tcp() override { return stream.next_layer(); }
+  std::shared_ptr<asio::ssl::context> context;  // Outlives the stream; a reload swaps it for
+                                                // new connections only.
+  beast::ssl_stream<beast::tcp_stream> stream;
 };
 
 bool valid_request_id(std::string_view id) {
@@ -92,8 +112,8 @@ class HttpServer::Impl {
       signals_.cancel(ignored);
       std::lock_guard lock(mutex_);
       for (const auto& conn : connections_) {
-        asio::post(conn->stream.get_executor(), [conn] {
-          if (!conn->busy) conn->stream.socket().cancel();
+        asio::post(conn->tcp().get_executor(), [conn] {
+          if (!conn->busy) conn->tcp().socket().cancel();
         });
       }
       grace_timer_.expires_after(options_.shutdown_grace);
@@ -101,7 +121,7 @@ class HttpServer::Impl {
         if (ec) return;
         std::lock_guard lock(mutex_);
         for (const auto& conn : connections_) {
-          asio::post(conn->stream.get_executor(), [conn] { conn->stream.socket().close(); });
+          asio::post(conn->tcp().get_executor(), [conn] { conn->tcp().socket().close(); });
         }
       });
       if (connections_.empty()) cancel_grace_timer();
@@ -129,26 +149,54 @@ class HttpServer::Impl {
         if (stopping_ || ec == asio::error::operation_aborted) co_return;
         continue;
       }
-      auto conn = std::make_shared<Connection>(std::move(socket));
-      {
-        std::lock_guard lock(mutex_);
-        connections_.insert(conn);
+      if (options_.tls) {
+        auto conn = std::make_shared<TlsConnection>(std::move(socket), options_.tls->current());
+        track(conn);
+        asio::co_spawn(conn->tcp().get_executor(), session(conn), asio::detached);
+      } else {
+        auto conn = std::make_shared<PlainConnection>(std::move(socket));
+        track(conn);
+        asio::co_spawn(conn->tcp().get_executor(), session(conn), asio::detached);
       }
-      asio::co_spawn(conn->stream.get_executor(), session(conn), asio::detached);
     }
   }
 
-  asio::awaitable<void> session(std::shared_ptr<Connection> conn) {
+  void track(const std::shared_ptr<Connection>& conn) {
+    std::lock_guard lock(mutex_);
+    connections_.insert(conn);
+  }
+
+  void forget(const std::shared_ptr<Connection>& conn) {
     beast::error_code ec;
-    auto peer = conn->stream.socket().remote_endpoint(ec);
+    conn->tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
+    conn->tcp().socket().close(ec);
+    std::lock_guard lock(mutex_);
+    connections_.erase(conn);
+    if (stopping_ && connections_.empty()) cancel_grace_timer();
+  }
+
+  template <typename C>
+  asio::awaitable<void> session(std::shared_ptr<C> conn) {
+    beast::error_code ec;
+    auto peer = conn->tcp().socket().remote_endpoint(ec);
     std::string remote = ec ? "unknown" : peer.address().to_string();
+    if constexpr (std::is_same_v<C, TlsConnection>) {
+      // Plain HTTP sent to this port fails here: the connection is closed unanswered.
+      conn->busy = true;
+      conn->tcp().expires_after(std::chrono::seconds(10));
+      auto [hs_ec] = co_await conn->stream.async_handshake(asio::ssl::stream_base::server, kTuple);
+      if (hs_ec) {
+        forget(conn);
+        co_return;
+      }
+    }
     beast::flat_buffer buffer;
     while (!stopping_) {
       http::request_parser<http::empty_body> head;
       head.header_limit(16 * 1024);
       head.body_limit(boost::none);  // Set once the route is known.
       conn->busy = false;
-      conn->stream.expires_after(options_.idle_timeout);
+      conn->tcp().expires_after(options_.idle_timeout);
       auto [head_ec, head_bytes] =
           co_await http::async_read_header(conn->stream, buffer, head, kTuple);
       (void)head_bytes;
@@ -194,7 +242,7 @@ class HttpServer::Impl {
       }
       http::request_parser<http::string_body> parser{std::move(head)};
       parser.body_limit(options_.body_limit);  // Chunked bodies count as they arrive.
-      conn->stream.expires_after(options_.idle_timeout);
+      conn->tcp().expires_after(options_.idle_timeout);
       auto [read_ec, bytes] = co_await http::async_read(conn->stream, buffer, parser, kTuple);
       (void)bytes;
       if (read_ec == http::error::body_limit) {
@@ -225,11 +273,7 @@ class HttpServer::Impl {
         break;
       }
     }
-    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    conn->stream.socket().close(ec);
-    std::lock_guard lock(mutex_);
-    connections_.erase(conn);
-    if (stopping_ && connections_.empty()) cancel_grace_timer();
+    forget(conn);
   }
 
   // Runs the handler on the offload pool; the caller resumes on its own connection's thread.
@@ -282,7 +326,8 @@ class HttpServer::Impl {
 
   // Feeds a request's body to `sink` as it arrives, then answers. Returns whether the
   // connection stays open.
-  asio::awaitable<bool> stream_body(std::shared_ptr<Connection> conn, beast::flat_buffer& buffer,
+  template <typename C>
+  asio::awaitable<bool> stream_body(std::shared_ptr<C> conn, beast::flat_buffer& buffer,
                                     http::request_parser<http::empty_body>& head, BodySink& sink,
                                     const HttpRequest& request, unsigned version, bool keep_alive,
                                     std::chrono::steady_clock::time_point start) {
@@ -302,7 +347,7 @@ class HttpServer::Impl {
         remaining -= early;
       }
       while (written && remaining > 0) {
-        conn->stream.expires_after(options_.idle_timeout);
+        conn->tcp().expires_after(options_.idle_timeout);
         size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), remaining));
         auto [ec, n] =
             co_await conn->stream.async_read_some(asio::buffer(chunk.data(), want), kTuple);
@@ -322,7 +367,7 @@ class HttpServer::Impl {
       while (!parser.is_done()) {
         parser.get().body().data = chunk.data();
         parser.get().body().size = chunk.size();
-        conn->stream.expires_after(options_.idle_timeout);
+        conn->tcp().expires_after(options_.idle_timeout);
         auto [ec, n] = co_await http::async_read(conn->stream, buffer, parser, kTuple);
         (void)n;
         size_t got = chunk.size() - parser.get().body().size;
@@ -350,10 +395,11 @@ class HttpServer::Impl {
 
   // After an answer that ends the connection: read and drop what the client still sends (up
   // to 64 MiB), so it reads the answer rather than a reset.
-  asio::awaitable<void> drain(std::shared_ptr<Connection> conn) {
+  template <typename C>
+  asio::awaitable<void> drain(std::shared_ptr<C> conn) {
     beast::error_code ec;
-    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    conn->stream.expires_after(std::chrono::seconds(5));
+    conn->tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
+    conn->tcp().expires_after(std::chrono::seconds(5));
     std::array<char, 64 * 1024> sink;
     for (size_t drained = 0; drained < 64 * 1024 * 1024;) {
       auto [read_ec, n] = co_await conn->stream.async_read_some(asio::buffer(sink), kTuple);
@@ -371,7 +417,8 @@ class HttpServer::Impl {
 
   // Answers an unreadable request and closes, draining what the client still sends so it
   // can read the answer instead of a reset.
-  asio::awaitable<void> reject(std::shared_ptr<Connection> conn, Error error) {
+  template <typename C>
+  asio::awaitable<void> reject(std::shared_ptr<C> conn, Error error) {
     HttpResponse response = error_response(error, next_request_id());
     http::response<http::string_body> out{static_cast<http::status>(response.status), 11};
     out.set(http::field::content_type, response.content_type);
@@ -379,13 +426,14 @@ class HttpServer::Impl {
     out.keep_alive(false);
     out.body() = response.body;
     out.prepare_payload();
-    conn->stream.expires_after(std::chrono::seconds(5));
+    conn->tcp().expires_after(std::chrono::seconds(5));
     co_await http::async_write(conn->stream, out, kTuple);
     co_await drain(conn);
   }
 
   // Writes the answer to `request`; returns whether the connection stays open.
-  asio::awaitable<bool> respond(std::shared_ptr<Connection> conn, const HttpRequest& request,
+  template <typename C>
+  asio::awaitable<bool> respond(std::shared_ptr<C> conn, const HttpRequest& request,
                                 HttpResponse response, unsigned version, bool keep_alive,
                                 std::chrono::steady_clock::time_point start) {
     http::response<http::string_body> out{static_cast<http::status>(response.status), version};
@@ -399,7 +447,7 @@ class HttpServer::Impl {
     out.body() = std::move(response.body);
     out.prepare_payload();
     size_t bytes = out.body().size();
-    conn->stream.expires_after(options_.idle_timeout);
+    conn->tcp().expires_after(options_.idle_timeout);
     auto [write_ec, written] = co_await http::async_write(conn->stream, out, kTuple);
     (void)written;
     if (options_.access_log) {

@@ -10,6 +10,7 @@
 
 #include "api/http.h"
 #include "core/error.h"
+#include "crypto/tls.h"
 
 namespace spdlog {
 class logger;
@@ -37,6 +38,8 @@ struct ServerOptions {
   std::function<bool(const HttpRequest& head)> offload;
   size_t offload_threads = 1;
   size_t offload_queue = 512;
+  // Serve HTTPS with this certificate (reloaded when its files change); null: plain HTTP.
+  std::shared_ptr<crypto::TlsServerContext> tls;
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;

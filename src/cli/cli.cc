@@ -32,6 +32,7 @@ Config load_config() {
   config.endpoint = json->value("endpoint", config.endpoint);
   config.token = json->value("token", "");
   config.user = json->value("user", "");
+  config.ca_file = json->value("ca_file", "");
   return config;
 }
 
@@ -45,9 +46,9 @@ Result<void> save_config(const Config& config) {
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) return fail(ErrorCode::kInternal, "cannot write " + tmp.string());
     ::chmod(tmp.c_str(), 0600);
-    out << dump_json(
-               Json{{"endpoint", config.endpoint}, {"token", config.token}, {"user", config.user}})
-        << "\n";
+    Json saved{{"endpoint", config.endpoint}, {"token", config.token}, {"user", config.user}};
+    if (!config.ca_file.empty()) saved["ca_file"] = config.ca_file;
+    out << dump_json(saved) << "\n";
   }
   fs::rename(tmp, path, ec);
   if (ec) return fail(ErrorCode::kInternal, "cannot write " + path.string() + ": " + ec.message());
@@ -65,8 +66,14 @@ std::string Context::token() const {
   return config.token;
 }
 
+std::string Context::ca_file() const {
+  if (!ca_file_flag.empty()) return ca_file_flag;
+  if (const char* env = std::getenv("FABRICA_CA_FILE"); env && *env) return env;
+  return config.ca_file;
+}
+
 Result<client::ApiClient> Context::api() {
-  FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(endpoint()));
+  FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(endpoint(), {.ca_file = ca_file()}));
   return client::ApiClient(std::move(http), token());
 }
 

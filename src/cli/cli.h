@@ -18,6 +18,7 @@ struct Config {
   std::string endpoint = "http://127.0.0.1:8470";
   std::string token;
   std::string user;
+  std::string ca_file;  // CA certificates (PEM) an https endpoint is verified with.
 };
 std::string config_path();
 Config load_config();
@@ -29,6 +30,7 @@ enum class Output { kTable, kJson };
 struct Context {
   Output output = Output::kTable;
   std::string endpoint_flag;
+  std::string ca_file_flag;
   Config config;
   int exit_code = 0;
 
@@ -36,6 +38,8 @@ struct Context {
   std::string endpoint() const;
   // Token: FABRICA_TOKEN, then the config file.
   std::string token() const;
+  // CA file: --ca-file, then FABRICA_CA_FILE, then the config file (empty: the system's).
+  std::string ca_file() const;
   Result<client::ApiClient> api();
   // Runs `action`; on failure prints "Error: message" to stderr and sets exit_code 1.
   void run(const std::function<Result<void>()>& action);

@@ -11,6 +11,9 @@ int main(int argc, char** argv) {
   std::string output = "table";
   app.add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.add_option("--endpoint", ctx.endpoint_flag, "Server URL (else FABRICA_ENDPOINT or config)");
+  app.add_option("--ca-file", ctx.ca_file_flag,
+                 "CA certificates (PEM) to verify an https server with (else FABRICA_CA_FILE, "
+                 "the config file, or the system's); fabrica login saves it");
   app.parse_complete_callback(
       [&] { ctx.output = output == "json" ? Output::kJson : Output::kTable; });
   add_session_commands(app, ctx);

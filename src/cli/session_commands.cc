@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <iostream>
 
 #include "cli/cli.h"
@@ -74,7 +75,8 @@ void add_session_commands(CLI::App& app, Context& ctx) {
           Json token, api.login(name, secret, Json{{"name", "cli"}, {"expires_in", lifetime}}));
       // The token this one replaces in the config file is revoked, not left valid for weeks.
       if (!ctx.config.token.empty() && ctx.config.endpoint == ctx.endpoint()) {
-        FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(ctx.endpoint()));
+        FAB_ASSIGN_OR_RETURN(
+            auto http, client::HttpClient::create(ctx.endpoint(), {.ca_file = ctx.ca_file()}));
         client::ApiClient previous(std::move(http), ctx.config.token);
         if (auto me = previous.get("/api/v1/auth/whoami"); me && (*me)["token_id"].is_number()) {
           (void)previous.del("/api/v1/auth/tokens/" +
@@ -82,6 +84,12 @@ void add_session_commands(CLI::App& app, Context& ctx) {
         }
       }
       ctx.config.endpoint = ctx.endpoint();
+      ctx.config.ca_file = ctx.ca_file();
+      if (!ctx.config.ca_file.empty()) {
+        std::error_code ec;
+        auto absolute = std::filesystem::absolute(ctx.config.ca_file, ec);
+        if (!ec) ctx.config.ca_file = absolute.string();
+      }
       ctx.config.token = token["token"].get<std::string>();
       ctx.config.user = name;
       FAB_TRY(save_config(ctx.config));

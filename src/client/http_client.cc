@@ -2,8 +2,10 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 
@@ -19,9 +21,13 @@ using tcp = asio::ip::tcp;
 class HttpClient::Connection {
  public:
   asio::io_context ioc;
-  beast::tcp_stream stream{ioc};
+  beast::tcp_stream stream{ioc};  // Plain HTTP.
+  // HTTPS: a new TLS stream per TCP connection (a TLS session cannot be reopened).
+  std::shared_ptr<asio::ssl::context> tls_context;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer;
   bool open = false;
+  beast::tcp_stream& tcp() { return tls ? tls->next_layer() : stream; }
 };
 
 std::string ClientResponse::header(std::string_view name) const {
@@ -33,24 +39,30 @@ std::string url_encode(std::string_view value) {
   return boost::urls::encode(value, boost::urls::unreserved_chars);
 }
 
-Result<std::unique_ptr<HttpClient>> HttpClient::create(std::string_view base_url) {
-  constexpr std::string_view kScheme = "http://";
+Result<std::unique_ptr<HttpClient>> HttpClient::create(std::string_view base_url,
+                                                       const crypto::TlsClientOptions& tls) {
   std::string url(base_url);
   while (!url.empty() && url.back() == '/') url.pop_back();
-  if (!url.starts_with(kScheme)) {
-    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT",
-                "endpoint");
+  bool https = url.starts_with("https://");
+  if (!https && !url.starts_with("http://")) {
+    return fail(ErrorCode::kInvalidArgument,
+                "endpoint must look like https://HOST:PORT (or http:// on loopback)", "endpoint");
   }
-  std::string hostport = url.substr(kScheme.size());
+  std::string hostport = url.substr(https ? 8 : 7);
   auto colon = hostport.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == hostport.size() ||
       hostport.find('/') != std::string::npos) {
-    return fail(ErrorCode::kInvalidArgument, "endpoint must look like http://HOST:PORT",
+    return fail(ErrorCode::kInvalidArgument, "endpoint must look like https://HOST:PORT",
                 "endpoint");
   }
   std::string host = hostport.substr(0, colon);
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  return std::unique_ptr<HttpClient>(new HttpClient(url, host, hostport.substr(colon + 1)));
+  std::unique_ptr<HttpClient> client(new HttpClient(url, host, hostport.substr(colon + 1)));
+  if (https) {
+    FAB_ASSIGN_OR_RETURN(client->connection_->tls_context, crypto::make_client_context(tls));
+    client->tls_ = tls;
+  }
+  return client;
 }
 
 HttpClient::HttpClient(std::string base_url, std::string host, std::string port)
@@ -73,10 +85,47 @@ Result<ClientResponse> HttpClient::request(std::string_view method, std::string_
 
 void HttpClient::arm(Connection& c) const {
   if (timeout_.count() > 0) {
-    c.stream.expires_after(timeout_);
+    c.tcp().expires_after(timeout_);
   } else {
-    c.stream.expires_never();
+    c.tcp().expires_never();
   }
+}
+
+Result<void> HttpClient::connect(Connection& c) {
+  beast::error_code ec;
+  tcp::resolver resolver(c.ioc);
+  auto endpoints = resolver.resolve(host_, port_, ec);
+  if (c.tls_context) {
+    c.tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(c.ioc, *c.tls_context);
+  }
+  if (!ec) {
+    arm(c);
+    c.tcp().async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+    c.ioc.restart();
+    c.ioc.run();
+  }
+  if (ec) return fail(ErrorCode::kUnavailable, "cannot reach " + base_url_ + ": " + ec.message());
+  if (c.tls) {
+    FAB_TRY(crypto::prepare_client(c.tls->native_handle(), host_, tls_));
+    arm(c);
+    c.tls->async_handshake(asio::ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+    c.ioc.restart();
+    c.ioc.run();
+    if (ec) {
+      std::string why = ec.message();
+      c.tcp().socket().close(ec);
+      return fail(ErrorCode::kUnavailable, "TLS with " + base_url_ + " failed: " + why);
+    }
+    if (!tls_.pin_sha256.empty()) {
+      auto pinned = crypto::check_pinned_chain(c.tls->native_handle(), host_, tls_.pin_sha256);
+      if (!pinned) {
+        c.tcp().socket().close(ec);
+        return fail(pinned.error().code(), base_url_ + ": " + pinned.error().message());
+      }
+      pinned_ca_ = std::move(*pinned);
+    }
+  }
+  return {};
 }
 
 Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_view target,
@@ -84,17 +133,7 @@ Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_
   Connection& c = *connection_;
   beast::error_code ec;
   if (!c.open) {
-    tcp::resolver resolver(c.ioc);
-    auto endpoints = resolver.resolve(host_, port_, ec);
-    if (!ec) {
-      arm(c);
-      c.stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
-      c.ioc.restart();
-      c.ioc.run();
-    }
-    if (ec) {
-      return fail(ErrorCode::kUnavailable, "cannot reach " + base_url_ + ": " + ec.message());
-    }
+    FAB_TRY(connect(c));
     c.open = true;
     c.buffer.clear();
   }
@@ -109,16 +148,23 @@ Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_
   parser.body_limit(256 * 1024 * 1024);
   // Asynchronous under the hood, so a request that outlives the timeout is cut.
   arm(c);
-  http::async_write(c.stream, req, [&](beast::error_code e, size_t) {
-    ec = e;
-    if (!ec) {
-      http::async_read(c.stream, c.buffer, parser, [&](beast::error_code e2, size_t) { ec = e2; });
-    }
-  });
+  auto exchange = [&](auto& stream) {
+    http::async_write(stream, req, [&](beast::error_code e, size_t) {
+      ec = e;
+      if (!ec) {
+        http::async_read(stream, c.buffer, parser, [&](beast::error_code e2, size_t) { ec = e2; });
+      }
+    });
+  };
+  if (c.tls) {
+    exchange(*c.tls);
+  } else {
+    exchange(c.stream);
+  }
   c.ioc.restart();
   c.ioc.run();
   if (ec) {
-    c.stream.socket().close(ec);
+    c.tcp().socket().close(ec);
     c.open = false;
     return fail(ErrorCode::kUnavailable, "connection to " + base_url_ + " failed: " + ec.message());
   }
@@ -130,7 +176,7 @@ Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_
     out.headers[name] = std::string(field.value());
   }
   if (!res.keep_alive()) {
-    c.stream.socket().close(ec);
+    c.tcp().socket().close(ec);
     c.open = false;
   }
   return out;

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/json.h"
+#include "crypto/tls.h"
 
 namespace fabrica::client {
 
@@ -25,8 +26,10 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 // Not thread-safe: one client per thread.
 class HttpClient {
  public:
-  // `base_url` is "http://HOST:PORT". kInvalidArgument otherwise.
-  static Result<std::unique_ptr<HttpClient>> create(std::string_view base_url);
+  // `base_url` is "https://HOST:PORT" (verified as `tls` says) or "http://HOST:PORT".
+  // kInvalidArgument otherwise, or when `tls` names CA files that do not load.
+  static Result<std::unique_ptr<HttpClient>> create(std::string_view base_url,
+                                                    const crypto::TlsClientOptions& tls = {});
   ~HttpClient();
 
   // kUnavailable when the server cannot be reached. A stale kept-alive connection is
@@ -37,11 +40,14 @@ class HttpClient {
   // A read or write that waits longer than `limit` fails the request (kUnavailable) and
   // closes the connection; zero (the default) waits forever.
   void set_timeout(std::chrono::milliseconds limit) { timeout_ = limit; }
+  // With a pin: the CA certificate (PEM) the pin matched, once a connection was made.
+  const std::string& pinned_ca() const { return pinned_ca_; }
 
  private:
   class Connection;
   HttpClient(std::string base_url, std::string host, std::string port);
   void arm(Connection& c) const;
+  Result<void> connect(Connection& c);
   Result<ClientResponse> attempt(std::string_view method, std::string_view target,
                                  std::string_view body, const Headers& headers);
 
@@ -50,6 +56,8 @@ class HttpClient {
   std::string port_;
   std::unique_ptr<Connection> connection_;
   std::chrono::milliseconds timeout_{0};
+  crypto::TlsClientOptions tls_;
+  std::string pinned_ca_;
 };
 
 // The Fabrica REST API over HttpClient: JSON in and out, error bodies turned back into

@@ -20,10 +20,11 @@
 
 #include "api/api.h"
 #include "api/http_server.h"
-#include "crypto/crypto.h"
 #include "auth/identity.h"
 #include "auth/sessions.h"
 #include "core/clock.h"
+#include "crypto/crypto.h"
+#include "crypto/tls.h"
 #include "daemon/wiring.h"
 #include "fleet/fleet.h"
 #include "store/sqlite_store.h"
@@ -56,6 +57,10 @@ struct Options {
   int64_t host_offline_after = 30;
   int64_t heartbeat_interval = 10;
   int64_t login_failures_per_address = 30;  // In 5 minutes; a NAT in front may need more.
+  std::string tls_cert;                     // PEM chain (server certificate first, then its CA)
+  std::string tls_key;
+  std::string tls_ca;  // The CA certificate whose pin join tokens carry.
+  bool insecure_http = false;
 };
 
 // Reads a JSON config file whose keys mirror the flags (data_dir, listen, sync, ...).
@@ -74,6 +79,10 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   FAB_ASSIGN_OR_RETURN(auto offline_after, reader.optional_int("host_offline_after"));
   FAB_ASSIGN_OR_RETURN(auto heartbeat, reader.optional_int("heartbeat_interval"));
   FAB_ASSIGN_OR_RETURN(auto login_failures, reader.optional_int("login_failures_per_address"));
+  FAB_ASSIGN_OR_RETURN(auto tls_cert, reader.optional_string("tls_cert"));
+  FAB_ASSIGN_OR_RETURN(auto tls_key, reader.optional_string("tls_key"));
+  FAB_ASSIGN_OR_RETURN(auto tls_ca, reader.optional_string("tls_ca"));
+  FAB_ASSIGN_OR_RETURN(auto insecure_http, reader.optional_bool("insecure_http"));
   FAB_TRY(reader.finish().map_error([&](Error e) { return e.with_context(path); }));
   if (data_dir) o.data_dir = *data_dir;
   if (listen) o.listen = *listen;
@@ -90,7 +99,52 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
     }
     o.login_failures_per_address = *login_failures;
   }
+  if (tls_cert) o.tls_cert = *tls_cert;
+  if (tls_key) o.tls_key = *tls_key;
+  if (tls_ca) o.tls_ca = *tls_ca;
+  if (insecure_http) o.insecure_http = *insecure_http;
   return {};
+}
+
+struct TlsSetup {
+  std::shared_ptr<crypto::TlsServerContext> context;  // Null: plain HTTP.
+  std::string ca_pin;
+};
+
+bool loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+// HTTPS with the given certificate, or plain HTTP only when asked for and only on loopback.
+Result<TlsSetup> tls_setup(const Options& o, const std::string& host) {
+  TlsSetup out;
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return fail(ErrorCode::kInvalidArgument, "--tls-cert and --tls-key go together",
+                o.tls_cert.empty() ? "tls_cert" : "tls_key");
+  }
+  if (o.tls_cert.empty()) {
+    if (!o.insecure_http) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "fabricad serves HTTPS: give --tls-cert and --tls-key (scripts/quickstart makes "
+                  "a CA and a certificate), or --insecure-http for development on loopback",
+                  "tls_cert");
+    }
+    if (!loopback(host)) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "--insecure-http serves on loopback only (127.0.0.1 or ::1), not " + host +
+                      "; give --tls-cert and --tls-key",
+                  "listen");
+    }
+    if (!o.tls_ca.empty()) {
+      return fail(ErrorCode::kInvalidArgument, "--tls-ca goes with --tls-cert", "tls_ca");
+    }
+    return out;
+  }
+  FAB_ASSIGN_OR_RETURN(out.context, crypto::TlsServerContext::load(o.tls_cert, o.tls_key));
+  if (!o.tls_ca.empty()) {
+    FAB_ASSIGN_OR_RETURN(out.ca_pin, crypto::spki_sha256_of_file(o.tls_ca));
+  }
+  return out;
 }
 
 Result<std::pair<std::string, uint16_t>> parse_listen(const std::string& listen) {
@@ -169,6 +223,8 @@ int serve(const Options& o) {
   }
   auto listen = parse_listen(o.listen);
   if (!listen) return fatal(listen.error());
+  auto tls = tls_setup(o, listen->first);
+  if (!tls) return fatal(tls.error());
   if (o.sync != "full" && o.sync != "normal") {
     return fatal(Error(ErrorCode::kInvalidArgument, "--sync must be full or normal"));
   }
@@ -188,6 +244,7 @@ int serve(const Options& o) {
                 {.per_address = static_cast<size_t>(o.login_failures_per_address)});
   auth::Identity& identity = wiring.identity;
   api::Api& api = wiring.api;
+  api.services().ca_pin = tls->ca_pin;
 
   auto bootstrapped = identity.bootstrapped();
   if (!bootstrapped) return fatal(bootstrapped.error());
@@ -297,7 +354,8 @@ int serve(const Options& o) {
        .access_log = make_access_log(o),
        .stream_opener = [&api](const api::HttpRequest& head) { return api.open_stream(head); },
        .offload = hashes_password,
-       .offload_threads = std::max<size_t>(1, threads / 2)},
+       .offload_threads = std::max<size_t>(1, threads / 2),
+       .tls = tls->context},
       [&api](const api::HttpRequest& r) { return api.handle(r); });
   auto port = server.listen();
   if (!port) {
@@ -308,8 +366,8 @@ int serve(const Options& o) {
   if (auto w = write_private_file(data_dir / "fabricad.addr", address + "\n"); !w) {
     return fatal(w.error());
   }
-  spdlog::info("fabricad {} listening on http://{} (data {}, {} threads)", kVersion, address,
-               o.data_dir, threads);
+  spdlog::info("fabricad {} listening on {}://{} (data {}, {} threads)", kVersion,
+               tls->context ? "https" : "http", address, o.data_dir, threads);
   server.run([&api] {
     spdlog::info("shutting down: finishing in-flight requests");
     api.set_draining();
@@ -359,6 +417,13 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval", o.heartbeat_interval,
                  "Seconds between agent heartbeats (told to agents)")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--tls-cert", o.tls_cert,
+                 "PEM certificate chain to serve HTTPS with (reloaded when the file changes)");
+  app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-ca", o.tls_ca,
+                 "PEM certificate of the CA that signed --tls-cert; join tokens carry its pin");
+  app.add_flag("--insecure-http", o.insecure_http,
+               "Serve plain HTTP (development only; refused unless --listen is loopback)");
   app.add_option("--login-failures-per-address", o.login_failures_per_address,
                  "Failed logins one address may make in 5 minutes before 429")
       ->check(CLI::Range(1, 1000000));
@@ -386,6 +451,10 @@ int main(int argc, char** argv) {
       if (name == "--log-level") o.log_level = from_file.log_level;
       if (name == "--host-offline-after") o.host_offline_after = from_file.host_offline_after;
       if (name == "--heartbeat-interval") o.heartbeat_interval = from_file.heartbeat_interval;
+      if (name == "--tls-cert") o.tls_cert = from_file.tls_cert;
+      if (name == "--tls-key") o.tls_key = from_file.tls_key;
+      if (name == "--tls-ca") o.tls_ca = from_file.tls_ca;
+      if (name == "--insecure-http") o.insecure_http = from_file.insecure_http;
       if (name == "--login-failures-per-address") {
         o.login_failures_per_address = from_file.login_failures_per_address;
       }

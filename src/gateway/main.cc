@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8480";
   std::string admin_listen = "127.0.0.1:8481";
   std::string token_file;
+  std::string server_ca_file;
   std::string spool_dir = "/var/lib/fabrica-gateway";
   std::string name;
   std::string log_level = "info";
@@ -91,6 +92,9 @@ int main(int argc, char** argv) {
   int64_t first_byte_s = 300, idle_stream_s = 60, request_s = 600, eject_after = 3, cooldown_s = 10,
           health_s = 5;
   app.add_option("--server", server, "fabricad's URL");
+  app.add_option("--server-ca-file", server_ca_file,
+                 "CA certificates (PEM) fabricad's https certificate is verified with (default: "
+                 "the system's)");
   app.add_option("--listen", listen, "HOST:PORT for end users (port 0 picks one)");
   app.add_option("--admin-listen", admin_listen, "HOST:PORT for /metrics and /healthz");
   app.add_option("--token-file", token_file,
@@ -140,10 +144,11 @@ int main(int argc, char** argv) {
   if (!spool) return fatal(spool.error());
   Directory directory;
   Syncer syncer(directory, {.server = server,
+                            .server_ca_file = server_ca_file,
                             .token = *token,
                             .interval = std::chrono::milliseconds(sync_ms),
                             .cache_path = spool_dir + "/snapshot.json"});
-  Shipper shipper(**spool, {.server = server, .token = *token});
+  Shipper shipper(**spool, {.server = server, .server_ca_file = server_ca_file, .token = *token});
   Limiter limiter(clock, {.tenant_concurrency = tenant_concurrency});
   Balancer balancer(clock, {.failures_to_eject = static_cast<int>(eject_after),
                             .cooldown = std::chrono::seconds(cooldown_s)});

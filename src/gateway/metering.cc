@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "crypto/crypto.h"
 #include "client/http_client.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::gateway {
 namespace {
@@ -221,7 +221,7 @@ bool Shipper::ship_once(client::HttpClient& http) {
 }
 
 void Shipper::run() {
-  auto http = client::HttpClient::create(options_.server);
+  auto http = client::HttpClient::create(options_.server, {.ca_file = options_.server_ca_file});
   if (!http) {
     spdlog::error("usage: {}", http.error().message());
     return;

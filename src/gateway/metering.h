@@ -60,8 +60,9 @@ class Spool {
 };
 
 struct ShipperOptions {
-  std::string server;  // http://fabricad:8470
-  std::string token;   // An administrator's bearer token.
+  std::string server;          // https://fabricad:8470
+  std::string server_ca_file;  // CA certificates fabricad is verified with (empty: the system's)
+  std::string token;           // An administrator's bearer token.
   size_t batch = 1000;
   std::chrono::milliseconds interval{200};
 };

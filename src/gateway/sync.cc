@@ -50,7 +50,7 @@ void Syncer::save_cache(const std::string& body) {
 bool Syncer::poll_once() {
   if (!client_) {
     client_ = std::make_unique<SyncClient>();
-    auto http = client::HttpClient::create(options_.server);
+    auto http = client::HttpClient::create(options_.server, {.ca_file = options_.server_ca_file});
     if (!http) {
       spdlog::error("sync: {}", http.error().message());
       return false;

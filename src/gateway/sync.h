@@ -15,8 +15,9 @@ namespace fabrica::gateway {
 class SyncClient;
 
 struct SyncOptions {
-  std::string server;  // http://fabricad:8470
-  std::string token;   // An administrator's bearer token.
+  std::string server;          // https://fabricad:8470
+  std::string server_ca_file;  // CA certificates fabricad is verified with (empty: the system's)
+  std::string token;           // An administrator's bearer token.
   std::chrono::milliseconds interval{1000};
   std::string cache_path;  // Last good snapshot (mode 0600); "" keeps none.
 };

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -113,7 +114,8 @@ DaemonProcess::~DaemonProcess() {
 bool DaemonProcess::start() {
   std::filesystem::remove(data_dir_ / "fabricad.addr");
   // A restart keeps the port, as clients (agents) remember it.
-  std::string listen = url_.empty() ? "127.0.0.1:0" : url_.substr(std::string("http://").size());
+  tls_ = std::find(extra_args_.begin(), extra_args_.end(), "--tls-cert") != extra_args_.end();
+  std::string listen = url_.empty() ? "127.0.0.1:0" : url_.substr(url_.find("//") + 2);
   std::vector<std::string> args = {binary_path("fabricad"),
                                    "--data-dir",
                                    data_dir_.string(),
@@ -121,6 +123,7 @@ bool DaemonProcess::start() {
                                    listen,
                                    "--access-log",
                                    (data_dir_ / "access.log").string()};
+  if (!tls_) args.push_back("--insecure-http");
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -152,7 +155,7 @@ bool DaemonProcess::start() {
     std::ifstream addr(data_dir_ / "fabricad.addr");
     std::string line;
     if (addr && std::getline(addr, line) && !line.empty()) {
-      url_ = "http://" + line;
+      url_ = (tls_ ? "https://" : "http://") + line;
       auto client = http();
       auto health = client->request("GET", "/healthz");
       if (health && health->status == 200) return true;
@@ -187,7 +190,7 @@ std::string DaemonProcess::log() const {
 }
 
 std::unique_ptr<client::HttpClient> DaemonProcess::http() const {
-  return std::move(*client::HttpClient::create(url_));
+  return std::move(*client::HttpClient::create(url_, client_tls_));
 }
 
 client::ApiClient DaemonProcess::login(const std::string& user, const std::string& password) const {

@@ -15,7 +15,9 @@
 namespace fabrica::testing {
 
 // A real fabricad child process on 127.0.0.1 port 0 with its own temporary data directory
-// (removed on destruction). The admin password is fixed through FABRICA_ADMIN_PASSWORD.
+// (removed on destruction). The admin password is fixed through FABRICA_ADMIN_PASSWORD. Plain
+// HTTP (--insecure-http) unless `extra_args` give --tls-cert: then https://, and the clients
+// it makes trust what set_client_tls() says.
 class DaemonProcess {
  public:
   static constexpr const char* kAdminPassword = "admin-test-password";
@@ -39,6 +41,7 @@ class DaemonProcess {
   std::string log() const;
 
   std::unique_ptr<client::HttpClient> http() const;
+  void set_client_tls(crypto::TlsClientOptions tls) { client_tls_ = std::move(tls); }
   // An ApiClient logged in as `user`.
   client::ApiClient login(const std::string& user = "admin",
                           const std::string& password = kAdminPassword) const;
@@ -48,6 +51,8 @@ class DaemonProcess {
   std::filesystem::path data_dir_;
   std::string url_;
   pid_t pid_ = -1;
+  bool tls_ = false;
+  crypto::TlsClientOptions client_tls_;
 };
 
 struct CommandResult {

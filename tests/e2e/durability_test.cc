@@ -176,8 +176,9 @@ TEST(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
 TEST(DaemonTest, ASecondDaemonOnTheSameDataDirectoryRefusesToStart) {
   testing::DaemonProcess daemon;
   ASSERT_TRUE(daemon.start()) << daemon.log();
-  auto second = testing::run_command(testing::binary_path("fabricad") + " --data-dir " +
-                                     daemon.data_dir().string() + " --listen 127.0.0.1:0");
+  auto second =
+      testing::run_command(testing::binary_path("fabricad") + " --data-dir " +
+                           daemon.data_dir().string() + " --listen 127.0.0.1:0 --insecure-http");
   EXPECT_NE(second.exit_code, 0);
   EXPECT_NE(second.output.find("in use by another fabricad"), std::string::npos) << second.output;
   EXPECT_TRUE(daemon.login().get("/api/v1/users"));
