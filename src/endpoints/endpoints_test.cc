@@ -106,13 +106,12 @@ TEST_F(EndpointsTest, ATenantAdministratorDefinesEndpointsItsMembersUseAndOthers
 
 TEST_F(EndpointsTest, BackendUrlsAreCheckedAndNamedInTheError) {
   for (const char* good : {"http://vllm:8000", "http://nim.example.com/v1", "http://[fd00::7]:80",
-                           "http://10.1.2.3"}) {
+                           "http://10.1.2.3", "https://nim.example.com/v1"}) {
     EXPECT_TRUE(validate_backend_url(good, "backends[0]")) << good;
   }
-  for (const char* bad :
-       {"ftp://x", "http://", "http://user:pw@host:80", "http://host:0", "http://host:99999",
-        "http://host:", "http://ho st", "http://host/v1?x=1", "http://host/#f", "vllm:8000",
-        "http://[fd00::7", "https://nim.example.com/v1"}) {
+  for (const char* bad : {"ftp://x", "http://", "http://user:pw@host:80", "http://host:0",
+                          "http://host:99999", "http://host:", "http://ho st", "http://host/v1?x=1",
+                          "http://host/#f", "vllm:8000", "http://[fd00::7", "https://"}) {
     auto r = validate_backend_url(bad, "backends[1]");
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().field(), "backends[1]") << bad;

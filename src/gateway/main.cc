@@ -85,6 +85,8 @@ int main(int argc, char** argv) {
   std::string admin_listen = "127.0.0.1:8481";
   std::string token_file;
   std::string server_ca_file;
+  std::string tls_cert, tls_key, backend_ca_file;
+  bool insecure_http = false;
   std::string spool_dir = "/var/lib/fabrica-gateway";
   std::string name;
   std::string log_level = "info";
@@ -96,6 +98,13 @@ int main(int argc, char** argv) {
                  "CA certificates (PEM) fabricad's https certificate is verified with (default: "
                  "the system's)");
   app.add_option("--listen", listen, "HOST:PORT for end users (port 0 picks one)");
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM certificate chain end users are served HTTPS with (reloaded on change)");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_flag("--insecure-http", insecure_http,
+               "Serve end users plain HTTP (development only; --listen must be loopback)");
+  app.add_option("--backend-ca-file", backend_ca_file,
+                 "CA certificates (PEM) https backends are verified with (default: the system's)");
   app.add_option("--admin-listen", admin_listen, "HOST:PORT for /metrics and /healthz");
   app.add_option("--token-file", token_file,
                  "File holding a fabricad token of an administrator (else FABRICA_TOKEN)");
@@ -132,6 +141,23 @@ int main(int argc, char** argv) {
   if (!front) return fatal(front.error());
   auto admin = host_port(admin_listen, "admin-listen");
   if (!admin) return fatal(admin.error());
+  std::shared_ptr<crypto::TlsServerContext> tls;
+  if (tls_cert.empty() != tls_key.empty()) {
+    return fatal(Error(ErrorCode::kInvalidArgument, "--tls-cert and --tls-key go together"));
+  }
+  if (!tls_cert.empty()) {
+    auto loaded = crypto::TlsServerContext::load(tls_cert, tls_key);
+    if (!loaded) return fatal(loaded.error());
+    tls = std::move(*loaded);
+  } else if (!insecure_http) {
+    return fatal(Error(ErrorCode::kInvalidArgument,
+                       "fabrica-gateway serves end users HTTPS: give --tls-cert and --tls-key, or "
+                       "--insecure-http for development on loopback"));
+  } else if (front->first != "::1" && front->first != "localhost" &&
+             !front->first.starts_with("127.")) {
+    return fatal(Error(ErrorCode::kInvalidArgument,
+                       "--insecure-http serves on loopback only, not " + front->first));
+  }
   if (name.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -165,7 +191,9 @@ int main(int argc, char** argv) {
                .first_byte_timeout = std::chrono::seconds(first_byte_s),
                .idle_stream_timeout = std::chrono::seconds(idle_stream_s),
                .request_timeout = std::chrono::seconds(request_s),
-               .health_interval = std::chrono::seconds(health_s)},
+               .health_interval = std::chrono::seconds(health_s),
+               .tls = tls,
+               .backend_ca_file = backend_ca_file},
               {.directory = directory,
                .limiter = limiter,
                .balancer = balancer,

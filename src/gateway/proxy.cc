@@ -6,10 +6,13 @@
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <thread>
 #include <unordered_map>
 
+#include "crypto/tls.h"
 #include "gateway/balancer.h"
 #include "gateway/directory.h"
 #include "gateway/limits.h"
@@ -30,13 +33,23 @@ namespace {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
-// A kept-alive connection to one backend, with the bytes read past its last answer.
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// A kept-alive connection to one backend, with the bytes read past its last answer: plain
+// (`stream`) or, for an https backend, TLS over a connection of its own (`tls`).
 struct Upstream {
   explicit Upstream(asio::any_io_executor ex) : stream(ex) {}
   beast::tcp_stream stream;
+  std::unique_ptr<TlsStream> tls;
   beast::flat_buffer buffer;
   bool reused = false;
+  beast::tcp_stream& tcp() { return tls ? tls->next_layer() : stream; }
 };
+
+template <typename Stream>
+beast::tcp_stream& lowest(Stream& s) {
+  return beast::get_lowest_layer(s);
+}
 
 // Watches a client connection while its request is upstream: a client that hangs up cancels
 // the upstream request at once.
@@ -118,6 +131,8 @@ class Proxy::Impl {
   }
 
   Result<void> listen() {
+    FAB_ASSIGN_OR_RETURN(backend_tls_,
+                         crypto::make_client_context({.ca_file = options_.backend_ca_file}));
     FAB_ASSIGN_OR_RETURN(port_, bind(acceptor_, options_.host, options_.port));
     FAB_ASSIGN_OR_RETURN(admin_port_,
                          bind(admin_acceptor_, options_.admin_host, options_.admin_port));
@@ -211,13 +226,29 @@ class Proxy::Impl {
   // ---- client side ----
 
   asio::awaitable<void> session(Worker& w, tcp::socket socket, bool admin) {
-    auto client = std::make_shared<beast::tcp_stream>(std::move(socket));
+    if (admin || !options_.tls) {
+      co_await serve_connection(w, std::make_shared<beast::tcp_stream>(std::move(socket)), admin);
+      co_return;
+    }
+    // The context stays alive for the connection's whole life (a reload swaps it for new
+    // connections only); plain HTTP sent to this port fails the handshake and is closed.
+    std::shared_ptr<asio::ssl::context> context = options_.tls->current();
+    auto client = std::make_shared<TlsStream>(std::move(socket), *context);
+    lowest(*client).expires_after(std::chrono::seconds(10));
+    auto [hs_ec] = co_await client->async_handshake(asio::ssl::stream_base::server, kTuple);
+    if (!hs_ec) co_await serve_connection(w, client, admin);
+    beast::error_code ec;
+    lowest(*client).socket().close(ec);
+  }
+
+  template <typename Stream>
+  asio::awaitable<void> serve_connection(Worker& w, std::shared_ptr<Stream> client, bool admin) {
     beast::flat_buffer buffer;
     while (true) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(options_.body_limit);
       parser.header_limit(64 * 1024);
-      client->expires_after(options_.client_idle);
+      lowest(*client).expires_after(options_.client_idle);
       auto [ec, n] = co_await http::async_read(*client, buffer, parser, kTuple);
       if (ec == http::error::body_limit) {
         ApiError e = body_too_large(options_.body_limit);
@@ -236,36 +267,38 @@ class Proxy::Impl {
       if (!ok || !keep) break;
     }
     beast::error_code ec;
-    client->socket().shutdown(tcp::socket::shutdown_send, ec);
-    client->socket().close(ec);
+    lowest(*client).socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest(*client).socket().close(ec);
   }
 
   // After an answer sent before the body was read (413): stop sending and read what the client
   // is still sending, for a moment, so it gets to read the answer instead of a reset.
-  asio::awaitable<void> linger(beast::tcp_stream& client) {
+  template <typename Stream>
+  asio::awaitable<void> linger(Stream& client) {
     beast::error_code ec;
-    client.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest(client).socket().shutdown(tcp::socket::shutdown_send, ec);
     std::array<char, 16384> sink;
     auto deadline = Steady::now() + std::chrono::seconds(2);
     size_t drained = 0;
     while (drained < (size_t{256} << 20)) {
-      client.expires_at(deadline);
+      lowest(client).expires_at(deadline);
       auto [rec, n] = co_await client.async_read_some(asio::buffer(sink), kTuple);
       if (rec) break;
       drained += n;
     }
   }
 
-  asio::awaitable<bool> write_response(beast::tcp_stream& client,
-                                       http::response<http::string_body>& res) {
+  template <typename Stream>
+  asio::awaitable<bool> write_response(Stream& client, http::response<http::string_body>& res) {
     res.prepare_payload();
-    client.expires_after(options_.client_write_timeout);
+    lowest(client).expires_after(options_.client_write_timeout);
     auto [ec, n] = co_await http::async_write(client, res, kTuple);
     co_return !ec;
   }
 
-  asio::awaitable<bool> send_error(beast::tcp_stream& client, const ApiError& e, unsigned version,
-                                   bool keep, const Headers& extra, const std::string& request_id) {
+  template <typename Stream>
+  asio::awaitable<bool> send_error(Stream& client, const ApiError& e, unsigned version, bool keep,
+                                   const Headers& extra, const std::string& request_id) {
     http::response<http::string_body> res{static_cast<http::status>(e.status), version};
     res.set(http::field::content_type, "application/json");
     res.set(http::field::server, "fabrica-gateway");
@@ -276,8 +309,9 @@ class Proxy::Impl {
     co_return co_await write_response(client, res);
   }
 
-  asio::awaitable<bool> admin_request(beast::tcp_stream& client,
-                                      const http::request<http::string_body>& req, bool keep) {
+  template <typename Stream>
+  asio::awaitable<bool> admin_request(Stream& client, const http::request<http::string_body>& req,
+                                      bool keep) {
     http::response<http::string_body> res{http::status::ok, req.version()};
     res.keep_alive(keep);
     std::string_view target = req.target();
@@ -323,7 +357,8 @@ class Proxy::Impl {
   }
 
   // Everything the end user asked, from key to answer. False when the connection is done.
-  asio::awaitable<bool> request(Worker& w, std::shared_ptr<beast::tcp_stream> client,
+  template <typename Stream>
+  asio::awaitable<bool> request(Worker& w, std::shared_ptr<Stream> client,
                                 http::request<http::string_body>& req, bool keep) {
     ++in_flight_;
     Exchange x;
@@ -375,8 +410,9 @@ class Proxy::Impl {
     if (parts_.shipper && parts_.spool.pending_bytes() > (256u << 10)) parts_.shipper->wake();
   }
 
-  asio::awaitable<bool> fail_with(beast::tcp_stream& client, Exchange& x, const ApiError& e,
-                                  unsigned version, bool keep, const Headers& extra = {}) {
+  template <typename Stream>
+  asio::awaitable<bool> fail_with(Stream& client, Exchange& x, const ApiError& e, unsigned version,
+                                  bool keep, const Headers& extra = {}) {
     x.status = e.status;
     finish(x);
     co_return co_await send_error(client, e, version, keep, extra, x.request_id);
@@ -468,7 +504,8 @@ class Proxy::Impl {
                 .drop_usage_event = drop};
   }
 
-  asio::awaitable<bool> serve(Worker& w, std::shared_ptr<beast::tcp_stream> client,
+  template <typename Stream>
+  asio::awaitable<bool> serve(Worker& w, std::shared_ptr<Stream> client,
                               http::request<http::string_body>& req, bool keep, Exchange& x) {
     unsigned v = req.version();
     Plan p = plan(req, x);
@@ -487,7 +524,8 @@ class Proxy::Impl {
                                x);
   }
 
-  asio::awaitable<bool> health(beast::tcp_stream& client, unsigned v, bool keep) {
+  template <typename Stream>
+  asio::awaitable<bool> health(Stream& client, unsigned v, bool keep) {
     http::response<http::string_body> res{http::status::ok, v};
     res.set(http::field::content_type, "application/json");
     res.keep_alive(keep);
@@ -495,8 +533,9 @@ class Proxy::Impl {
     co_return co_await write_response(client, res);
   }
 
-  asio::awaitable<bool> models(beast::tcp_stream& client, const Snapshot& snapshot,
-                               std::string_view path, unsigned v, bool keep, Exchange& x) {
+  template <typename Stream>
+  asio::awaitable<bool> models(Stream& client, const Snapshot& snapshot, std::string_view path,
+                               unsigned v, bool keep, Exchange& x) {
     auto visible = snapshot.models(*x.key);
     auto model_json = [](const EndpointEntry& e) {
       return Json{{"id", e.model}, {"object", "model"}, {"created", 0}, {"owned_by", e.name}};
@@ -531,7 +570,7 @@ class Proxy::Impl {
     while (!idle.empty()) {
       auto u = std::move(idle.back());
       idle.pop_back();
-      if (u->stream.socket().is_open()) {
+      if (u->tcp().socket().is_open()) {
         u->reused = true;
         co_return u;
       }
@@ -548,13 +587,28 @@ class Proxy::Impl {
       ec = rec;
       co_return nullptr;
     }
-    u->stream.expires_after(options_.connect_timeout);
-    auto [cec, endpoint] = co_await u->stream.async_connect(results, kTuple);
+    if (a.tls) u->tls = std::make_unique<TlsStream>(w.ioc.get_executor(), *backend_tls_);
+    u->tcp().expires_after(options_.connect_timeout);
+    auto [cec, endpoint] = co_await u->tcp().async_connect(results, kTuple);
     if (cec) {
       ec = cec;
       co_return nullptr;
     }
-    u->stream.socket().set_option(tcp::no_delay(true), ec);
+    u->tcp().socket().set_option(tcp::no_delay(true), ec);
+    if (u->tls) {
+      // The backend's certificate must verify (--backend-ca-file, else the system's CAs) and
+      // name the backend's host.
+      if (!crypto::prepare_client(u->tls->native_handle(), a.host, {})) {
+        ec = asio::error::invalid_argument;
+        co_return nullptr;
+      }
+      auto [hec] = co_await u->tls->async_handshake(asio::ssl::stream_base::client, kTuple);
+      if (hec) {
+        spdlog::warn("backend {}: TLS failed: {}", a.url, hec.message());
+        ec = hec;
+        co_return nullptr;
+      }
+    }
     ec = {};
     co_return u;
   }
@@ -596,12 +650,22 @@ class Proxy::Impl {
       head.parser = std::make_unique<ResponseParser>();
       head.parser->body_limit(boost::none);
       watch->upstream = &u;
-      u.stream.expires_after(options_.connect_timeout);
-      auto [wec, wn] = co_await http::async_write(u.stream, up, kTuple);
+      u.tcp().expires_after(options_.connect_timeout);
+      beast::error_code wec;
+      if (u.tls) {
+        std::tie(wec, std::ignore) = co_await http::async_write(*u.tls, up, kTuple);
+      } else {
+        std::tie(wec, std::ignore) = co_await http::async_write(u.stream, up, kTuple);
+      }
       if (!wec) {
-        u.stream.expires_after(options_.first_byte_timeout);
-        auto [rec, rn] = co_await http::async_read_header(u.stream, u.buffer, *head.parser, kTuple);
-        wec = rec;
+        u.tcp().expires_after(options_.first_byte_timeout);
+        if (u.tls) {
+          std::tie(wec, std::ignore) =
+              co_await http::async_read_header(*u.tls, u.buffer, *head.parser, kTuple);
+        } else {
+          std::tie(wec, std::ignore) =
+              co_await http::async_read_header(u.stream, u.buffer, *head.parser, kTuple);
+        }
       }
       watch->upstream = nullptr;
       if (!wec) co_return head;
@@ -614,7 +678,8 @@ class Proxy::Impl {
     co_return head;
   }
 
-  asio::awaitable<bool> forward(Worker& w, std::shared_ptr<beast::tcp_stream> client,
+  template <typename Stream>
+  asio::awaitable<bool> forward(Worker& w, std::shared_ptr<Stream> client,
                                 http::request<http::string_body>& req, std::string body,
                                 bool drop_usage_event, const Headers& limit_headers, bool keep,
                                 Exchange& x) {
@@ -623,11 +688,11 @@ class Proxy::Impl {
     asio::co_spawn(client->get_executor(), watch_client(client, watch), asio::detached);
     struct StopWatch {
       std::shared_ptr<Watch> watch;
-      std::shared_ptr<beast::tcp_stream> client;
+      std::shared_ptr<Stream> client;
       ~StopWatch() {
         watch->active = false;
         beast::error_code ec;
-        client->socket().cancel(ec);
+        lowest(*client).socket().cancel(ec);
       }
     } stop_watch{watch, client};
 
@@ -637,11 +702,6 @@ class Proxy::Impl {
       auto backend = parts_.balancer.pick(x.target->backends, tried);
       if (!backend) break;
       tried.push_back(backend.get());
-      if (backend->address().tls) {
-        spdlog::warn("backend {}: https backends are not supported yet", backend->address().url);
-        parts_.metrics.upstream_error(x.tenant, x.endpoint, "connect");
-        continue;
-      }
       auto up = upstream_request(req, *backend, *x.target, body, x.request_id);
       backend->begin();
       Head head = co_await exchange_head(w, *backend, up, watch);
@@ -693,18 +753,18 @@ class Proxy::Impl {
     co_return co_await fail_with(*client, x, error, v, keep);
   }
 
-  asio::awaitable<void> watch_client(std::shared_ptr<beast::tcp_stream> client,
-                                     std::shared_ptr<Watch> watch) {
+  template <typename Stream>
+  asio::awaitable<void> watch_client(std::shared_ptr<Stream> client, std::shared_ptr<Watch> watch) {
     while (watch->active) {
-      auto [ec] = co_await client->socket().async_wait(tcp::socket::wait_read, kTuple);
+      auto [ec] = co_await lowest(*client).socket().async_wait(tcp::socket::wait_read, kTuple);
       if (ec || !watch->active) co_return;
-      ssize_t n = peek(client->socket().native_handle());
+      ssize_t n = peek(lowest(*client).socket().native_handle());
       if (n > 0) co_return;  // A pipelined request: the client is still there.
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       watch->gone = true;
       if (watch->upstream != nullptr) {
         beast::error_code ignored;
-        watch->upstream->stream.socket().cancel(ignored);
+        watch->upstream->tcp().socket().cancel(ignored);
       }
       co_return;
     }
@@ -719,22 +779,28 @@ class Proxy::Impl {
                                            size_t size) {
     parser.get().body().data = buf;
     parser.get().body().size = size;
-    auto [ec, n] = co_await http::async_read_some(u.stream, u.buffer, parser, kTuple);
+    beast::error_code ec;
+    if (u.tls) {
+      std::tie(ec, std::ignore) = co_await http::async_read_some(*u.tls, u.buffer, parser, kTuple);
+    } else {
+      std::tie(ec, std::ignore) =
+          co_await http::async_read_some(u.stream, u.buffer, parser, kTuple);
+    }
     co_return Piece{.size = size - parser.get().body().size,
                     .error = ec == http::error::need_buffer ? beast::error_code{} : ec};
   }
 
-  asio::awaitable<Relayed> relay_whole(beast::tcp_stream& client, Upstream& u,
-                                       ResponseParser& parser, std::shared_ptr<Watch> watch,
-                                       const Headers& limit_headers, unsigned v, bool keep,
-                                       Exchange& x) {
+  template <typename Stream>
+  asio::awaitable<Relayed> relay_whole(Stream& client, Upstream& u, ResponseParser& parser,
+                                       std::shared_ptr<Watch> watch, const Headers& limit_headers,
+                                       unsigned v, bool keep, Exchange& x) {
     std::string body;
     std::array<char, 8192> buf;
     auto deadline = Steady::now() + options_.request_timeout;
     beast::error_code ec;
     watch->upstream = &u;
     while (!parser.is_done()) {
-      u.stream.expires_at(deadline);
+      u.tcp().expires_at(deadline);
       Piece piece = co_await read_piece(u, parser, buf.data(), buf.size());
       ec = piece.error;
       body.append(buf.data(), piece.size);
@@ -773,7 +839,8 @@ class Proxy::Impl {
 
   // The head of a relayed stream, in its own frame: the message and its serializer are not
   // kept for the rest of the stream.
-  asio::awaitable<bool> write_stream_head(beast::tcp_stream& client, http::status status,
+  template <typename Stream>
+  asio::awaitable<bool> write_stream_head(Stream& client, http::status status,
                                           const Headers& limit_headers, unsigned v, bool keep,
                                           const Exchange& x) {
     http::response<http::empty_body> res{status, v};
@@ -783,16 +850,17 @@ class Proxy::Impl {
     for (const auto& [name, value] : limit_headers) res.set(name, value);
     res.keep_alive(keep);
     res.chunked(true);
-    client.expires_after(options_.client_write_timeout);
+    lowest(client).expires_after(options_.client_write_timeout);
     http::response_serializer<http::empty_body> head(res);
     auto [ec, n] = co_await http::async_write_header(client, head, kTuple);
     co_return !ec;
   }
 
-  asio::awaitable<Relayed> relay_stream(beast::tcp_stream& client, Upstream& u,
-                                        ResponseParser& parser, std::shared_ptr<Watch> watch,
-                                        bool drop_usage_event, const Headers& limit_headers,
-                                        unsigned v, bool keep, Exchange& x) {
+  template <typename Stream>
+  asio::awaitable<Relayed> relay_stream(Stream& client, Upstream& u, ResponseParser& parser,
+                                        std::shared_ptr<Watch> watch, bool drop_usage_event,
+                                        const Headers& limit_headers, unsigned v, bool keep,
+                                        Exchange& x) {
     x.status = static_cast<int>(parser.get().result_int());
     if (!co_await write_stream_head(client, parser.get().result(), limit_headers, v, keep, x)) {
       x.status = 499;
@@ -810,7 +878,7 @@ class Proxy::Impl {
     std::array<char, 2048> buf;
     beast::error_code ec;
     while (!parser.is_done()) {
-      u.stream.expires_after(options_.idle_stream_timeout);
+      u.tcp().expires_after(options_.idle_stream_timeout);
       watch->upstream = &u;
       Piece piece = co_await read_piece(u, parser, buf.data(), buf.size());
       ec = piece.error;
@@ -820,7 +888,7 @@ class Proxy::Impl {
       if (parser.is_done()) out += scanner.flush();
       if (!out.empty()) {
         if (!x.ttft) x.ttft = seconds_since(x.start);
-        client.expires_after(options_.client_write_timeout);
+        lowest(client).expires_after(options_.client_write_timeout);
         auto [wec, wn] =
             co_await asio::async_write(client, http::make_chunk(asio::buffer(out)), kTuple);
         if (wec) {
@@ -844,13 +912,13 @@ class Proxy::Impl {
       std::string event = stream_error_event(
           ec == beast::error::timeout ? "The model backend stopped sending (idle timeout)."
                                       : "The model backend broke off the stream.");
-      client.expires_after(options_.client_write_timeout);
+      lowest(client).expires_after(options_.client_write_timeout);
       co_await asio::async_write(client, http::make_chunk(asio::buffer(event)), kTuple);
     } else {
       reusable = parser.get().keep_alive();
     }
     finish(x);  // Before the stream's last chunk, as for every other answer.
-    client.expires_after(options_.client_write_timeout);
+    lowest(client).expires_after(options_.client_write_timeout);
     auto [lec, ln] = co_await asio::async_write(client, http::make_chunk_last(), kTuple);
     co_return Relayed{.client_ok = !lec && x.status != 502, .reusable = reusable};
   }
@@ -864,7 +932,6 @@ class Proxy::Impl {
       co_await timer.async_wait(kTuple);
       if (stopping_) break;
       for (const auto& backend : parts_.balancer.all()) {
-        if (backend->address().tls) continue;
         bool ok = co_await probe(*backend);
         if (ok) {
           parts_.balancer.succeeded(*backend);
@@ -884,12 +951,19 @@ class Proxy::Impl {
     req.set(http::field::host, backend.address().host + ":" + backend.address().port);
     req.set(http::field::user_agent, "fabrica-gateway-health");
     req.keep_alive(false);
-    u->stream.expires_after(std::chrono::seconds(2));
-    auto [wec, wn] = co_await http::async_write(u->stream, req, kTuple);
-    if (wec) co_return false;
+    u->tcp().expires_after(std::chrono::seconds(2));
+    beast::error_code wec, rec;
     http::response<http::string_body> res;
-    auto [rec, rn] = co_await http::async_read(u->stream, u->buffer, res, kTuple);
-    co_return !rec && res.result_int() < 500;
+    if (u->tls) {
+      std::tie(wec, std::ignore) = co_await http::async_write(*u->tls, req, kTuple);
+      if (!wec)
+        std::tie(rec, std::ignore) = co_await http::async_read(*u->tls, u->buffer, res, kTuple);
+    } else {
+      std::tie(wec, std::ignore) = co_await http::async_write(u->stream, req, kTuple);
+      if (!wec)
+        std::tie(rec, std::ignore) = co_await http::async_read(u->stream, u->buffer, res, kTuple);
+    }
+    co_return !wec && !rec && res.result_int() < 500;
   }
 
   ProxyOptions options_;
@@ -903,6 +977,7 @@ class Proxy::Impl {
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> request_counter_{0};
+  std::shared_ptr<asio::ssl::context> backend_tls_;  // For https backends.
 };
 
 Proxy::Proxy(ProxyOptions options, ProxyParts parts)

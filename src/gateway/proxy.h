@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "crypto/tls.h"
 
 namespace fabrica::gateway {
 
@@ -35,6 +36,11 @@ struct ProxyOptions {
   std::chrono::milliseconds client_write_timeout{30000};  // A slow reader is cut after this.
   std::chrono::milliseconds health_interval{5000};        // Active checks of every backend.
   std::chrono::milliseconds shutdown_grace{30000};
+  // End users reach the gateway over HTTPS with this certificate (reloaded when its files
+  // change); null: plain HTTP. The admin listener (/metrics, /healthz) stays plain.
+  std::shared_ptr<crypto::TlsServerContext> tls;
+  // CA certificates https backends are verified with (empty: the system's trust store).
+  std::string backend_ca_file;
 };
 
 // What the proxy works with; owned by main (or a test).

@@ -107,7 +107,8 @@ class GatewayE2eTest : public ::testing::Test {
             "--spool-dir",
             (dir_ / "spool").string(),
             "--name",
-            "gw-test"};
+            "gw-test",
+            "--insecure-http"};
   }
 
   void start_gateway(const std::vector<std::string>& extra = {}) {

@@ -136,8 +136,8 @@ TEST_F(TlsTest, AJoinTokenPinsTheCaBeforeAnythingIsSent) {
   EXPECT_EQ(read_file(state / "ca.pem"), read_file(certs_ / "ca.pem"));
 }
 
-// A renewed certificate is served to new connections without a restart; the gateway reads
-// fabricad over TLS, verifying it.
+// A renewed certificate is served to new connections without a restart. The gateway reads
+// fabricad over TLS, serves end users over TLS, and reaches an https backend, verifying each.
 TEST_F(TlsTest, ARenewedCertificateIsServedWithoutARestartAndTheGatewayVerifies) {
   auto api = daemon_->login();
   auto san = [&] {
@@ -160,19 +160,47 @@ TEST_F(TlsTest, ARenewedCertificateIsServedWithoutARestartAndTheGatewayVerifies)
     std::ofstream out(root_ / "gateway-token");
     out << (*gw_token)["token"].get<std::string>() << "\n";
   }
+  // An https backend with a certificate of the backends' own CA (the Node test upstream).
+  std::string node = testing::run_command("command -v node").output;
+  node = node.substr(0, node.find('\n'));
+  if (node.empty()) GTEST_SKIP() << "node is not installed (scripts/test installs it)";
+  fs::path backend_pki = make_certs(root_ / "backend-pki");
+  ChildProcess upstream({node, (testing::source_dir() / "tests/gateway/upstream.mjs").string(),
+                         "--name", "secure", "--tls-cert", (backend_pki / "server.pem").string(),
+                         "--tls-key", (backend_pki / "server.key").string()},
+                        (root_ / "upstream.log").string());
+  std::regex port_re(R"re("port":(\d+))re");
+  std::string upstream_port;
+  ASSERT_TRUE(eventually([&] {
+    std::smatch m;
+    std::string text = upstream.log();
+    if (!std::regex_search(text, m, port_re)) return false;
+    upstream_port = m[1];
+    return true;
+  })) << upstream.log();
+  auto endpoint =
+      api.post("/api/v1/endpoints", Json{{"name", "secure"},
+                                         {"model", "acme/secure"},
+                                         {"backends", {"https://localhost:" + upstream_port}}});
+  ASSERT_TRUE(endpoint) << endpoint.error().message();
+  auto key = api.post("/api/v1/apikeys", Json{{"name", "secure-key"}, {"endpoints", {"secure"}}});
+  ASSERT_TRUE(key) << key.error().message();
+
   fs::create_directories(root_ / "gateway");
   ChildProcess gateway(
       {testing::binary_path("fabrica-gateway"), "--server", daemon_->url(), "--server-ca-file",
        (certs_ / "ca.pem").string(), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
        "--token-file", (root_ / "gateway-token").string(), "--spool-dir",
-       (root_ / "gateway").string()},
+       (root_ / "gateway").string(), "--tls-cert", (certs_ / "server.pem").string(), "--tls-key",
+       (certs_ / "server.key").string(), "--backend-ca-file", (backend_pki / "ca.pem").string()},
       (root_ / "gateway.log").string());
   std::regex listening(R"(listening on 127\.0\.0\.1:(\d+) admin 127\.0\.0\.1:(\d+))");
-  std::string admin_port;
+  std::string admin_port, front_port;
   ASSERT_TRUE(eventually([&] {
     std::smatch m;
     std::string text = gateway.log();
     if (!std::regex_search(text, m, listening)) return false;
+    front_port = m[1];
     admin_port = m[2];
     return true;
   })) << gateway.log();
@@ -180,8 +208,26 @@ TEST_F(TlsTest, ARenewedCertificateIsServedWithoutARestartAndTheGatewayVerifies)
   EXPECT_TRUE(eventually([&] {
     auto health = (*admin)->request("GET", "/healthz");
     return health && health->body.find("\"snapshot\":true") != std::string::npos;
-  })) << gateway.log()
-      << read_file(root_ / "gateway.log");
+  })) << gateway.log();
+
+  // An end user, over TLS (verified), through the gateway to the https backend.
+  auto front = client::HttpClient::create("https://127.0.0.1:" + front_port,
+                                          {.ca_file = (certs_ / "ca.pem").string()});
+  ASSERT_TRUE(front);
+  Json chat{{"model", "acme/secure"},
+            {"messages", Json::array({Json{{"role", "user"}, {"content", "hello"}}})}};
+  client::Headers auth{{"Authorization", "Bearer " + (*key)["key"].get<std::string>()},
+                       {"Content-Type", "application/json"}};
+  bool served = eventually([&] {  // Until the gateway's snapshot has the endpoint and key.
+    auto answer = (*front)->request("POST", "/v1/chat/completions", chat.dump(), auth);
+    return answer && answer->status == 200 &&
+           answer->body.find("chat.completion") != std::string::npos;
+  });
+  EXPECT_TRUE(served) << gateway.log() << upstream.log();
+  // Plain HTTP to the gateway's TLS port gets no answer.
+  auto plain = client::HttpClient::create("http://127.0.0.1:" + front_port);
+  auto plain_reply = (*plain)->request("POST", "/v1/chat/completions", chat.dump(), auth);
+  EXPECT_TRUE(!plain_reply || plain_reply->status != 200);
 }
 
 }  // namespace

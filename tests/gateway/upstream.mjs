@@ -4,8 +4,11 @@
 //   [[cut:3]]      drop the connection after 3 chunks   [[hang]]      never answer
 //   [[tokens:5]]   produce 5 tokens (else max_tokens, else 8)
 // Usage: node upstream.mjs [--port 0] [--name A] [--key SECRET] [--token-delay-ms 0]
+//                          [--tls-cert PEM --tls-key PEM]   (serve https instead of http)
 // Prints {"port":N} on its first line. GET /test/stats tells what it saw.
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, arg, i, all) => {
@@ -119,7 +122,7 @@ function embeddings(res, body) {
                    usage: { prompt_tokens: tokens, total_tokens: tokens } });
 }
 
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   let raw = '';
   req.on('data', (d) => { raw += d; });
   req.on('end', async () => {
@@ -149,7 +152,11 @@ const server = http.createServer((req, res) => {
     send(res, 404, { error: { message: 'no route', type: 'invalid_request_error', param: null,
                               code: null } });
   });
-});
+};
+const server = args['tls-cert']
+  ? https.createServer({ cert: fs.readFileSync(args['tls-cert']),
+                         key: fs.readFileSync(args['tls-key']) }, handler)
+  : http.createServer(handler);
 server.keepAliveTimeout = 60000;
 server.listen(Number(args.port ?? 0), '127.0.0.1', () => {
   console.log(JSON.stringify({ port: server.address().port, name }));
