@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -193,8 +194,29 @@ Json HostInventory::to_json() const {
               {"domain_type", domain_type}};
 }
 
+namespace {
+
+// Every number of an inventory is an integer; a float (2.2e58 where a count belongs) would be
+// converted with undefined behaviour. Answers the path of the first one.
+std::optional<std::string> first_float(const Json& j, const std::string& path) {
+  if (j.is_number_float()) return path.empty() ? std::string("(document)") : path;
+  if (j.is_object()) {
+    for (const auto& [key, value] : j.items()) {
+      if (auto found = first_float(value, path.empty() ? key : path + "." + key)) return found;
+    }
+  } else if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i) {
+      if (auto found = first_float(j[i], path + "[" + std::to_string(i) + "]")) return found;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 Result<HostInventory> HostInventory::from_json(const Json& json) {
   if (!json.is_object()) return fail(invalid("must be an object", ""));
+  if (auto path = first_float(json, "")) return fail(invalid("must be an integer", *path));
   HostInventory inv;
   try {
     inv.hostname = json.value("hostname", "");

@@ -53,6 +53,11 @@ TEST(HostInventoryTest, RejectsMalformedAndImpossibleInventories) {
       {[](Json& j) { j["pci_devices"].push_back(j["pci_devices"][0]); }, "inventory/pci_devices"},
       {[](Json& j) { j["pci_devices"][0]["sriov_num_vfs"] = 4; }, "inventory/pci_devices"},
       {[](Json& j) { j["nics"][0]["link_layer"] = 7; }, "inventory/"},
+      // Found by tests/fuzz/inventory_fuzz (tests/fuzz/regressions/inventory): a float where an
+      // integer belongs was converted with undefined behaviour.
+      {[](Json& j) { j["cpu"]["cores"] = 2.22222e+58; }, "inventory/cpu.cores"},
+      {[](Json& j) { j["numa_nodes"][0]["memory_total_kb"] = 1.5; },
+       "inventory/numa_nodes[0].memory_total_kb"},
   };
   for (const Case& c : cases) {
     Json j = sample().to_json();
