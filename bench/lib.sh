@@ -8,20 +8,25 @@ bench_build() {
 }
 
 # bench_start_fabricad DATA_DIR [FLAG...]: starts fabricad on a free loopback port with SQLite
-# under DATA_DIR (access log off unless a FLAG sets one) and logs in as admin. Sets FABRICAD (pid), URL and exports FABRICA_TOKEN.
+# under DATA_DIR (access log off unless a FLAG sets one) and logs in as admin. Plain HTTP unless
+# a FLAG is --tls-cert (then https, and CURL_CA must name the CA). Sets FABRICAD (pid), URL and
+# exports FABRICA_TOKEN.
 bench_start_fabricad() {
-  local dir=$1 log=(--access-log off) arg
+  local dir=$1 log=(--access-log off) plain=(--insecure-http) scheme=http arg
   shift
-  for arg in "$@"; do [ "$arg" = --access-log ] && log=(); done
+  for arg in "$@"; do
+    [ "$arg" = --access-log ] && log=()
+    [ "$arg" = --tls-cert ] && plain=() && scheme=https
+  done
   rm -rf "$dir"
   FABRICA_ADMIN_PASSWORD=bench-admin-password "$BIN/fabricad" --data-dir "$dir" \
-    --listen 127.0.0.1:0 --insecure-http "${log[@]}" "$@" >"$dir.log" 2>&1 &
+    --listen 127.0.0.1:0 "${plain[@]}" "${log[@]}" "$@" >"$dir.log" 2>&1 &
   FABRICAD=$!
   for _ in $(seq 1 100); do [ -s "$dir/fabricad.addr" ] && break; sleep 0.1; done
-  URL="http://$(cat "$dir/fabricad.addr")"
+  URL="$scheme://$(cat "$dir/fabricad.addr")"
   export FABRICA_TOKEN
-  FABRICA_TOKEN=$(curl -fsS -u admin:bench-admin-password -X POST "$URL/api/v1/auth/tokens" |
-    sed -E 's/.*"token":"([^"]+)".*/\1/')
+  FABRICA_TOKEN=$(curl -fsS ${CURL_CA:+--cacert "$CURL_CA"} -u admin:bench-admin-password \
+    -X POST "$URL/api/v1/auth/tokens" | sed -E 's/.*"token":"([^"]+)".*/\1/')
 }
 
 # bench_join HOSTS PROFILE PREFIX [FLAG...]: HOSTS simulated hosts join through one fleet token.

@@ -5,7 +5,10 @@ namespace {
 
 Json token_json(const fleet::JoinToken& t, const std::string& ca_pin) {
   std::string token = ca_pin.empty() ? t.secret : t.secret + "@sha256:" + ca_pin;
-  return Json{{"join_token", token}, {"expires_at", format_time(t.expires_at)}, {"uses", t.uses}};
+  return Json{{"id", t.id},
+              {"join_token", token},
+              {"expires_at", format_time(t.expires_at)},
+              {"uses", t.uses}};
 }
 
 Result<std::optional<fleet::HostState>> state_filter(const Context& ctx) {
@@ -129,6 +132,23 @@ void add_fleet_routes(Router& router, Services& s) {
                                     s.fleet.create_fleet_token(ctx.who(), cluster.value_or(0),
                                                                static_cast<int>(count)));
                return json_response(201, token_json(token, s.ca_pin));
+             });
+  router.add(
+      "GET", "/api/v1/hosts/join-tokens", AuthMode::kBearer,
+      [&s](const Context& ctx) -> Result<HttpResponse> {
+        FAB_TRY(ctx.allow_query({"limit", "cursor"}));
+        FAB_ASSIGN_OR_RETURN(auto options, list_options(ctx));
+        FAB_ASSIGN_OR_RETURN(auto page,
+                             s.fleet.list_join_tokens(ctx.who(), options.after_id, options.limit));
+        return json_response(
+            200, Json{{"items", page.items},
+                      {"next_cursor", page.next_cursor ? Json(*page.next_cursor) : Json(nullptr)}});
+      });
+  router.add("DELETE", "/api/v1/hosts/join-tokens/{id}", AuthMode::kBearer,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
+               FAB_TRY(s.fleet.revoke_join_token(ctx.who(), id));
+               return json_response(200, Json{{"id", id}, {"revoked", true}});
              });
   router.add("GET", "/api/v1/hosts/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {

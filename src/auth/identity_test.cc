@@ -18,7 +18,8 @@ class IdentityTest : public ::testing::Test {
     std::filesystem::create_directories(dir_);
     store_ = std::move(*store::SqliteStore::open((dir_ / "db").string()));
     authorizer_ = std::make_unique<Authorizer>(*store_);
-    identity_ = std::make_unique<Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
+    identity_ =
+        std::make_unique<Identity>(*store_, *authorizer_, clock_, crypto::HashCost::kMinimum);
     ASSERT_TRUE(*identity_->bootstrap("admin-password"));
     admin_ = *identity_->caller_for(0, "test");
   }
@@ -225,6 +226,24 @@ TEST_F(SessionsTest, FailedLoginsAreRateLimitedPerUserAndAddress) {
   // Unknown users get the same answer as wrong passwords.
   EXPECT_EQ(sessions_->login("nobody", "whatever1", "10.0.0.11", {}).error().message(),
             "wrong user name or password");
+}
+
+// Revoked and expired tokens stay listed for a week, then are pruned; live ones stay.
+TEST_F(SessionsTest, RevokedAndExpiredTokensArePrunedAfterAWeek) {
+  auto live =
+      sessions_->login("admin", "admin-password", "x", {.lifetime = std::chrono::hours(24 * 30)});
+  auto revoked = sessions_->login("admin", "admin-password", "x", {});
+  auto short_lived =
+      sessions_->login("admin", "admin-password", "x", {.lifetime = std::chrono::seconds(60)});
+  ASSERT_TRUE(live && revoked && short_lived);
+  ASSERT_TRUE(sessions_->revoke(admin_, revoked->token.id));
+  EXPECT_EQ(*sessions_->prune(std::chrono::hours(24 * 7)), 0);
+  clock_.advance(std::chrono::hours(24 * 8));
+  EXPECT_EQ(*sessions_->prune(std::chrono::hours(24 * 7)), 2);
+  auto left = sessions_->list(admin_, std::nullopt);
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ(left->front().id, live->token.id);
+  EXPECT_TRUE(sessions_->authenticate(live->secret, "x"));
 }
 
 // A guesser spread over many addresses slows down on the user, ever more, but never locks its

@@ -134,7 +134,8 @@ Result<IssuedToken> Sessions::login(std::string_view user, std::string_view pass
   if (!ok) {
     // Burn comparable time for unknown users so response timing does not reveal names.
     if (!found) {
-      static const std::string dummy = crypto::hash_password(crypto::new_token_secret()).value_or("");
+      static const std::string dummy =
+          crypto::hash_password(crypto::new_token_secret()).value_or("");
       (void)crypto::verify_password(dummy, password);
     }
     limiter_.record_failure(user, address);
@@ -157,6 +158,24 @@ Result<IssuedToken> Sessions::login(std::string_view user, std::string_view pass
     return tx.insert(token_record(issued.token, hash));
   }));
   return issued;
+}
+
+Result<int> Sessions::prune(std::chrono::seconds keep) {
+  int64_t cutoff = unix_seconds(clock_.now()) - keep.count();
+  int pruned = 0;
+  FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
+    std::vector<int64_t> gone;
+    FAB_TRY(store::for_each(tx, kTokenType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(Token t, token_from_record(r));
+      int64_t ended = t.revoked_at ? std::min(*t.revoked_at, t.expires_at) : t.expires_at;
+      if (ended < cutoff) gone.push_back(t.id);
+      return {};
+    }));
+    for (int64_t id : gone) FAB_TRY(tx.remove(kTokenType, id));
+    pruned = static_cast<int>(gone.size());
+    return {};
+  }));
+  return pruned;
 }
 
 Result<Sessions::CachedCaller> Sessions::load_caller(const std::string& hash) {

@@ -90,6 +90,9 @@ class Sessions {
   Result<std::vector<Token>> list(const Caller& caller, std::optional<int64_t> uid);
   // Revokes one token. kNotFound for another user's token unless superuser.
   Result<Token> revoke(const Caller& caller, int64_t id);
+  // Deletes tokens that expired or were revoked more than `keep` ago (they stay listed that
+  // long, for whoever looks at what was revoked). Returns how many went.
+  Result<int> prune(std::chrono::seconds keep);
 
  private:
   struct CachedCaller {

@@ -262,6 +262,29 @@ void add_host_commands(CLI::App& app, Context& ctx) {
   add_host_action(host, ctx, "enable", "Enable a host");
   add_host_action(host, ctx, "disable", "Disable a host (no new VMs)");
   add_host_action(host, ctx, "join-token", "Issue a new join token for a lost or re-imaged host");
+
+  host->add_subcommand("tokens", "List the join tokens that can still be used")->callback([&ctx] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(Json all, list_all(api, "/api/v1/hosts/join-tokens?limit=1000"));
+      print_list(ctx, all,
+                 {field("ID", "id"), field("CLUSTER", "cluster_id"), field("HOST", "host_id"),
+                  field("USES LEFT", "remaining"), field("EXPIRES", "expires_at"),
+                  field("BY", "created_by")});
+      return {};
+    });
+  });
+  auto token_id = std::make_shared<int64_t>(-1);
+  auto* revoke = host->add_subcommand("revoke-token", "Revoke a join token (see host tokens)");
+  revoke->add_option("id", *token_id, "Join token id")->required();
+  revoke->callback([&ctx, token_id] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_TRY(api.del("/api/v1/hosts/join-tokens/" + std::to_string(*token_id)));
+      std::cout << "Join token " << *token_id << " revoked" << std::endl;
+      return {};
+    });
+  });
 }
 
 void add_cluster_commands(CLI::App& app, Context& ctx) {

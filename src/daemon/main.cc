@@ -302,6 +302,12 @@ int serve(const Options& o) {
         if (!expired) spdlog::warn("quota hold expiry failed: {}", expired.error().message());
         if (expired && *expired > 0) spdlog::info("released {} expired quota holds", *expired);
       }
+      if (ticks % 3600 == 0) {
+        auto tokens = wiring.sessions.prune(std::chrono::hours(24 * 7));
+        if (!tokens) spdlog::warn("token pruning failed: {}", tokens.error().message());
+        auto joins = wiring.fleet.prune_join_tokens();
+        if (!joins) spdlog::warn("join token pruning failed: {}", joins.error().message());
+      }
       if (ticks % 60 == 0) {
         auto uploads = wiring.storage.expire_uploads();
         if (!uploads) spdlog::warn("upload expiry failed: {}", uploads.error().message());

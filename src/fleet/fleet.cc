@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "crypto/crypto.h"
 #include "auth/vdc.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::fleet {
 namespace {
@@ -372,6 +372,65 @@ Result<JoinToken> Fleet::rejoin_token(const auth::Caller& caller, int64_t host_i
     FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, host_id, Right::kAdmin));
     return issue_token(tx, host.cluster_id, host_id, 1, caller.uid);
   });
+}
+
+Result<auth::Page<Json>> Fleet::list_join_tokens(const auth::Caller& caller, int64_t after_id,
+                                                 size_t limit) {
+  FAB_TRY(authorizer_.require_superuser(caller, "list join tokens"));
+  int64_t now = unix_seconds(clock_.now());
+  return store_.read_value<auth::Page<Json>>(
+      [&](store::Transaction& tx) -> Result<auth::Page<Json>> {
+        auth::Page<Json> page;
+        FAB_TRY(store::for_each(
+            tx, kJoinTokenType,
+            [&](const store::Record& r) -> Result<bool> {
+              FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+              int64_t expires = body.value("expires_at", int64_t{0});
+              if (body.value("remaining", 0) <= 0 || expires <= now) return true;  // Spent.
+              if (page.items.size() == limit) {
+                page.next_cursor = std::to_string(page.items.back()["id"].get<int64_t>());
+                return false;
+              }
+              page.items.push_back(Json{{"id", r.id},
+                                        {"cluster_id", body["cluster_id"]},
+                                        {"host_id", body["host_id"]},
+                                        {"remaining", body["remaining"]},
+                                        {"expires_at", format_time(expires)},
+                                        {"created_by", r.uid}});
+              return true;
+            },
+            store::ListQuery{.after_id = after_id}));
+        return page;
+      });
+}
+
+Result<void> Fleet::revoke_join_token(const auth::Caller& caller, int64_t id) {
+  FAB_TRY(authorizer_.require_superuser(caller, "revoke join tokens"));
+  return write([&](store::Transaction& tx) -> Result<void> {
+    auto record = tx.get(kJoinTokenType, id);
+    if (!record)
+      return fail(record.error().code(), "join token " + std::to_string(id) + " not found");
+    return tx.remove(kJoinTokenType, id);
+  });
+}
+
+Result<int> Fleet::prune_join_tokens() {
+  int64_t now = unix_seconds(clock_.now());
+  int pruned = 0;
+  FAB_TRY(write([&](store::Transaction& tx) -> Result<void> {
+    std::vector<int64_t> gone;
+    FAB_TRY(store::for_each(tx, kJoinTokenType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(Json body, parse_json(r.body));
+      if (body.value("remaining", 0) <= 0 || body.value("expires_at", int64_t{0}) <= now) {
+        gone.push_back(r.id);
+      }
+      return {};
+    }));
+    for (int64_t id : gone) FAB_TRY(tx.remove(kJoinTokenType, id));
+    pruned = static_cast<int>(gone.size());
+    return {};
+  }));
+  return pruned;
 }
 
 template <typename Visit>

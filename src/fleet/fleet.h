@@ -122,6 +122,16 @@ class Fleet {
   // A new token for an existing host (lost or re-imaged); its old credential stops working
   // when the host re-joins.
   Result<JoinToken> rejoin_token(const auth::Caller& caller, int64_t host_id);
+  // Join tokens not yet used up, expired or revoked, oldest first (never their secrets):
+  // {"id", "cluster_id", "host_id", "remaining", "expires_at", "created_by"}. Infrastructure
+  // administrators only (kPermissionDenied).
+  Result<auth::Page<Json>> list_join_tokens(const auth::Caller& caller, int64_t after_id,
+                                            size_t limit);
+  // A revoked token joins nothing more; hosts that joined with it keep their credentials.
+  // kNotFound when there is no such token (or it is spent).
+  Result<void> revoke_join_token(const auth::Caller& caller, int64_t id);
+  // Deletes join tokens that are used up or expired. Returns how many went.
+  Result<int> prune_join_tokens();
   Result<std::vector<Host>> list_hosts(const auth::Caller& caller, const HostFilter& filter);
   // What a placement engine needs of a host.
   struct HostBrief {

@@ -172,6 +172,44 @@ TEST_F(FleetTest, ListsReflectEveryCommittedChangeAndNothingElse) {
   EXPECT_EQ(listed->front().state(), HostState::kDisabled);
 }
 
+// Join tokens are listed (never their secrets) and revoked by administrators; spent and
+// expired ones are pruned.
+TEST_F(FleetTest, JoinTokensAreListedRevokedAndPruned) {
+  auto fleet_token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 3);
+  auto single = fleet_->add_host(admin_, "gpu-a", kDefaultClusterId);
+  ASSERT_TRUE(fleet_token && single);
+  auto listed = fleet_->list_join_tokens(admin_, -1, 100);
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->items.size(), 2u);
+  EXPECT_EQ(listed->items[0]["remaining"], 3);
+  EXPECT_EQ(listed->items[1]["host_id"], single->first.header.id);
+  EXPECT_EQ(listed->items[0].dump().find("fjt_"), std::string::npos);
+  auto paged = fleet_->list_join_tokens(admin_, -1, 1);
+  ASSERT_EQ(paged->items.size(), 1u);
+  ASSERT_TRUE(paged->next_cursor);
+  EXPECT_EQ(fleet_->list_join_tokens(tenant_, -1, 100).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(fleet_->revoke_join_token(tenant_, fleet_token->id).error().code(),
+            ErrorCode::kPermissionDenied);
+
+  ASSERT_TRUE(fleet_->join(fleet_token->secret, "n1", h100_inventory(8)));
+  ASSERT_TRUE(fleet_->revoke_join_token(admin_, fleet_token->id));
+  auto refused = fleet_->join(fleet_token->secret, "n2", h100_inventory(8));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(fleet_->revoke_join_token(admin_, fleet_token->id).error().code(),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(fleet_->list_join_tokens(admin_, -1, 100)->items.size(), 1u);
+
+  ASSERT_TRUE(fleet_->join(single->second.secret, "gpu-a", h100_inventory(8)));  // Spent.
+  auto spare = fleet_->create_fleet_token(admin_, kDefaultClusterId, 1);
+  EXPECT_TRUE(fleet_->list_join_tokens(admin_, -1, 100)->items.size() == 1u);
+  clock_.advance(std::chrono::hours(25));  // The spare one expires.
+  EXPECT_EQ(*fleet_->prune_join_tokens(), 2);
+  EXPECT_EQ(*fleet_->prune_join_tokens(), 0);
+  (void)spare;
+}
+
 // Hosts page like every other list: `limit` hosts after `cursor`, filters applied first.
 TEST_F(FleetTest, HostsPageByLimitAndCursor) {
   auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 5);

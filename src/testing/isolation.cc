@@ -8,8 +8,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "crypto/crypto.h"
 #include "auth/restricted.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::testing {
 namespace {
@@ -36,6 +36,7 @@ const std::map<std::string, std::string>& collections() {
       {"ranges", "ranges"},
       {"disks", "disks"},
       {"endpoints", "endpoints"},
+      {"join-tokens", "join_tokens"},
   };
   return m;
 }
@@ -287,6 +288,8 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
                          {"ranges", {{{"type", "IP4"}, {"ip", "10.77.0.1"}, {"size", 8}}}}},
                         admin_auth)["id"];
     ids["ranges"] = 0;
+    ids["join_tokens"] = call("POST", "/api/v1/hosts/join-tokens",
+                              {{"cluster_id", ids["clusters"]}, {"count", 1}}, admin_auth)["id"];
     call("POST", "/api/v1/vnets/" + std::to_string(ids["vnets"]) + "/hold", {{"ip", "10.77.0.2"}},
          admin_auth);
     Json shown =
