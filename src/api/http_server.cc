@@ -149,6 +149,9 @@ class HttpServer::Impl {
         if (stopping_ || ec == asio::error::operation_aborted) co_return;
         continue;
       }
+      // An answer leaves in one write over plain HTTP but in several TLS records: without
+      // TCP_NODELAY the later records wait for the client's delayed ACK (40 ms).
+      socket.set_option(tcp::no_delay(true), ec);
       if (options_.tls) {
         auto conn = std::make_shared<TlsConnection>(std::move(socket), options_.tls->current());
         track(conn);
