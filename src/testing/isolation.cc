@@ -232,6 +232,25 @@ std::string shape(const Reply& r) {
   return std::to_string(r.status) + " " + blur(body->dump());
 }
 
+// The checks of one probe: refused (unless `may_answer`, a caller's read of its own list),
+// naming nothing of the victim, and answered exactly as for an object that does not exist.
+void judge(std::vector<std::string>& violations, const std::string& what, const Reply& hit,
+           const Reply& miss, const std::string& marker, bool may_answer) {
+  if (hit.status < 400 && !may_answer) {
+    violations.push_back(what + ": answered " + std::to_string(hit.status) + " " +
+                         hit.body.substr(0, 200));
+  }
+  if (hit.body.find(marker) != std::string::npos) {
+    violations.push_back(what +
+                         ": the answer names the victim's objects: " + hit.body.substr(0, 200));
+  }
+  if (shape(hit) != shape(miss)) {
+    violations.push_back(what + ": answers differently for an existing object (" +
+                         shape(hit).substr(0, 160) + ") than for a missing one (" +
+                         shape(miss).substr(0, 160) + ")");
+  }
+}
+
 }  // namespace
 
 std::vector<RouteSpec> parse_route_table(const Json& routes) {
@@ -440,19 +459,7 @@ std::vector<std::string> prove_isolation(const Transport& transport,
         made += 2;
         std::string what = key + " as " + who + " against tenant " + std::to_string(v);
         bool reads_own = route.method == "GET" && !placeholders;
-        if (hit.status < 400 && !reads_own) {
-          violations.push_back(what + ": answered " + std::to_string(hit.status) + " " +
-                               hit.body.substr(0, 200));
-        }
-        if (hit.body.find(victim.marker) != std::string::npos) {
-          violations.push_back(
-              what + ": the answer names the victim's objects: " + hit.body.substr(0, 200));
-        }
-        if (shape(hit) != shape(miss)) {
-          violations.push_back(what + ": answers differently for an existing object (" +
-                               shape(hit).substr(0, 160) + ") than for a missing one (" +
-                               shape(miss).substr(0, 160) + ")");
-        }
+        judge(violations, what, hit, miss, victim.marker, reads_own);
       }
       std::string after = digest();
       if (after != before) {
@@ -528,10 +535,6 @@ std::vector<std::string> prove_body_isolation(const Transport& transport,
               made += 2;
               std::string what = key + " as " + actor + " with the body's " + token +
                                  " naming tenant " + std::to_string(v) + "'s";
-              if (hit.status < 400) {
-                violations.push_back(what + ": answered " + std::to_string(hit.status) + " " +
-                                     hit.body.substr(0, 200));
-              }
               // A name the actor sent may come back; nothing else of the victim may. (Ids are
               // blurred with every other digit.)
               Reply hit_seen = hit, miss_seen = miss;
@@ -539,15 +542,7 @@ std::vector<std::string> prove_body_isolation(const Transport& transport,
                 hit_seen.body = replace_all(hit.body, victim_value, "<sent>");
                 miss_seen.body = replace_all(miss.body, ghost_value, "<sent>");
               }
-              if (hit_seen.body.find(victim.marker) != std::string::npos) {
-                violations.push_back(
-                    what + ": the answer names the victim's objects: " + hit.body.substr(0, 200));
-              }
-              if (shape(hit_seen) != shape(miss_seen)) {
-                violations.push_back(what + ": answers differently (" +
-                                     shape(hit_seen).substr(0, 160) + ") than for a missing one (" +
-                                     shape(miss_seen).substr(0, 160) + ")");
-              }
+              judge(violations, what, hit_seen, miss_seen, victim.marker, false);
               settle(what);
             }
           }
