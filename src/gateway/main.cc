@@ -2,12 +2,15 @@
 // them, serves until SIGTERM.
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <mutex>
 
 #include "gateway/balancer.h"
 #include "gateway/directory.h"
@@ -41,6 +44,48 @@ Result<std::pair<std::string, uint16_t>> host_port(const std::string& text,
 }
 
 // The token: --token-file, else FABRICA_TOKEN.
+// The token in --token-file, read again when the file changes (at most once a second), so an
+// operator rotates it by writing the new one and then revoking the old: no restart, no gap.
+class TokenFile {
+ public:
+  TokenFile(std::string path, std::string token)
+      : path_(std::move(path)), token_(std::move(token)) {
+    stamp_ = stamp();
+  }
+  std::string current() {
+    std::lock_guard lock(mutex_);
+    auto now = std::chrono::steady_clock::now();
+    if (now - checked_ < std::chrono::seconds(1)) return token_;
+    checked_ = now;
+    std::string seen = stamp();
+    if (seen.empty() || seen == stamp_) return token_;
+    stamp_ = seen;
+    std::ifstream in(path_);
+    std::string token;
+    if (in && std::getline(in, token)) {
+      while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+      if (!token.empty() && token != token_) {
+        token_ = token;
+        spdlog::info("token file {} changed: using the new token", path_);
+      }
+    }
+    return token_;
+  }
+
+ private:
+  std::string stamp() const {
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) != 0) return "";
+    return std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ino);
+  }
+  std::string path_;
+  std::mutex mutex_;
+  std::string token_;
+  std::string stamp_;
+  std::chrono::steady_clock::time_point checked_ = std::chrono::steady_clock::now();
+};
+
 Result<std::string> read_token(const std::string& file) {
   std::string token;
   if (!file.empty()) {
@@ -169,12 +214,22 @@ int main(int argc, char** argv) {
   auto spool = Spool::open(spool_dir);
   if (!spool) return fatal(spool.error());
   Directory directory;
+  std::shared_ptr<TokenFile> token_file_source;
+  std::function<std::string()> token_source;
+  if (!token_file.empty()) {
+    token_file_source = std::make_shared<TokenFile>(token_file, *token);
+    token_source = [token_file_source] { return token_file_source->current(); };
+  }
   Syncer syncer(directory, {.server = server,
                             .server_ca_file = server_ca_file,
                             .token = *token,
+                            .token_source = token_source,
                             .interval = std::chrono::milliseconds(sync_ms),
                             .cache_path = spool_dir + "/snapshot.json"});
-  Shipper shipper(**spool, {.server = server, .server_ca_file = server_ca_file, .token = *token});
+  Shipper shipper(**spool, {.server = server,
+                            .server_ca_file = server_ca_file,
+                            .token = *token,
+                            .token_source = token_source});
   Limiter limiter(clock, {.tenant_concurrency = tenant_concurrency});
   Balancer balancer(clock, {.failures_to_eject = static_cast<int>(eject_after),
                             .cooldown = std::chrono::seconds(cooldown_s)});

@@ -197,7 +197,9 @@ bool Shipper::ship_once(client::HttpClient& http) {
   body += "]}";
   auto response = http.request(
       "POST", "/api/v1/gateway/usage", body,
-      {{"Authorization", "Bearer " + options_.token}, {"Content-Type", "application/json"}});
+      {{"Authorization",
+        "Bearer " + (options_.token_source ? options_.token_source() : options_.token)},
+       {"Content-Type", "application/json"}});
   if (!response || response->status >= 500 || response->status == 401 || response->status == 403 ||
       response->status == 429) {
     if (connected_.exchange(false)) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -63,6 +64,7 @@ struct ShipperOptions {
   std::string server;          // https://fabricad:8470
   std::string server_ca_file;  // CA certificates fabricad is verified with (empty: the system's)
   std::string token;           // An administrator's bearer token.
+  std::function<std::string()> token_source;  // As SyncOptions::token_source.
   size_t batch = 1000;
   std::chrono::milliseconds interval{200};
 };

@@ -59,7 +59,8 @@ bool Syncer::poll_once() {
     client_->http->set_timeout(std::chrono::seconds(5));
   }
   if (!client_->http) return false;
-  client::Headers headers{{"Authorization", "Bearer " + options_.token}};
+  std::string token = options_.token_source ? options_.token_source() : options_.token;
+  client::Headers headers{{"Authorization", "Bearer " + token}};
   std::string etag = directory_.loaded() ? directory_.current()->etag() : "";
   if (!etag.empty()) headers.emplace_back("If-None-Match", etag);
   auto response = client_->http->request("GET", "/api/v1/gateway/snapshot", "", headers);

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +19,9 @@ struct SyncOptions {
   std::string server;          // https://fabricad:8470
   std::string server_ca_file;  // CA certificates fabricad is verified with (empty: the system's)
   std::string token;           // An administrator's bearer token.
+  // When set, asked before every request instead of `token` (a token file that is re-read when
+  // it changes, so the token rotates without a restart).
+  std::function<std::string()> token_source;
   std::chrono::milliseconds interval{1000};
   std::string cache_path;  // Last good snapshot (mode 0600); "" keeps none.
 };
