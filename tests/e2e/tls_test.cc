@@ -133,6 +133,10 @@ TEST_F(TlsTest, AJoinTokenPinsTheCaBeforeAnythingIsSent) {
     auto host = api.get("/api/v1/hosts/" + std::to_string((*added)["host"]["id"].get<int64_t>()));
     return host && (*host)["state_name"] == "MONITORED";
   })) << agent.log();
+  // The join itself makes the host MONITORED (it carries the inventory); the agent saves the
+  // CA once the answer is in, and says so in its log right after.
+  ASSERT_TRUE(eventually([&] { return agent.log().find("joined as host") != std::string::npos; }))
+      << agent.log();
   EXPECT_EQ(read_file(state / "ca.pem"), read_file(certs_ / "ca.pem"));
 }
 
