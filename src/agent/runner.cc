@@ -221,18 +221,47 @@ Result<void> CommandChannel::report_states(client::ApiClient& api) {
 // control plane's share of a VM's start stays under half a second.
 constexpr std::chrono::milliseconds kCommandPoll{200};
 
-void AgentRunner::serve_commands(const std::string& secret, const std::atomic<bool>& stop) {
+std::string AgentRunner::secret() const {
+  std::lock_guard lock(secret_mutex_);
+  return secret_;
+}
+
+void AgentRunner::set_secret(std::string secret) {
+  std::lock_guard lock(secret_mutex_);
+  secret_ = std::move(secret);
+}
+
+Result<void> AgentRunner::rotate_credential(client::ApiClient& api) {
+  FAB_ASSIGN_OR_RETURN(Json got, api.post("/api/v1/agent/credential", Json::object()));
+  std::string fresh = got["credential"].get<std::string>();
+  // Saved before it is used: until its first use the server keeps the old one working, so a
+  // crash here loses nothing (the next heartbeat asks again).
+  FAB_TRY(write_private(fs::path(options_.state_dir) / "credential", fresh + "\n"));
+  set_secret(fresh);
+  api.set_token(fresh);
+  std::fprintf(stderr, "host credential rotated\n");
+  return {};
+}
+
+void AgentRunner::serve_commands(const std::atomic<bool>& stop) {
   std::optional<client::ApiClient> api;
+  std::string used;
   CommandChannel channel(*executor_);
   while (!stop) {
     if (!api) {
       auto http = client::HttpClient::create(options_.server, client_tls());
       if (!http) return;
-      api.emplace(std::move(*http), secret);
+      used = secret();
+      api.emplace(std::move(*http), used);
+    }
+    if (std::string now = secret(); now != used) {  // Rotated by the heartbeat loop.
+      used = now;
+      api->set_token(used);
     }
     auto served = channel.poll(*api);
     if (!served) {
-      if (served.error().code() == ErrorCode::kUnauthenticated) return;
+      // Refused with a credential rotated away meanwhile: the next round uses the new one.
+      if (served.error().code() == ErrorCode::kUnauthenticated && secret() == used) return;
       api.reset();
       nap(std::chrono::seconds(1), stop);
     } else if (*served == 0) {
@@ -273,11 +302,12 @@ Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
     auto step = [&]() -> Result<void> {
       if (!secret) {
         FAB_ASSIGN_OR_RETURN(secret, credential());
+        set_secret(*secret);
         FAB_ASSIGN_OR_RETURN(auto http, client::HttpClient::create(options_.server, client_tls()));
         api.emplace(std::move(http), *secret);
         beat = 0;
         if (executor_ && !commands.joinable()) {
-          commands = std::thread([this, key = *secret, &stop] { serve_commands(key, stop); });
+          commands = std::thread([this, &stop] { serve_commands(stop); });
         }
       }
       if (beat % options_.rediscover_every == 0) {
@@ -294,6 +324,15 @@ Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
                                                       {"memory_used_kb", memory_used_kb(source_)},
                                                       {"gpus", gpu_samples()}}));
       interval_s = reply.value("heartbeat_interval_seconds", interval_s);
+      if (reply.value("rotate_credential", false)) {
+        auto rotated = rotate_credential(*api);
+        if (!rotated) {  // The old credential still works; the next heartbeat asks again.
+          std::fprintf(stderr, "credential rotation failed (%s); keeping the current one\n",
+                       rotated.error().message().c_str());
+        } else {
+          secret = this->secret();
+        }
+      }
       return {};
     };
     auto result = step();

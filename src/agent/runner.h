@@ -86,7 +86,9 @@ class CommandChannel {
 // inventory, then heartbeat with CPU and memory use at the interval the server asks for,
 // re-sending the inventory when it changes, backing off exponentially while the server is
 // unreachable. Returns when `stop` turns true (success) or when the server refuses the
-// credential (kUnauthenticated: the host was deleted or re-joined elsewhere).
+// credential (kUnauthenticated: the host was deleted or re-joined elsewhere). When the
+// heartbeat answer asks for it, fetches a new credential, saves it, and uses it from then on
+// (the server retires the old one on its first use).
 class AgentRunner {
  public:
   AgentRunner(RunnerOptions options, const HardwareSource& source)
@@ -99,14 +101,21 @@ class AgentRunner {
   crypto::TlsClientOptions client_tls() const;
   // The discovered hardware, with what runs VMs here.
   Result<inventory::HostInventory> inventory();
+  // Fetches a new credential, saves it 0600 and makes it the current one.
+  Result<void> rotate_credential(client::ApiClient& api);
+  // The credential in use, shared by the heartbeat and command threads.
+  std::string secret() const;
+  void set_secret(std::string secret);
   // Polls fabricad for commands and answers each through the executor, until `stop`.
-  void serve_commands(const std::string& secret, const std::atomic<bool>& stop);
+  void serve_commands(const std::atomic<bool>& stop);
   // Per-GPU utilisation, memory, temperature, power and ECC from nvidia-smi; [] without it.
   Json gpu_samples() const;
   RunnerOptions options_;
   const HardwareSource& source_;
   std::unique_ptr<hypervisor::Hypervisor> hypervisor_;
   std::unique_ptr<hypervisor::Executor> executor_;
+  mutable std::mutex secret_mutex_;
+  std::string secret_;
 };
 
 }  // namespace fabrica::agent

@@ -3,14 +3,20 @@
 namespace fabrica::api {
 namespace {
 
-// The host behind `Authorization: Bearer fah_...`.
-Result<int64_t> agent_host(Services& s, const Context& ctx) {
+// The credential in `Authorization: Bearer fah_...`.
+Result<std::string_view> agent_credential(const Context& ctx) {
   constexpr std::string_view kScheme = "Bearer ";
   std::string_view header = ctx.request.authorization;
   if (!header.starts_with(kScheme)) {
     return fail(ErrorCode::kUnauthenticated, "host credential required");
   }
-  return s.fleet.authenticate_agent(header.substr(kScheme.size()));
+  return header.substr(kScheme.size());
+}
+
+// The host behind `Authorization: Bearer fah_...`.
+Result<int64_t> agent_host(Services& s, const Context& ctx) {
+  FAB_ASSIGN_OR_RETURN(auto credential, agent_credential(ctx));
+  return s.fleet.authenticate_agent(credential);
 }
 
 // The body of POST /api/v1/agent/vms: {"vms": [{"vm_id", "domain", "state", "cpu_time_ns",
@@ -96,7 +102,9 @@ void add_agent_routes(Router& router, Services& s) {
   router.add(
       "POST", "/api/v1/agent/heartbeat", AuthMode::kNone,
       [&s](const Context& ctx) -> Result<HttpResponse> {
-        FAB_ASSIGN_OR_RETURN(int64_t host, agent_host(s, ctx));
+        FAB_ASSIGN_OR_RETURN(auto credential, agent_credential(ctx));
+        FAB_ASSIGN_OR_RETURN(auto agent, s.fleet.authenticate_credential(credential));
+        int64_t host = agent.host_id;
         FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
         fleet::Monitoring m;
         FAB_ASSIGN_OR_RETURN(auto cpu, body.optional_int("cpu_used_permille"));
@@ -123,9 +131,22 @@ void add_agent_routes(Router& router, Services& s) {
         FAB_TRY(s.fleet.heartbeat(host, m));
         return json_response(
             200, Json{{"heartbeat_interval_seconds", s.fleet.options().heartbeat_interval.count()},
-                      {"commands", Json::array()}});
+                      {"commands", Json::array()},
+                      {"rotate_credential", agent.rotate}});
       },
       Audit::kNever);
+  // A new credential for the calling host; the old one works until the new one is used.
+  router.add("POST", "/api/v1/agent/credential", AuthMode::kNone,
+             [&s](const Context& ctx) -> Result<HttpResponse> {
+               FAB_ASSIGN_OR_RETURN(auto credential, agent_credential(ctx));
+               if (!ctx.request.body.empty()) {
+                 FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+                 FAB_TRY(body.finish());
+               }
+               FAB_ASSIGN_OR_RETURN(auto host, s.fleet.authenticate_agent(credential));
+               FAB_ASSIGN_OR_RETURN(std::string fresh, s.fleet.rotate_credential(credential));
+               return json_response(201, Json{{"host_id", host}, {"credential", fresh}});
+             });
   // The commands waiting for this host. Answered at once: a handler must not hold a server
   // thread (each serves many connections), so agents poll.
   router.add(

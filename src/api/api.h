@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 #include <variant>
@@ -15,6 +16,7 @@
 #include "auth/sessions.h"
 #include "auth/vdc.h"
 #include "compute/compute.h"
+#include "crypto/sealer.h"
 #include "endpoints/endpoints.h"
 #include "fleet/fleet.h"
 #include "storage/storage.h"
@@ -44,6 +46,10 @@ struct Services {
   // ("fjt_...@sha256:<hex>") so a new host trusts the right control plane before it sends
   // anything. Empty: tokens carry no pin.
   std::string ca_pin = {};
+  // The keys stored secrets are sealed under, and what seals every one of them again in one
+  // transaction (for POST /api/v1/system/sealing-key/rotate). Null: no rotation.
+  crypto::Sealer* sealer = nullptr;
+  std::function<Result<size_t>()> reseal_secrets = {};
 };
 
 // The REST API: routes every request to its handler after authentication and turns every

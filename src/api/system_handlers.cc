@@ -18,6 +18,34 @@ void add_system_routes(Router& router, Api& api) {
                                        {"api", "v1"},
                                        {"schema_version", api.services().store.schema_version()}});
       });
+  // The sealing key: administrators see its id (never the key) and rotate it.
+  router.add("GET", "/api/v1/system/sealing-key", AuthMode::kBearer,
+             [&api](const Context& ctx) -> Result<HttpResponse> {
+               Services& s = api.services();
+               FAB_TRY(ctx.allow_query({}));
+               FAB_TRY(s.authorizer.require_superuser(ctx.who(), "see the sealing key"));
+               if (!s.sealer) return fail(ErrorCode::kUnavailable, "this server seals nothing");
+               return json_response(200, Json{{"key_id", s.sealer->key_id()},
+                                              {"keys", s.sealer->keys()},
+                                              {"rotation_unfinished", s.sealer->keys() > 1}});
+             });
+  router.add(
+      "POST", "/api/v1/system/sealing-key/rotate", AuthMode::kBearer,
+      [&api](const Context& ctx) -> Result<HttpResponse> {
+        Services& s = api.services();
+        if (!ctx.request.body.empty()) {
+          FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+          FAB_TRY(body.finish());
+        }
+        FAB_TRY(s.authorizer.require_superuser(ctx.who(), "rotate the sealing key"));
+        if (!s.sealer || !s.reseal_secrets) {
+          return fail(ErrorCode::kUnavailable, "this server seals nothing");
+        }
+        FAB_ASSIGN_OR_RETURN(auto done, s.sealer->rotate(s.reseal_secrets));
+        return json_response(200, Json{{"key_id", done.key_id},
+                                       {"previous_key_id", done.previous_key_id},
+                                       {"resealed", done.resealed}});
+      });
 }
 
 }  // namespace fabrica::api

@@ -78,6 +78,7 @@ void add_vdc_commands(CLI::App& app, Context& ctx);
 void add_quota_commands(CLI::App& app, Context& ctx);
 void add_apikey_commands(CLI::App& app, Context& ctx);
 void add_endpoint_commands(CLI::App& app, Context& ctx);
+void add_system_commands(CLI::App& app, Context& ctx);
 void add_usage_commands(CLI::App& app, Context& ctx);
 void add_audit_commands(CLI::App& app, Context& ctx);
 void add_user_commands(CLI::App& app, Context& ctx);

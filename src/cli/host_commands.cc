@@ -262,6 +262,8 @@ void add_host_commands(CLI::App& app, Context& ctx) {
   add_host_action(host, ctx, "enable", "Enable a host");
   add_host_action(host, ctx, "disable", "Disable a host (no new VMs)");
   add_host_action(host, ctx, "join-token", "Issue a new join token for a lost or re-imaged host");
+  add_host_action(host, ctx, "rotate-credential",
+                  "Give a host's agent a new credential without downtime (at its next heartbeat)");
 
   host->add_subcommand("tokens", "List the join tokens that can still be used")->callback([&ctx] {
     ctx.run([&]() -> Result<void> {

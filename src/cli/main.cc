@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   add_usage_commands(app, ctx);
   add_endpoint_commands(app, ctx);
   add_audit_commands(app, ctx);
+  add_system_commands(app, ctx);
   CLI11_PARSE(app, argc, argv);
   return ctx.exit_code;
 }

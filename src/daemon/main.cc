@@ -245,6 +245,14 @@ int serve(const Options& o) {
   auth::Identity& identity = wiring.identity;
   api::Api& api = wiring.api;
   api.services().ca_pin = tls->ca_pin;
+  // A sealing-key rotation cut short (a crash between its steps) ends now: every secret opens
+  // under one of the ring's keys, so nothing was lost; this re-seals and drops the old keys.
+  if (wiring.sealer.keys() > 1) {
+    auto finished = wiring.sealer.finish([&] { return wiring.reseal_secrets(); });
+    if (!finished) return fatal(finished.error().with_context("finishing a sealing-key rotation"));
+    spdlog::info("finished an interrupted sealing-key rotation: {} secrets re-sealed under key {}",
+                 *finished, wiring.sealer.key_id());
+  }
 
   auto bootstrapped = identity.bootstrapped();
   if (!bootstrapped) return fatal(bootstrapped.error());

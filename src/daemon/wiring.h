@@ -55,7 +55,11 @@ struct Wiring {
                           .network = network,
                           .endpoints = endpoints,
                           .usage = usage,
-                          .version = std::move(version)}) {}
+                          .version = std::move(version),
+                          .sealer = &this->sealer,
+                          .reseal_secrets = [this] { return reseal_secrets(); }}) {}
+  // Seals every stored secret again under the sealer's current key (a key rotation's step).
+  Result<size_t> reseal_secrets() { return endpoints.reseal_all(); }
   // Seals backend credentials at rest; fabricad keeps its key beside the database.
   crypto::Sealer sealer;
   std::unique_ptr<storage::Filesystem> filesystem;

@@ -193,10 +193,12 @@ Result<Endpoint> Endpoints::create(const auth::Caller& caller, const NewEndpoint
   int64_t gid = request.gid.value_or(caller.gid);
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kEndpoint, gid));
   int64_t now = unix_seconds(clock_.now());
-  std::string sealed = request.backend_key && !request.backend_key->empty()
-                           ? sealer_.seal(*request.backend_key)
-                           : "";
   return store_.write_value<Endpoint>([&](store::Transaction& tx) -> Result<Endpoint> {
+    // Sealed inside the transaction: a sealing-key rotation's re-seal (one write transaction)
+    // comes wholly before or after it, so nothing stays sealed under a retired key.
+    std::string sealed = request.backend_key && !request.backend_key->empty()
+                             ? sealer_.seal(*request.backend_key)
+                             : "";
     if (!tx.get(auth::kGroupType, gid)) {
       return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
                   "gid");
@@ -243,12 +245,12 @@ Result<Endpoint> Endpoints::update(const auth::Caller& caller, int64_t id,
   if (change.backend_key) FAB_TRY(validate_key(*change.backend_key));
   if (change.description) FAB_TRY(validate_description(*change.description));
   int64_t now = unix_seconds(clock_.now());
-  std::optional<std::string> sealed;
-  if (change.backend_key) {
-    sealed = change.backend_key->empty() ? "" : sealer_.seal(*change.backend_key);
-  }
   return store_.write_value<Endpoint>([&](store::Transaction& tx) -> Result<Endpoint> {
     FAB_ASSIGN_OR_RETURN(Endpoint e, load(tx, caller, id, Right::kManage));
+    std::optional<std::string> sealed;  // In the transaction, as in create().
+    if (change.backend_key) {
+      sealed = change.backend_key->empty() ? "" : sealer_.seal(*change.backend_key);
+    }
     if (change.model && *change.model != e.model) {
       FAB_TRY(check_model_free(tx, e.header.gid, *change.model, id));
       e.model = *change.model;
@@ -266,6 +268,26 @@ Result<void> Endpoints::remove(const auth::Caller& caller, int64_t id) {
   return store_.write([&](store::Transaction& tx) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(Endpoint e, load(tx, caller, id, Right::kManage));
     return tx.remove(kEndpointType, e.header.id);
+  });
+}
+
+Result<size_t> Endpoints::reseal_all() {
+  return store_.write_value<size_t>([&](store::Transaction& tx) -> Result<size_t> {
+    std::vector<Endpoint> sealed;
+    FAB_TRY(store::for_each(tx, kEndpointType, [&](const store::Record& r) -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
+      if (!e.sealed_key.empty()) sealed.push_back(std::move(e));
+      return {};
+    }));
+    for (auto& e : sealed) {
+      auto plain = sealer_.open(e.sealed_key);
+      if (!plain) {
+        return fail(plain.error().with_context("endpoint " + std::to_string(e.header.id)));
+      }
+      e.sealed_key = sealer_.seal(*plain);
+      FAB_TRY(tx.update(endpoint_record(e)));
+    }
+    return sealed.size();
   });
 }
 

@@ -82,6 +82,10 @@ class Endpoints {
   Result<Endpoint> update(const auth::Caller& caller, int64_t id, const EndpointChange& change);
   Result<void> remove(const auth::Caller& caller, int64_t id);
 
+  // Seals every stored backend credential again under the sealer's current key, in one
+  // transaction; how many. For a sealing-key rotation (Sealer::rotate), never for callers.
+  Result<size_t> reseal_all();
+
   // Every endpoint of every tenant with its credential opened, for gateways.
   Result<std::vector<Route>> routes();
 

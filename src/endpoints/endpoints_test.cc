@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "auth/identity.h"
@@ -162,6 +163,36 @@ TEST_F(EndpointsTest, TheBackendKeyIsSealedAtRestAndOpenedOnlyForGateways) {
   std::string bent = sealed;
   bent[bent.size() / 2] = bent[bent.size() / 2] == 'A' ? 'B' : 'A';
   EXPECT_FALSE(sealer_.open(bent));
+}
+
+TEST_F(EndpointsTest, ASealingKeyRotationResealsEveryBackendKeyInOneTransaction) {
+  auto first = endpoints_->create(bosses_[0], llama());
+  ASSERT_TRUE(first);
+  auto other = llama();
+  other.backend_key = "sk-umbrella";
+  ASSERT_TRUE(endpoints_->create(bosses_[1], other));
+  auto plain = llama();
+  plain.name = "no-key";
+  plain.model = "acme/no-key";
+  plain.backend_key.reset();
+  ASSERT_TRUE(endpoints_->create(bosses_[0], plain));
+  auto done = sealer_.rotate([&] { return endpoints_->reseal_all(); });
+  ASSERT_TRUE(done) << done.error().message();
+  EXPECT_EQ(done->resealed, 2u) << "an endpoint without a key has nothing to re-seal";
+  std::map<std::string, std::string> keys;
+  auto routes = endpoints_->routes();
+  ASSERT_TRUE(routes);
+  for (const auto& r : *routes) keys[r.name + "/" + std::to_string(r.gid)] = r.backend_key;
+  EXPECT_EQ(keys["llama-8b/" + std::to_string(gids_[0])], "sk-upstream-secret-1");
+  EXPECT_EQ(keys["llama-8b/" + std::to_string(gids_[1])], "sk-umbrella");
+  EXPECT_EQ(keys["no-key/" + std::to_string(gids_[0])], "");
+  // Stored under the new key: what was stored before no longer opens (the old key is gone).
+  EXPECT_EQ(sealer_.keys(), 1u);
+  auto now = endpoints_->get(bosses_[0], first->header.id);
+  ASSERT_TRUE(now);
+  EXPECT_NE(now->sealed_key, first->sealed_key);
+  EXPECT_FALSE(sealer_.open(first->sealed_key));
+  EXPECT_EQ(*sealer_.open(now->sealed_key), "sk-upstream-secret-1");
 }
 
 TEST_F(EndpointsTest, TheSealingKeyFileIsMadeOnceWithModeSixHundred) {

@@ -626,14 +626,8 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
     }
     // One credential per host: a re-join retires the old one.
     FAB_TRY(remove_credentials(tx, host.header.id));
-    Joined joined{.credential = "fah_" + crypto::new_token_secret().substr(4)};
-    FAB_ASSIGN_OR_RETURN(int64_t cred_id, tx.allocate_id(kCredentialType));
-    FAB_TRY(tx.insert(store::Record{.type = std::string(kCredentialType),
-                                    .id = cred_id,
-                                    .name = host.header.name,
-                                    .uid = host.header.id,
-                                    .key = crypto::sha256_hex(joined.credential),
-                                    .body = dump_json(Json{{"host_id", host.header.id}})}));
+    Joined joined;
+    FAB_ASSIGN_OR_RETURN(joined.credential, insert_credential(tx, host, Json::object()));
     inventory::HostInventory named = inv;
     named.hostname = host.header.name;
     FAB_ASSIGN_OR_RETURN(bool changed, put_inventory(tx, host.header.id, named));
@@ -649,27 +643,119 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
   });
 }
 
+Result<std::string> Fleet::insert_credential(store::Transaction& tx, const Host& host,
+                                             Json body) {
+  std::string secret = "fah_" + crypto::new_token_secret().substr(4);
+  body["host_id"] = host.header.id;
+  FAB_ASSIGN_OR_RETURN(int64_t cred_id, tx.allocate_id(kCredentialType));
+  FAB_TRY(tx.insert(store::Record{.type = std::string(kCredentialType),
+                                  .id = cred_id,
+                                  .name = host.header.name,
+                                  .uid = host.header.id,
+                                  .key = crypto::sha256_hex(secret),
+                                  .body = dump_json(body)}));
+  return secret;
+}
+
 Result<int64_t> Fleet::authenticate_agent(std::string_view credential) {
+  FAB_ASSIGN_OR_RETURN(auto found, authenticate_credential(credential));
+  return found.host_id;
+}
+
+Result<Fleet::AgentCredential> Fleet::authenticate_credential(std::string_view credential) {
   std::string hash = crypto::sha256_hex(credential);
   {
     std::lock_guard lock(credentials_mutex_);
     if (auto it = credentials_.find(hash); it != credentials_.end()) return it->second;
   }
   uint64_t epoch = credential_epoch_.load();
+  auto unknown = [] {
+    return Error(ErrorCode::kUnauthenticated, "unknown or revoked host credential");
+  };
   auto record = store_.read_value<store::Record>(
       [&](store::Transaction& tx) { return tx.get_by_key(kCredentialType, hash); });
   if (!record) {
-    if (record.error().code() == ErrorCode::kNotFound) {
-      return fail(ErrorCode::kUnauthenticated, "unknown or revoked host credential");
-    }
+    if (record.error().code() == ErrorCode::kNotFound) return fail(unknown());
     return fail(record.error());
   }
+  FAB_ASSIGN_OR_RETURN(Json body, parse_json(record->body));
+  if (body.contains("replaces")) {
+    // The first use of a rotated credential: the agent has saved it, so the one it replaces
+    // goes (and with it the rotation request).
+    FAB_ASSIGN_OR_RETURN(*record, store_.write_value<store::Record>(
+                                      [&](store::Transaction& tx) -> Result<store::Record> {
+                                        auto now = tx.get_by_key(kCredentialType, hash);
+                                        if (!now) return fail(unknown());
+                                        FAB_ASSIGN_OR_RETURN(Json b, parse_json(now->body));
+                                        if (!b.contains("replaces")) return *now;
+                                        int64_t old = b["replaces"].get<int64_t>();
+                                        if (tx.get(kCredentialType, old)) {
+                                          FAB_TRY(tx.remove(kCredentialType, old));
+                                        }
+                                        b.erase("replaces");
+                                        now->body = dump_json(b);
+                                        FAB_ASSIGN_OR_RETURN(now->version, tx.update(*now));
+                                        forget_credentials();
+                                        epoch = credential_epoch_.load();
+                                        return *now;
+                                      }));
+    FAB_ASSIGN_OR_RETURN(body, parse_json(record->body));
+  }
+  AgentCredential found{.host_id = record->uid, .rotate = body.value("rotate", false)};
   std::lock_guard lock(credentials_mutex_);
   if (credential_epoch_.load() == epoch) {
     if (credentials_.size() >= 200000) credentials_.clear();
-    credentials_[hash] = record->uid;
+    credentials_[hash] = found;
   }
-  return record->uid;
+  return found;
+}
+
+Result<void> Fleet::request_credential_rotation(const auth::Caller& caller, int64_t host_id) {
+  return store_.write([&](store::Transaction& tx) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Host host, load_host(tx, caller, host_id, Right::kAdmin));
+    FAB_ASSIGN_OR_RETURN(auto creds,
+                         tx.list(kCredentialType, {.limit = 100000, .uid = host.header.id}));
+    if (creds.empty()) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  "host " + std::to_string(host_id) + " has not joined: it has no credential");
+    }
+    for (auto c : creds) {
+      FAB_ASSIGN_OR_RETURN(Json body, parse_json(c.body));
+      body["rotate"] = true;
+      c.body = dump_json(body);
+      FAB_TRY(tx.update(c));
+    }
+    forget_credentials();
+    return {};
+  });
+}
+
+Result<std::string> Fleet::rotate_credential(std::string_view credential) {
+  std::string hash = crypto::sha256_hex(credential);
+  return store_.write_value<std::string>([&](store::Transaction& tx) -> Result<std::string> {
+    auto current = tx.get_by_key(kCredentialType, hash);
+    if (!current) {
+      if (current.error().code() == ErrorCode::kNotFound) {
+        return fail(ErrorCode::kUnauthenticated, "unknown or revoked host credential");
+      }
+      return fail(current.error());
+    }
+    FAB_ASSIGN_OR_RETURN(Json body, parse_json(current->body));
+    if (body.contains("replaces")) {
+      return fail(ErrorCode::kFailedPrecondition,
+                  "this credential was just issued; use it once before rotating it");
+    }
+    auto stored = tx.get(kHostType, current->uid);
+    if (!stored) return fail(ErrorCode::kUnauthenticated, "unknown or revoked host credential");
+    FAB_ASSIGN_OR_RETURN(Host host, host_from_record(*stored));
+    // Earlier rotations whose answer never reached the agent: their credentials go.
+    FAB_ASSIGN_OR_RETURN(auto creds, tx.list(kCredentialType, {.limit = 100000, .uid = host.header.id}));
+    for (const auto& c : creds) {
+      if (c.id != current->id) FAB_TRY(tx.remove(kCredentialType, c.id));
+    }
+    forget_credentials();
+    return insert_credential(tx, host, Json{{"replaces", current->id}});
+  });
 }
 
 void Fleet::forget_credentials() {

@@ -174,6 +174,23 @@ class Fleet {
                       const inventory::HostInventory& inventory);
   // The host a credential belongs to; kUnauthenticated otherwise.
   Result<int64_t> authenticate_agent(std::string_view credential);
+  struct AgentCredential {
+    int64_t host_id = -1;
+    // An administrator asked for a new credential (request_credential_rotation): the
+    // heartbeat answer tells the agent, which calls rotate_credential.
+    bool rotate = false;
+  };
+  // As authenticate_agent. The first use of a credential that rotate_credential issued
+  // retires the one it replaces.
+  Result<AgentCredential> authenticate_credential(std::string_view credential);
+  // Asks the host's agent for a credential rotation without downtime: its next heartbeat
+  // answer says so, it fetches a new credential (rotate_credential) and saves it, and its
+  // first request with the new one retires the old one. Needs ADMIN on the host.
+  Result<void> request_credential_rotation(const auth::Caller& caller, int64_t host_id);
+  // A new credential for the host that presents `credential`. Both work until the new one is
+  // first used; one issued earlier and never used stops working now. kUnauthenticated as
+  // authenticate_agent.
+  Result<std::string> rotate_credential(std::string_view credential);
   Result<Host> report_inventory(int64_t host_id, const inventory::HostInventory& inventory);
   // Records a heartbeat in memory at once (reads see it immediately); flush() makes it
   // durable. Monitoring is soft state: a crash loses at most the last second of it.
@@ -201,6 +218,8 @@ class Fleet {
   Result<bool> put_inventory(store::Transaction& tx, int64_t host_id,
                              const inventory::HostInventory& inventory);
   Result<void> remove_credentials(store::Transaction& tx, int64_t host_id);
+  // Inserts a new credential for `host`; body extras (e.g. "replaces") go in `body`.
+  Result<std::string> insert_credential(store::Transaction& tx, const Host& host, Json body);
   // Every write goes through these: hosts the transaction saved or deleted reach the index
   // once it has committed (never before, never for a rolled-back transaction).
   template <typename Fn>
@@ -236,7 +255,7 @@ class Fleet {
   // Host credential hash -> host id. Entries are dropped whenever a credential is removed;
   // the epoch keeps a lookup racing with a removal from caching what was removed.
   std::mutex credentials_mutex_;
-  std::unordered_map<std::string, int64_t> credentials_;
+  std::unordered_map<std::string, AgentCredential> credentials_;
   std::atomic<uint64_t> credential_epoch_{0};
   // Host records (without inventory) for lists: loaded once, then written through after every
   // commit, moving forward in version only; deleted ids stay tombstoned (ids are never reused).

@@ -94,6 +94,44 @@ TEST_F(FleetTest, RejoinRetiresTheOldCredential) {
   EXPECT_TRUE(fleet_->authenticate_agent(second->credential));
 }
 
+TEST_F(FleetTest, ACredentialRotatesWithoutAMomentWhenNeitherWorks) {
+  auto added = fleet_->add_host(admin_, "node", kDefaultClusterId);
+  auto joined = fleet_->join(added->second.secret, "node", h100_inventory(8));
+  ASSERT_TRUE(joined);
+  int64_t id = added->first.header.id;
+  std::string old = joined->credential;
+  EXPECT_FALSE(fleet_->authenticate_credential(old)->rotate);
+
+  // Only whoever administers the host asks (a tenant does not even see it); the agent learns
+  // it from its credential.
+  EXPECT_EQ(fleet_->request_credential_rotation(tenant_, id).error().code(),
+            ErrorCode::kNotFound);
+  ASSERT_TRUE(fleet_->request_credential_rotation(admin_, id));
+  EXPECT_TRUE(fleet_->authenticate_credential(old)->rotate);
+
+  // A rotation whose answer never reached the agent: its credential dies with the next one.
+  auto lost = fleet_->rotate_credential(old);
+  ASSERT_TRUE(lost) << lost.error().message();
+  auto fresh = fleet_->rotate_credential(old);
+  ASSERT_TRUE(fresh);
+  EXPECT_NE(*fresh, *lost);
+  EXPECT_FALSE(fleet_->authenticate_agent(*lost));
+  // Both work until the new one is used; then the old one is gone, and so is the request.
+  EXPECT_EQ(*fleet_->authenticate_agent(old), id);
+  auto now = fleet_->authenticate_credential(*fresh);
+  ASSERT_TRUE(now);
+  EXPECT_EQ(now->host_id, id);
+  EXPECT_FALSE(now->rotate);
+  EXPECT_EQ(fleet_->authenticate_agent(old).error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(fleet_->rotate_credential(old).error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(*fleet_->authenticate_agent(*fresh), id);
+
+  // A host that never joined has nothing to rotate.
+  auto waiting = fleet_->add_host(admin_, "waiting", kDefaultClusterId);
+  EXPECT_EQ(fleet_->request_credential_rotation(admin_, waiting->first.header.id).error().code(),
+            ErrorCode::kFailedPrecondition);
+}
+
 TEST_F(FleetTest, SilentHostsGoOfflineAndComeBack) {
   auto token = fleet_->create_fleet_token(admin_, kDefaultClusterId, 2);
   auto a = fleet_->join(token->secret, "a", h100_inventory(8));

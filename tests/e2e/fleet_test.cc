@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "testing/daemon_process.h"
@@ -158,6 +159,75 @@ TEST_F(FleetE2eTest, BadAgentInputIsRejectedAndChangesNothing) {
   client::ApiClient forged(daemon_.http(), "fah_forged");
   EXPECT_EQ(forged.post("/api/v1/agent/heartbeat", Json::object()).error().code(),
             ErrorCode::kUnauthenticated);
+}
+
+// An administrator rotates a running host's credential: the agent picks up a new one at its
+// next heartbeat, saves it, and the old one stops working once the new one is used. The host
+// never goes OFFLINE and keeps its VMs' channel; a restarted agent uses the saved one.
+TEST_F(FleetE2eTest, AHostCredentialRotatesWhileTheAgentKeepsReporting) {
+  auto api = daemon_.login();
+  auto added = api.post("/api/v1/hosts", Json{{"name", "gpu-node-01"}});
+  ASSERT_TRUE(added) << added.error().message();
+  int64_t id = (*added)["host"]["id"];
+  std::string path = "/api/v1/hosts/" + std::to_string(id) + "/rotate-credential";
+  auto a = agent((*added)["join_token"], "hgx-h100");
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "MONITORED"; })) << a->log();
+  auto credential_file = daemon_.data_dir() / "agent/credential";
+  auto read = [&] {
+    std::ifstream in(credential_file);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  std::string old = read();
+  ASSERT_TRUE(old.starts_with("fah_"));
+
+  // Who may ask: administrators of the host; not a tenant, not an agent, not a stranger.
+  ASSERT_TRUE(api.post("/api/v1/users", Json{{"name", "tenant"}, {"password", "tenant-password"}}));
+  auto tenant = daemon_.login("tenant", "tenant-password");
+  EXPECT_EQ(tenant.post(path, Json::object()).error().code(), ErrorCode::kNotFound);
+  client::ApiClient as_agent(daemon_.http(), old);
+  EXPECT_EQ(as_agent.post(path, Json::object()).error().code(), ErrorCode::kUnauthenticated);
+  EXPECT_EQ(api.post("/api/v1/hosts/999999/rotate-credential", Json::object()).error().code(),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(api.post(path, Json{{"now", true}}).error().field(), "now");
+  // Only a host's own credential gets a new one: a user's token or a forged one gets nothing.
+  EXPECT_EQ(tenant.post("/api/v1/agent/credential", Json::object()).error().code(),
+            ErrorCode::kUnauthenticated);
+  client::ApiClient forged(daemon_.http(), "fah_forged");
+  EXPECT_EQ(forged.post("/api/v1/agent/credential", Json::object()).error().code(),
+            ErrorCode::kUnauthenticated);
+
+  auto asked = api.post(path, Json::object());
+  ASSERT_TRUE(asked) << asked.error().message();
+  EXPECT_EQ((*asked)["rotation_requested"], true);
+  ASSERT_TRUE(eventually([&] { return read() != old && read().starts_with("fah_"); }))
+      << a->log();
+  std::string fresh = read();
+  // The agent's next request with the new credential retires the old one.
+  ASSERT_TRUE(eventually([&] {
+    auto beat = as_agent.post("/api/v1/agent/heartbeat", Json::object());
+    return !beat && beat.error().code() == ErrorCode::kUnauthenticated;
+  })) << a->log();
+  client::ApiClient as_new(daemon_.http(), fresh);
+  auto beat = as_new.post("/api/v1/agent/heartbeat", Json::object());
+  ASSERT_TRUE(beat) << beat.error().message();
+  EXPECT_EQ((*beat)["rotate_credential"], false);
+  EXPECT_EQ(state_of(api, id), "MONITORED");
+  EXPECT_TRUE(a->running()) << a->log();
+  EXPECT_NE(a->log().find("host credential rotated"), std::string::npos) << a->log();
+  // The rotation is audited; the secret is not.
+  auto audit = api.get("/api/v1/audit?limit=1000");
+  ASSERT_TRUE(audit);
+  EXPECT_NE(dump_json(*audit).find("rotate-credential"), std::string::npos);
+  EXPECT_EQ(dump_json(*audit).find(fresh), std::string::npos);
+
+  // A restarted agent uses the saved credential.
+  EXPECT_EQ(a->stop(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "OFFLINE"; }));
+  a = agent("", "hgx-h100");
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "MONITORED"; })) << a->log();
+  EXPECT_EQ(read(), fresh);
 }
 
 TEST_F(FleetE2eTest, TenantsCannotSeeOrTouchInfrastructure) {
