@@ -16,6 +16,12 @@ namespace fabrica {
 namespace {
 
 using testing::DaemonProcess;
+namespace fs = std::filesystem;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 std::set<std::string> all_group_names(client::ApiClient& api) {
   std::set<std::string> names;
@@ -102,6 +108,82 @@ TEST(DurabilityTest, EveryAcknowledgedWriteSurvivesKill9) {
   EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)), "ok");
   sqlite3_finalize(stmt);
   sqlite3_close(db);
+}
+
+// The sealing key rotates online; a rotation survives kill -9 once answered, and one cut short
+// between its steps (the keyring file holds the new key before the old one) is finished when
+// fabricad starts, with every backend credential still opening.
+TEST(DurabilityTest, TheSealingKeyRotatesAndAnInterruptedRotationIsFinishedAtStart) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  auto api = daemon.login();
+  ASSERT_TRUE(api.post("/api/v1/endpoints", Json{{"name", "llm"},
+                                                 {"model", "acme/llm"},
+                                                 {"backends", {"http://127.0.0.1:9"}},
+                                                 {"backend_key", "sk-upstream-1"}}));
+  auto backend_key = [&](client::ApiClient& c) -> std::string {
+    auto snap = c.get("/api/v1/gateway/snapshot");
+    if (!snap) return "error: " + snap.error().message();
+    return (*snap)["endpoints"][0].value("backend_key", "");
+  };
+  fs::path key_file = daemon.data_dir() / "sealing.key";
+  EXPECT_EQ(fs::file_size(key_file), 32u);
+
+  // Administrators only; a tenant learns nothing about the key.
+  ASSERT_TRUE(api.post("/api/v1/users", Json{{"name", "tenant"}, {"password", "tenant-password"}}));
+  auto tenant = daemon.login("tenant", "tenant-password");
+  EXPECT_EQ(tenant.get("/api/v1/system/sealing-key").error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(tenant.post("/api/v1/system/sealing-key/rotate", Json::object()).error().code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(api.post("/api/v1/system/sealing-key/rotate", Json{{"force", true}}).error().field(),
+            "force");
+
+  auto before = api.get("/api/v1/system/sealing-key");
+  ASSERT_TRUE(before) << before.error().message();
+  EXPECT_EQ((*before)["keys"], 1);
+  std::string first_bytes = read_file(key_file);
+  auto rotated = api.post("/api/v1/system/sealing-key/rotate", Json::object());
+  ASSERT_TRUE(rotated) << rotated.error().message();
+  EXPECT_EQ((*rotated)["previous_key_id"], (*before)["key_id"]);
+  EXPECT_NE((*rotated)["key_id"], (*before)["key_id"]);
+  EXPECT_EQ((*rotated)["resealed"], 1);
+  EXPECT_EQ(fs::file_size(key_file), 32u);
+  EXPECT_NE(read_file(key_file), first_bytes);
+  EXPECT_EQ(backend_key(api), "sk-upstream-1");
+
+  // Answered, then kill -9: the new key and the re-sealed credential are both on disk.
+  EXPECT_EQ(daemon.stop(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  auto again = daemon.login();
+  EXPECT_EQ(backend_key(again), "sk-upstream-1");
+  EXPECT_EQ((*again.get("/api/v1/system/sealing-key"))["key_id"], (*rotated)["key_id"]);
+
+  // A rotation cut short after its first step: the ring is [new, current], nothing re-sealed.
+  EXPECT_EQ(daemon.stop(SIGKILL), 128 + SIGKILL);
+  std::string staged(32, '\0');
+  {
+    std::ifstream random("/dev/urandom", std::ios::binary);
+    random.read(staged.data(), 32);
+  }
+  std::string current = read_file(key_file);
+  {
+    std::ofstream out(key_file, std::ios::binary | std::ios::trunc);
+    out << staged << current;
+  }
+  ASSERT_TRUE(daemon.start()) << daemon.log();
+  EXPECT_NE(daemon.log().find("finished an interrupted sealing-key rotation: 1 secrets"),
+            std::string::npos)
+      << daemon.log();
+  EXPECT_EQ(read_file(key_file), staged) << "the staged key seals now, alone";
+  auto after = daemon.login();
+  EXPECT_EQ(backend_key(after), "sk-upstream-1");
+  EXPECT_EQ((*after.get("/api/v1/system/sealing-key"))["keys"], 1);
+
+  // The audit log names each rotation and never a key.
+  auto audit = after.get("/api/v1/audit?limit=1000");
+  ASSERT_TRUE(audit);
+  EXPECT_NE(dump_json(*audit).find("sealing-key/rotate"), std::string::npos);
 }
 
 TEST(DurabilityTest, SigtermLetsInFlightRequestsFinish) {

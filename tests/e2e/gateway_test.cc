@@ -388,6 +388,47 @@ TEST_F(GatewayE2eTest, ARevokedKeyStopsWorkingWithinTwoSeconds) {
   EXPECT_EQ(chat(acme_key_, "acme/llama-8b", "x").status, 200);
 }
 
+// The gateway's own fabricad token rotates without a restart: the operator writes the new one
+// into --token-file, waits for the gateway to say it took it, and revokes the old one; the
+// gateway goes on syncing (a key made afterwards works) and shipping usage.
+TEST_F(GatewayE2eTest, ItsFabricadTokenRotatesWithoutARestart) {
+  std::string old;
+  std::getline(std::ifstream(dir_ / "token"), old);
+  client::ApiClient as_old(daemon_.http(), old);
+  auto mine = as_old.get("/api/v1/auth/tokens");
+  ASSERT_TRUE(mine) << mine.error().message();
+  int64_t old_id = -1;
+  for (const auto& t : (*mine)["items"]) {
+    if (t["current"] == true) old_id = t["id"].get<int64_t>();
+  }
+  ASSERT_GE(old_id, 0);
+
+  std::string fresh = admin_token();
+  {
+    std::ofstream out(dir_ / "token.new");
+    out << fresh << "\n";
+  }
+  fs::rename(dir_ / "token.new", dir_ / "token");
+  ASSERT_TRUE(eventually([&] {
+    return gateway_->log().find("using the new token") != std::string::npos;
+  })) << gateway_->log();
+  ASSERT_TRUE(admin_->del("/api/v1/auth/tokens/" + std::to_string(old_id)));
+  EXPECT_EQ(as_old.get("/api/v1/auth/whoami").error().code(), ErrorCode::kUnauthenticated);
+
+  // Synced with the new token: a key made now is honoured, its use metered.
+  auto acme = tenant_admin("acme");
+  std::string late = key(acme, "acme-late", Json::array({"llama"}), 0);
+  ASSERT_TRUE(eventually([&] { return chat(late, "acme/llama-8b", "after").status == 200; }))
+      << gateway_->log();
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& r : usage_records()) {
+      if (r["apikey_id"] == key_ids_["acme-late"]) return true;
+    }
+    return false;
+  })) << gateway_->log();
+  EXPECT_TRUE(gateway_->running());
+}
+
 TEST_F(GatewayE2eTest, NothingOfAnotherTenantShowsInAnyAnswer) {
   std::vector<client::ClientResponse> answers = {
       models(acme_key_),
