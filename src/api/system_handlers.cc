@@ -29,23 +29,22 @@ void add_system_routes(Router& router, Api& api) {
                                               {"keys", s.sealer->keys()},
                                               {"rotation_unfinished", s.sealer->keys() > 1}});
              });
-  router.add(
-      "POST", "/api/v1/system/sealing-key/rotate", AuthMode::kBearer,
-      [&api](const Context& ctx) -> Result<HttpResponse> {
-        Services& s = api.services();
-        if (!ctx.request.body.empty()) {
-          FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-          FAB_TRY(body.finish());
-        }
-        FAB_TRY(s.authorizer.require_superuser(ctx.who(), "rotate the sealing key"));
-        if (!s.sealer || !s.reseal_secrets) {
-          return fail(ErrorCode::kUnavailable, "this server seals nothing");
-        }
-        FAB_ASSIGN_OR_RETURN(auto done, s.sealer->rotate(s.reseal_secrets));
-        return json_response(200, Json{{"key_id", done.key_id},
-                                       {"previous_key_id", done.previous_key_id},
-                                       {"resealed", done.resealed}});
-      });
+  router.add("POST", "/api/v1/system/sealing-key/rotate", AuthMode::kBearer,
+             [&api](const Context& ctx) -> Result<HttpResponse> {
+               Services& s = api.services();
+               if (!ctx.request.body.empty()) {
+                 FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
+                 FAB_TRY(body.finish());
+               }
+               FAB_TRY(s.authorizer.require_superuser(ctx.who(), "rotate the sealing key"));
+               if (!s.sealer || !s.reseal_secrets) {
+                 return fail(ErrorCode::kUnavailable, "this server seals nothing");
+               }
+               FAB_ASSIGN_OR_RETURN(auto done, s.sealer->rotate(s.reseal_secrets));
+               return json_response(200, Json{{"key_id", done.key_id},
+                                              {"previous_key_id", done.previous_key_id},
+                                              {"resealed", done.resealed}});
+             });
 }
 
 }  // namespace fabrica::api

@@ -89,9 +89,8 @@ TEST(SealerTest, RotationResealsEverythingAndSurvivesAnInterruption) {
   // A re-seal that fails (a crash before its commit): both keys stay, in memory and on disk,
   // and every stored secret still opens, after a restart too.
   std::string rotated_id = sealer->key_id();
-  auto failed = sealer->rotate([]() -> Result<size_t> {
-    return fail(ErrorCode::kUnavailable, "the store went away");
-  });
+  auto failed = sealer->rotate(
+      []() -> Result<size_t> { return fail(ErrorCode::kUnavailable, "the store went away"); });
   EXPECT_FALSE(failed);
   EXPECT_EQ(sealer->keys(), 2u);
   EXPECT_EQ(fs::file_size(path), 2 * Sealer::kKeyBytes);

@@ -643,8 +643,7 @@ Result<Fleet::Joined> Fleet::join(std::string_view token, const std::string& hos
   });
 }
 
-Result<std::string> Fleet::insert_credential(store::Transaction& tx, const Host& host,
-                                             Json body) {
+Result<std::string> Fleet::insert_credential(store::Transaction& tx, const Host& host, Json body) {
   std::string secret = "fah_" + crypto::new_token_secret().substr(4);
   body["host_id"] = host.header.id;
   FAB_ASSIGN_OR_RETURN(int64_t cred_id, tx.allocate_id(kCredentialType));
@@ -749,7 +748,8 @@ Result<std::string> Fleet::rotate_credential(std::string_view credential) {
     if (!stored) return fail(ErrorCode::kUnauthenticated, "unknown or revoked host credential");
     FAB_ASSIGN_OR_RETURN(Host host, host_from_record(*stored));
     // Earlier rotations whose answer never reached the agent: their credentials go.
-    FAB_ASSIGN_OR_RETURN(auto creds, tx.list(kCredentialType, {.limit = 100000, .uid = host.header.id}));
+    FAB_ASSIGN_OR_RETURN(auto creds,
+                         tx.list(kCredentialType, {.limit = 100000, .uid = host.header.id}));
     for (const auto& c : creds) {
       if (c.id != current->id) FAB_TRY(tx.remove(kCredentialType, c.id));
     }

@@ -104,8 +104,7 @@ TEST_F(FleetTest, ACredentialRotatesWithoutAMomentWhenNeitherWorks) {
 
   // Only whoever administers the host asks (a tenant does not even see it); the agent learns
   // it from its credential.
-  EXPECT_EQ(fleet_->request_credential_rotation(tenant_, id).error().code(),
-            ErrorCode::kNotFound);
+  EXPECT_EQ(fleet_->request_credential_rotation(tenant_, id).error().code(), ErrorCode::kNotFound);
   ASSERT_TRUE(fleet_->request_credential_rotation(admin_, id));
   EXPECT_TRUE(fleet_->authenticate_credential(old)->rotate);
 

@@ -132,8 +132,7 @@ TEST(DurabilityTest, TheSealingKeyRotatesAndAnInterruptedRotationIsFinishedAtSta
   // Administrators only; a tenant learns nothing about the key.
   ASSERT_TRUE(api.post("/api/v1/users", Json{{"name", "tenant"}, {"password", "tenant-password"}}));
   auto tenant = daemon.login("tenant", "tenant-password");
-  EXPECT_EQ(tenant.get("/api/v1/system/sealing-key").error().code(),
-            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(tenant.get("/api/v1/system/sealing-key").error().code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ(tenant.post("/api/v1/system/sealing-key/rotate", Json::object()).error().code(),
             ErrorCode::kPermissionDenied);
   EXPECT_EQ(api.post("/api/v1/system/sealing-key/rotate", Json{{"force", true}}).error().field(),

@@ -201,8 +201,7 @@ TEST_F(FleetE2eTest, AHostCredentialRotatesWhileTheAgentKeepsReporting) {
   auto asked = api.post(path, Json::object());
   ASSERT_TRUE(asked) << asked.error().message();
   EXPECT_EQ((*asked)["rotation_requested"], true);
-  ASSERT_TRUE(eventually([&] { return read() != old && read().starts_with("fah_"); }))
-      << a->log();
+  ASSERT_TRUE(eventually([&] { return read() != old && read().starts_with("fah_"); })) << a->log();
   std::string fresh = read();
   // The agent's next request with the new credential retires the old one.
   ASSERT_TRUE(eventually([&] {
