@@ -12,6 +12,7 @@
 
 #include "agent/nvidia_smi.h"
 #include "client/http_client.h"
+#include "core/files.h"
 
 namespace fabrica::agent {
 namespace {
@@ -28,17 +29,7 @@ void nap(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
 
 Result<void> write_private(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());
-  fs::path tmp = path;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return fail(ErrorCode::kInternal, "cannot write " + tmp.string());
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    return fail(ErrorCode::kInternal, "cannot write " + path.string());
-  }
-  return {};
+  return write_file_atomically(path.string(), text);
 }
 
 // CPU use in permille since the previous call, from /proc/stat's first line.

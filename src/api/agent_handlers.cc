@@ -139,10 +139,7 @@ void add_agent_routes(Router& router, Services& s) {
   router.add("POST", "/api/v1/agent/credential", AuthMode::kNone,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(auto credential, agent_credential(ctx));
-               if (!ctx.request.body.empty()) {
-                 FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-                 FAB_TRY(body.finish());
-               }
+               FAB_TRY(ctx.no_body_fields());
                FAB_ASSIGN_OR_RETURN(auto host, s.fleet.authenticate_agent(credential));
                FAB_ASSIGN_OR_RETURN(std::string fresh, s.fleet.rotate_credential(credential));
                return json_response(201, Json{{"host_id", host}, {"credential", fresh}});

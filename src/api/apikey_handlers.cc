@@ -53,10 +53,7 @@ void add_apikey_routes(Router& router, Services& s) {
   router.add("POST", "/api/v1/apikeys/{id}/revoke", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-               if (!ctx.request.body.empty()) {
-                 FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-                 FAB_TRY(body.finish());
-               }
+               FAB_TRY(ctx.no_body_fields());
                FAB_ASSIGN_OR_RETURN(auto key, s.apikeys.revoke(ctx.who(), id));
                return json_response(200, key.to_api_json());
              });

@@ -178,10 +178,7 @@ void add_fleet_routes(Router& router, Services& s) {
   router.add("POST", "/api/v1/hosts/{id}/rotate-credential", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-               if (!ctx.request.body.empty()) {
-                 FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-                 FAB_TRY(body.finish());
-               }
+               FAB_TRY(ctx.no_body_fields());
                FAB_TRY(s.fleet.request_credential_rotation(ctx.who(), id));
                return json_response(202, Json{{"host_id", id}, {"rotation_requested", true}});
              });

@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "core/json.h"
+
 namespace fabrica::api {
 
 std::string_view auth_mode_name(AuthMode mode) {
@@ -42,6 +44,12 @@ Result<int64_t> Context::id_param(size_t index, std::string_view name) const {
                 std::string(name));
   }
   return value;
+}
+
+Result<void> Context::no_body_fields() const {
+  if (request.body.empty()) return {};
+  FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(request.body));
+  return body.finish();
 }
 
 Result<void> Context::allow_query(std::initializer_list<std::string_view> names) const {

@@ -28,6 +28,9 @@ struct Context {
   const auth::Caller& who() const { return *caller; }
   // Placeholder `index` as an id: kInvalidArgument (field = its name) unless 0..2^53.
   Result<int64_t> id_param(size_t index, std::string_view name = "id") const;
+  // For actions that take no input: the body is empty or {}; any field is kInvalidArgument
+  // naming it, anything else a malformed-JSON error.
+  Result<void> no_body_fields() const;
   // The only query parameters allowed; others are kInvalidArgument naming them.
   Result<void> allow_query(std::initializer_list<std::string_view> names) const;
   std::optional<std::string> query(std::string_view name) const;

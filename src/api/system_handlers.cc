@@ -32,10 +32,7 @@ void add_system_routes(Router& router, Api& api) {
   router.add("POST", "/api/v1/system/sealing-key/rotate", AuthMode::kBearer,
              [&api](const Context& ctx) -> Result<HttpResponse> {
                Services& s = api.services();
-               if (!ctx.request.body.empty()) {
-                 FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-                 FAB_TRY(body.finish());
-               }
+               FAB_TRY(ctx.no_body_fields());
                FAB_TRY(s.authorizer.require_superuser(ctx.who(), "rotate the sealing key"));
                if (!s.sealer || !s.reseal_secrets) {
                  return fail(ErrorCode::kUnavailable, "this server seals nothing");

@@ -113,10 +113,7 @@ void add_user_routes(Router& router, Services& s) {
     router.add("POST", enable ? "/api/v1/users/{id}/enable" : "/api/v1/users/{id}/disable",
                AuthMode::kBearer, [&s, enable](const Context& ctx) -> Result<HttpResponse> {
                  FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
-                 if (!ctx.request.body.empty()) {
-                   FAB_ASSIGN_OR_RETURN(auto body, JsonObjectReader::parse(ctx.request.body));
-                   FAB_TRY(body.finish());
-                 }
+                 FAB_TRY(ctx.no_body_fields());
                  FAB_ASSIGN_OR_RETURN(auto user, s.identity.set_enabled(ctx.who(), id, enable));
                  return user_response(200, user);
                });

@@ -4,13 +4,13 @@
 #include <sodium.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <shared_mutex>
 #include <sstream>
 #include <vector>
 
+#include "core/files.h"
 #include "crypto/crypto.h"
 
 namespace fabrica::crypto {
@@ -55,22 +55,7 @@ bool write_all(int fd, const std::string& bytes) {
 Result<void> write_ring(const std::string& path, const std::vector<std::string>& keys) {
   std::string bytes;
   for (const auto& k : keys) bytes += k;
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail(ErrorCode::kInternal, "cannot write " + tmp);
-  bool ok = write_all(fd, bytes) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return fail(ErrorCode::kInternal, "cannot write " + path);
-  }
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return {};
+  return write_file_atomically(path, bytes);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "auth/identity.h"
 #include "auth/sessions.h"
 #include "core/clock.h"
+#include "core/files.h"
 #include "crypto/crypto.h"
 #include "crypto/tls.h"
 #include "daemon/wiring.h"
@@ -164,21 +165,6 @@ Result<std::pair<std::string, uint16_t>> parse_listen(const std::string& listen)
   }
 }
 
-// Writes `content` to `path` atomically with mode 0600.
-Result<void> write_private_file(const fs::path& path, const std::string& content) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return fail(ErrorCode::kInternal, "cannot write " + tmp.string());
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    return fail(ErrorCode::kInternal, "cannot write " + path.string());
-  }
-  return {};
-}
-
 // The superuser's first password: FABRICA_ADMIN_PASSWORD, else the one written earlier by an
 // interrupted bootstrap, else a new random one written once to DATA/admin-password (0600).
 Result<std::string> admin_password(const fs::path& data_dir, bool& generated) {
@@ -188,7 +174,7 @@ Result<std::string> admin_password(const fs::path& data_dir, bool& generated) {
   std::string existing;
   if (in && std::getline(in, existing) && !existing.empty()) return existing;
   std::string password = crypto::random_hex(12);
-  FAB_TRY(write_private_file(file, password + "\n"));
+  FAB_TRY(write_file_atomically(file.string(), password + "\n"));
   generated = true;
   return password;
 }
@@ -377,7 +363,7 @@ int serve(const Options& o) {
     return fatal(port.error());
   }
   std::string address = listen->first + ":" + std::to_string(*port);
-  if (auto w = write_private_file(data_dir / "fabricad.addr", address + "\n"); !w) {
+  if (auto w = write_file_atomically((data_dir / "fabricad.addr").string(), address + "\n"); !w) {
     return fatal(w.error());
   }
   spdlog::info("fabricad {} listening on {}://{} (data {}, {} threads)", kVersion,

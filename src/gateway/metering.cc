@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "client/http_client.h"
+#include "core/files.h"
 #include "crypto/crypto.h"
 
 namespace fabrica::gateway {
@@ -108,16 +109,11 @@ Result<Spool::Batch> Spool::next(size_t max) {
 }
 
 Result<void> Spool::write_cursor(uint64_t cursor) {
-  std::string tmp = dir_ + "/usage.cursor.tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail(io_error("cannot write " + tmp));
-  std::string text = std::to_string(cursor) + "\n";
-  auto written = write_all(fd, text);
-  bool ok = written && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), (dir_ + "/usage.cursor").c_str()) != 0) {
-    return fail(io_error("cannot write the usage cursor"));
-  }
+  // No directory fsync: a cursor lost to a power cut only re-ships records fabricad drops as
+  // duplicates.
+  auto written = write_file_atomically(dir_ + "/usage.cursor", std::to_string(cursor) + "\n",
+                                       /*sync_directory=*/false);
+  if (!written) return fail(io_error("cannot write the usage cursor"));
   return {};
 }
 

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "client/http_client.h"
+#include "core/files.h"
 
 namespace fabrica::gateway {
 
@@ -38,13 +39,8 @@ void Syncer::save_cache(const std::string& body) {
   if (options_.cache_path.empty()) return;
   auto etag = directory_.current()->etag();
   std::string text = "{\"etag\":" + dump_json(Json(etag)) + ",\"snapshot\":" + body + "}";
-  std::string tmp = options_.cache_path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return;
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0;
-  ::close(fd);
-  if (ok) ::rename(tmp.c_str(), options_.cache_path.c_str());
+  // Best effort: without it a restart waits for fabricad instead of serving the old snapshot.
+  (void)write_file_atomically(options_.cache_path, text, /*sync_directory=*/false);
 }
 
 bool Syncer::poll_once() {
