@@ -88,7 +88,19 @@ Result<std::string> AgentRunner::credential() {
   fs::path path = fs::path(options_.state_dir) / "credential";
   std::ifstream in(path);
   std::string existing;
-  if (in && std::getline(in, existing) && !existing.empty()) return existing;
+  if (in && std::getline(in, existing) && !existing.empty()) {
+    if (options_.join_token.empty()) return existing;
+    // A join token beside another host's credential: using either silently would join the
+    // wrong host or none. The person decides.
+    std::ifstream named(fs::path(options_.state_dir) / "host");
+    std::string host;
+    if (!named || !std::getline(named, host) || host.empty()) host = "an earlier join";
+    return fail(ErrorCode::kFailedPrecondition,
+                "--join-token given, but " + options_.state_dir +
+                    " already holds the credential of host " + host +
+                    ": give this agent its own --state-dir, or remove " + path.string() +
+                    " to join this machine again");
+  }
   if (options_.join_token.empty()) {
     return fail(ErrorCode::kFailedPrecondition,
                 "no host credential in " + options_.state_dir + " and no --join-token given");
@@ -114,6 +126,9 @@ Result<std::string> AgentRunner::credential() {
     FAB_TRY(write_private(fs::path(options_.state_dir) / "ca.pem", raw->pinned_ca()));
   }
   FAB_TRY(write_private(path, secret + "\n"));
+  FAB_TRY(write_private(fs::path(options_.state_dir) / "host",
+                        joined["name"].get<std::string>() + " (id " +
+                            std::to_string(joined["host_id"].get<int64_t>()) + ")\n"));
   std::fprintf(stderr, "joined as host %lld (%s)\n",
                static_cast<long long>(joined["host_id"].get<int64_t>()),
                joined["name"].get<std::string>().c_str());

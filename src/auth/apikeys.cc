@@ -115,6 +115,7 @@ Result<IssuedApiKey> ApiKeys::create(const Caller& caller, const NewApiKey& requ
                     "endpoints[" + std::to_string(i) + "]");
       }
     }
+    FAB_TRY(store::require_unique_in_group(tx, kApiKeyType, gid, request.name, "an API key"));
     ApiKey& k = issued.key;
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kApiKeyType));
     k.header = ObjectHeader::create(id, request.name, caller.uid, gid, kApiKeyPermissions,

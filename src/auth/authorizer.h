@@ -85,4 +85,9 @@ Result<std::vector<int64_t>> sync_owned_rules(store::Transaction& tx, std::strin
                                               const std::vector<int64_t>& held,
                                               const std::vector<std::string>& wanted);
 
+// Deletes the rules made by hand whose user or resource is the object `flag | id` names
+// (kAclIndividual: user #id; kAclGroup: group @id): a deleted user or group takes them along,
+// as in OpenNebula. Generated rules follow their owners instead.
+Result<void> forget_rules_naming(store::Transaction& tx, uint64_t flag, int64_t id);
+
 }  // namespace fabrica::auth

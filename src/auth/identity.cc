@@ -335,6 +335,7 @@ Result<void> Identity::delete_user(const Caller& caller, int64_t id) {
     FAB_TRY(remove_quota(tx, QuotaOwner::kUser, id));
     FAB_TRY(drop_stale_admin(tx, user, /*gone=*/true));
     FAB_TRY(tx.remove(kUserType, id));
+    FAB_TRY(forget_rules_naming(tx, kAclIndividual, id));
     // Their tokens die with them.
     FAB_ASSIGN_OR_RETURN(auto tokens, tx.list("token", {.limit = 100000, .uid = id}));
     for (const auto& t : tokens) FAB_TRY(tx.remove("token", t.id));
@@ -498,8 +499,9 @@ Result<void> Identity::delete_group(const Caller& caller, int64_t id) {
     }
     FAB_TRY(require_no_quota_use(tx, QuotaOwner::kGroup, id));
     FAB_TRY(remove_quota(tx, QuotaOwner::kGroup, id));
-    group.admins.clear();
-    FAB_TRY(save_group_rules(tx, group));
+    // Every rule the group generated goes with it (not only its administrators' rules).
+    FAB_TRY(sync_owned_rules(tx, "group:" + std::to_string(id), group.rules, {}));
+    FAB_TRY(forget_rules_naming(tx, kAclGroup, id));
     return tx.remove(kGroupType, id);
   });
 }

@@ -371,6 +371,14 @@ Result<Quota> Quotas::set(const Caller& caller, QuotaOwner owner, int64_t id,
                           const QuotaUpdate& update) {
   return store_.write_value<Quota>([&](store::Transaction& tx) -> Result<Quota> {
     FAB_ASSIGN_OR_RETURN(Quota q, load_visible(tx, caller, owner, id));
+    if (update.cluster) {
+      auto cluster = tx.get("cluster", *update.cluster);
+      if (!cluster && cluster.error().code() == ErrorCode::kNotFound) {
+        return fail(ErrorCode::kNotFound,
+                    "cluster " + std::to_string(*update.cluster) + " does not exist", "cluster");
+      }
+      FAB_TRY(cluster);
+    }
     // What the group holds bounds what its administrators may hand out.
     FAB_ASSIGN_OR_RETURN(Quota group, load_or_empty(tx, QuotaOwner::kGroup, q.gid));
     bool super = caller.is_superuser();

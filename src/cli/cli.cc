@@ -4,7 +4,10 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -84,7 +87,7 @@ void Context::run(const std::function<Result<void>()>& action) {
   std::cerr << "Error: " << e.message();
   if (!e.field().empty()) std::cerr << " (field: " << e.field() << ")";
   std::cerr << " [" << error_code_name(e.code()) << "]" << std::endl;
-  if (e.code() == ErrorCode::kUnauthenticated) {
+  if (e.code() == ErrorCode::kUnauthenticated && hint_login) {
     std::cerr << "Hint: run `fabrica login` (endpoint " << endpoint() << ")" << std::endl;
   }
   exit_code = 1;
@@ -139,19 +142,83 @@ void print_list(const Context& ctx, const Json& items, const std::vector<Column>
   std::cout.flush();
 }
 
+namespace {
+
+// "memory_mb" -> "MEMORY MB" as a heading; the unit suffixes go where the value shows them.
+std::string heading(std::string key) {
+  for (std::string_view unit : {"_mb", "_kb", "_bytes"}) {
+    if (key.ends_with(unit)) key.resize(key.size() - unit.size());
+  }
+  for (char& c : key) c = c == '_' ? ' ' : static_cast<char>(std::toupper(c));
+  return key;
+}
+
+// 1536 with key "memory_mb" -> "1.5 GiB": sizes in human units by the key's suffix.
+std::string field_text(const std::string& key, const Json& value) {
+  int64_t scale = key.ends_with("_mb")      ? (1 << 20)
+                  : key.ends_with("_kb")    ? 1024
+                  : key.ends_with("_bytes") ? 1
+                                            : 0;
+  if (scale == 0 || !value.is_number_integer() || value.get<int64_t>() < 0) return to_text(value);
+  return human_bytes(value.get<int64_t>() * scale);
+}
+
+void print_fields_of(const Json& object, const std::string& indent) {
+  size_t width = 0;
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    width = std::max(width, heading(it.key()).size());
+  }
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    std::string key = heading(it.key());
+    key.resize(width, ' ');
+    if (it->is_object() && !it->empty()) {
+      std::cout << indent << key << " :\n";
+      print_fields_of(*it, indent + "  ");
+      continue;
+    }
+    std::string value;
+    if (it->is_array()) {
+      bool scalars = std::all_of(it->begin(), it->end(),
+                                 [](const Json& v) { return !v.is_object() && !v.is_array(); });
+      if (it->empty()) {
+        value = "-";
+      } else if (scalars) {
+        for (const Json& v : *it) value += (value.empty() ? "" : ", ") + to_text(v);
+      } else {
+        value = std::to_string(it->size()) + " (-o json lists them)";
+      }
+    } else {
+      value = it->is_object() ? "-" : field_text(it.key(), *it);
+    }
+    std::cout << indent << key << " : " << value << "\n";
+  }
+}
+
+}  // namespace
+
+std::string human_bytes(int64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (v >= 1024 && unit + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  if (unit == 0 || v >= 100 || v == static_cast<double>(static_cast<int64_t>(v))) {
+    std::snprintf(buf, sizeof buf, "%.0f %s", v, kUnits[unit]);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[unit]);
+  }
+  return buf;
+}
+
 void print_object(const Context& ctx, const Json& object) {
   if (ctx.output == Output::kJson) {
     std::cout << object.dump(2) << std::endl;
     return;
   }
-  size_t width = 0;
-  for (auto it = object.begin(); it != object.end(); ++it) width = std::max(width, it.key().size());
-  for (auto it = object.begin(); it != object.end(); ++it) {
-    std::string key = it.key();
-    key.resize(width, ' ');
-    std::string value = it->is_object() ? (it->empty() ? "-" : it->dump()) : to_text(*it);
-    std::cout << key << " : " << value << "\n";
-  }
+  print_fields_of(object, "");
   std::cout.flush();
 }
 
@@ -194,12 +261,28 @@ Result<int64_t> resolve_listed(client::ApiClient& api, std::string_view collecti
   auto [ptr, ec] = std::from_chars(id_or_name.data(), id_or_name.data() + id_or_name.size(), id);
   if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
   FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/" + std::string(collection)));
+  Json named = Json::array();
   for (const Json& item : page["items"]) {
-    if (item["name"] == id_or_name) return item["id"].get<int64_t>();
+    if (item["name"] == id_or_name) named.push_back(item);
   }
+  return one_named(collection, id_or_name, named);
+}
+
+Result<int64_t> one_named(std::string_view collection, const std::string& name, const Json& items) {
   std::string noun(collection);
   noun.pop_back();
-  return fail(ErrorCode::kNotFound, noun + " \"" + id_or_name + "\" not found", noun);
+  if (items.empty()) return fail(ErrorCode::kNotFound, noun + " \"" + name + "\" not found", noun);
+  if (items.size() == 1) return items[0]["id"].get<int64_t>();
+  // Names are unique within a group: several in sight are in different groups.
+  std::string ids;
+  for (const Json& item : items) {
+    ids += (ids.empty() ? "" : ", ") + std::to_string(item["id"].get<int64_t>()) + " (group " +
+           to_text(item["gid"]) + ")";
+  }
+  return fail(ErrorCode::kInvalidArgument,
+              std::to_string(items.size()) + " " + std::string(collection) + " are named \"" +
+                  name + "\": " + ids + "; give the id",
+              noun);
 }
 
 Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
@@ -209,12 +292,7 @@ Result<int64_t> resolve_id(client::ApiClient& api, std::string_view collection,
   if (ec == std::errc() && ptr == id_or_name.data() + id_or_name.size()) return id;
   FAB_ASSIGN_OR_RETURN(Json page, api.get("/api/v1/" + std::string(collection) +
                                           "?name=" + client::url_encode(id_or_name)));
-  if (page["items"].empty()) {
-    std::string noun(collection);
-    noun.pop_back();
-    return fail(ErrorCode::kNotFound, noun + " \"" + id_or_name + "\" not found");
-  }
-  return page["items"][0]["id"].get<int64_t>();
+  return one_named(collection, id_or_name, page["items"]);
 }
 
 void print_fields(const std::vector<std::pair<std::string, std::string>>& fields) {
@@ -245,7 +323,9 @@ Result<std::string> read_password(const std::optional<std::string>& flag, const 
   std::string password;
   if (!::isatty(STDIN_FILENO)) {
     if (!std::getline(std::cin, password)) {
-      return fail(ErrorCode::kInvalidArgument, "no password given (use --password-stdin)",
+      return fail(ErrorCode::kInvalidArgument,
+                  "no password given: pass --password, set FABRICA_PASSWORD, or write it on "
+                  "standard input",
                   "password");
     }
     return password;

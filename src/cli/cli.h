@@ -33,6 +33,7 @@ struct Context {
   std::string ca_file_flag;
   Config config;
   int exit_code = 0;
+  bool hint_login = true;  // An Unauthenticated error suggests `fabrica login`.
 
   // Endpoint: --endpoint, then FABRICA_ENDPOINT, then the config file.
   std::string endpoint() const;
@@ -53,7 +54,10 @@ struct Column {
 Column field(std::string title, std::string key);
 // Prints `items` as an aligned table, or as JSON with -o json.
 void print_list(const Context& ctx, const Json& items, const std::vector<Column>& columns);
-// Prints one object as "KEY : value" lines, or as JSON with -o json.
+// 1610612736 -> "1.5 GiB".
+std::string human_bytes(int64_t bytes);
+// Prints one object as "KEY : value" lines (headings capitalised, sizes in human units,
+// nested objects indented below their key), or as JSON with -o json.
 void print_object(const Context& ctx, const Json& object);
 std::string to_text(const Json& value);
 
@@ -93,6 +97,9 @@ void add_datastore_commands(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_vnet_commands(CLI::App& app, Context& ctx);
 // The same for collections listed whole, without ?name= (datastores, vnets).
+// The id of the one item in `items` (of `collection`, e.g. "templates") named `name`:
+// kNotFound when none, kInvalidArgument listing the ids when several (in different groups).
+Result<int64_t> one_named(std::string_view collection, const std::string& name, const Json& items);
 Result<int64_t> resolve_listed(client::ApiClient& api, std::string_view collection,
                                const std::string& id_or_name);
 inline Result<int64_t> resolve_vnet(client::ApiClient& api, const std::string& id_or_name) {
@@ -103,5 +110,7 @@ inline Result<int64_t> resolve_datastore(client::ApiClient& api, const std::stri
 }
 Result<int64_t> resolve_host(client::ApiClient& api, const std::string& id_or_name);
 Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or_name);
+// Each cluster given by id or name, as a JSON array of ids.
+Result<Json> resolve_clusters(client::ApiClient& api, const std::vector<std::string>& given);
 
 }  // namespace fabrica::cli

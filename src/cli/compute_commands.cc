@@ -332,6 +332,7 @@ Result<int64_t> resolve_vm(client::ApiClient& api, const std::string& id_or_name
 Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_s) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   Json vm;
+  std::string said;
   while (true) {
     FAB_ASSIGN_OR_RETURN(vm, api.get("/api/v1/vms/" + std::to_string(id)));
     std::string state = to_text(vm["state_name"]);
@@ -350,13 +351,83 @@ Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
-    if (vm["explanation"] != kWaiting) break;
+    // Not placed yet: it may fit as soon as something is freed, so --wait waits its whole
+    // --timeout, saying once why the VM waits.
+    std::string why = to_text(vm["explanation"]);
+    if (why != kWaiting && why != said) {
+      std::cerr << "VM " << id << " is PENDING: " << why << "; waiting up to " << timeout_s << " s"
+                << std::endl;
+      said = why;
+    }
     if (std::chrono::steady_clock::now() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return fail(ErrorCode::kUnavailable, "VM " + std::to_string(id) + " is still PENDING (" +
                                            to_text(vm["explanation"]) +
                                            "); it stays queued until it fits or is deleted");
+}
+
+// The state a lifecycle action leaves a VM in once its operation is done ("" for any).
+std::string_view settled_state(std::string_view action) {
+  static constexpr std::pair<std::string_view, std::string_view> kSettled[] = {
+      {"shutdown", "DONE"},       {"terminate", "DONE"},    {"poweroff", "POWEROFF"},
+      {"reboot", "RUNNING"},      {"suspend", "SUSPENDED"}, {"resume", "RUNNING"},
+      {"undeploy", "UNDEPLOYED"}, {"hold", "HOLD"},         {"release", "PENDING"},
+  };
+  for (auto [a, state] : kSettled) {
+    if (a == action) return state;
+  }
+  return "";
+}
+
+// Polls VM `id` after `action` until its operation is done and it is in the state the action
+// leads to (a terminated VM is gone: DONE). Fails with the VM's error when it settles
+// elsewhere (a guest that never shut down is RUNNING again), or after `timeout_s`. A guest
+// that has not answered its power button for 10 s gets a note on stderr naming --hard.
+Result<Json> wait_for_action(client::ApiClient& api, int64_t id, std::string_view action,
+                             int timeout_s) {
+  auto start = std::chrono::steady_clock::now();
+  auto deadline = start + std::chrono::seconds(timeout_s);
+  std::string_view want = settled_state(action);
+  bool warned = false;
+  while (true) {
+    auto got = api.get("/api/v1/vms/" + std::to_string(id));
+    if (!got && got.error().code() == ErrorCode::kNotFound && want == "DONE") {
+      return Json{{"id", id}, {"state_name", "DONE"}};
+    }
+    FAB_ASSIGN_OR_RETURN(Json vm, std::move(got));
+    std::string state = to_text(vm["state_name"]);
+    bool busy = !vm["operation"].is_null();
+    if (state.ends_with("FAILURE")) {
+      return fail(ErrorCode::kUnavailable, "VM " + std::to_string(id) + " is " + state + ": " +
+                                               to_text(vm["error"]) + " (fabrica vm recover " +
+                                               std::to_string(id) + " --retry tries again)");
+    }
+    if (!busy && (want.empty() || state == want)) return vm;
+    // Resuming an UNDEPLOYED VM queues it: PENDING until placed, then it boots.
+    bool queued = want == "RUNNING" && (state == "PENDING" || state == "PROLOG");
+    if (!busy && !queued) {
+      std::string error = to_text(vm["error"]);
+      return fail(ErrorCode::kFailedPrecondition,
+                  "VM " + std::to_string(id) + " is " + state + ", not " + std::string(want) +
+                      (error.empty() || error == "-" ? "" : ": " + error),
+                  "state");
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (!warned && state.starts_with("SHUTDOWN") && now - start >= std::chrono::seconds(10)) {
+      std::cerr << "VM " << id << " is " << state
+                << ": the guest has not answered its ACPI power button in 10 s (the agent "
+                   "presses it again every 5 s and gives up after 120 s); `fabrica vm "
+                << (action == "shutdown" ? "terminate" : std::string(action)) << " --hard " << id
+                << "` stops it at once" << std::endl;
+      warned = true;
+    }
+    if (now >= deadline) {
+      return fail(ErrorCode::kUnavailable, "VM " + std::to_string(id) + " is still " + state +
+                                               " after " + std::to_string(timeout_s) + " s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
 }
 
 // The names of the context variables, not their values (tokens would land on the screen;
@@ -696,6 +767,8 @@ void add_template_commands(CLI::App& app, Context& ctx) {
                     {"VM GROUP", r.contains("vm_group") ? to_text(r["vm_group"]) : "-"},
                     {"CONTEXT", context_names(t)},
                     {"KERNEL", t.contains("os") ? to_text(t["os"]["kernel"]) : "-"},
+                    {"INITRD", t.contains("os") ? to_text(t["os"]["initrd"]) : "-"},
+                    {"CMDLINE", t.contains("os") ? to_text(t["os"]["cmdline"]) : "-"},
                     {"UPDATED", to_text(t["updated_at"])}});
       return {};
     });
@@ -852,6 +925,35 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
     });
   });
 
+  auto wait_state = std::make_shared<std::string>();
+  auto wait_timeout = std::make_shared<int>(180);
+  auto* wait_cmd = vm->add_subcommand("wait", "Wait until a VM reaches a state (for scripts)");
+  wait_cmd->add_option("vm", *target, "VM id or name")->required();
+  wait_cmd->add_option("--state", *wait_state, "RUNNING, POWEROFF, ALLOCATED, DONE...")->required();
+  wait_cmd->add_option("--timeout", *wait_timeout, "Seconds to wait at most (default 180)");
+  wait_cmd->callback([&ctx, target, wait_state, wait_timeout] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, *target));
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*wait_timeout);
+      while (true) {
+        FAB_ASSIGN_OR_RETURN(Json v, api.get("/api/v1/vms/" + std::to_string(id)));
+        std::string state = to_text(v["state_name"]);
+        if (state == *wait_state && v["operation"].is_null()) {
+          if (ctx.output == Output::kJson) return print_object(ctx, v), Result<void>{};
+          std::cout << "VM " << id << " is " << state << std::endl;
+          return {};
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+          return fail(ErrorCode::kUnavailable, "VM " + std::to_string(id) + " is still " + state +
+                                                   " after " + std::to_string(*wait_timeout) +
+                                                   " s: " + to_text(v["explanation"]));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    });
+  });
+
   auto* explain = vm->add_subcommand("explain", "Why a VM is where it is, or why it waits");
   explain->add_option("vm", *target, "VM id or name")->required();
   explain->callback([&ctx, target] {
@@ -887,11 +989,17 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
   for (const auto& verb : kVerbs) {
     auto names = std::make_shared<std::vector<std::string>>();
     auto hard = std::make_shared<bool>(false);
+    auto wait = std::make_shared<bool>(false);
+    auto timeout = std::make_shared<int>(180);
     auto* cmd = vm->add_subcommand(verb.name, verb.help);
     cmd->add_option("vm", *names, "VM ids or names")->required();
     if (verb.has_hard) cmd->add_flag("--hard", *hard, "At once, without asking the guest");
+    cmd->add_flag(
+        "--wait", *wait,
+        "Wait until the operation is done and the VM is " + std::string(settled_state(verb.name)));
+    cmd->add_option("--timeout", *timeout, "Seconds --wait waits at most (default 180)");
     std::string action = verb.name;
-    cmd->callback([&ctx, names, hard, action] {
+    cmd->callback([&ctx, names, hard, wait, timeout, action] {
       for (const auto& n : *names) {
         ctx.run([&]() -> Result<void> {
           FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
@@ -900,6 +1008,9 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
           if (*hard) body["hard"] = true;
           FAB_ASSIGN_OR_RETURN(Json v,
                                api.post("/api/v1/vms/" + std::to_string(id) + "/actions", body));
+          if (*wait) {
+            FAB_ASSIGN_OR_RETURN(v, wait_for_action(api, id, action, *timeout));
+          }
           if (ctx.output == Output::kJson) return print_object(ctx, v), Result<void>{};
           std::cout << "VM " << id << " is " << to_text(v["state_name"]) << std::endl;
           return {};
@@ -954,7 +1065,8 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(Json v, api.post("/api/v1/vms/" + std::to_string(id) + "/resize", body));
       if (ctx.output == Output::kJson) return print_object(ctx, v), Result<void>{};
       std::cout << "VM " << id << " is " << to_text(v["state_name"]) << " with "
-                << to_text(v["request"]["vcpus"]) << " vCPUs and "
+                << to_text(v["request"]["vcpus"])
+                << (v["request"]["vcpus"] == 1 ? " vCPU" : " vCPUs") << " and "
                 << memory_text(v["request"]["memory_mb"]) << std::endl;
       return {};
     });

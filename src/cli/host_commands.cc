@@ -1,6 +1,8 @@
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "cli/cli.h"
 #include "inventory/hardware.h"
@@ -11,6 +13,7 @@ namespace {
 // "2/8 H100 SXM5 80GB": GPUs allocated / present, by model.
 std::string gpu_summary(const Json& h) {
   std::string out;
+  if (!h.contains("gpus") || !h["gpus"].is_object()) return "-";
   for (auto it = h["gpus"].begin(); it != h["gpus"].end(); ++it) {
     if (!out.empty()) out += ", ";
     int used = h.contains("gpus_allocated") ? h["gpus_allocated"].value(it.key(), 0) : 0;
@@ -97,6 +100,15 @@ Result<int64_t> resolve_cluster(client::ApiClient& api, const std::string& id_or
   return resolve_in_list(api, "clusters", id_or_name);
 }
 
+Result<Json> resolve_clusters(client::ApiClient& api, const std::vector<std::string>& given) {
+  Json ids = Json::array();
+  for (const auto& c : given) {
+    FAB_ASSIGN_OR_RETURN(int64_t id, resolve_cluster(api, c));
+    ids.push_back(id);
+  }
+  return ids;
+}
+
 void add_host_commands(CLI::App& app, Context& ctx) {
   auto* host = app.add_subcommand("host", "Manage GPU servers");
   host->require_subcommand(1);
@@ -159,6 +171,46 @@ void add_host_commands(CLI::App& app, Context& ctx) {
     });
   });
 
+  auto waited = std::make_shared<std::vector<std::string>>();
+  auto wait_state = std::make_shared<std::string>("MONITORED");
+  auto wait_timeout = std::make_shared<int>(120);
+  auto* wait = host->add_subcommand(
+      "wait", "Wait until hosts reach a state (MONITORED: their agent has reported)");
+  wait->add_option("host", *waited, "Host ids or names")->required();
+  wait->add_option("--state", *wait_state, "The state to wait for (default MONITORED)");
+  wait->add_option("--timeout", *wait_timeout, "Seconds to wait at most (default 120)");
+  wait->callback([&ctx, waited, wait_state, wait_timeout] {
+    ctx.run([&]() -> Result<void> {
+      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*wait_timeout);
+      for (const auto& name : *waited) {
+        // A host that an agent is still joining (a fleet token) appears on its own.
+        std::string state = "not registered";
+        int64_t id = -1;
+        while (true) {
+          if (id < 0) {
+            auto found = resolve_host(api, name);
+            if (found) id = *found;
+            if (!found && found.error().code() != ErrorCode::kNotFound) return fail(found.error());
+          }
+          if (id >= 0) {
+            FAB_ASSIGN_OR_RETURN(Json h, api.get("/api/v1/hosts/" + std::to_string(id)));
+            state = to_text(h["state_name"]);
+            if (state == *wait_state) break;
+          }
+          if (std::chrono::steady_clock::now() >= deadline) {
+            return fail(ErrorCode::kUnavailable, "host " + name + " is still " + state + " after " +
+                                                     std::to_string(*wait_timeout) +
+                                                     " s (is its agent running?)");
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        std::cout << "Host " << id << " (" << name << ") is " << state << std::endl;
+      }
+      return {};
+    });
+  });
+
   auto target = std::make_shared<std::string>();
   auto* show = host->add_subcommand("show", "Show a host with its hardware");
   show->add_option("host", *target, "Host id or name")->required();
@@ -171,10 +223,18 @@ void add_host_commands(CLI::App& app, Context& ctx) {
         print_object(ctx, h);
         return {};
       }
-      Json summary = h;
-      summary.erase("inventory");
-      summary.erase("monitoring");
-      print_object(ctx, summary);
+      print_fields({{"ID", to_text(h["id"])},
+                    {"NAME", to_text(h["name"])},
+                    {"STATE", to_text(h["state_name"])},
+                    {"CLUSTER", to_text(h["cluster_id"])},
+                    {"VMS", to_text(h["allocated_vms"])},
+                    {"GPUS", gpu_summary([&] {
+                       Json g = h["summary"].is_object() ? h["summary"] : Json::object();
+                       g["gpus_allocated"] = h["gpus_allocated"];
+                       return g;
+                     }())},
+                    {"LAST SEEN", to_text(h["last_seen"])},
+                    {"CREATED", to_text(h["created_at"])}});
       if (h["inventory"].is_object()) {
         const Json& inv = h["inventory"];
         std::cout << "\nCPU: " << to_text(inv["cpu"]["model"]) << " ("
@@ -247,17 +307,20 @@ void add_host_commands(CLI::App& app, Context& ctx) {
   });
 
   auto force = std::make_shared<bool>(false);
-  auto* del = host->add_subcommand("delete", "Delete a host");
-  del->add_option("host", *target, "Host id or name")->required();
+  auto doomed = std::make_shared<std::vector<std::string>>();
+  auto* del = host->add_subcommand("delete", "Delete hosts");
+  del->add_option("host", *doomed, "Host ids or names")->required();
   del->add_flag("--force", *force, "Even with VMs allocated (superuser)");
-  del->callback([&ctx, target, force] {
-    ctx.run([&]() -> Result<void> {
-      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_host(api, *target));
-      FAB_TRY(api.del("/api/v1/hosts/" + std::to_string(id) + (*force ? "?force=true" : "")));
-      std::cout << "Host " << id << " deleted" << std::endl;
-      return {};
-    });
+  del->callback([&ctx, doomed, force] {
+    for (const auto& name : *doomed) {
+      ctx.run([&]() -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+        FAB_ASSIGN_OR_RETURN(int64_t id, resolve_host(api, name));
+        FAB_TRY(api.del("/api/v1/hosts/" + std::to_string(id) + (*force ? "?force=true" : "")));
+        std::cout << "Host " << id << " deleted" << std::endl;
+        return {};
+      });
+    }
   });
   add_host_action(host, ctx, "enable", "Enable a host");
   add_host_action(host, ctx, "disable", "Disable a host (no new VMs)");

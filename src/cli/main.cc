@@ -1,5 +1,6 @@
 // fabrica: the command-line client.
 #include "cli/cli.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   using namespace fabrica::cli;
@@ -8,6 +9,8 @@ int main(int argc, char** argv) {
   CLI::App app{"fabrica: command-line client for the Fabrica AI Factory control plane"};
   app.require_subcommand(1);
   app.fallthrough();  // Global flags (-o json, --endpoint) work after the subcommand too.
+  app.set_version_flag("--version", std::string("fabrica ") + fabrica::kVersion,
+                       "Show this client's version (`fabrica version` adds the server's)");
   std::string output = "table";
   app.add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
   app.add_option("--endpoint", ctx.endpoint_flag, "Server URL (else FABRICA_ENDPOINT or config)");

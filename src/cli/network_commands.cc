@@ -62,7 +62,7 @@ void add_vnet_commands(CLI::App& app, Context& ctx) {
   struct Flags {
     std::string name, mode = "bridge", bridge, phydev, gateway, gateway6, target, ip;
     int vlan_id = -1, mtu = 0, prefix = 24, ar_id = -1;
-    std::vector<int64_t> clusters;
+    std::vector<std::string> clusters;
     std::vector<std::string> dns;
     RangeFlags range;
   };
@@ -75,7 +75,8 @@ void add_vnet_commands(CLI::App& app, Context& ctx) {
   create->add_option("--phydev", f->phydev, "Parent interface (vlan, sriov)");
   create->add_option("--vlan-id", f->vlan_id, "802.1Q VLAN id (vlan; sriov: set on the VF)");
   create->add_option("--mtu", f->mtu, "MTU the guests get");
-  create->add_option("--cluster", f->clusters, "Cluster whose hosts reach it (repeatable)");
+  create->add_option("--cluster", f->clusters,
+                     "Cluster whose hosts reach it, id or name (repeatable)");
   create->add_option("--prefix", f->prefix, "IPv4 prefix length (default 24)");
   create->add_option("--gateway", f->gateway, "IPv4 gateway");
   create->add_option("--gateway6", f->gateway6, "IPv6 gateway");
@@ -89,7 +90,9 @@ void add_vnet_commands(CLI::App& app, Context& ctx) {
       if (!f->phydev.empty()) body["phydev"] = f->phydev;
       if (f->vlan_id >= 0) body["vlan_id"] = f->vlan_id;
       if (f->mtu > 0) body["mtu"] = f->mtu;
-      if (!f->clusters.empty()) body["clusters"] = f->clusters;
+      if (!f->clusters.empty()) {
+        FAB_ASSIGN_OR_RETURN(body["clusters"], resolve_clusters(api, f->clusters));
+      }
       if (!f->gateway.empty()) body["gateway"] = f->gateway;
       if (!f->gateway6.empty()) body["gateway6"] = f->gateway6;
       if (!f->dns.empty()) body["dns"] = f->dns;

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/cli.h"
+#include "core/version.h"
 
 namespace fabrica::cli {
 
@@ -64,6 +65,7 @@ void add_session_commands(CLI::App& app, Context& ctx) {
   login->add_option("--password", *password, "Password (else FABRICA_PASSWORD or a prompt)");
   login->add_option("--expires", *expires, "Token lifetime, e.g. 30d, 12h");
   login->callback([&ctx, user, password, expires] {
+    ctx.hint_login = false;  // A refused login needs no advice to log in.
     ctx.run([&]() -> Result<void> {
       std::string name = !user->empty()             ? *user
                          : !ctx.config.user.empty() ? ctx.config.user
@@ -121,10 +123,11 @@ void add_session_commands(CLI::App& app, Context& ctx) {
     });
   });
 
-  app.add_subcommand("version", "Show the server's version")->callback([&ctx] {
+  app.add_subcommand("version", "Show this client's and the server's versions")->callback([&ctx] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(Json v, api.get("/api/v1/version"));
+      v["client"] = kVersion;
       print_object(ctx, v);
       return {};
     });

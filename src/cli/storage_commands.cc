@@ -9,25 +9,13 @@
 #include <iostream>
 #include <thread>
 
-#include "crypto/crypto.h"
 #include "cli/cli.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
-  return buf;
-}
 
 // A one-line progress bar on stderr, redrawn at most 10 times a second (and only on a
 // terminal, unless it is the last draw).
@@ -44,10 +32,11 @@ class ProgressBar {
     int filled = static_cast<int>(fraction * 30);
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(30, ' ');
-    std::fprintf(stderr, "\r%-10s [%s] %3d%% %s / %s  %s/s ", label_.c_str(), bar.c_str(),
-                 static_cast<int>(fraction * 100), human_bytes(static_cast<double>(done)).c_str(),
-                 human_bytes(static_cast<double>(total_)).c_str(),
-                 human_bytes(seconds > 0 ? static_cast<double>(done) / seconds : 0).c_str());
+    std::fprintf(
+        stderr, "\r%-10s [%s] %3d%% %s / %s  %s/s ", label_.c_str(), bar.c_str(),
+        static_cast<int>(fraction * 100), human_bytes(done).c_str(), human_bytes(total_).c_str(),
+        human_bytes(seconds > 0 ? static_cast<int64_t>(static_cast<double>(done) / seconds) : 0)
+            .c_str());
     if (last) std::fprintf(stderr, "\n");
   }
 
@@ -192,7 +181,7 @@ std::vector<Column> image_columns() {
           field("DS", "datastore_id"),
           field("TYPE", "type"),
           field("FORMAT", "format"),
-          {"SIZE", [](const Json& i) { return human_bytes(i.value("size", 0.0)); }},
+          {"SIZE", [](const Json& i) { return human_bytes(i.value("size", int64_t{0})); }},
           {"PERS",
            [](const Json& i) { return std::string(i.value("persistent", false) ? "yes" : "no"); }},
           field("STATE", "state_name"),
@@ -242,7 +231,7 @@ void add_datastore_commands(CLI::App& app, Context& ctx) {
   ds->require_subcommand(1);
   struct Flags {
     std::string name, kind = "image", driver = "shared", path, target;
-    std::vector<int64_t> clusters;
+    std::vector<std::string> clusters;
     int64_t limit_mb = -1;
   };
   auto f = std::make_shared<Flags>();
@@ -256,14 +245,16 @@ void add_datastore_commands(CLI::App& app, Context& ctx) {
       ->check(CLI::IsMember({"shared", "local"}));
   create->add_option("--path", f->path, "Mount point, the same on fabricad and every host");
   create->add_option("--cluster", f->clusters,
-                     "Cluster whose hosts see it (repeatable; default 0)");
+                     "Cluster whose hosts see it, id or name (repeatable; default 0)");
   create->add_option("--limit-mb", f->limit_mb, "Most its images may hold");
   create->callback([&ctx, f] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       Json body{{"name", f->name}, {"kind", f->kind}, {"driver", f->driver}};
       if (!f->path.empty()) body["path"] = f->path;
-      if (!f->clusters.empty()) body["clusters"] = f->clusters;
+      if (!f->clusters.empty()) {
+        FAB_ASSIGN_OR_RETURN(body["clusters"], resolve_clusters(api, f->clusters));
+      }
       if (f->limit_mb >= 0) body["limit_mb"] = f->limit_mb;
       FAB_ASSIGN_OR_RETURN(Json d, api.post("/api/v1/datastores", body));
       if (ctx.output == Output::kJson) {
@@ -281,7 +272,7 @@ void add_datastore_commands(CLI::App& app, Context& ctx) {
       auto mb = [](const char* key) {
         return [key](const Json& d) {
           if (!d["capacity"].is_object()) return std::string("-");
-          return human_bytes(static_cast<double>(d["capacity"][key].get<int64_t>()) * 1048576);
+          return human_bytes(d["capacity"][key].get<int64_t>() * 1048576);
         };
       };
       print_list(

@@ -212,16 +212,16 @@ void add_quota_commands(CLI::App& app, Context& ctx) {
     });
   });
   auto values = std::make_shared<std::vector<std::string>>();
-  auto cluster = std::make_shared<std::optional<int64_t>>();
+  auto cluster = std::make_shared<std::string>();
   auto defaults = std::make_shared<bool>(false);
   auto* set = quota->add_subcommand(
       "set",
       "Set limits: KEY=VALUE... (vms, running_vms, vcpus, memory_mb, system_disk_mb, "
-      "gpu:<model>, mig:<profile>; -1 default, -2 unlimited)");
+      "gpu:<model>, mig:<profile>, images, image_mb, leases; -1 default, -2 unlimited)");
   set->add_option("kind", *kind, "user or group")->required();
   set->add_option("name", *who, "User or group id or name")->required();
   set->add_option("limits", *values, "e.g. gpu:H100=16 mig:1g.10gb=14 vms=20")->required();
-  set->add_option("--cluster", *cluster, "Scope the limits to this cluster id");
+  set->add_option("--cluster", *cluster, "Scope the limits to this cluster (id or name)");
   set->add_flag("--defaults", *defaults, "Set the group's defaults for its users");
   set->callback([&ctx, kind, who, values, cluster, defaults] {
     ctx.run([&]() -> Result<void> {
@@ -239,7 +239,9 @@ void add_quota_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
       FAB_ASSIGN_OR_RETURN(std::string target, quota_target(api, *kind, *who));
       Json body{{*defaults ? "user_defaults" : "limits", limits}};
-      if (*cluster) body["cluster"] = **cluster;
+      if (!cluster->empty()) {
+        FAB_ASSIGN_OR_RETURN(body["cluster"], resolve_cluster(api, *cluster));
+      }
       FAB_ASSIGN_OR_RETURN(Json q, api.call("PUT", target, body));
       print_quota(ctx, q);
       return {};
@@ -312,40 +314,46 @@ void add_apikey_commands(CLI::App& app, Context& ctx) {
       FAB_ASSIGN_OR_RETURN(Json k, api.post("/api/v1/apikeys", body));
       if (ctx.output == Output::kJson) return print_object(ctx, k), Result<void>{};
       std::cout << "API key " << k["id"] << " (shown once; store it now):\n  "
-                << k["key"].get<std::string>() << std::endl;
+                << k["key"].get<std::string>() << "\n"
+                << "The model gateways accept it within about a second (they fetch keys from "
+                   "fabricad every second)."
+                << std::endl;
       return {};
     });
   });
-  auto id = std::make_shared<int64_t>(0);
+  auto id = std::make_shared<std::string>();
   auto* show = key->add_subcommand("show", "Show a key (never its secret)");
-  show->add_option("id", *id, "Key id")->required();
+  show->add_option("key", *id, "Key id or name")->required();
   show->callback([&ctx, id] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(Json k, api.get("/api/v1/apikeys/" + std::to_string(*id)));
+      FAB_ASSIGN_OR_RETURN(int64_t key_id, resolve_id(api, "apikeys", *id));
+      FAB_ASSIGN_OR_RETURN(Json k, api.get("/api/v1/apikeys/" + std::to_string(key_id)));
       print_object(ctx, k);
       return {};
     });
   });
   auto* revoke = key->add_subcommand("revoke", "Revoke a key; it stays listed");
-  revoke->add_option("id", *id, "Key id")->required();
+  revoke->add_option("key", *id, "Key id or name")->required();
   revoke->callback([&ctx, id] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(
-          Json k, api.post("/api/v1/apikeys/" + std::to_string(*id) + "/revoke", Json::object()));
+      FAB_ASSIGN_OR_RETURN(int64_t key_id, resolve_id(api, "apikeys", *id));
+      FAB_ASSIGN_OR_RETURN(Json k, api.post("/api/v1/apikeys/" + std::to_string(key_id) + "/revoke",
+                                            Json::object()));
       if (ctx.output == Output::kJson) return print_object(ctx, k), Result<void>{};
-      std::cout << "API key " << *id << " revoked" << std::endl;
+      std::cout << "API key " << key_id << " revoked" << std::endl;
       return {};
     });
   });
   auto* del = key->add_subcommand("delete", "Delete a key");
-  del->add_option("id", *id, "Key id")->required();
+  del->add_option("key", *id, "Key id or name")->required();
   del->callback([&ctx, id] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_TRY(api.del("/api/v1/apikeys/" + std::to_string(*id)));
-      std::cout << "API key " << *id << " deleted" << std::endl;
+      FAB_ASSIGN_OR_RETURN(int64_t key_id, resolve_id(api, "apikeys", *id));
+      FAB_TRY(api.del("/api/v1/apikeys/" + std::to_string(key_id)));
+      std::cout << "API key " << key_id << " deleted" << std::endl;
       return {};
     });
   });

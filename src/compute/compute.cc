@@ -435,6 +435,7 @@ Result<VmTemplate> Compute::create_template(const auth::Caller& caller,
       return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
                   "gid");
     }
+    FAB_TRY(store::require_unique_in_group(tx, kTemplateType, gid, request.name, "a template"));
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kTemplateType));
     VmTemplate t{.header = ObjectHeader::create(id, request.name, caller.uid, gid,
                                                 kTemplatePermissions, 0, now),

@@ -274,16 +274,39 @@ const std::vector<TableRow>& lifecycle_table() {
   return table;
 }
 
+bool user_event(Event event) {
+  switch (event) {
+    case Event::kPlaced:
+    case Event::kDone:
+    case Event::kFailed:
+    case Event::kHostLost:
+    case Event::kSeenRunning:
+    case Event::kSeenPoweredOff:
+    case Event::kSeenMissing:
+      return false;
+    default:
+      return true;
+  }
+}
+
 Result<Transition> next(Phase from, Event event) {
   std::string allowed;
   for (const auto& row : lifecycle_table()) {
     if (row.from != from) continue;
     if (row.event == event) return row.transition;
+    if (!user_event(row.event)) continue;
     allowed += (allowed.empty() ? "" : ", ") + std::string(event_name(row.event));
   }
+  // A phase with an operation in flight ends by itself: say so before the few actions that
+  // cut it short.
+  const InFlight* busy = in_flight(from);
+  std::string pending = busy && from != kRunning
+                            ? " (its " + std::string(action_name(busy->action)) +
+                                  " is in progress: wait for it, e.g. with --wait)"
+                            : "";
   return fail(ErrorCode::kFailedPrecondition,
               "cannot " + std::string(event_name(event)) + " a VM that is " + phase_name(from) +
-                  (allowed.empty() ? "" : "; it allows: " + allowed),
+                  pending + (allowed.empty() ? "" : "; it allows: " + allowed),
               "state");
 }
 

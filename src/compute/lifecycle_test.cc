@@ -102,6 +102,24 @@ TEST(LifecycleTest, RefusalsSayWhatThePhaseAllows) {
   EXPECT_FALSE(next(Phase{VmStatus::kActive, Lcm::kRunning}, Event::kRecoverRetry));
 }
 
+// README finding: "cannot resume a VM that is SHUTDOWN_POWEROFF; it allows: poweroff --hard,
+// done, ... failed" offered the agent's reports as if they were commands.
+TEST(LifecycleTest, RefusalsOfferOnlyWhatAUserCanTypeAndSayAnOperationIsInProgress) {
+  auto r = next(Phase{VmStatus::kActive, Lcm::kShutdownPoweroff}, Event::kResume);
+  ASSERT_FALSE(r);
+  const std::string& m = r.error().message();
+  EXPECT_NE(m.find("cannot resume a VM that is SHUTDOWN_POWEROFF (its shutdown is in progress: "
+                   "wait for it, e.g. with --wait); it allows: poweroff --hard"),
+            std::string::npos)
+      << m;
+  for (const char* internal : {"done", "failed", "placed", "seen ", "host lost"}) {
+    EXPECT_EQ(m.find(std::string(", ") + internal), std::string::npos) << internal << ": " << m;
+  }
+  auto running = next(Phase{VmStatus::kActive, Lcm::kRunning}, Event::kRelease);
+  ASSERT_FALSE(running);
+  EXPECT_EQ(running.error().message().find("in progress"), std::string::npos);
+}
+
 std::set<std::pair<int, int>> phases() {
   std::set<std::pair<int, int>> out;
   for (const auto& row : lifecycle_table()) {

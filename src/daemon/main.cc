@@ -24,6 +24,7 @@
 #include "auth/sessions.h"
 #include "core/clock.h"
 #include "core/files.h"
+#include "core/version.h"
 #include "crypto/crypto.h"
 #include "crypto/tls.h"
 #include "daemon/wiring.h"
@@ -44,8 +45,6 @@ bool hashes_password(const api::HttpRequest& r) {
          (r.path == "/api/v1/users" ||
           (r.path.starts_with("/api/v1/users/") && r.path.ends_with("/password")));
 }
-
-constexpr const char* kVersion = "0.1.0";
 
 struct Options {
   std::string data_dir = "/var/lib/fabrica";

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <set>
+#include <type_traits>
 
 #include "auth/restricted.h"
 #include "auth/vdc.h"
@@ -117,11 +118,12 @@ Result<void> validate_range(AddressRange& r) {
   return {};
 }
 
+bool meets(uint64_t a, int64_t as, uint64_t b, int64_t bs) {
+  return a < b + static_cast<uint64_t>(bs) && b < a + static_cast<uint64_t>(as);
+}
+
 // [first, first + size) of each kind never meet between two ranges.
 Result<void> check_overlap(const Vnet& v, const AddressRange& r) {
-  auto meets = [](uint64_t a, int64_t as, uint64_t b, int64_t bs) {
-    return a < b + static_cast<uint64_t>(bs) && b < a + static_cast<uint64_t>(as);
-  };
   for (const auto& other : v.ranges) {
     if (has_ip4(r) && has_ip4(other) &&
         meets(*parse_ipv4(r.ip), r.size, *parse_ipv4(other.ip), other.size)) {
@@ -134,6 +136,74 @@ Result<void> check_overlap(const Vnet& v, const AddressRange& r) {
     }
   }
   return {};
+}
+
+Result<Vnet> vnet_from_record(const store::Record& r);
+
+// Two vnets on one L2 segment: the same bridge, or the same parent interface and VLAN.
+bool same_segment(const Vnet& a, const Vnet& b) {
+  if (!a.bridge.empty() && a.bridge == b.bridge) return true;
+  bool a_tagged = a.mode != VnetMode::kBridge, b_tagged = b.mode != VnetMode::kBridge;
+  return a_tagged && b_tagged && !a.phydev.empty() && a.phydev == b.phydev &&
+         a.vlan_id == b.vlan_id;
+}
+
+std::string segment_text(const Vnet& v) {
+  if (v.mode == VnetMode::kBridge) return "bridge " + v.bridge;
+  return v.phydev + (v.vlan_id >= 0 ? " VLAN " + std::to_string(v.vlan_id) : "");
+}
+
+// Range `r` of vnet `v` against every other vnet: its IPv4 addresses never overlap a range of
+// a vnet on the same L2 segment (two leases of one address on one wire), and its MACs never
+// overlap any vnet's. A range given no MAC whose IP-derived MACs are taken elsewhere (the
+// same addresses on another segment) gets a free block of 02:02:xx:xx:xx:xx, kept in r.mac.
+Result<void> check_other_vnets(store::Transaction& tx, const Vnet& v, AddressRange& r) {
+  struct Block {
+    uint64_t first;
+    int64_t size;
+    std::string owner;
+  };
+  std::vector<Block> macs;
+  for (const auto& own : v.ranges) macs.push_back({first_mac(own, v.header.id), own.size, ""});
+  FAB_TRY(store::for_each(tx, kVnetType, [&](const store::Record& rec) -> Result<void> {
+    if (rec.id == v.header.id) return {};
+    FAB_ASSIGN_OR_RETURN(Vnet o, vnet_from_record(rec));
+    std::string owner = "vnet " + o.header.name + " (" + std::to_string(o.header.id) + ")";
+    bool same = same_segment(v, o);
+    for (const auto& other : o.ranges) {
+      if (same && has_ip4(r) && has_ip4(other) &&
+          meets(*parse_ipv4(r.ip), r.size, *parse_ipv4(other.ip), other.size)) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "overlaps address range " + std::to_string(other.ar_id) + " of " + owner +
+                        ", on the same L2 segment (" + segment_text(o) + ")",
+                    "ip");
+      }
+      macs.push_back({first_mac(other, o.header.id), other.size, owner});
+    }
+    return {};
+  }));
+  auto taken = [&](uint64_t first) -> const Block* {
+    for (const auto& b : macs) {
+      if (meets(first, r.size, b.first, b.size)) return &b;
+    }
+    return nullptr;
+  };
+  const Block* clash = taken(first_mac(r, v.header.id));
+  if (!clash) return {};
+  if (!r.mac.empty()) {
+    return fail(ErrorCode::kInvalidArgument,
+                "its MAC addresses overlap those of " +
+                    (clash->owner.empty() ? std::string("another range") : clash->owner),
+                "mac");
+  }
+  for (uint64_t block = 0; block < 4096; ++block) {
+    uint64_t first = (uint64_t{0x0202} << 32) | (block << 20);
+    if (!taken(first)) {
+      r.mac = format_mac(first);
+      return {};
+    }
+  }
+  return fail(ErrorCode::kResourceExhausted, "no free block of MAC addresses is left", "mac");
 }
 
 AddressRange range_from_json(const Json& j) {
@@ -383,7 +453,11 @@ Result<Vnet> Network::mutate(const auth::Caller& caller, int64_t id, Right right
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<Vnet>([&](store::Transaction& tx) -> Result<Vnet> {
     FAB_ASSIGN_OR_RETURN(Vnet v, load(tx, caller, id, right));
-    FAB_TRY(change(v));
+    if constexpr (std::is_invocable_v<Fn, Vnet&, store::Transaction&>) {
+      FAB_TRY(change(v, tx));
+    } else {
+      FAB_TRY(change(v));
+    }
     v.header.updated_at = now;
     FAB_ASSIGN_OR_RETURN(v.version, tx.update(vnet_record(v)));
     return v;
@@ -467,6 +541,8 @@ Result<Vnet> Network::create(const auth::Caller& caller, const NewVnet& request)
           [&](Error e) { return Error(e.code(), e.message(), "ranges." + e.field()); }));
       FAB_TRY(check_overlap(v, r).map_error(
           [&](Error e) { return Error(e.code(), e.message(), "ranges." + e.field()); }));
+      FAB_TRY(check_other_vnets(tx, v, r).map_error(
+          [&](Error e) { return Error(e.code(), e.message(), "ranges." + e.field()); }));
       v.ranges.push_back(r);
     }
     FAB_TRY(store::insert_named(tx, vnet_record(v)));
@@ -510,7 +586,7 @@ Result<void> Network::remove(const auth::Caller& caller, int64_t id) {
 }
 
 Result<Vnet> Network::add_range(const auth::Caller& caller, int64_t id, AddressRange range) {
-  return mutate(caller, id, Right::kAdmin, [&](Vnet& v) -> Result<void> {
+  return mutate(caller, id, Right::kAdmin, [&](Vnet& v, store::Transaction& tx) -> Result<void> {
     if (v.ranges.size() >= kMaxRanges) {
       return fail(ErrorCode::kFailedPrecondition, "a vnet holds at most 64 address ranges",
                   "ranges");
@@ -518,6 +594,7 @@ Result<Vnet> Network::add_range(const auth::Caller& caller, int64_t id, AddressR
     range.ar_id = v.next_ar_id++;
     FAB_TRY(validate_range(range));
     FAB_TRY(check_overlap(v, range));
+    FAB_TRY(check_other_vnets(tx, v, range));
     v.ranges.push_back(range);
     return {};
   });

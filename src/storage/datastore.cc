@@ -105,7 +105,8 @@ Json Datastore::to_api_json() const {
   if (capacity) {
     j["capacity"] = {{"total_mb", capacity->total >> 20},
                      {"free_mb", capacity->free >> 20},
-                     {"used_mb", capacity->used() >> 20}};
+                     {"used_mb", capacity->used() >> 20},
+                     {"filesystem", capacity->type}};
   } else {
     j["capacity"] = nullptr;
   }
@@ -208,7 +209,20 @@ Result<Datastore> Storage::create_datastore(const auth::Caller& caller,
   if (request.path)
     FAB_TRY(auth::check_restricted(caller, "datastore", Json{{"path", *request.path}}));
   FAB_TRY(authorizer_.require_superuser(caller, "create datastores"));
-  if (request.path) FAB_TRY(validate_path(*request.path));
+  if (request.path) {
+    FAB_TRY(validate_path(*request.path));
+    // An operator naming a path means a mounted filesystem (NFS, WekaFS, VAST): it must be
+    // there already, never an empty directory made in its place.
+    auto there = fs_.capacity(*request.path);
+    if (!there && there.error().code() == ErrorCode::kNotFound) {
+      return fail(ErrorCode::kInvalidArgument,
+                  *request.path +
+                      " does not exist on fabricad's machine; mount the "
+                      "filesystem there first (the same path on every host)",
+                  "path");
+    }
+    FAB_TRY(there);
+  }
   if (request.limit_mb < -1) {
     return fail(ErrorCode::kInvalidArgument, "must be -1 (no limit) or more", "limit_mb");
   }

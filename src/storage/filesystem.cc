@@ -1,6 +1,7 @@
 #include "storage/filesystem.h"
 
 #include <fcntl.h>
+#include <mntent.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -176,7 +177,30 @@ class PosixFilesystem : public Filesystem {
     }
     auto block = static_cast<int64_t>(st.f_frsize);
     return Capacity{.total = static_cast<int64_t>(st.f_blocks) * block,
-                    .free = static_cast<int64_t>(st.f_bavail) * block};
+                    .free = static_cast<int64_t>(st.f_bavail) * block,
+                    .type = mount_type(path)};
+  }
+
+  // The type of the mount holding `path`: the longest mount point that contains it, from
+  // the kernel's mount table.
+  static std::string mount_type(const std::string& path) {
+    std::error_code ec;
+    std::string real = fs::weakly_canonical(path, ec).string();
+    if (ec) real = path;
+    std::string best_dir, best_type;
+    FILE* table = ::setmntent("/proc/self/mounts", "r");
+    if (table == nullptr) return "";
+    while (struct mntent* m = ::getmntent(table)) {
+      std::string dir = m->mnt_dir;
+      bool inside = real == dir || dir == "/" ||
+                    (real.starts_with(dir) && real.size() > dir.size() && real[dir.size()] == '/');
+      if (inside && dir.size() >= best_dir.size()) {
+        best_dir = dir;
+        best_type = m->mnt_type;
+      }
+    }
+    ::endmntent(table);
+    return best_type;
   }
 
   Result<void> make_dirs(const std::string& path) override {

@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
-#include "crypto/crypto.h"
 #include "core/error.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::storage {
 
@@ -15,6 +15,7 @@ namespace fabrica::storage {
 struct Capacity {
   int64_t total = 0;
   int64_t free = 0;  // Available to fabricad (statvfs f_bavail).
+  std::string type;  // The filesystem's type as mounted: "ext4", "nfs4", "wekafs"...
   int64_t used() const { return total - free; }
 };
 

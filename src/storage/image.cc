@@ -197,6 +197,8 @@ Result<Image> Storage::insert_image(store::Transaction& tx, const auth::Caller& 
                     std::to_string(megabytes(ds.images_bytes)) + " MB",
                 "datastore_id");
   }
+  FAB_TRY(store::require_unique_in_group(tx, kImageType, image.header.gid, image.header.name,
+                                         "an image"));
   FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kImageType));
   image.header.id = id;
   image.path = ds.path + "/img-" + std::to_string(id);

@@ -9,9 +9,9 @@
 #include <fstream>
 #include <thread>
 
-#include "crypto/crypto.h"
 #include "auth/vdc.h"
 #include "core/process.h"
+#include "crypto/crypto.h"
 #include "store/sqlite_store.h"
 #include "testing/fake_clock.h"
 
@@ -247,6 +247,17 @@ TEST_F(StorageTest, OnlyAdministratorsCreateDatastoresAndPathsNeverOverlap) {
   auto relative = storage_->create_datastore(admin_, {.name = "rel", .path = "mnt/weka"});
   ASSERT_FALSE(relative);
   EXPECT_EQ(relative.error().field(), "path");
+  // README finding: a path that is not there meant a filesystem not mounted yet; an empty
+  // directory made in its place would fill the root disk.
+  auto unmounted = storage_->create_datastore(admin_, request);
+  ASSERT_FALSE(unmounted);
+  EXPECT_EQ(unmounted.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(unmounted.error().field(), "path");
+  EXPECT_NE(unmounted.error().message().find("does not exist on fabricad's machine"),
+            std::string::npos)
+      << unmounted.error().message();
+  EXPECT_FALSE(fs::exists(request.path.value()));
+  for (const char* d : {"weka", "ds/1/sub", "nc", "w2"}) fs::create_directories(dir_ / d);
   auto inside = storage_->create_datastore(
       admin_, {.name = "inside", .path = (dir_ / "ds" / "1" / "sub").string()});
   ASSERT_FALSE(inside);
@@ -261,6 +272,8 @@ TEST_F(StorageTest, OnlyAdministratorsCreateDatastoresAndPathsNeverOverlap) {
   ASSERT_TRUE(weka) << weka.error().message();
   EXPECT_EQ(weka->header.id, 100);
   EXPECT_TRUE(fs::is_directory(request.path.value()));
+  ASSERT_TRUE(weka->capacity);
+  EXPECT_FALSE(weka->capacity->type.empty()) << "the filesystem type is reported";
   auto again = storage_->create_datastore(admin_, {.name = "weka", .path = (dir_ / "w2").string()});
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
@@ -497,6 +510,7 @@ TEST_F(StorageTest, ImageQuotasAndDatastoreLimitsRefuseBeforeAnythingIsWritten) 
   EXPECT_EQ(third.error().code(), ErrorCode::kQuotaExceeded);
   EXPECT_EQ(storage_->list_images(admin_, {})->items.size(), 2u);
 
+  fs::create_directories(dir_ / "small");
   auto small = storage_->create_datastore(
       admin_, {.name = "small", .path = (dir_ / "small").string(), .limit_mb = 1});
   ASSERT_TRUE(small);

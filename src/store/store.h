@@ -75,6 +75,24 @@ inline Result<void> insert_named(Transaction& tx, const Record& record) {
   return inserted;
 }
 
+// The naming rule for the objects a tenant owns (templates, images, endpoints, API keys):
+// unique within their group, so a name means one object to everyone who can see it.
+// kAlreadyExists on field "name" when another record of `type` in group `gid` (other than
+// `except_id`) is named `name`; `noun` names the type in the message.
+inline Result<void> require_unique_in_group(Transaction& tx, std::string_view type, int64_t gid,
+                                            const std::string& name, std::string_view noun,
+                                            int64_t except_id = -1) {
+  FAB_ASSIGN_OR_RETURN(auto same, tx.list(type, {.limit = 2, .gid = gid, .name = name}));
+  for (const auto& r : same) {
+    if (r.id == except_id) continue;
+    return fail(ErrorCode::kAlreadyExists,
+                "group " + std::to_string(gid) + " already has " + std::string(noun) + " \"" +
+                    name + "\" (id " + std::to_string(r.id) + ")",
+                "name");
+  }
+  return {};
+}
+
 // Calls visit(record) for every record of `type` passing `query`'s filters, in ascending id
 // order, a page at a time; stops at the first failure. visit returns Result<void>, or
 // Result<bool> where false stops the walk early (a page that is full).

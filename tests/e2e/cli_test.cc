@@ -225,6 +225,7 @@ TEST_F(CliTest, TenantsFromVdcToTenantAdministratorToUser) {
   auto added = fabrica("vdc addcluster acme gpu-west");
   ASSERT_EQ(added.exit_code, 0) << added.out;
   EXPECT_NE(added.out.find("HOST/%"), std::string::npos) << added.out;
+  std::filesystem::create_directories(daemon_.data_dir() / "weka");  // The mounted filesystem.
   auto weka = fabrica("datastore create weka --path " + (daemon_.data_dir() / "weka").string() +
                       " --cluster 0");
   ASSERT_EQ(weka.exit_code, 0) << weka.out;
@@ -461,6 +462,53 @@ TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
   ASSERT_EQ(fabrica("vm delete late notebook").exit_code, 0);
   ASSERT_EQ(fabrica("template delete trainer-8x").exit_code, 0);
   EXPECT_TRUE(parse_json(fabrica("vm list -o json").out)->empty());
+}
+
+// The README findings about the CLI itself: a version flag, no "--password-stdin" that does
+// not exist, no login hint after a refused login, names that mean one object, quota clusters
+// by name and only existing ones, and objects printed with headings rather than raw keys.
+TEST_F(CliTest, TheReadmeFindingsAboutTheCliStayFixed) {
+  auto version = fabrica("--version");
+  EXPECT_EQ(version.exit_code, 0) << version.out;
+  EXPECT_EQ(version.out, "fabrica 0.1.0\n");
+
+  auto no_password = fabrica("--endpoint " + daemon_.url() + " login -u admin </dev/null");
+  EXPECT_NE(no_password.exit_code, 0);
+  EXPECT_EQ(no_password.out.find("--password-stdin"), std::string::npos) << no_password.out;
+  EXPECT_NE(no_password.out.find("pass --password, set FABRICA_PASSWORD, or write it on "
+                                 "standard input"),
+            std::string::npos)
+      << no_password.out;
+  auto wrong = fabrica("--endpoint " + daemon_.url() + " login -u admin --password nope-nope");
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_EQ(wrong.out.find("Hint: run `fabrica login`"), std::string::npos) << wrong.out;
+
+  ASSERT_EQ(
+      fabrica("--endpoint " + daemon_.url() + " login --password " + DaemonProcess::kAdminPassword)
+          .exit_code,
+      0);
+  ASSERT_EQ(fabrica("template create tiny --cpu 1 --memory 256M").exit_code, 0);
+  auto again = fabrica("template create tiny --cpu 2 --memory 512M");
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.out.find("already has a template \"tiny\""), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("[ALREADY_EXISTS]"), std::string::npos) << again.out;
+
+  ASSERT_EQ(fabrica("group create acme-ml").exit_code, 0);
+  ASSERT_EQ(fabrica("cluster create gpu-west").exit_code, 0);
+  auto by_name = fabrica("quota set group acme-ml --cluster gpu-west gpu:H100=8");
+  EXPECT_EQ(by_name.exit_code, 0) << by_name.out;
+  auto missing = fabrica("quota set group acme-ml --cluster 3 gpu:H100=8");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.out.find("cluster 3 does not exist"), std::string::npos) << missing.out;
+  auto help = fabrica("quota set --help");
+  for (const char* key : {"images", "image_mb", "leases"}) {
+    EXPECT_NE(help.out.find(key), std::string::npos) << key << ": " << help.out;
+  }
+
+  auto chmod = fabrica("chmod group acme-ml 644");
+  ASSERT_EQ(chmod.exit_code, 0) << chmod.out;
+  EXPECT_EQ(chmod.out.find("{\""), std::string::npos) << "no raw JSON: " << chmod.out;
+  EXPECT_NE(chmod.out.find("PERMISSIONS"), std::string::npos) << chmod.out;
 }
 
 }  // namespace

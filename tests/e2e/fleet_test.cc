@@ -71,6 +71,21 @@ TEST_F(FleetE2eTest, AgentJoinsReportsGoesOfflineAndRecovers) {
   // Silence -> OFFLINE -> the agent comes back with its stored credential -> MONITORED.
   EXPECT_EQ(a->stop(SIGKILL), 128 + SIGKILL);
   ASSERT_TRUE(eventually([&] { return state_of(api, id) == "OFFLINE"; }));
+
+  // README finding: a second host's join token given to an agent whose state directory holds
+  // gpu-node-01's credential was ignored without a word. Now it is refused, naming both.
+  auto second = api.post("/api/v1/hosts", Json{{"name", "gpu-node-02"}});
+  ASSERT_TRUE(second) << second.error().message();
+  auto wrong = agent((*second)["join_token"], "hgx-h100");
+  auto refused = wrong->wait_for(std::chrono::seconds(30));
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_NE(*refused, 0);
+  EXPECT_NE(wrong->log().find("already holds the credential of host gpu-node-01 (id " +
+                              std::to_string(id) + "): give this agent its own --state-dir"),
+            std::string::npos)
+      << wrong->log();
+  EXPECT_EQ(state_of(api, (*second)["host"]["id"]), "INIT");
+
   a = agent("", "hgx-h100");
   ASSERT_TRUE(eventually([&] { return state_of(api, id) == "MONITORED"; })) << a->log();
 

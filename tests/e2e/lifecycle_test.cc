@@ -56,6 +56,43 @@ class LifecycleE2eTest : public ::testing::Test {
   std::string host_;
 };
 
+// README finding: `fabrica vm reboot tiny-1; fabrica vm poweroff tiny-1; fabrica vm resume
+// tiny-1` failed because actions returned before the state changed. With --wait each one
+// returns once its operation is done and the VM is where the action leads.
+TEST_F(LifecycleE2eTest, TheCliChainsActionsWithWaitAsTheReadmeDoes) {
+  std::string home = (daemon_.data_dir() / "home").string();
+  auto cli = [&](const std::string& args) {
+    return testing::run_command(
+        "env -u FABRICA_TOKEN -u FABRICA_ENDPOINT -u FABRICA_PASSWORD HOME=" + home + " " +
+        testing::binary_path("fabrica") + " " + args);
+  };
+  auto login =
+      cli("--endpoint " + daemon_.url() + " login --password " + DaemonProcess::kAdminPassword);
+  ASSERT_EQ(login.exit_code, 0) << login.output;
+  auto created = cli("vm create chain --cpu 4 --memory 1G --gpu 1 --wait");
+  ASSERT_EQ(created.exit_code, 0) << created.output;
+  EXPECT_NE(created.output.find("STATE       : RUNNING"), std::string::npos) << created.output;
+  const std::pair<std::string, std::string> chain[] = {
+      {"reboot", "RUNNING"},      {"poweroff", "POWEROFF"}, {"resume", "RUNNING"},
+      {"undeploy", "UNDEPLOYED"}, {"resume", "RUNNING"},    {"suspend", "SUSPENDED"},
+      {"resume", "RUNNING"},      {"terminate", "DONE"}};
+  for (const auto& [action, state] : chain) {
+    auto r = cli("vm " + action + " chain --wait");
+    EXPECT_EQ(r.exit_code, 0) << action << ": " << r.output;
+    EXPECT_NE(r.output.find(" is " + state + "\n"), std::string::npos)
+        << action << ": " << r.output;
+  }
+  // A refusal offers only what a person can type.
+  auto refused = cli("vm resume chain");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("cannot resume a VM that is DONE"), std::string::npos)
+      << refused.output;
+  for (const char* internal : {"done", "failed", "seen running", "placed"}) {
+    EXPECT_EQ(refused.output.find(std::string(", ") + internal), std::string::npos)
+        << refused.output;
+  }
+}
+
 TEST_F(LifecycleE2eTest, AVmGoesFromPendingToRunningAndThroughEveryAction) {
   auto created =
       api_->post("/api/v1/vms", Json{{"name", "svc"},

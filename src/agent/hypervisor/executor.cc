@@ -411,11 +411,20 @@ Result<void> Executor::release_nics(const Json& nics) {
 }
 
 Result<void> Executor::wait_shutoff(const std::string& domain) {
-  auto deadline = std::chrono::steady_clock::now() + options_.shutdown_timeout;
+  auto now = std::chrono::steady_clock::now();
+  auto deadline = now + options_.shutdown_timeout;
+  // A guest that was not listening yet (its ACPI daemon starts late in its boot) misses one
+  // press of the power button: it is pressed again every few seconds until the guest goes.
+  auto press_again = now + options_.acpi_repeat;
   while (true) {
     FAB_ASSIGN_OR_RETURN(auto status, hypervisor_.status(domain));
     if (status.state == DomainState::kShutoff || status.state == DomainState::kMissing) return {};
     if (stopping_) return fail(ErrorCode::kUnavailable, std::string(kStopping));
+    if (std::chrono::steady_clock::now() >= press_again) {
+      // Best effort: a domain that went away in between is seen on the next pass.
+      (void)hypervisor_.shutdown(domain);
+      press_again = std::chrono::steady_clock::now() + options_.acpi_repeat;
+    }
     if (std::chrono::steady_clock::now() >= deadline) {
       return fail(ErrorCode::kDeadlineExceeded,
                   "the guest did not shut down within " +

@@ -20,6 +20,8 @@ struct ExecutorOptions {
   std::string domain_type = "auto";  // kvm, qemu (TCG), or auto: kvm where /dev/kvm opens.
   std::string arch = "x86_64";
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(120)};
+  // A graceful shutdown presses the guest's power button again this often while it waits.
+  std::chrono::milliseconds acpi_repeat{std::chrono::seconds(5)};
   // false for simulated hosts: the context and disks are checked, no file is written.
   bool host_files = true;
 };
