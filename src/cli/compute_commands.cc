@@ -367,12 +367,13 @@ Result<Json> wait_for_placement(client::ApiClient& api, int64_t id, int timeout_
                                            "); it stays queued until it fits or is deleted");
 }
 
-// The state a lifecycle action leaves a VM in once its operation is done ("" for any).
+// The state a lifecycle action leaves a VM in once its operation is done ("" for any: a
+// released VM may be placed at once).
 std::string_view settled_state(std::string_view action) {
   static constexpr std::pair<std::string_view, std::string_view> kSettled[] = {
       {"shutdown", "DONE"},       {"terminate", "DONE"},    {"poweroff", "POWEROFF"},
       {"reboot", "RUNNING"},      {"suspend", "SUSPENDED"}, {"resume", "RUNNING"},
-      {"undeploy", "UNDEPLOYED"}, {"hold", "HOLD"},         {"release", "PENDING"},
+      {"undeploy", "UNDEPLOYED"}, {"hold", "HOLD"},
   };
   for (auto [a, state] : kSettled) {
     if (a == action) return state;
@@ -404,6 +405,8 @@ Result<Json> wait_for_action(client::ApiClient& api, int64_t id, std::string_vie
                                                std::to_string(id) + " --retry tries again)");
     }
     if (!busy && (want.empty() || state == want)) return vm;
+    // On a host whose agent runs no hypervisor a placed VM stays ALLOCATED: that is running.
+    if (!busy && want == "RUNNING" && state == "ALLOCATED") return vm;
     // Resuming an UNDEPLOYED VM queues it: PENDING until placed, then it boots.
     bool queued = want == "RUNNING" && (state == "PENDING" || state == "PROLOG");
     if (!busy && !queued) {
@@ -994,9 +997,10 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
     auto* cmd = vm->add_subcommand(verb.name, verb.help);
     cmd->add_option("vm", *names, "VM ids or names")->required();
     if (verb.has_hard) cmd->add_flag("--hard", *hard, "At once, without asking the guest");
-    cmd->add_flag(
-        "--wait", *wait,
-        "Wait until the operation is done and the VM is " + std::string(settled_state(verb.name)));
+    std::string_view settled = settled_state(verb.name);
+    cmd->add_flag("--wait", *wait,
+                  "Wait until the operation is done" +
+                      (settled.empty() ? std::string() : " and the VM is " + std::string(settled)));
     cmd->add_option("--timeout", *timeout, "Seconds --wait waits at most (default 180)");
     std::string action = verb.name;
     cmd->callback([&ctx, names, hard, wait, timeout, action] {
@@ -1030,13 +1034,20 @@ void add_vm_commands(CLI::App& app, Context& ctx) {
     how_group->add_flag_callback(std::string("--") + h, [how, h] { *how = h; });
   }
   how_group->require_option(1);
-  recover->callback([&ctx, recover_names, how] {
+  auto recover_wait = std::make_shared<bool>(false);
+  auto recover_timeout = std::make_shared<int>(180);
+  recover->add_flag("--wait", *recover_wait, "Wait until the operation it starts is done");
+  recover->add_option("--timeout", *recover_timeout, "Seconds --wait waits at most (default 180)");
+  recover->callback([&ctx, recover_names, how, recover_wait, recover_timeout] {
     for (const auto& n : *recover_names) {
       ctx.run([&]() -> Result<void> {
         FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
         FAB_ASSIGN_OR_RETURN(int64_t id, resolve_vm(api, n));
         FAB_ASSIGN_OR_RETURN(Json v, api.post("/api/v1/vms/" + std::to_string(id) + "/actions",
                                               Json{{"action", "recover"}, {"how", *how}}));
+        if (*recover_wait) {
+          FAB_ASSIGN_OR_RETURN(v, wait_for_action(api, id, "recover", *recover_timeout));
+        }
         if (ctx.output == Output::kJson) return print_object(ctx, v), Result<void>{};
         std::cout << "VM " << id << " is " << to_text(v["state_name"]) << std::endl;
         return {};
