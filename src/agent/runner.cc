@@ -13,6 +13,7 @@
 #include "agent/nvidia_smi.h"
 #include "client/http_client.h"
 #include "core/files.h"
+#include "crypto/crypto.h"
 
 namespace fabrica::agent {
 namespace {
@@ -90,15 +91,20 @@ Result<std::string> AgentRunner::credential() {
   std::string existing;
   if (in && std::getline(in, existing) && !existing.empty()) {
     if (options_.join_token.empty()) return existing;
-    // A join token beside another host's credential: using either silently would join the
-    // wrong host or none. The person decides.
+    // STATE_DIR/host: the host's name, then the SHA-256 of the token it joined with. The same
+    // command started again (a service unit holding the token) goes on with the credential;
+    // another token beside this credential would join the wrong host or none: refused.
     std::ifstream named(fs::path(options_.state_dir) / "host");
-    std::string host;
-    if (!named || !std::getline(named, host) || host.empty()) host = "an earlier join";
+    std::string host, joined_with;
+    if (!named || !std::getline(named, host) || host.empty()) host = "of an earlier join";
+    if (named) std::getline(named, joined_with);
+    if (joined_with == crypto::sha256_hex(parse_join_token(options_.join_token).secret)) {
+      return existing;
+    }
     return fail(ErrorCode::kFailedPrecondition,
-                "--join-token given, but " + options_.state_dir +
-                    " already holds the credential of host " + host +
-                    ": give this agent its own --state-dir, or remove " + path.string() +
+                "this --join-token is not the one " + options_.state_dir +
+                    " joined with: it already holds the credential of host " + host +
+                    "; give this agent its own --state-dir, or remove " + path.string() +
                     " to join this machine again");
   }
   if (options_.join_token.empty()) {
@@ -128,7 +134,8 @@ Result<std::string> AgentRunner::credential() {
   FAB_TRY(write_private(path, secret + "\n"));
   FAB_TRY(write_private(fs::path(options_.state_dir) / "host",
                         joined["name"].get<std::string>() + " (id " +
-                            std::to_string(joined["host_id"].get<int64_t>()) + ")\n"));
+                            std::to_string(joined["host_id"].get<int64_t>()) + ")\n" +
+                            crypto::sha256_hex(token.secret) + "\n"));
   std::fprintf(stderr, "joined as host %lld (%s)\n",
                static_cast<long long>(joined["host_id"].get<int64_t>()),
                joined["name"].get<std::string>().c_str());

@@ -81,10 +81,15 @@ TEST_F(FleetE2eTest, AgentJoinsReportsGoesOfflineAndRecovers) {
   ASSERT_TRUE(refused.has_value());
   EXPECT_NE(*refused, 0);
   EXPECT_NE(wrong->log().find("already holds the credential of host gpu-node-01 (id " +
-                              std::to_string(id) + "): give this agent its own --state-dir"),
+                              std::to_string(id) + "); give this agent its own --state-dir"),
             std::string::npos)
       << wrong->log();
   EXPECT_EQ(state_of(api, (*second)["host"]["id"]), "INIT");
+  // The same command started again (the token it joined with) goes on with its credential.
+  a = agent(token, "hgx-h100");
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "MONITORED"; })) << a->log();
+  EXPECT_EQ(a->stop(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(eventually([&] { return state_of(api, id) == "OFFLINE"; }));
 
   a = agent("", "hgx-h100");
   ASSERT_TRUE(eventually([&] { return state_of(api, id) == "MONITORED"; })) << a->log();
