@@ -420,7 +420,9 @@ TEST_F(CliTest, TenantRequestsVmsWithFlagsAndTemplates) {
   EXPECT_NE(notebook.out.find("1g.10gb  0000:"), std::string::npos) << notebook.out;
 
   // The only free H100 board is gone: --wait reports the scheduler's reason, the VM queues.
-  auto late = fabrica("vm create late --cpu 8 --memory 64G --gpu H100:8 --wait --timeout 20");
+  // --wait waits its --timeout while the VM is PENDING; short here, so the simulated hosts
+  // (one round each) are still MONITORED when the board is freed below.
+  auto late = fabrica("vm create late --cpu 8 --memory 64G --gpu H100:8 --wait --timeout 2");
   EXPECT_EQ(late.exit_code, 1);
   EXPECT_NE(late.out.find("no host in the tenant's VDCs has 8 free H100* GPUs"), std::string::npos)
       << late.out;
