@@ -25,6 +25,7 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_compute_routes(router_, services_);
   add_storage_routes(router_, services_);
   add_network_routes(router_, services_);
+  add_market_routes(router_, services_);
 }
 
 HttpResponse Api::handle(const HttpRequest& request) {

@@ -19,6 +19,8 @@
 #include "crypto/sealer.h"
 #include "endpoints/endpoints.h"
 #include "fleet/fleet.h"
+#include "market/marketplace.h"
+#include "market/models.h"
 #include "storage/storage.h"
 #include "store/store.h"
 #include "usage/usage.h"
@@ -41,6 +43,8 @@ struct Services {
   network::Network& network;
   endpoints::Endpoints& endpoints;
   usage::Usage& usage;
+  market::Marketplaces& marketplaces;
+  market::Models& models;
   std::string version;
   // SHA-256 of the SubjectPublicKeyInfo of fabricad's CA (--tls-ca), appended to join tokens
   // ("fjt_...@sha256:<hex>") so a new host trusts the right control plane before it sends
@@ -108,6 +112,7 @@ void add_audit_routes(Router& router, Services& services);
 void add_compute_routes(Router& router, Services& services);
 void add_storage_routes(Router& router, Services& services);
 void add_network_routes(Router& router, Services& services);
+void add_market_routes(Router& router, Services& services);
 
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);

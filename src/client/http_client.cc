@@ -182,6 +182,82 @@ Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_
   return out;
 }
 
+Result<ClientResponse> HttpClient::fetch(std::string_view method, std::string_view target,
+                                         const Headers& headers, const Sink& sink) {
+  Connection& c = *connection_;
+  beast::error_code ec;
+  if (!c.open) {
+    FAB_TRY(connect(c));
+    c.open = true;
+    c.buffer.clear();
+  }
+  http::request<http::empty_body> req{http::string_to_verb(method), std::string(target), 11};
+  req.set(http::field::host, host_ + ":" + port_);
+  req.set(http::field::user_agent, "fabricad");
+  for (const auto& [name, value] : headers) req.set(name, value);
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);
+  bool aborted = false;
+  ClientResponse out;
+  // One asynchronous step at a time under the timeout, so a stalled server is cut.
+  auto run = [&](auto& stream) {
+    arm(c);
+    http::async_write(stream, req, [&](beast::error_code e, size_t) { ec = e; });
+    c.ioc.restart();
+    c.ioc.run();
+    if (ec) return;
+    arm(c);
+    http::async_read_header(stream, c.buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
+    c.ioc.restart();
+    c.ioc.run();
+    if (ec) return;
+    out.status = static_cast<int>(parser.get().result_int());
+    for (const auto& field : parser.get()) {
+      std::string name(field.name_string());
+      std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+      out.headers[name] = std::string(field.value());
+    }
+    bool ok = out.status >= 200 && out.status < 300;
+    std::vector<char> chunk(1 << 20);
+    while (!parser.is_done()) {
+      parser.get().body().data = chunk.data();
+      parser.get().body().size = chunk.size();
+      arm(c);
+      http::async_read(stream, c.buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
+      c.ioc.restart();
+      c.ioc.run();
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) return;
+      size_t got = chunk.size() - parser.get().body().size;
+      std::string_view piece(chunk.data(), got);
+      if (ok) {
+        if (got > 0 && !sink(out, piece)) {
+          aborted = true;
+          return;
+        }
+      } else if (out.body.size() < (1 << 20)) {
+        out.body.append(piece.substr(0, (1 << 20) - out.body.size()));
+      }
+    }
+  };
+  if (c.tls) {
+    run(*c.tls);
+  } else {
+    run(c.stream);
+  }
+  if (ec || aborted) {
+    c.tcp().socket().close(ec);
+    c.open = false;
+    if (aborted) return fail(ErrorCode::kAborted, "transfer from " + base_url_ + " stopped");
+    return fail(ErrorCode::kUnavailable, "connection to " + base_url_ + " failed: " + ec.message());
+  }
+  if (!parser.get().keep_alive()) {
+    c.tcp().socket().close(ec);
+    c.open = false;
+  }
+  return out;
+}
+
 Result<Json> ApiClient::decode(const ClientResponse& response) {
   if (response.status >= 200 && response.status < 300) {
     if (response.body.empty()) return Json(nullptr);

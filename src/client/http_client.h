@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,6 +37,14 @@ class HttpClient {
   // re-opened once, before anything of the request was answered.
   Result<ClientResponse> request(std::string_view method, std::string_view target,
                                  std::string_view body = {}, const Headers& headers = {});
+  // The same exchange, with the response body handed to `sink` piece by piece as it arrives
+  // (never held whole) when the status is 2xx, together with the response's status and
+  // headers (`head`, body empty); other answers keep their body (at most 1 MiB) in the
+  // response. `sink` returning false stops the transfer: kAborted, connection closed. A cut
+  // connection is kUnavailable (the caller resumes with Range). No retry, no redirect.
+  using Sink = std::function<bool(const ClientResponse& head, std::string_view piece)>;
+  Result<ClientResponse> fetch(std::string_view method, std::string_view target,
+                               const Headers& headers, const Sink& sink);
   const std::string& base_url() const { return base_url_; }
   // A read or write that waits longer than `limit` fails the request (kUnavailable) and
   // closes the connection; zero (the default) waits forever.

@@ -92,6 +92,38 @@ std::string base64_encode(std::string_view data) {
   return out;
 }
 
+namespace {
+std::string finish_hex(void* ctx) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx), digest, &size);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < size; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 15];
+  }
+  return out;
+}
+}  // namespace
+
+GitBlobHash::GitBlobHash(int64_t size) : ctx_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha1(), nullptr);
+  std::string head = "blob " + std::to_string(size);
+  head.push_back('\0');
+  update(head);
+}
+GitBlobHash::~GitBlobHash() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+GitBlobHash::GitBlobHash(GitBlobHash&& other) noexcept : ctx_(other.ctx_) { other.ctx_ = nullptr; }
+GitBlobHash& GitBlobHash::operator=(GitBlobHash&& other) noexcept {
+  std::swap(ctx_, other.ctx_);
+  return *this;
+}
+void GitBlobHash::update(std::string_view data) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size());
+}
+std::string GitBlobHash::finish() { return finish_hex(ctx_); }
+
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
 }

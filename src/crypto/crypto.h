@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,6 +43,22 @@ class Sha256 {
   Sha256& operator=(Sha256&& other) noexcept;
   void update(std::string_view data);
   // Lower-case hex; the object is spent afterwards.
+  std::string finish();
+
+ private:
+  void* ctx_ = nullptr;
+};
+
+// Git's object id of a blob of `size` bytes: SHA-1 over "blob <size>\0" and the content, the
+// id the Hugging Face Hub lists for files kept in git (not LFS).
+class GitBlobHash {
+ public:
+  explicit GitBlobHash(int64_t size);
+  ~GitBlobHash();
+  GitBlobHash(GitBlobHash&& other) noexcept;
+  GitBlobHash& operator=(GitBlobHash&& other) noexcept;
+  void update(std::string_view data);
+  // Lower-case hex (40 digits); the object is spent afterwards.
   std::string finish();
 
  private:

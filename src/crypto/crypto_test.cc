@@ -120,3 +120,12 @@ TEST(SealerTest, RotationResealsEverythingAndSurvivesAnInterruption) {
 
 }  // namespace
 }  // namespace fabrica::crypto
+
+TEST(CryptoTest, GitBlobHashIsGitsObjectId) {
+  // `printf 'hello\n' | git hash-object --stdin`
+  fabrica::crypto::GitBlobHash hash(6);
+  hash.update("hel");
+  hash.update("lo\n");
+  EXPECT_EQ(hash.finish(), "ce013625030ba8dba906f756967f9e9ca394464a");
+  EXPECT_EQ(fabrica::crypto::GitBlobHash(0).finish(), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+}

@@ -61,6 +61,10 @@ struct Options {
   std::string tls_key;
   std::string tls_ca;  // The CA certificate whose pin join tokens carry.
   bool insecure_http = false;
+  // The Hugging Face marketplace made at first start (HF_ENDPOINT's meaning: a mirror works).
+  std::string hub_url = std::getenv("HF_ENDPOINT") ? std::getenv("HF_ENDPOINT")
+                                                    : "https://huggingface.co";
+  int64_t import_parallel_files = 4;
 };
 
 // Reads a JSON config file whose keys mirror the flags (data_dir, listen, sync, ...).
@@ -83,6 +87,8 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   FAB_ASSIGN_OR_RETURN(auto tls_key, reader.optional_string("tls_key"));
   FAB_ASSIGN_OR_RETURN(auto tls_ca, reader.optional_string("tls_ca"));
   FAB_ASSIGN_OR_RETURN(auto insecure_http, reader.optional_bool("insecure_http"));
+  FAB_ASSIGN_OR_RETURN(auto hub_url, reader.optional_string("hub_url"));
+  FAB_ASSIGN_OR_RETURN(auto parallel_files, reader.optional_int("import_parallel_files"));
   FAB_TRY(reader.finish().map_error([&](Error e) { return e.with_context(path); }));
   if (data_dir) o.data_dir = *data_dir;
   if (listen) o.listen = *listen;
@@ -93,6 +99,13 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   if (body_limit) o.body_limit = static_cast<size_t>(*body_limit);
   if (offline_after) o.host_offline_after = *offline_after;
   if (heartbeat) o.heartbeat_interval = *heartbeat;
+  if (hub_url) o.hub_url = *hub_url;
+  if (parallel_files) {
+    if (*parallel_files < 1 || *parallel_files > 64) {
+      return fail(ErrorCode::kInvalidArgument, "must be 1-64", "import_parallel_files");
+    }
+    o.import_parallel_files = *parallel_files;
+  }
   if (login_failures) {
     if (*login_failures < 1 || *login_failures > 1000000) {
       return fail(ErrorCode::kInvalidArgument, "must be 1-1000000", "login_failures_per_address");
@@ -226,7 +239,8 @@ int serve(const Options& o) {
                 {.offline_after = std::chrono::seconds(o.host_offline_after),
                  .heartbeat_interval = std::chrono::seconds(o.heartbeat_interval)},
                 {.datastores_root = (data_dir / "datastores").string()}, std::move(*sealer),
-                {.per_address = static_cast<size_t>(o.login_failures_per_address)});
+                {.per_address = static_cast<size_t>(o.login_failures_per_address)},
+                {.parallel_files = static_cast<int>(o.import_parallel_files)});
   auth::Identity& identity = wiring.identity;
   api::Api& api = wiring.api;
   api.services().ca_pin = tls->ca_pin;
@@ -258,6 +272,11 @@ int serve(const Options& o) {
   if (auto r = wiring.storage.bootstrap(); !r) {
     return fatal(r.error().with_context("datastores"));
   }
+  if (auto r = wiring.marketplaces.bootstrap(o.hub_url); !r) {
+    return fatal(r.error().with_context("marketplaces (--hub-url)"));
+  }
+  // Model imports a stop or crash interrupted resume from their partial files.
+  if (auto r = wiring.models.bootstrap(); !r) return fatal(r.error().with_context("models"));
 
   // Marks silent hosts OFFLINE, once a second, and their running VMs UNKNOWN; releases
   // expired quota holds every ten seconds, until shutdown.
@@ -341,6 +360,7 @@ int serve(const Options& o) {
     scheduler_stopping = true;
     wiring.compute.notify();
     if (scheduler.joinable()) scheduler.join();
+    wiring.models.stop();
     wiring.storage.stop();
   };
 
@@ -423,6 +443,12 @@ int main(int argc, char** argv) {
                  "PEM certificate of the CA that signed --tls-cert; join tokens carry its pin");
   app.add_flag("--insecure-http", o.insecure_http,
                "Serve plain HTTP (development only; refused unless --listen is loopback)");
+  app.add_option("--hub-url", o.hub_url,
+                 "Hugging Face Hub (or mirror) URL of the marketplace made at first start "
+                 "(default: $HF_ENDPOINT, else https://huggingface.co)");
+  app.add_option("--import-parallel-files", o.import_parallel_files,
+                 "Files of one model import fetched at once (1-64)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--login-failures-per-address", o.login_failures_per_address,
                  "Failed logins one address may make in 5 minutes before 429")
       ->check(CLI::Range(1, 1000000));
@@ -454,6 +480,10 @@ int main(int argc, char** argv) {
       if (name == "--tls-key") o.tls_key = from_file.tls_key;
       if (name == "--tls-ca") o.tls_ca = from_file.tls_ca;
       if (name == "--insecure-http") o.insecure_http = from_file.insecure_http;
+      if (name == "--hub-url") o.hub_url = from_file.hub_url;
+      if (name == "--import-parallel-files") {
+        o.import_parallel_files = from_file.import_parallel_files;
+      }
       if (name == "--login-failures-per-address") {
         o.login_failures_per_address = from_file.login_failures_per_address;
       }

@@ -11,6 +11,8 @@
 #include "auth/vdc.h"
 #include "endpoints/endpoints.h"
 #include "fleet/fleet.h"
+#include "market/marketplace.h"
+#include "market/models.h"
 #include "network/network.h"
 #include "storage/storage.h"
 #include "store/store.h"
@@ -24,7 +26,7 @@ struct Wiring {
   Wiring(store::Store& store, const Clock& clock, std::string version,
          fleet::FleetOptions fleet_options = {}, storage::StorageOptions storage_options = {},
          crypto::Sealer sealer = crypto::Sealer::random(),
-         auth::LoginLimiter::Limits login_limits = {})
+         auth::LoginLimiter::Limits login_limits = {}, market::ModelsOptions models_options = {})
       : sealer(std::move(sealer)),
         filesystem(storage::make_posix_filesystem()),
         authorizer(store),
@@ -41,6 +43,8 @@ struct Wiring {
         compute(store, authorizer, identity, quotas, fleet, storage, network, clock),
         endpoints(store, authorizer, clock, this->sealer),
         usage(store, authorizer),
+        marketplaces(store, authorizer, clock),
+        models(storage, marketplaces, this->sealer, clock, std::move(models_options)),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -55,6 +59,8 @@ struct Wiring {
                           .network = network,
                           .endpoints = endpoints,
                           .usage = usage,
+                          .marketplaces = marketplaces,
+                          .models = models,
                           .version = std::move(version),
                           .sealer = &this->sealer,
                           .reseal_secrets = [this] { return reseal_secrets(); }}) {}
@@ -77,6 +83,8 @@ struct Wiring {
   compute::Compute compute;
   endpoints::Endpoints endpoints;
   usage::Usage usage;
+  market::Marketplaces marketplaces;
+  market::Models models;
   api::Api api;
 };
 

@@ -281,6 +281,16 @@ Result<Datastore> Storage::get_datastore(const auth::Caller& caller, int64_t id)
   return ds;
 }
 
+Result<Datastore> Storage::find_datastore(int64_t id) {
+  FAB_ASSIGN_OR_RETURN(Datastore ds,
+                       store_.read_value<Datastore>([&](store::Transaction& tx) -> Result<Datastore> {
+                         FAB_ASSIGN_OR_RETURN(auto r, tx.get(kDatastoreType, id));
+                         return datastore_from_record(r);
+                       }));
+  fill_capacity(ds);
+  return ds;
+}
+
 Result<std::vector<Datastore>> Storage::list_datastores(const auth::Caller& caller) {
   using List = std::vector<Datastore>;
   FAB_ASSIGN_OR_RETURN(

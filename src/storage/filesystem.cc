@@ -295,10 +295,14 @@ class PosixFilesystem : public Filesystem {
   }
 
   Result<void> remove(const std::string& path) override {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return fail(sys_error("cannot remove", path));
+    if (::unlink(path.c_str()) == 0 || errno == ENOENT) return {};
+    if (errno == EISDIR || errno == EPERM) {  // A model image's tree.
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+      if (!ec) return {};
+      return fail(ErrorCode::kInternal, "cannot remove " + path + ": " + ec.message());
     }
-    return {};
+    return fail(sys_error("cannot remove", path));
   }
 
   Result<DiskInfo> inspect(const std::string& path) override {

@@ -63,7 +63,7 @@ class Filesystem {
                             const std::function<void(std::string_view)>& piece) = 0;
   // Atomic replace, then syncs the directory.
   virtual Result<void> rename(const std::string& from, const std::string& to) = 0;
-  // Removes a file; absent is fine.
+  // Removes a file, or a directory tree (a model image); absent is fine.
   virtual Result<void> remove(const std::string& path) = 0;
   // `qemu-img info`: kInvalidArgument when qemu-img cannot read it as a disk.
   virtual Result<DiskInfo> inspect(const std::string& path) = 0;

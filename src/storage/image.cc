@@ -7,19 +7,27 @@ namespace fabrica::storage {
 namespace {
 
 constexpr Permissions kImagePermissions{0600};
-constexpr std::array<std::string_view, 5> kTypeNames = {"OS", "CDROM", "DATABLOCK", "KERNEL",
-                                                        "RAMDISK"};
+constexpr std::array<std::pair<ImageType, std::string_view>, 6> kTypeNames = {{
+    {ImageType::kOs, "OS"},
+    {ImageType::kCdrom, "CDROM"},
+    {ImageType::kDatablock, "DATABLOCK"},
+    {ImageType::kKernel, "KERNEL"},
+    {ImageType::kRamdisk, "RAMDISK"},
+    {ImageType::kModel, "MODEL"},
+}};
 
 std::string image_noun(int64_t id) { return "image " + std::to_string(id); }
 
 store::Record image_record(const Image& image) {
+  Json body = image.to_api_json();
+  if (!image.sealed_token.empty()) body["sealed_token"] = image.sealed_token;
   return store::Record{.type = std::string(kImageType),
                        .id = image.header.id,
                        .name = image.header.name,
                        .uid = image.header.uid,
                        .gid = image.header.gid,
                        .state = image.header.state,
-                       .body = dump_json(image.to_api_json()),
+                       .body = dump_json(body),
                        .version = image.version};
 }
 
@@ -44,6 +52,8 @@ Result<Image> image_from_record(const store::Record& r) {
   image.progress = body.value("progress", Json());
   image.error = body.value("error", "");
   image.vms = body.value("vms", std::vector<int64_t>{});
+  image.model = body.value("model", Json());
+  image.sealed_token = body.value("sealed_token", "");
   image.version = r.version;
   return image;
 }
@@ -54,11 +64,16 @@ int64_t megabytes(int64_t bytes) { return (bytes + (1 << 20) - 1) >> 20; }
 
 }  // namespace
 
-std::string_view image_type_name(ImageType type) { return kTypeNames[static_cast<size_t>(type)]; }
+std::string_view image_type_name(ImageType type) {
+  for (const auto& [t, name] : kTypeNames) {
+    if (t == type) return name;
+  }
+  return "UNKNOWN";
+}
 
 std::optional<ImageType> image_type_from_name(std::string_view name) {
-  for (size_t i = 0; i < kTypeNames.size(); ++i) {
-    if (kTypeNames[i] == name) return static_cast<ImageType>(i);
+  for (const auto& [t, n] : kTypeNames) {
+    if (n == name) return t;
   }
   return std::nullopt;
 }
@@ -135,6 +150,7 @@ Json Image::to_api_json() const {
   j["error"] = error;
   j["vms"] = vms;
   j["running_vms"] = vms.size();
+  if (!model.is_null()) j["model"] = model;
   return j;
 }
 
@@ -152,9 +168,17 @@ void Storage::set_progress(int64_t id, int64_t done) {
   std::lock_guard lock(progress_mutex_);
   if (done < 0) {
     progress_.erase(id);
+    progress_extra_.erase(id);
   } else {
     progress_[id] = done;
   }
+}
+
+void Storage::report_progress(int64_t id, int64_t done, Json extra) {
+  set_progress(id, done);
+  if (done < 0 || extra.is_null()) return;
+  std::lock_guard lock(progress_mutex_);
+  progress_extra_[id] = std::move(extra);
 }
 
 void Storage::add_progress(Image& image) {
@@ -162,10 +186,12 @@ void Storage::add_progress(Image& image) {
   std::lock_guard lock(progress_mutex_);
   auto p = progress_.find(image.header.id);
   if (p != progress_.end()) image.progress["bytes_done"] = p->second;
+  auto e = progress_extra_.find(image.header.id);
+  if (e != progress_extra_.end()) image.progress.update(e->second);
 }
 
 Result<Image> Storage::insert_image(store::Transaction& tx, const auth::Caller& caller, Image image,
-                                    int64_t reserve_bytes) {
+                                    int64_t reserve_bytes, std::optional<int64_t> free_bytes) {
   auto loaded = load_datastore(tx, caller, image.datastore_id, Right::kUse);
   if (!loaded) return fail(loaded.error().code(), loaded.error().message(), "datastore_id");
   Datastore ds = std::move(*loaded);
@@ -183,11 +209,12 @@ Result<Image> Storage::insert_image(store::Transaction& tx, const auth::Caller& 
                 "datastore_id");
   }
   fill_capacity(ds);
-  if (ds.capacity && ds.capacity->free < reserve_bytes) {
+  int64_t needed = free_bytes.value_or(reserve_bytes);
+  if (ds.capacity && ds.capacity->free < needed) {
     return fail(ErrorCode::kFailedPrecondition,
                 "datastore " + std::to_string(ds.header.id) + " has " +
                     std::to_string(ds.capacity->free >> 20) + " MB free; the image needs " +
-                    std::to_string(megabytes(reserve_bytes)) + " MB",
+                    std::to_string(megabytes(needed)) + " MB",
                 "datastore_id");
   }
   if (ds.limit_mb >= 0 && megabytes(ds.images_bytes + reserve_bytes) > ds.limit_mb) {
@@ -319,11 +346,13 @@ Result<Image> Storage::get_image(const auth::Caller& caller, int64_t id) {
 }
 
 Result<auth::Page<Image>> Storage::list_images(const auth::Caller& caller,
-                                               const auth::ListOptions& options) {
+                                               const auth::ListOptions& options,
+                                               std::optional<ImageType> type) {
   store::ListQuery query{.after_id = options.after_id, .gid = options.gid, .name = options.name};
   FAB_ASSIGN_OR_RETURN(auto page, store_.read_value<auth::Page<Image>>([&](store::Transaction& tx) {
     return auth::visible_page<Image>(
         tx, kImageType, query, options.limit, image_from_record, [&](const Image& image) {
+          if (type && image.type != *type) return false;
           return authorizer_.allows(caller, auth::object_ref(ObjectType::kImage, image.header),
                                     Right::kUse);
         });
@@ -357,7 +386,9 @@ Result<void> Storage::delete_image(const auth::Caller& caller, int64_t id) {
   }
   set_progress(id, -1);
   FAB_TRY(fs_.remove(staged_path(deleted)));
-  return fs_.remove(deleted.path);
+  FAB_TRY(fs_.remove(deleted.path));
+  if (delete_listener_) delete_listener_(deleted);
+  return {};
 }
 
 Result<Image> Storage::clone_image(const auth::Caller& caller, int64_t id, const std::string& name,
@@ -740,6 +771,83 @@ Result<Image> Storage::finish_saveas(int64_t id, bool ok, const std::string& err
   }
   jobs_wake_.notify_all();
   return image;
+}
+
+}  // namespace fabrica::storage
+
+namespace fabrica::storage {
+
+// ---- MODEL images (their files arrive through market::Models) ----
+
+Result<Image> Storage::create_model(const auth::Caller& caller, const NewModel& request) {
+  FAB_TRY(validate_name(request.name));
+  if (request.description.size() > 1024) {
+    return fail(ErrorCode::kInvalidArgument, "must be at most 1024 characters", "description");
+  }
+  int64_t gid = request.gid.value_or(caller.gid);
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kImage, gid));
+  int64_t now = unix_seconds(clock_.now());
+  Image image{.header = ObjectHeader::create(-1, request.name, caller.uid, gid, kImagePermissions,
+                                             static_cast<int>(ImageState::kLocked), now),
+              .datastore_id = request.datastore_id,
+              .type = ImageType::kModel,
+              .format = "dir",
+              .persistent = false,
+              .description = request.description,
+              .source = request.source,
+              .progress = {{"bytes_done", 0}, {"bytes_total", request.bytes}},
+              .sealed_token = request.sealed_token};
+  return store_.write_value<Image>([&](store::Transaction& tx) -> Result<Image> {
+    if (!tx.get(auth::kGroupType, gid)) {
+      return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
+                  "gid");
+    }
+    return insert_image(tx, caller, image, request.bytes, request.new_bytes);
+  });
+}
+
+Result<Image> Storage::finish_model(int64_t id, const std::string& staged,
+                                    const Result<Json>& model, int64_t size,
+                                    const std::string& format) {
+  Result<DiskInfo> verified =
+      model ? Result<DiskInfo>(DiskInfo{.format = format, .virtual_size = size, .actual_size = size})
+            : Result<DiskInfo>(fail(model.error()));
+  if (model) {
+    FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
+      auto r = tx.get(kImageType, id);
+      if (!r) return {};
+      FAB_ASSIGN_OR_RETURN(Image current, image_from_record(*r));
+      if (current.state() != ImageState::kLocked) return {};
+      current.model = *model;
+      current.sealed_token.clear();  // The files are in; the token is not needed again.
+      FAB_ASSIGN_OR_RETURN(current.version, tx.update(image_record(current)));
+      return {};
+    }));
+  }
+  return settle_data(id, staged, verified, size, "");
+}
+
+Result<Image> Storage::find_image(int64_t id) {
+  return store_.read_value<Image>([&](store::Transaction& tx) -> Result<Image> {
+    auto r = tx.get(kImageType, id);
+    if (!r) return fail(r.error().code(), image_noun(id) + " not found");
+    return image_from_record(*r);
+  });
+}
+
+Result<std::vector<Image>> Storage::locked_images(std::string_view kind) {
+  std::vector<Image> out;
+  FAB_TRY(store_.read([&](store::Transaction& tx) -> Result<void> {
+    return store::for_each(
+        tx, kImageType,
+        [&](const store::Record& r) -> Result<void> {
+          FAB_ASSIGN_OR_RETURN(Image image, image_from_record(r));
+          if (image.source.value("kind", "") == kind) out.push_back(std::move(image));
+          return {};
+        },
+        store::ListQuery{.state = static_cast<int>(ImageState::kLocked)});
+  }));
+  return out;
 }
 
 }  // namespace fabrica::storage

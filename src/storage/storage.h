@@ -1,6 +1,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -49,8 +50,10 @@ struct Datastore {
   Json to_api_json() const;
 };
 
-// OpenNebula's image TYPE and STATE numbers.
-enum class ImageType { kOs = 0, kCdrom = 1, kDatablock = 2, kKernel = 3, kRamdisk = 4 };
+// OpenNebula's image TYPE and STATE numbers. kModel is Fabrica's own (OpenNebula uses 5 and 6
+// for CONTEXT and BACKUP): a model's files, read-only, as a directory tree on a shared
+// datastore ("dir") or a raw ext4 volume on a local one.
+enum class ImageType { kOs = 0, kCdrom = 1, kDatablock = 2, kKernel = 3, kRamdisk = 4, kModel = 7 };
 enum class ImageState {
   kReady = 1,
   kUsed = 2,
@@ -93,6 +96,11 @@ struct Image {
   Json progress;
   std::string error;         // Why it is in ERROR.
   std::vector<int64_t> vms;  // VMs using it.
+  // MODEL images: what the files say (architecture, parameters, heads, tensor-parallel sizes,
+  // which GPUs hold it); null otherwise.
+  Json model;
+  // MODEL images: the importer's access token, sealed (crypto::Sealer); never in API answers.
+  std::string sealed_token;
   int64_t version = 0;
 
   ImageState state() const { return static_cast<ImageState>(header.state); }
@@ -165,8 +173,10 @@ class Storage {
 
   Result<Image> create_image(const auth::Caller& caller, const NewImage& request);
   Result<Image> get_image(const auth::Caller& caller, int64_t id);
+  // `type`: only images of that type.
   Result<auth::Page<Image>> list_images(const auth::Caller& caller,
-                                        const auth::ListOptions& options);
+                                        const auth::ListOptions& options,
+                                        std::optional<ImageType> type = std::nullopt);
   // kFailedPrecondition while VMs use it. A LOCKED image's copy or upload is abandoned.
   Result<void> delete_image(const auth::Caller& caller, int64_t id);
   // A new image with a copy of a READY or USED image's data (LOCKED until copied).
@@ -226,6 +236,41 @@ class Storage {
   // Where a LOCKED image's data is written before it is verified and renamed into place.
   static std::string staged_path(const Image& image) { return image.path + ".part"; }
 
+  // A MODEL image whose files an importer (market::Models) fetches: LOCKED, `bytes` held
+  // against the quotas ("images", "image_mb") and the datastore's limit, of which `new_bytes`
+  // (what the datastore's blob store lacks) must be free on its filesystem. The datastore must
+  // be an image datastore the caller may use.
+  struct NewModel {
+    std::string name;
+    std::optional<int64_t> gid;
+    int64_t datastore_id = 1;
+    std::string description;
+    int64_t bytes = 0;
+    int64_t new_bytes = 0;
+    Json source;
+    std::string sealed_token;
+  };
+  Result<Image> create_model(const auth::Caller& caller, const NewModel& request);
+  // The importer's end: `staged` (a directory tree or an ext4 volume of `size` bytes, in
+  // `format` "dir" or "raw") is renamed into place and the image READY with `model` facts, or
+  // ERROR (staged data removed) with `model`'s error. Nothing when it is no longer LOCKED.
+  Result<Image> finish_model(int64_t id, const std::string& staged, const Result<Json>& model,
+                             int64_t size, const std::string& format);
+  // An image as stored, without a caller (the importer's own reads); kNotFound when absent.
+  Result<Image> find_image(int64_t id);
+  // A datastore as stored, with its capacity, without a caller.
+  Result<Datastore> find_datastore(int64_t id);
+  // LOCKED images whose source kind is `kind` (an importer resuming after a restart).
+  Result<std::vector<Image>> locked_images(std::string_view kind);
+  // Progress of an image's data, shown while LOCKED: bytes done, and `extra` fields the
+  // importer adds (files, rate, ETA). `done` < 0 forgets it.
+  void report_progress(int64_t id, int64_t done, Json extra = nullptr);
+  // Called after an image is deleted and its data removed (a running import stops, unused
+  // blobs go). Set once, before use.
+  void set_delete_listener(std::function<void(const Image&)> listener) {
+    delete_listener_ = std::move(listener);
+  }
+
   // An upload session: one PUT's body, written as it arrives. begin() checks the caller,
   // that the image awaits an upload and that the piece starts where the data so far ends
   // (kFailedPrecondition naming the byte to resume from otherwise) and fits the declared
@@ -264,8 +309,9 @@ class Storage {
   // Adds to a datastore's image count and bytes, in the image's transaction.
   Result<void> count_image(store::Transaction& tx, int64_t datastore_id, int images, int64_t bytes);
   // Inserts a LOCKED (or READY for blank) image with its quota hold and datastore count.
+  // `free_bytes` (default: `reserve_bytes`) must be free on the datastore's filesystem.
   Result<Image> insert_image(store::Transaction& tx, const auth::Caller& caller, Image image,
-                             int64_t reserve_bytes);
+                             int64_t reserve_bytes, std::optional<int64_t> free_bytes = {});
   // Moves a LOCKED image to READY with `verified` data, or to ERROR (data removed) with
   // `error`; nothing when it is no longer LOCKED (deleted meanwhile).
   Result<Image> settle_data(int64_t id, const std::string& staged, const Result<DiskInfo>& verified,
@@ -306,6 +352,8 @@ class Storage {
 
   std::mutex progress_mutex_;
   std::map<int64_t, int64_t> progress_;  // Image id -> bytes copied so far.
+  std::map<int64_t, Json> progress_extra_;
+  std::function<void(const Image&)> delete_listener_;
 };
 
 inline constexpr std::string_view kDatastoreType = "datastore";
