@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   add_datastore_commands(app, ctx);
   add_image_commands(app, ctx);
   add_vnet_commands(app, ctx);
+  add_model_commands(app, ctx);
   add_vdc_commands(app, ctx);
   add_quota_commands(app, ctx);
   add_apikey_commands(app, ctx);

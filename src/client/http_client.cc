@@ -227,7 +227,7 @@ Result<ClientResponse> HttpClient::fetch(std::string_view method, std::string_vi
       c.ioc.restart();
       c.ioc.run();
       if (ec == http::error::need_buffer) ec = {};
-      if (ec) return;
+      // What arrived before an error is handed on too: a resumed download starts after it.
       size_t got = chunk.size() - parser.get().body().size;
       std::string_view piece(chunk.data(), got);
       if (ok) {
@@ -238,6 +238,7 @@ Result<ClientResponse> HttpClient::fetch(std::string_view method, std::string_vi
       } else if (out.body.size() < (1 << 20)) {
         out.body.append(piece.substr(0, (1 << 20) - out.body.size()));
       }
+      if (ec) return;
     }
   };
   if (c.tls) {

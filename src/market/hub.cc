@@ -178,7 +178,7 @@ Error Hub::refusal(int status, const std::map<std::string, std::string>& headers
                  "token");
   }
   if (status == 401 && message.find("Invalid credentials") != std::string::npos) {
-    return Error(ErrorCode::kUnauthenticated, "the Hub refused the token: it is invalid or expired",
+    return Error(ErrorCode::kInvalidArgument, "the Hub refused the token: it is invalid or expired",
                  "token");
   }
   if (status == 403) {

@@ -46,7 +46,7 @@ struct HubOptions {
 // import: revision → commit, the tree at the commit (paginated), and files with Range.
 // The Hub's refusals become clear errors:
 //   gated repository: kPermissionDenied naming `token`, saying where to accept the licence;
-//   a token refused or lacking access: kUnauthenticated / kPermissionDenied naming `token`;
+//   a token refused or lacking access: kInvalidArgument / kPermissionDenied naming `token`;
 //   a missing (or private, without a token) repository or revision: kNotFound naming `source`;
 //   429: kResourceExhausted with the Retry-After seconds;
 //   an unreachable Hub, a cut connection, a 5xx: kUnavailable (retry).

@@ -393,6 +393,7 @@ Result<Json> Models::import_files(const storage::Image& image, const storage::Da
   std::error_code ec;
   fs::remove_all(tree, ec);  // Links are cheap: a resumed import makes them again.
   fs::create_directories(blobs + "/partial", ec);
+  fs::permissions(blobs, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec, ec);
   fs::create_directories(tree, ec);
   if (ec) return fail(ErrorCode::kInternal, "cannot create " + tree + ": " + ec.message());
   progress.files_total = static_cast<int>(files.size());
