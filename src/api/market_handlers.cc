@@ -58,7 +58,9 @@ void add_marketplace_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto kind, body.optional_string("kind"));
                FAB_ASSIGN_OR_RETURN(m.url, body.required_string("url"));
                FAB_ASSIGN_OR_RETURN(auto description, body.optional_string("description"));
+               FAB_ASSIGN_OR_RETURN(auto is_public, body.optional_bool("public"));
                FAB_TRY(body.finish());
+               m.is_public = is_public.value_or(false);
                if (kind && *kind != "huggingface") {
                  return fail(ErrorCode::kInvalidArgument, "must be huggingface", "kind");
                }
@@ -80,6 +82,7 @@ void add_marketplace_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(change.url, body.optional_string("url"));
                FAB_ASSIGN_OR_RETURN(change.description, body.optional_string("description"));
                FAB_ASSIGN_OR_RETURN(change.enabled, body.optional_bool("enabled"));
+               FAB_ASSIGN_OR_RETURN(change.is_public, body.optional_bool("public"));
                FAB_TRY(body.finish());
                FAB_ASSIGN_OR_RETURN(auto m, s.marketplaces.update(ctx.who(), id, change));
                return json_response(200, m.to_api_json());

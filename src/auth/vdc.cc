@@ -12,6 +12,7 @@ constexpr VdcResourceKind kKinds[] = {
     {"host", ObjectType::kHost, "host"},
     {"datastore", ObjectType::kDatastore, "datastore"},
     {"vnet", ObjectType::kNet, "vnet"},
+    {"marketplace", ObjectType::kMarketplace, "marketplace"},
 };
 
 std::string vdc_noun(int64_t id) { return "VDC " + std::to_string(id); }
@@ -111,6 +112,8 @@ std::vector<std::string> vdc_rule_texts(const Vdc& vdc) {
         texts.push_back(who + "DATASTORE/#" + id + " USE");
       } else if (r.kind == "vnet") {
         texts.push_back(who + "NET/#" + id + " USE");
+      } else if (r.kind == "marketplace") {
+        texts.push_back(who + "MARKETPLACE/#" + id + " USE");
       }
     }
   }
@@ -210,7 +213,7 @@ Result<Vdc> Vdcs::remove_group(const Caller& caller, int64_t id, int64_t gid) {
 Result<Vdc> Vdcs::add_resource(const Caller& caller, int64_t id, const VdcResource& resource) {
   const VdcResourceKind* kind = vdc_resource_kind(resource.kind);
   if (kind == nullptr) {
-    return fail(ErrorCode::kInvalidArgument, "must be cluster, host, datastore or vnet", "kind");
+    return fail(ErrorCode::kInvalidArgument, "must be cluster, host, datastore, vnet or marketplace", "kind");
   }
   if (resource.id < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", "id");
   return mutate(caller, id, [&](store::Transaction& tx, Vdc& v) -> Result<void> {

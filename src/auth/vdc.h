@@ -17,8 +17,8 @@ namespace fabrica::auth {
 // The kinds of resource a VDC grants, by id. Each kind knows the object type it grants and,
 // once its objects exist in this build, the store type that proves an id is real.
 struct VdcResourceKind {
-  std::string_view name;         // "cluster", "host", "datastore", "vnet"
-  ObjectType type;               // CLUSTER, HOST, DATASTORE, NET
+  std::string_view name;         // "cluster", "host", "datastore", "vnet", "marketplace"
+  ObjectType type;               // CLUSTER, HOST, DATASTORE, NET, MARKETPLACE
   std::string_view record_type;  // Store type checked on add; empty until the type exists.
 };
 std::span<const VdcResourceKind> vdc_resource_kinds();
@@ -43,8 +43,8 @@ struct Vdc {
 };
 
 // The rules a VDC implies: for every group G, a cluster C gives `@G CLUSTER/#C USE`,
-// `@G HOST/%C USE` and `@G DATASTORE+NET/%C USE`; a host, datastore or vnet gives USE on
-// itself.
+// `@G HOST/%C USE` and `@G DATASTORE+NET/%C USE`; a host, datastore, vnet or marketplace
+// gives USE on itself (a marketplace's tenants may import through it).
 std::vector<std::string> vdc_rule_texts(const Vdc& vdc);
 
 // VDCs: the infrastructure administrators define them; members of a VDC's groups may read

@@ -44,7 +44,7 @@ struct Wiring {
         endpoints(store, authorizer, clock, this->sealer),
         usage(store, authorizer),
         marketplaces(store, authorizer, clock),
-        models(storage, marketplaces, this->sealer, clock, std::move(models_options)),
+        models(storage, marketplaces, authorizer, this->sealer, clock, std::move(models_options)),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,

@@ -5,7 +5,8 @@
 namespace fabrica::market {
 namespace {
 
-constexpr Permissions kMarketPermissions{0604};
+constexpr Permissions kPublic{0604};
+constexpr Permissions kPrivate{0600};
 
 std::string market_noun(int64_t id) { return "marketplace " + std::to_string(id); }
 
@@ -74,6 +75,7 @@ Json Marketplace::to_api_json() const {
   j["kind"] = market_kind_name(kind);
   j["url"] = url;
   j["description"] = description;
+  j["public"] = is_public();
   return j;
 }
 
@@ -84,7 +86,7 @@ Result<void> Marketplaces::bootstrap(const std::string& hub_url) {
     if (!any.empty()) return {};
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kMarketplaceType));
     int64_t now = unix_seconds(clock_.now());
-    Marketplace m{.header = ObjectHeader::create(id, "huggingface", 0, 0, kMarketPermissions, 0, now),
+    Marketplace m{.header = ObjectHeader::create(id, "huggingface", 0, 0, kPublic, 0, now),
                   .url = trimmed(hub_url),
                   .description = "The Hugging Face Hub (models imported as hf://ORG/NAME@REVISION)",
                   .version = 1};
@@ -107,7 +109,7 @@ Result<Marketplace> Marketplaces::create(const auth::Caller& caller, const NewMa
     FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kMarketplaceType));
     int64_t now = unix_seconds(clock_.now());
     Marketplace m{.header = ObjectHeader::create(id, request.name, caller.uid, 0,
-                                                 kMarketPermissions, 0, now),
+                                                 request.is_public ? kPublic : kPrivate, 0, now),
                   .kind = request.kind,
                   .url = trimmed(request.url),
                   .description = request.description,
@@ -117,21 +119,27 @@ Result<Marketplace> Marketplaces::create(const auth::Caller& caller, const NewMa
   });
 }
 
-Result<Marketplace> Marketplaces::get(const auth::Caller&, int64_t id) {
+Result<Marketplace> Marketplaces::get(const auth::Caller& caller, int64_t id) {
   return store_.read_value<Marketplace>([&](store::Transaction& tx) -> Result<Marketplace> {
     auto r = tx.get(kMarketplaceType, id);
     if (!r) return fail(r.error().code(), market_noun(id) + " not found");
-    return market_from_record(*r);
+    FAB_ASSIGN_OR_RETURN(Marketplace m, market_from_record(*r));
+    FAB_TRY(authorizer_.require(caller, auth::object_ref(ObjectType::kMarketplace, m.header),
+                                Right::kUse, market_noun(id)));
+    return m;
   });
 }
 
-Result<auth::Page<Marketplace>> Marketplaces::list(const auth::Caller&,
+Result<auth::Page<Marketplace>> Marketplaces::list(const auth::Caller& caller,
                                                    const auth::ListOptions& options) {
   store::ListQuery query{.after_id = options.after_id, .name = options.name};
   return store_.read_value<auth::Page<Marketplace>>([&](store::Transaction& tx) {
-    return auth::visible_page<Marketplace>(tx, kMarketplaceType, query, options.limit,
-                                           market_from_record,
-                                           [](const Marketplace&) { return true; });
+    return auth::visible_page<Marketplace>(
+        tx, kMarketplaceType, query, options.limit, market_from_record,
+        [&](const Marketplace& m) {
+          return authorizer_.allows(caller, auth::object_ref(ObjectType::kMarketplace, m.header),
+                                    Right::kUse);
+        });
   });
 }
 
@@ -147,6 +155,7 @@ Result<Marketplace> Marketplaces::update(const auth::Caller& caller, int64_t id,
     if (change.url) m.url = trimmed(*change.url);
     if (change.description) m.description = *change.description;
     if (change.enabled) m.header.state = *change.enabled ? 0 : 1;
+    if (change.is_public) m.header.permissions = *change.is_public ? kPublic : kPrivate;
     m.header.updated_at = unix_seconds(clock_.now());
     FAB_ASSIGN_OR_RETURN(m.version, tx.update(market_record(m)));
     return m;
@@ -162,12 +171,20 @@ Result<void> Marketplaces::remove(const auth::Caller& caller, int64_t id) {
   });
 }
 
-Result<Marketplace> Marketplaces::pick(std::optional<int64_t> id, MarketKind kind) {
+Result<Marketplace> Marketplaces::pick(const auth::Caller& caller, std::optional<int64_t> id,
+                                       MarketKind kind) {
+  auto usable = [&](const Marketplace& m) {
+    return authorizer_.allows(caller, auth::object_ref(ObjectType::kMarketplace, m.header),
+                              Right::kUse);
+  };
   return store_.read_value<Marketplace>([&](store::Transaction& tx) -> Result<Marketplace> {
     if (id) {
       auto r = tx.get(kMarketplaceType, *id);
       if (!r) return fail(ErrorCode::kNotFound, market_noun(*id) + " not found", "marketplace_id");
       FAB_ASSIGN_OR_RETURN(Marketplace m, market_from_record(*r));
+      if (!usable(m)) {
+        return fail(ErrorCode::kNotFound, market_noun(*id) + " not found", "marketplace_id");
+      }
       if (!m.enabled()) {
         return fail(ErrorCode::kFailedPrecondition, market_noun(*id) + " is disabled",
                     "marketplace_id");
@@ -183,7 +200,7 @@ Result<Marketplace> Marketplaces::pick(std::optional<int64_t> id, MarketKind kin
     std::optional<Marketplace> found;
     FAB_TRY(store::for_each(tx, kMarketplaceType, [&](const store::Record& r) -> Result<bool> {
       FAB_ASSIGN_OR_RETURN(Marketplace m, market_from_record(r));
-      if (m.enabled() && m.kind == kind) {
+      if (m.enabled() && m.kind == kind && usable(m)) {
         found = std::move(m);
         return false;
       }
@@ -192,7 +209,8 @@ Result<Marketplace> Marketplaces::pick(std::optional<int64_t> id, MarketKind kin
     if (!found) {
       return fail(ErrorCode::kFailedPrecondition,
                   "no enabled " + std::string(market_kind_name(kind)) +
-                      " marketplace: an administrator creates one with `fabrica marketplace create`",
+                      " marketplace you may use: an administrator makes one public or adds it "
+                      "to your VDC",
                   "marketplace_id");
     }
     return *found;

@@ -25,6 +25,9 @@ struct Marketplace {
   std::string description;
   int64_t version = 0;
 
+  // Every signed-in user may use it (permissions 604); otherwise only the groups of the VDCs
+  // that list it (600).
+  bool is_public() const { return header.permissions.bits() == 0604; }
   bool enabled() const { return header.state == 0; }
   Json to_api_json() const;
 };
@@ -34,22 +37,25 @@ struct NewMarketplace {
   MarketKind kind = MarketKind::kHuggingFace;
   std::string url;
   std::string description;
+  bool is_public = false;
 };
 
 struct MarketplaceChange {
   std::optional<std::string> url;
   std::optional<std::string> description;
   std::optional<bool> enabled;
+  std::optional<bool> is_public;
 };
 
-// Marketplace objects: every signed-in user sees them (a tenant imports through them);
-// administrators create, change and delete them. Thread-safe.
+// Marketplace objects: administrators create, change and delete them; a tenant sees and
+// imports through the public ones and those its VDC lists (`fabrica vdc addresource VDC
+// marketplace ID`), and no other. Thread-safe.
 class Marketplaces {
  public:
   Marketplaces(store::Store& store, auth::Authorizer& authorizer, const Clock& clock)
       : store_(store), authorizer_(authorizer), clock_(clock) {}
 
-  // Creates "huggingface" at `hub_url` when no marketplace exists yet.
+  // Creates "huggingface" at `hub_url`, public, when no marketplace exists yet.
   Result<void> bootstrap(const std::string& hub_url);
 
   // kInvalidArgument naming `url` unless an http(s) URL without path, query or credentials.
@@ -60,10 +66,10 @@ class Marketplaces {
   Result<Marketplace> update(const auth::Caller& caller, int64_t id,
                              const MarketplaceChange& change);
   Result<void> remove(const auth::Caller& caller, int64_t id);
-  // The enabled marketplace of `kind` an import uses: `id` when given (kNotFound,
-  // kFailedPrecondition when disabled or of another kind, naming `marketplace_id`), else the
-  // first enabled one of that kind.
-  Result<Marketplace> pick(std::optional<int64_t> id, MarketKind kind);
+  // The enabled marketplace of `kind` that `caller` imports through: `id` when given
+  // (kNotFound when it may not use it, kFailedPrecondition when disabled or of another kind,
+  // naming `marketplace_id`), else the first enabled one of that kind it may use.
+  Result<Marketplace> pick(const auth::Caller& caller, std::optional<int64_t> id, MarketKind kind);
 
  private:
   store::Store& store_;

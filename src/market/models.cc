@@ -160,8 +160,10 @@ const std::vector<std::string>& Models::default_include() {
 }
 
 Models::Models(storage::Storage& storage, Marketplaces& marketplaces,
-               const crypto::Sealer& sealer, const Clock& clock, ModelsOptions options)
+               auth::Authorizer& authorizer, const crypto::Sealer& sealer, const Clock& clock,
+               ModelsOptions options)
     : storage_(storage),
+      authorizer_(authorizer),
       marketplaces_(marketplaces),
       sealer_(sealer),
       clock_(clock),
@@ -252,11 +254,13 @@ Result<storage::Image> Models::import(const auth::Caller& caller, const ImportRe
                         }))) {
     return fail(ErrorCode::kInvalidArgument, "must be 1 to 1024 printable characters", "token");
   }
-  // The caller may use the datastore (kNotFound as for any object it may not see).
+  // Authorization first, before the Hub hears of the request: the group, the datastore and
+  // the marketplace (kNotFound as for any object the caller may not see).
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kImage, request.gid.value_or(caller.gid)));
   auto ds = storage_.get_datastore(caller, request.datastore_id);
   if (!ds) return fail(ds.error().code(), ds.error().message(), "datastore_id");
-  FAB_ASSIGN_OR_RETURN(Marketplace market,
-                       marketplaces_.pick(request.marketplace_id, MarketKind::kHuggingFace));
+  FAB_ASSIGN_OR_RETURN(Marketplace market, marketplaces_.pick(caller, request.marketplace_id,
+                                                              MarketKind::kHuggingFace));
   FAB_ASSIGN_OR_RETURN(auto hub, Hub::create(HubOptions{.endpoint = market.url,
                                                         .token = request.token.value_or(""),
                                                         .timeout = options_.timeout}));

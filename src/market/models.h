@@ -60,8 +60,8 @@ struct ImportRequest {
 // Thread-safe.
 class Models {
  public:
-  Models(storage::Storage& storage, Marketplaces& marketplaces, const crypto::Sealer& sealer,
-         const Clock& clock, ModelsOptions options = {});
+  Models(storage::Storage& storage, Marketplaces& marketplaces, auth::Authorizer& authorizer,
+         const crypto::Sealer& sealer, const Clock& clock, ModelsOptions options = {});
   ~Models();
   Models(const Models&) = delete;
   Models& operator=(const Models&) = delete;
@@ -102,6 +102,7 @@ class Models {
   void enqueue(int64_t id);
 
   storage::Storage& storage_;
+  auth::Authorizer& authorizer_;
   Marketplaces& marketplaces_;
   const crypto::Sealer& sealer_;
   const Clock& clock_;

@@ -37,6 +37,10 @@ const std::map<std::string, std::string>& collections() {
       {"disks", "disks"},
       {"endpoints", "endpoints"},
       {"join-tokens", "join_tokens"},
+      {"marketplaces", "marketplaces"},
+      // A model is a MODEL image: the victim's image stands for it (an id /models refuses
+      // to everyone but the owner, as an image).
+      {"models", "images"},
   };
   return m;
 }
@@ -109,6 +113,10 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vnets/{id}/ranges", R"({"type":"IP4","ip":"10.99.0.1","size":4})"},
       {"POST /api/v1/vnets/{id}/hold", R"({"ip":"10.77.0.3"})"},
       {"POST /api/v1/vnets/{id}/release", R"({"ip":"10.77.0.2"})"},
+      {"POST /api/v1/marketplaces", R"({"name":"probe-market","url":"http://127.0.0.1:1"})"},
+      {"PUT /api/v1/marketplaces/{id}", R"({"description":"hijacked","public":true})"},
+      {"POST /api/v1/models",
+       R"({"source":"hf://probe/model","gid":$groups,"datastore_id":$datastores,"marketplace_id":$marketplaces})"},
       {"POST /api/v1/gateway/usage",
        R"({"records":[{"id":"probe-1","time_ms":1,"gid":$groups,"uid":$users,"apikey_id":$apikeys,"endpoint_id":$endpoints,"endpoint":"probe","model":"m","backend":"","kind":"chat","status":200,"input_tokens":1000000,"output_tokens":0,"latency_ms":1,"gateway":"probe"}]})"},
   };
@@ -121,7 +129,7 @@ const std::map<std::string, std::string>& probe_queries() {
       {"GET /api/v1/users", "?gid=$groups"},      {"GET /api/v1/apikeys", "?gid=$groups"},
       {"GET /api/v1/auth/tokens", "?uid=$users"}, {"GET /api/v1/hosts", "?cluster_id=$clusters"},
       {"GET /api/v1/audit", "?uid=$users"},       {"GET /api/v1/vms", "?gid=$groups"},
-      {"GET /api/v1/templates", "?gid=$groups"},  {"GET /api/v1/images", "?gid=$groups"},
+      {"GET /api/v1/templates", "?gid=$groups"},  {"GET /api/v1/images", "?gid=$groups"}, {"GET /api/v1/models", "?gid=$groups"},
       {"GET /api/v1/usage", "?gid=$groups"},      {"GET /api/v1/usage/totals", "?gid=$groups"},
   };
   return m;
@@ -300,6 +308,12 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     std::string vdc = "/api/v1/vdcs/" + std::to_string(ids["vdcs"]);
     call("POST", vdc + "/groups", {{"gid", ids["groups"]}}, admin_auth);
     call("POST", vdc + "/resources", {{"kind", "cluster"}, {"id", ids["clusters"]}}, admin_auth);
+    // A private marketplace (a mirror nobody answers on) that only this tenant's VDC lists.
+    ids["marketplaces"] = call("POST", "/api/v1/marketplaces",
+                               {{"name", m + "-market"}, {"url", "http://127.0.0.1:1"}},
+                               admin_auth)["id"];
+    call("POST", vdc + "/resources", {{"kind", "marketplace"}, {"id", ids["marketplaces"]}},
+         admin_auth);
     ids["datastores"] =
         call("POST", "/api/v1/datastores", {{"name", m + "-ds"}, {"clusters", {ids["clusters"]}}},
              admin_auth)["id"];
@@ -373,7 +387,8 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
         {"users", m + "-user"},         {"groups", m + "-grp"},    {"endpoints", m + "-llm"},
         {"templates", m + "-template"}, {"vms", m + "-vm"},        {"images", m + "-image"},
         {"apikeys", m + "-key"},        {"datastores", m + "-ds"}, {"vnets", m + "-net"},
-        {"clusters", m + "-cluster"},   {"hosts", m + "-host"},    {"vdcs", m + "-vdc"}};
+        {"clusters", m + "-cluster"},   {"hosts", m + "-host"},    {"vdcs", m + "-vdc"},
+        {"marketplaces", m + "-market"}};
     auto [user_auth, token_id] = login(m + "-user", password, 3600);
     tenant.user_auth = user_auth;
     ids["tokens"] = token_id;
