@@ -68,7 +68,9 @@ Result<Json> wait_model(client::ApiClient& api, int64_t id, bool quiet) {
       }
       return model;
     }
-    if (model["progress"].is_object()) progress = model["progress"];
+    if (model["progress"].is_object() && model["progress"].value("files_total", 0) > 0) {
+      progress = model["progress"];
+    }
     auto now = std::chrono::steady_clock::now();
     // On a terminal 5 redraws a second; in a log one line every 5 seconds.
     if (!quiet && !progress.is_null() &&

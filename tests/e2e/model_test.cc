@@ -159,6 +159,20 @@ TEST_F(ModelE2eTest, ImportIsPinnedVerifiedThroughFaultsAndAReimportDownloadsNot
   EXPECT_EQ(hub_->stats()["file_requests"], 0) << hub_->stats().dump();
   EXPECT_EQ(hub_->stats()["bytes"], 0);
 
+  // On a local datastore (hosts copy images) the model is a raw ext4 volume with the tree.
+  auto local = admin_->post("/api/v1/datastores", Json{{"name", "local"}, {"driver", "local"}});
+  ASSERT_TRUE(local) << local.error().message();
+  auto volume = import(*admin_, Json{{"source", "hf://acme/tiny"}, {"name", "tiny-volume"},
+                                     {"datastore_id", (*local)["id"]}});
+  ASSERT_TRUE(volume) << volume.error().message();
+  Json raw = settle((*volume)["id"].get<int64_t>());
+  ASSERT_EQ(raw["state_name"], "READY") << raw.dump();
+  EXPECT_EQ(raw["format"], "raw");
+  auto listed = testing::run_command("/usr/sbin/debugfs -R 'cat /config.json' " +
+                                     raw["path"].get<std::string>() + " 2>/dev/null");
+  EXPECT_NE(listed.output.find("Qwen3ForCausalLM"), std::string::npos) << listed.output;
+  ASSERT_TRUE(admin_->del("/api/v1/models/" + raw["id"].dump()));
+
   // The CLI shows what a person needs.
   auto show = cli("model show tiny");
   EXPECT_EQ(show.exit_code, 0) << show.output;
