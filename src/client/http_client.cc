@@ -197,6 +197,9 @@ Result<ClientResponse> HttpClient::fetch(std::string_view method, std::string_vi
   for (const auto& [name, value] : headers) req.set(name, value);
   http::response_parser<http::buffer_body> parser;
   parser.body_limit(boost::none);
+  // Beast reads at most the buffer's free room (and 64 KiB) per system call: room for large
+  // reads, or a body arrives in pieces of a few hundred bytes.
+  c.buffer.reserve(1 << 20);
   bool aborted = false;
   ClientResponse out;
   // One asynchronous step at a time under the timeout, so a stalled server is cut.
