@@ -3,6 +3,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -222,11 +223,23 @@ Result<ClientResponse> HttpClient::fetch(std::string_view method, std::string_vi
     }
     bool ok = out.status >= 200 && out.status < 300;
     std::vector<char> chunk(1 << 20);
+    // One watchdog per MiB instead of the stream's timer, which beast re-arms (a timerfd
+    // call) on every 64 KiB read.
+    c.tcp().expires_never();
+    asio::steady_timer watchdog(c.ioc);
     while (!parser.is_done()) {
       parser.get().body().data = chunk.data();
       parser.get().body().size = chunk.size();
-      arm(c);
-      http::async_read(stream, c.buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
+      if (timeout_.count() > 0) {
+        watchdog.expires_after(timeout_);
+        watchdog.async_wait([&](beast::error_code e) {
+          if (!e) c.tcp().socket().cancel();
+        });
+      }
+      http::async_read(stream, c.buffer, parser, [&](beast::error_code e, size_t) {
+        ec = e;
+        watchdog.cancel();
+      });
       c.ioc.restart();
       c.ioc.run();
       if (ec == http::error::need_buffer) ec = {};

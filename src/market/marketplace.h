@@ -48,8 +48,8 @@ struct MarketplaceChange {
 };
 
 // Marketplace objects: administrators create, change and delete them; a tenant sees and
-// imports through the public ones and those its VDC lists (`fabrica vdc addresource VDC
-// marketplace ID`), and no other. Thread-safe.
+// imports through the public ones and those its VDC lists (`fabrica vdc addmarketplace`),
+// and no other. Thread-safe.
 class Marketplaces {
  public:
   Marketplaces(store::Store& store, auth::Authorizer& authorizer, const Clock& clock)
