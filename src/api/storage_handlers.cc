@@ -68,6 +68,10 @@ Result<storage::NewImage> read_image(const Context& ctx) {
   if (datastore) n.datastore_id = *datastore;
   if (type) {
     auto t = storage::image_type_from_name(*type);
+    if (t == storage::ImageType::kModel) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "MODEL images are imported: POST /api/v1/models (fabrica model import)", "type");
+    }
     if (!t) {
       return fail(ErrorCode::kInvalidArgument, "must be OS, CDROM, DATABLOCK, KERNEL or RAMDISK",
                   "type");

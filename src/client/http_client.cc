@@ -129,15 +129,30 @@ Result<void> HttpClient::connect(Connection& c) {
   return {};
 }
 
+Result<void> HttpClient::ensure_open(Connection& c) {
+  if (c.open) return {};
+  FAB_TRY(connect(c));
+  c.open = true;
+  c.buffer.clear();
+  return {};
+}
+
+namespace {
+template <typename Fields>
+void copy_headers(const Fields& fields, ClientResponse& out) {
+  for (const auto& field : fields) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    out.headers[name] = std::string(field.value());
+  }
+}
+}  // namespace
+
 Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_view target,
                                            std::string_view body, const Headers& headers) {
   Connection& c = *connection_;
   beast::error_code ec;
-  if (!c.open) {
-    FAB_TRY(connect(c));
-    c.open = true;
-    c.buffer.clear();
-  }
+  FAB_TRY(ensure_open(c));
   http::request<http::string_body> req{http::string_to_verb(method), std::string(target), 11};
   req.set(http::field::host, host_ + ":" + port_);
   req.set(http::field::user_agent, "fabrica-cli");
@@ -171,11 +186,7 @@ Result<ClientResponse> HttpClient::attempt(std::string_view method, std::string_
   }
   auto res = parser.release();
   ClientResponse out{.status = static_cast<int>(res.result_int()), .body = std::move(res.body())};
-  for (const auto& field : res) {
-    std::string name(field.name_string());
-    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-    out.headers[name] = std::string(field.value());
-  }
+  copy_headers(res, out);
   if (!res.keep_alive()) {
     c.tcp().socket().close(ec);
     c.open = false;
@@ -187,11 +198,7 @@ Result<ClientResponse> HttpClient::fetch(std::string_view method, std::string_vi
                                          const Headers& headers, const Sink& sink) {
   Connection& c = *connection_;
   beast::error_code ec;
-  if (!c.open) {
-    FAB_TRY(connect(c));
-    c.open = true;
-    c.buffer.clear();
-  }
+  FAB_TRY(ensure_open(c));
   http::request<http::empty_body> req{http::string_to_verb(method), std::string(target), 11};
   req.set(http::field::host, host_ + ":" + port_);
   req.set(http::field::user_agent, "fabricad");
@@ -216,11 +223,7 @@ Result<ClientResponse> HttpClient::fetch(std::string_view method, std::string_vi
     c.ioc.run();
     if (ec) return;
     out.status = static_cast<int>(parser.get().result_int());
-    for (const auto& field : parser.get()) {
-      std::string name(field.name_string());
-      std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-      out.headers[name] = std::string(field.value());
-    }
+    copy_headers(parser.get(), out);
     bool ok = out.status >= 200 && out.status < 300;
     std::vector<char> chunk(1 << 20);
     // One watchdog per MiB instead of the stream's timer, which beast re-arms (a timerfd

@@ -57,6 +57,8 @@ class HttpClient {
   HttpClient(std::string base_url, std::string host, std::string port);
   void arm(Connection& c) const;
   Result<void> connect(Connection& c);
+  // Connects unless the kept-alive connection is open.
+  Result<void> ensure_open(Connection& c);
   Result<ClientResponse> attempt(std::string_view method, std::string_view target,
                                  std::string_view body, const Headers& headers);
 

@@ -27,7 +27,8 @@ struct Wiring {
          fleet::FleetOptions fleet_options = {}, storage::StorageOptions storage_options = {},
          crypto::Sealer sealer = crypto::Sealer::random(),
          auth::LoginLimiter::Limits login_limits = {}, market::ModelsOptions models_options = {})
-      : sealer(std::move(sealer)),
+      : store(store),
+        sealer(std::move(sealer)),
         filesystem(storage::make_posix_filesystem()),
         authorizer(store),
         identity(store, authorizer, clock),
@@ -65,7 +66,20 @@ struct Wiring {
                           .sealer = &this->sealer,
                           .reseal_secrets = [this] { return reseal_secrets(); }}) {}
   // Seals every stored secret again under the sealer's current key (a key rotation's step).
-  Result<size_t> reseal_secrets() { return endpoints.reseal_all(); }
+  // Endpoints' backend keys and model imports' Hub tokens, in one transaction.
+  Result<size_t> reseal_secrets() {
+    return store.write_value<size_t>([&](store::Transaction& tx) -> Result<size_t> {
+      FAB_ASSIGN_OR_RETURN(size_t keys, endpoints.reseal_in(tx));
+      FAB_ASSIGN_OR_RETURN(size_t tokens,
+                           storage.reseal_tokens(tx, [&](const std::string& sealed)
+                                                         -> Result<std::string> {
+                             FAB_ASSIGN_OR_RETURN(std::string plain, sealer.open(sealed));
+                             return sealer.seal(plain);
+                           }));
+      return keys + tokens;
+    });
+  }
+  store::Store& store;
   // Seals backend credentials at rest; fabricad keeps its key beside the database.
   crypto::Sealer sealer;
   std::unique_ptr<storage::Filesystem> filesystem;

@@ -272,23 +272,26 @@ Result<void> Endpoints::remove(const auth::Caller& caller, int64_t id) {
 }
 
 Result<size_t> Endpoints::reseal_all() {
-  return store_.write_value<size_t>([&](store::Transaction& tx) -> Result<size_t> {
-    std::vector<Endpoint> sealed;
-    FAB_TRY(store::for_each(tx, kEndpointType, [&](const store::Record& r) -> Result<void> {
-      FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
-      if (!e.sealed_key.empty()) sealed.push_back(std::move(e));
-      return {};
-    }));
-    for (auto& e : sealed) {
-      auto plain = sealer_.open(e.sealed_key);
-      if (!plain) {
-        return fail(plain.error().with_context("endpoint " + std::to_string(e.header.id)));
-      }
-      e.sealed_key = sealer_.seal(*plain);
-      FAB_TRY(tx.update(endpoint_record(e)));
+  return store_.write_value<size_t>(
+      [&](store::Transaction& tx) -> Result<size_t> { return reseal_in(tx); });
+}
+
+Result<size_t> Endpoints::reseal_in(store::Transaction& tx) {
+  std::vector<Endpoint> sealed;
+  FAB_TRY(store::for_each(tx, kEndpointType, [&](const store::Record& r) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
+    if (!e.sealed_key.empty()) sealed.push_back(std::move(e));
+    return {};
+  }));
+  for (auto& e : sealed) {
+    auto plain = sealer_.open(e.sealed_key);
+    if (!plain) {
+      return fail(plain.error().with_context("endpoint " + std::to_string(e.header.id)));
     }
-    return sealed.size();
-  });
+    e.sealed_key = sealer_.seal(*plain);
+    FAB_TRY(tx.update(endpoint_record(e)));
+  }
+  return sealed.size();
 }
 
 Result<std::vector<Route>> Endpoints::routes() {

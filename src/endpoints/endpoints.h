@@ -85,6 +85,8 @@ class Endpoints {
   // Seals every stored backend credential again under the sealer's current key, in one
   // transaction; how many. For a sealing-key rotation (Sealer::rotate), never for callers.
   Result<size_t> reseal_all();
+  // The same inside `tx` (a rotation that reseals other services' secrets in one transaction).
+  Result<size_t> reseal_in(store::Transaction& tx);
 
   // Every endpoint of every tenant with its credential opened, for gateways.
   Result<std::vector<Route>> routes();

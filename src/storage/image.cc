@@ -400,6 +400,12 @@ Result<Image> Storage::clone_image(const auth::Caller& caller, int64_t id, const
   FAB_ASSIGN_OR_RETURN(
       Image image, store_.write_value<Image>([&](store::Transaction& tx) -> Result<Image> {
         FAB_ASSIGN_OR_RETURN(Image original, load_image(tx, caller, id, Right::kUse));
+        if (original.type == ImageType::kModel) {
+          return fail(ErrorCode::kInvalidArgument,
+                      image_noun(id) + " is a MODEL: import it again instead (its files are "
+                                       "stored once and shared)",
+                      "id");
+        }
         if (original.state() != ImageState::kReady && original.state() != ImageState::kUsed) {
           return fail(ErrorCode::kFailedPrecondition,
                       image_noun(id) + " is " + std::string(image_state_name(original.state())) +
@@ -833,6 +839,23 @@ Result<Image> Storage::find_image(int64_t id) {
     if (!r) return fail(r.error().code(), image_noun(id) + " not found");
     return image_from_record(*r);
   });
+}
+
+Result<size_t> Storage::reseal_tokens(
+    store::Transaction& tx, const std::function<Result<std::string>(const std::string&)>& reseal) {
+  std::vector<Image> sealed;
+  FAB_TRY(store::for_each(tx, kImageType, [&](const store::Record& r) -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(Image image, image_from_record(r));
+    if (!image.sealed_token.empty()) sealed.push_back(std::move(image));
+    return {};
+  }));
+  for (auto& image : sealed) {
+    auto again = reseal(image.sealed_token);
+    if (!again) return fail(again.error().with_context(image_noun(image.header.id)));
+    image.sealed_token = std::move(*again);
+    FAB_ASSIGN_OR_RETURN(image.version, tx.update(image_record(image)));
+  }
+  return sealed.size();
 }
 
 Result<std::vector<Image>> Storage::locked_images(std::string_view kind) {

@@ -265,6 +265,11 @@ class Storage {
   // Progress of an image's data, shown while LOCKED: bytes done, and `extra` fields the
   // importer adds (files, rate, ETA). `done` < 0 forgets it.
   void report_progress(int64_t id, int64_t done, Json extra = nullptr);
+  // Seals every image's stored token again with `reseal` (open under the old key, seal under
+  // the new), inside a sealing-key rotation's transaction. Returns how many.
+  Result<size_t> reseal_tokens(
+      store::Transaction& tx,
+      const std::function<Result<std::string>(const std::string&)>& reseal);
   // Called after an image is deleted and its data removed (a running import stops, unused
   // blobs go). Set once, before use.
   void set_delete_listener(std::function<void(const Image&)> listener) {

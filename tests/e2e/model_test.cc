@@ -257,6 +257,15 @@ TEST_F(ModelE2eTest, RefusalsComeBeforeAnythingIsWrittenAndABadFileFailsTheImpor
   auto remove = eve.del("/api/v1/models/" + (*gated)["id"].dump());
   ASSERT_FALSE(remove);
   EXPECT_EQ(remove.error().code(), ErrorCode::kNotFound);
+  // A MODEL image comes from an import only, and is not cloned.
+  auto made = admin_->post("/api/v1/images", Json{{"name", "m"}, {"type", "MODEL"},
+                                                  {"upload", {{"size", 1}}}});
+  ASSERT_FALSE(made);
+  EXPECT_EQ(made.error().field(), "type");
+  auto clone = admin_->post("/api/v1/images/" + (*gated)["id"].dump() + "/clone",
+                            Json{{"name", "copy"}});
+  ASSERT_FALSE(clone);
+  EXPECT_EQ(clone.error().code(), ErrorCode::kInvalidArgument) << clone.error().message();
   // A non-model image id is not a model.
   auto blank = admin_->post("/api/v1/images",
                             Json{{"name", "blank"}, {"type", "DATABLOCK"}, {"blank_mb", 1}});
@@ -284,7 +293,9 @@ TEST_F(ModelE2eTest, RefusalsComeBeforeAnythingIsWrittenAndABadFileFailsTheImpor
 
 TEST_F(ModelE2eTest, KillNineMidImportResumesByRangeAndDeleteCancels) {
   hub_->faults(Json{{"throttle_bps", 1 << 20}});
-  auto created = import(*admin_, Json{{"source", "hf://acme/tiny"}});
+  // A gated repository: the resumed import needs its sealed token again after a sealing-key
+  // rotation.
+  auto created = import(*admin_, Json{{"source", "hf://acme/gated"}, {"token", "hf_granted"}});
   ASSERT_TRUE(created) << created.error().message();
   int64_t id = (*created)["id"].get<int64_t>();
   ASSERT_TRUE(eventually([&] {
@@ -295,6 +306,9 @@ TEST_F(ModelE2eTest, KillNineMidImportResumesByRangeAndDeleteCancels) {
   auto progress = (*admin_->get("/api/v1/models/" + std::to_string(id)))["progress"];
   EXPECT_TRUE(progress.contains("rate_bytes_per_s")) << progress.dump();
   EXPECT_TRUE(progress.contains("files_total")) << progress.dump();
+  auto rotated = admin_->post("/api/v1/system/sealing-key/rotate", Json::object());
+  ASSERT_TRUE(rotated) << rotated.error().message();
+  EXPECT_GE((*rotated)["resealed"].get<int>(), 1) << rotated->dump();
   daemon_->stop(SIGKILL);
   hub_->faults(Json{{"throttle_bps", 0}});
   hub_->reset();
@@ -309,7 +323,7 @@ TEST_F(ModelE2eTest, KillNineMidImportResumesByRangeAndDeleteCancels) {
 
   // Deleting a LOCKED import cancels it; its partial file stays for the next try.
   hub_->faults(Json{{"throttle_bps", 1 << 20}});
-  auto slow = import(*admin_, Json{{"source", "hf://acme/gated"}, {"token", "hf_granted"},
+  auto slow = import(*admin_, Json{{"source", "hf://acme/tiny"},
                                    {"include", {"config.json", "*00001*"}}});
   ASSERT_TRUE(slow) << slow.error().message();
   int64_t slow_id = (*slow)["id"].get<int64_t>();
