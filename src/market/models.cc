@@ -379,10 +379,10 @@ void Models::run_import(int64_t id) {
     auto made = run_process({mkfs_program(), "-q", "-F", "-t", "ext4", "-L", "model", "-d", tree,
                              staged, std::to_string(size >> 10) + "k"});
     if (!made) facts = fail(ErrorCode::kInternal, "mkfs.ext4 failed: " + made.error().message());
-    fs::remove_all(tree, ec);
   }
   if (facts) (*facts)["files_verified"] = progress.files_total;
   (void)storage_.finish_model(id, staged, facts, size, local ? "raw" : "dir");
+  if (local) fs::remove_all(tree, ec);  // The volume holds it, or the import failed.
 }
 
 Result<Json> Models::import_files(const storage::Image& image, const storage::Datastore& ds,
