@@ -69,15 +69,20 @@ Result<SafetensorsSummary> parse_safetensors_header(std::string_view header) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > (int64_t{1} << 40)) {
         return bad("tensor \"" + name.substr(0, 100) + "\" has a bad shape");
       }
-      count *= d.get<int64_t>();
-      if (count > (int64_t{1} << 50)) return bad("a tensor is impossibly large");
+      int64_t n = d.get<int64_t>();
+      if (n > 0 && count > (int64_t{1} << 50) / n) return bad("a tensor is impossibly large");
+      count *= n;
     }
     const Json& off = tensor["data_offsets"];
     if (!off[0].is_number_integer() || !off[1].is_number_integer() ||
+        off[0].get<int64_t>() < 0 || off[1].get<int64_t>() > (int64_t{1} << 50) ||
         off[1].get<int64_t>() < off[0].get<int64_t>()) {
       return bad("tensor \"" + name.substr(0, 100) + "\" has bad data_offsets");
     }
     std::string dtype = tensor["dtype"].get<std::string>();
+    if (out.parameters > (int64_t{1} << 60) || out.bytes > (int64_t{1} << 60)) {
+      return bad("the tensors add up to an impossible size");
+    }
     out.parameters += count;
     out.bytes += off[1].get<int64_t>() - off[0].get<int64_t>();
     out.dtypes[dtype] += count;

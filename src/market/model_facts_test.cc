@@ -30,6 +30,8 @@ TEST(ModelFactsTest, SafetensorsHeadersCountParametersPerDtype) {
   EXPECT_FALSE(parse_safetensors_header(R"({"a":{"dtype":"BF16"}})"));
   EXPECT_FALSE(parse_safetensors_header("not json"));
   EXPECT_FALSE(parse_safetensors_header(
+      R"({"a":{"dtype":"BF16","shape":[1099511627776,1099511627776,1099511627776],"data_offsets":[0,2]}})"));
+  EXPECT_FALSE(parse_safetensors_header(
       R"({"a":{"dtype":"BF16","shape":[2],"data_offsets":[8,4]}})"));
   std::string eight("\x10\x00\x00\x00\x00\x00\x00\x00", 8);
   EXPECT_EQ(*safetensors_header_length(eight), 16);
