@@ -25,10 +25,12 @@ int64_t torch_dtype_bytes(std::string_view dtype) {
   return 2;
 }
 
+// A positive size from config.json; values past 2^24 (no real model has them) count as absent.
 int64_t int_of(const Json& config, std::initializer_list<const char*> keys, int64_t fallback) {
   for (const char* key : keys) {
     auto it = config.find(key);
-    if (it != config.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
+    if (it != config.end() && it->is_number_integer() && it->get<int64_t>() > 0 &&
+        it->get<int64_t>() <= (int64_t{1} << 24)) {
       return it->get<int64_t>();
     }
   }
@@ -134,6 +136,9 @@ Result<Json> model_facts(const Json& config, const std::vector<SafetensorsSummar
   int64_t parameters = 0, weight_bytes = 0;
   std::map<std::string, int64_t> dtypes;
   for (const auto& s : shards) {
+    if (parameters > (int64_t{1} << 60) || weight_bytes > (int64_t{1} << 60)) {
+      return fail(ErrorCode::kInvalidArgument, "the safetensors files add up to an impossible size");
+    }
     parameters += s.parameters;
     weight_bytes += s.bytes;
     for (const auto& [d, n] : s.dtypes) dtypes[d] += n;
@@ -146,7 +151,14 @@ Result<Json> model_facts(const Json& config, const std::vector<SafetensorsSummar
   }
   int64_t kv_element = dtypes.empty() ? torch_dtype_bytes(torch_dtype)
                                       : std::max<int64_t>(1, dtype_bytes(dtype));
-  int64_t kv_per_token = 2 * layers * kv_heads * head_dim * kv_element;
+  // Each factor is at most 2^24 (int_of), so the product fits in a double exactly enough.
+  double kv = 2.0 * static_cast<double>(layers) * static_cast<double>(kv_heads) *
+              static_cast<double>(head_dim) * static_cast<double>(kv_element);
+  if (kv > 1e15) {
+    return fail(ErrorCode::kInvalidArgument, "config.json describes an impossibly large KV cache",
+                "config.json");
+  }
+  int64_t kv_per_token = static_cast<int64_t>(kv);
   std::vector<int> tp;
   for (int s = 1; s <= 64 && s <= heads; ++s) {
     if (heads % s == 0) tp.push_back(s);
