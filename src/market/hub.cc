@@ -262,7 +262,8 @@ Result<std::vector<HubFile>> Hub::tree(const std::string& repo, const std::strin
       } catch (const std::exception&) {
         return fail(ErrorCode::kUnavailable, "the Hub's file list of " + repo + " is malformed");
       }
-      if (!safe_path(f.path) || f.size < 0 || !is_hex(f.git_oid, 40) ||
+      if (!safe_path(f.path) || f.size < 0 || f.size > (int64_t{1} << 50) ||
+          !is_hex(f.git_oid, 40) ||
           (!f.sha256.empty() && !is_hex(f.sha256, 64))) {
         return fail(ErrorCode::kUnavailable,
                     "the Hub lists a file Fabrica will not write: \"" + f.path.substr(0, 200) + "\"");
