@@ -213,7 +213,8 @@ Result<Vdc> Vdcs::remove_group(const Caller& caller, int64_t id, int64_t gid) {
 Result<Vdc> Vdcs::add_resource(const Caller& caller, int64_t id, const VdcResource& resource) {
   const VdcResourceKind* kind = vdc_resource_kind(resource.kind);
   if (kind == nullptr) {
-    return fail(ErrorCode::kInvalidArgument, "must be cluster, host, datastore, vnet or marketplace", "kind");
+    return fail(ErrorCode::kInvalidArgument,
+                "must be cluster, host, datastore, vnet or marketplace", "kind");
   }
   if (resource.id < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", "id");
   return mutate(caller, id, [&](store::Transaction& tx, Vdc& v) -> Result<void> {

@@ -29,13 +29,14 @@ std::vector<Column> marketplace_columns() {
 }
 
 std::vector<Column> model_columns() {
-  return {field("ID", "id"),
-          field("NAME", "name"),
-          {"SOURCE", [](const Json& m) { return to_text(m["source"].value("uri", Json(""))); }},
-          {"COMMIT",
-           [](const Json& m) { return to_text(m["source"].value("commit", Json(""))).substr(0, 12); }},
-          {"SIZE", [](const Json& m) { return human_bytes(m.value("size", int64_t{0})); }},
-          field("STATE", "state_name")};
+  return {
+      field("ID", "id"),
+      field("NAME", "name"),
+      {"SOURCE", [](const Json& m) { return to_text(m["source"].value("uri", Json(""))); }},
+      {"COMMIT",
+       [](const Json& m) { return to_text(m["source"].value("commit", Json(""))).substr(0, 12); }},
+      {"SIZE", [](const Json& m) { return human_bytes(m.value("size", int64_t{0})); }},
+      field("STATE", "state_name")};
 }
 
 // "  42% 1.2 GiB / 2.8 GiB  files 3/7  85.0 MiB/s  ETA 19 s", redrawn on a terminal.
@@ -46,8 +47,8 @@ void draw(const Json& progress, bool tty, bool last) {
   std::string eta = progress.contains("eta_s") && progress["eta_s"].is_number()
                         ? "  ETA " + std::to_string(progress["eta_s"].get<int64_t>()) + " s"
                         : "";
-  std::fprintf(stderr, "%simport %3d%% %s / %s  files %d/%d  %s/s%s   %s", tty ? "\r" : "",
-               percent, human_bytes(done).c_str(), human_bytes(total).c_str(),
+  std::fprintf(stderr, "%simport %3d%% %s / %s  files %d/%d  %s/s%s   %s", tty ? "\r" : "", percent,
+               human_bytes(done).c_str(), human_bytes(total).c_str(),
                progress.value("files_done", 0), progress.value("files_total", 0),
                human_bytes(progress.value("rate_bytes_per_s", int64_t{0})).c_str(), eta.c_str(),
                (last || !tty) ? "\n" : "");
@@ -73,8 +74,7 @@ Result<Json> wait_model(client::ApiClient& api, int64_t id, bool quiet) {
     }
     auto now = std::chrono::steady_clock::now();
     // On a terminal 5 redraws a second; in a log one line every 5 seconds.
-    if (!quiet && !progress.is_null() &&
-        (tty || now - last_line > std::chrono::seconds(5))) {
+    if (!quiet && !progress.is_null() && (tty || now - last_line > std::chrono::seconds(5))) {
       draw(progress, tty, false);
       last_line = now;
     }
@@ -105,8 +105,8 @@ void print_model(const Context& ctx, const Json& m) {
   if (m["progress"].is_object()) {
     const Json& p = m["progress"];
     fields.push_back({"Progress", human_bytes(p.value("bytes_done", int64_t{0})) + " / " +
-                                      human_bytes(p.value("bytes_total", int64_t{0})) +
-                                      ", files " + std::to_string(p.value("files_done", 0)) + "/" +
+                                      human_bytes(p.value("bytes_total", int64_t{0})) + ", files " +
+                                      std::to_string(p.value("files_done", 0)) + "/" +
                                       std::to_string(p.value("files_total", 0))});
   }
   if (!f.empty()) {
@@ -132,7 +132,8 @@ void print_model(const Context& ctx, const Json& m) {
 }
 
 void add_marketplace_commands(CLI::App& app, Context& ctx) {
-  auto* market = app.add_subcommand("marketplace", "Where models come from (Hugging Face, mirrors)");
+  auto* market =
+      app.add_subcommand("marketplace", "Where models come from (Hugging Face, mirrors)");
   market->require_subcommand(1);
   market->add_subcommand("list", "List marketplaces")->callback([&ctx] {
     ctx.run([&]() -> Result<void> {
@@ -165,11 +166,11 @@ void add_marketplace_commands(CLI::App& app, Context& ctx) {
   create->callback([&ctx, target, url, description] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(Json m, api.post("/api/v1/marketplaces",
-                                            Json{{"name", *target},
-                                                 {"kind", "huggingface"},
-                                                 {"url", *url},
-                                                 {"description", *description}}));
+      FAB_ASSIGN_OR_RETURN(Json m,
+                           api.post("/api/v1/marketplaces", Json{{"name", *target},
+                                                                 {"kind", "huggingface"},
+                                                                 {"url", *url},
+                                                                 {"description", *description}}));
       if (ctx.output == Output::kJson) {
         print_object(ctx, m);
       } else {
@@ -248,84 +249,85 @@ void add_model_commands(CLI::App& app, Context& ctx) {
   import->callback([&ctx, flags] {
     ctx.run([&]() -> Result<void> {
       FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      Json body{{"source", flags->source}};
-      if (!flags->name.empty()) body["name"] = flags->name;
-      FAB_ASSIGN_OR_RETURN(body["datastore_id"], resolve_datastore(api, flags->datastore));
-      if (!flags->marketplace.empty()) {
-        FAB_ASSIGN_OR_RETURN(body["marketplace_id"],
-                             resolve_id(api, "marketplaces", flags->marketplace));
-      }
-      if (!flags->include.empty()) body["include"] = flags->include;
-      if (!flags->exclude.empty()) body["exclude"] = flags->exclude;
-      std::string token = flags->token;
-      if (token.empty() && std::getenv("HF_TOKEN")) token = std::getenv("HF_TOKEN");
-      if (!token.empty()) body["token"] = token;
-      if (!flags->group.empty()) {
-        FAB_ASSIGN_OR_RETURN(body["gid"], resolve_id(api, "groups", flags->group));
-      }
-      if (!flags->description.empty()) body["description"] = flags->description;
-      FAB_ASSIGN_OR_RETURN(Json m, api.post("/api/v1/models", body));
-      int64_t id = m["id"].get<int64_t>();
-      if (ctx.output == Output::kTable) {
-        std::cerr << "Model " << id << " (" << to_text(m["name"]) << "): "
-                  << to_text(m["source"]["repo"]) << " at commit " << to_text(m["source"]["commit"])
-                  << ", " << m["source"]["files"].size() << " files, "
-                  << human_bytes(m["progress"].value("bytes_total", int64_t{0})) << std::endl;
-      }
-      if (!flags->no_wait) {
-        FAB_ASSIGN_OR_RETURN(m, wait_model(api, id, ctx.output == Output::kJson));
-      }
-      if (ctx.output == Output::kJson) {
-        print_object(ctx, m);
-      } else {
-        std::cout << "Model " << id << " " << to_text(m["state_name"]) << std::endl;
-      }
-      return {};
-    });
+  Json body{{"source", flags->source}};
+  if (!flags->name.empty()) body["name"] = flags->name;
+  FAB_ASSIGN_OR_RETURN(body["datastore_id"], resolve_datastore(api, flags->datastore));
+  if (!flags->marketplace.empty()) {
+    FAB_ASSIGN_OR_RETURN(body["marketplace_id"],
+                         resolve_id(api, "marketplaces", flags->marketplace));
+  }
+  if (!flags->include.empty()) body["include"] = flags->include;
+  if (!flags->exclude.empty()) body["exclude"] = flags->exclude;
+  std::string token = flags->token;
+  if (token.empty() && std::getenv("HF_TOKEN")) token = std::getenv("HF_TOKEN");
+  if (!token.empty()) body["token"] = token;
+  if (!flags->group.empty()) {
+    FAB_ASSIGN_OR_RETURN(body["gid"], resolve_id(api, "groups", flags->group));
+  }
+  if (!flags->description.empty()) body["description"] = flags->description;
+  FAB_ASSIGN_OR_RETURN(Json m, api.post("/api/v1/models", body));
+  int64_t id = m["id"].get<int64_t>();
+  if (ctx.output == Output::kTable) {
+    std::cerr << "Model " << id << " (" << to_text(m["name"])
+              << "): " << to_text(m["source"]["repo"]) << " at commit "
+              << to_text(m["source"]["commit"]) << ", " << m["source"]["files"].size() << " files, "
+              << human_bytes(m["progress"].value("bytes_total", int64_t{0})) << std::endl;
+  }
+  if (!flags->no_wait) {
+    FAB_ASSIGN_OR_RETURN(m, wait_model(api, id, ctx.output == Output::kJson));
+  }
+  if (ctx.output == Output::kJson) {
+    print_object(ctx, m);
+  } else {
+    std::cout << "Model " << id << " " << to_text(m["state_name"]) << std::endl;
+  }
+  return {};
+});
+}  // namespace fabrica::cli
+);
+model->add_subcommand("list", "List the models you may use")->callback([&ctx] {
+  ctx.run([&]() -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+    FAB_ASSIGN_OR_RETURN(Json items, list_all(api, "/api/v1/models?limit=1000"));
+    print_list(ctx, items, model_columns());
+    return {};
   });
-  model->add_subcommand("list", "List the models you may use")->callback([&ctx] {
-    ctx.run([&]() -> Result<void> {
-      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(Json items, list_all(api, "/api/v1/models?limit=1000"));
-      print_list(ctx, items, model_columns());
-      return {};
-    });
+});
+auto target = std::make_shared<std::string>();
+auto* show = model->add_subcommand("show", "Show a model: commit, files, sizing, GPUs that fit");
+show->add_option("model", *target, "Model id or name")->required();
+show->callback([&ctx, target] {
+  ctx.run([&]() -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+    FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "models", *target));
+    FAB_ASSIGN_OR_RETURN(Json m, api.get("/api/v1/models/" + std::to_string(id)));
+    print_model(ctx, m);
+    return {};
   });
-  auto target = std::make_shared<std::string>();
-  auto* show = model->add_subcommand("show", "Show a model: commit, files, sizing, GPUs that fit");
-  show->add_option("model", *target, "Model id or name")->required();
-  show->callback([&ctx, target] {
-    ctx.run([&]() -> Result<void> {
-      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "models", *target));
-      FAB_ASSIGN_OR_RETURN(Json m, api.get("/api/v1/models/" + std::to_string(id)));
-      print_model(ctx, m);
-      return {};
-    });
+});
+auto* wait = model->add_subcommand("wait", "Wait for an import to finish, with progress");
+wait->add_option("model", *target, "Model id or name")->required();
+wait->callback([&ctx, target] {
+  ctx.run([&]() -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+    FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "models", *target));
+    FAB_ASSIGN_OR_RETURN(Json m, wait_model(api, id, ctx.output == Output::kJson));
+    std::cout << "Model " << id << " " << to_text(m["state_name"]) << std::endl;
+    return {};
   });
-  auto* wait = model->add_subcommand("wait", "Wait for an import to finish, with progress");
-  wait->add_option("model", *target, "Model id or name")->required();
-  wait->callback([&ctx, target] {
-    ctx.run([&]() -> Result<void> {
-      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "models", *target));
-      FAB_ASSIGN_OR_RETURN(Json m, wait_model(api, id, ctx.output == Output::kJson));
-      std::cout << "Model " << id << " " << to_text(m["state_name"]) << std::endl;
-      return {};
-    });
+});
+auto* del = model->add_subcommand(
+    "delete", "Delete a model, or cancel its import (partial files stay for a retry)");
+del->add_option("model", *target, "Model id or name")->required();
+del->callback([&ctx, target] {
+  ctx.run([&]() -> Result<void> {
+    FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
+    FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "models", *target));
+    FAB_TRY(api.del("/api/v1/models/" + std::to_string(id)));
+    std::cout << "Model " << id << " deleted" << std::endl;
+    return {};
   });
-  auto* del = model->add_subcommand(
-      "delete", "Delete a model, or cancel its import (partial files stay for a retry)");
-  del->add_option("model", *target, "Model id or name")->required();
-  del->callback([&ctx, target] {
-    ctx.run([&]() -> Result<void> {
-      FAB_ASSIGN_OR_RETURN(auto api, ctx.api());
-      FAB_ASSIGN_OR_RETURN(int64_t id, resolve_id(api, "models", *target));
-      FAB_TRY(api.del("/api/v1/models/" + std::to_string(id)));
-      std::cout << "Model " << id << " deleted" << std::endl;
-      return {};
-    });
-  });
+});
 }
 
 }  // namespace fabrica::cli

@@ -62,8 +62,8 @@ struct Options {
   std::string tls_ca;  // The CA certificate whose pin join tokens carry.
   bool insecure_http = false;
   // The Hugging Face marketplace made at first start (HF_ENDPOINT's meaning: a mirror works).
-  std::string hub_url = std::getenv("HF_ENDPOINT") ? std::getenv("HF_ENDPOINT")
-                                                    : "https://huggingface.co";
+  std::string hub_url =
+      std::getenv("HF_ENDPOINT") ? std::getenv("HF_ENDPOINT") : "https://huggingface.co";
   int64_t import_parallel_files = 4;
 };
 

@@ -70,12 +70,12 @@ struct Wiring {
   Result<size_t> reseal_secrets() {
     return store.write_value<size_t>([&](store::Transaction& tx) -> Result<size_t> {
       FAB_ASSIGN_OR_RETURN(size_t keys, endpoints.reseal_in(tx));
-      FAB_ASSIGN_OR_RETURN(size_t tokens,
-                           storage.reseal_tokens(tx, [&](const std::string& sealed)
-                                                         -> Result<std::string> {
-                             FAB_ASSIGN_OR_RETURN(std::string plain, sealer.open(sealed));
-                             return sealer.seal(plain);
-                           }));
+      FAB_ASSIGN_OR_RETURN(
+          size_t tokens,
+          storage.reseal_tokens(tx, [&](const std::string& sealed) -> Result<std::string> {
+            FAB_ASSIGN_OR_RETURN(std::string plain, sealer.open(sealed));
+            return sealer.seal(plain);
+          }));
       return keys + tokens;
     });
   }

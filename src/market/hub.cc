@@ -61,8 +61,8 @@ Result<SplitUrl> split_url(std::string_view url) {
   auto parsed = boost::urls::parse_uri(url);
   if (!parsed || (parsed->scheme() != "http" && parsed->scheme() != "https") ||
       parsed->encoded_host().empty()) {
-    return fail(ErrorCode::kUnavailable, "the Hub sent a URL that is not http(s): " +
-                                             std::string(url.substr(0, 200)));
+    return fail(ErrorCode::kUnavailable,
+                "the Hub sent a URL that is not http(s): " + std::string(url.substr(0, 200)));
   }
   std::string port(parsed->port());
   if (port.empty()) port = parsed->scheme() == "https" ? "443" : "80";
@@ -148,7 +148,8 @@ Result<client::HttpClient*> Hub::client_for(const std::string& origin) {
   auto it = clients_.find(origin);
   if (it != clients_.end()) return it->second.get();
   auto made = client::HttpClient::create(origin);
-  if (!made) return fail(ErrorCode::kUnavailable, "cannot use " + origin + ": " + made.error().message());
+  if (!made)
+    return fail(ErrorCode::kUnavailable, "cannot use " + origin + ": " + made.error().message());
   (*made)->set_timeout(options_.timeout);
   client::HttpClient* raw = made->get();
   clients_[origin] = std::move(*made);
@@ -172,7 +173,8 @@ Error Hub::refusal(int status, const std::map<std::string, std::string>& headers
     return Error(ErrorCode::kPermissionDenied,
                  has_token ? "repository " + repo +
                                  " is gated and this token's account may not read it yet: "
-                                 "accept the licence at " + page + " with that account"
+                                 "accept the licence at " +
+                                 page + " with that account"
                            : "repository " + repo + " is gated: accept the licence at " + page +
                                  " and give a token of that account (--token)",
                  "token");
@@ -187,7 +189,8 @@ Error Hub::refusal(int status, const std::map<std::string, std::string>& headers
                  "token");
   }
   if (code == "RevisionNotFound") {
-    return Error(ErrorCode::kNotFound, "no such revision in " + repo + (message.empty() ? "" : ": " + message), "source");
+    return Error(ErrorCode::kNotFound,
+                 "no such revision in " + repo + (message.empty() ? "" : ": " + message), "source");
   }
   if (code == "EntryNotFound") {
     return Error(ErrorCode::kNotFound, what + " is not in " + repo, "source");
@@ -204,9 +207,9 @@ Error Hub::refusal(int status, const std::map<std::string, std::string>& headers
     return Error(ErrorCode::kResourceExhausted, "the Hub is rate-limiting " + what)
         .with_retry_after(seconds);
   }
-  return Error(ErrorCode::kUnavailable,
-               "the Hub answered HTTP " + std::to_string(status) + " for " + what +
-                   (message.empty() ? "" : ": " + message));
+  return Error(ErrorCode::kUnavailable, "the Hub answered HTTP " + std::to_string(status) +
+                                            " for " + what +
+                                            (message.empty() ? "" : ": " + message));
 }
 
 Result<Hub::Answer> Hub::get(const std::string& url, const std::string& what,
@@ -240,8 +243,8 @@ Result<std::vector<HubFile>> Hub::tree(const std::string& repo, const std::strin
   std::string url = "/api/models/" + repo + "/tree/" + commit + "?recursive=true";
   for (size_t page = 0; !url.empty(); ++page) {
     if (page == kMaxTreePages) {
-      return fail(ErrorCode::kFailedPrecondition, "the tree of " + repo + " has over " +
-                                                      std::to_string(kMaxTreePages) + " pages");
+      return fail(ErrorCode::kFailedPrecondition,
+                  "the tree of " + repo + " has over " + std::to_string(kMaxTreePages) + " pages");
     }
     FAB_ASSIGN_OR_RETURN(Answer answer, get(url, "the file list of " + repo, repo));
     auto body = parse_json(answer.body);
@@ -263,10 +266,9 @@ Result<std::vector<HubFile>> Hub::tree(const std::string& repo, const std::strin
         return fail(ErrorCode::kUnavailable, "the Hub's file list of " + repo + " is malformed");
       }
       if (!safe_path(f.path) || f.size < 0 || f.size > (int64_t{1} << 50) ||
-          !is_hex(f.git_oid, 40) ||
-          (!f.sha256.empty() && !is_hex(f.sha256, 64))) {
-        return fail(ErrorCode::kUnavailable,
-                    "the Hub lists a file Fabrica will not write: \"" + f.path.substr(0, 200) + "\"");
+          !is_hex(f.git_oid, 40) || (!f.sha256.empty() && !is_hex(f.sha256, 64))) {
+        return fail(ErrorCode::kUnavailable, "the Hub lists a file Fabrica will not write: \"" +
+                                                 f.path.substr(0, 200) + "\"");
       }
       files.push_back(std::move(f));
     }
@@ -276,9 +278,9 @@ Result<std::vector<HubFile>> Hub::tree(const std::string& repo, const std::strin
 }
 
 Result<void> Hub::download(const std::string& repo, const std::string& commit,
-                          const std::string& path, int64_t offset,
-                          const std::function<bool(std::string_view)>& sink,
-                          const std::function<void()>& restart) {
+                           const std::string& path, int64_t offset,
+                           const std::function<bool(std::string_view)>& sink,
+                           const std::function<void()>& restart) {
   std::string url = origin_ + "/" + repo + "/resolve/" + commit + "/" + encode_path(path);
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
     FAB_ASSIGN_OR_RETURN(SplitUrl split, split_url(url));
@@ -289,18 +291,18 @@ Result<void> Hub::download(const std::string& repo, const std::string& commit,
     if (!options_.token.empty() && split.origin == origin_) {
       headers.emplace_back("Authorization", "Bearer " + options_.token);
     }
-    FAB_ASSIGN_OR_RETURN(
-        auto response,
-        http->fetch("GET", split.target, headers,
-                    [&, first = true](const client::ClientResponse& head,
-                                      std::string_view data) mutable {
-                      if (first) {
-                        first = false;
-                        // A 200 to a Range request: the server sends the whole file.
-                        if (offset > 0 && head.status == 200) restart();
-                      }
-                      return sink(data);
-                    }));
+    FAB_ASSIGN_OR_RETURN(auto response,
+                         http->fetch("GET", split.target, headers,
+                                     [&, first = true](const client::ClientResponse& head,
+                                                       std::string_view data) mutable {
+                                       if (first) {
+                                         first = false;
+                                         // A 200 to a Range request: the server sends the whole
+                                         // file.
+                                         if (offset > 0 && head.status == 200) restart();
+                                       }
+                                       return sink(data);
+                                     }));
     int status = response.status;
     if (status == 301 || status == 302 || status == 303 || status == 307 || status == 308) {
       std::string location = response.header("location");

@@ -30,7 +30,7 @@ Result<HubRef> parse_hub_uri(std::string_view uri);
 
 // One file of a repository at a commit, as the Hub's tree lists it.
 struct HubFile {
-  std::string path;     // Relative, '/'-separated; checked safe (no "..", no absolute path).
+  std::string path;  // Relative, '/'-separated; checked safe (no "..", no absolute path).
   int64_t size = 0;
   std::string git_oid;  // The git blob SHA-1 (40 hex).
   std::string sha256;   // LFS files: the content's SHA-256 (64 hex); empty for small files.
@@ -64,9 +64,8 @@ class Hub {
   // piece goes to `sink` (false stops: kAborted). When the server sends the whole file
   // although `offset` > 0 (it ignored Range), `restart()` is called first and the data
   // starts at byte 0.
-  Result<void> download(const std::string& repo, const std::string& commit,
-                        const std::string& path, int64_t offset,
-                        const std::function<bool(std::string_view)>& sink,
+  Result<void> download(const std::string& repo, const std::string& commit, const std::string& path,
+                        int64_t offset, const std::function<bool(std::string_view)>& sink,
                         const std::function<void()>& restart);
 
   const std::string& endpoint() const { return options_.endpoint; }

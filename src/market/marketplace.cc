@@ -94,14 +94,15 @@ Result<void> Marketplaces::bootstrap(const std::string& hub_url) {
   });
 }
 
-Result<Marketplace> Marketplaces::create(const auth::Caller& caller, const NewMarketplace& request) {
+Result<Marketplace> Marketplaces::create(const auth::Caller& caller,
+                                         const NewMarketplace& request) {
   FAB_TRY(authorizer_.require_superuser(caller, "create marketplaces"));
   FAB_TRY(validate_name(request.name));
   FAB_TRY(validate_url(request.url));
   FAB_TRY(validate_description(request.description));
   return store_.write_value<Marketplace>([&](store::Transaction& tx) -> Result<Marketplace> {
-    FAB_ASSIGN_OR_RETURN(auto same,
-                         tx.list(kMarketplaceType, store::ListQuery{.limit = 1, .name = request.name}));
+    FAB_ASSIGN_OR_RETURN(
+        auto same, tx.list(kMarketplaceType, store::ListQuery{.limit = 1, .name = request.name}));
     if (!same.empty()) {
       return fail(ErrorCode::kAlreadyExists, "a marketplace named " + request.name + " exists",
                   "name");
@@ -135,8 +136,7 @@ Result<auth::Page<Marketplace>> Marketplaces::list(const auth::Caller& caller,
   store::ListQuery query{.after_id = options.after_id, .name = options.name};
   return store_.read_value<auth::Page<Marketplace>>([&](store::Transaction& tx) {
     return auth::visible_page<Marketplace>(
-        tx, kMarketplaceType, query, options.limit, market_from_record,
-        [&](const Marketplace& m) {
+        tx, kMarketplaceType, query, options.limit, market_from_record, [&](const Marketplace& m) {
           return authorizer_.allows(caller, auth::object_ref(ObjectType::kMarketplace, m.header),
                                     Right::kUse);
         });
@@ -190,10 +190,10 @@ Result<Marketplace> Marketplaces::pick(const auth::Caller& caller, std::optional
                     "marketplace_id");
       }
       if (m.kind != kind) {
-        return fail(ErrorCode::kInvalidArgument, market_noun(*id) + " is not a " +
-                                                     std::string(market_kind_name(kind)) +
-                                                     " marketplace",
-                    "marketplace_id");
+        return fail(
+            ErrorCode::kInvalidArgument,
+            market_noun(*id) + " is not a " + std::string(market_kind_name(kind)) + " marketplace",
+            "marketplace_id");
       }
       return m;
     }

@@ -76,8 +76,8 @@ Result<SafetensorsSummary> parse_safetensors_header(std::string_view header) {
       count *= n;
     }
     const Json& off = tensor["data_offsets"];
-    if (!off[0].is_number_integer() || !off[1].is_number_integer() ||
-        off[0].get<int64_t>() < 0 || off[1].get<int64_t>() > (int64_t{1} << 50) ||
+    if (!off[0].is_number_integer() || !off[1].is_number_integer() || off[0].get<int64_t>() < 0 ||
+        off[1].get<int64_t>() > (int64_t{1} << 50) ||
         off[1].get<int64_t>() < off[0].get<int64_t>()) {
       return bad("tensor \"" + name.substr(0, 100) + "\" has bad data_offsets");
     }
@@ -94,10 +94,10 @@ Result<SafetensorsSummary> parse_safetensors_header(std::string_view header) {
 
 const std::vector<GpuMemory>& known_gpus() {
   static const std::vector<GpuMemory> gpus = {
-      {"GB200", 189'471},          {"H200", 143'771},          {"GH200", 97'871},
-      {"H100", 81'559},            {"A100-80GB", 81'920},      {"L40S", 46'068},
-      {"A100-40GB", 40'960},       {"MIG 7g.80gb", 81'559},    {"MIG 4g.40gb", 40'448},
-      {"MIG 3g.40gb", 40'448},     {"MIG 2g.20gb", 20'096},    {"MIG 1g.20gb", 20'096},
+      {"GB200", 189'471},      {"H200", 143'771},       {"GH200", 97'871},
+      {"H100", 81'559},        {"A100-80GB", 81'920},   {"L40S", 46'068},
+      {"A100-40GB", 40'960},   {"MIG 7g.80gb", 81'559}, {"MIG 4g.40gb", 40'448},
+      {"MIG 3g.40gb", 40'448}, {"MIG 2g.20gb", 20'096}, {"MIG 1g.20gb", 20'096},
       {"MIG 1g.10gb", 9'856},
   };
   return gpus;
@@ -137,7 +137,8 @@ Result<Json> model_facts(const Json& config, const std::vector<SafetensorsSummar
   std::map<std::string, int64_t> dtypes;
   for (const auto& s : shards) {
     if (parameters > (int64_t{1} << 60) || weight_bytes > (int64_t{1} << 60)) {
-      return fail(ErrorCode::kInvalidArgument, "the safetensors files add up to an impossible size");
+      return fail(ErrorCode::kInvalidArgument,
+                  "the safetensors files add up to an impossible size");
     }
     parameters += s.parameters;
     weight_bytes += s.bytes;
@@ -149,8 +150,8 @@ Result<Json> model_facts(const Json& config, const std::vector<SafetensorsSummar
               return a.second < b.second;
             })->first;
   }
-  int64_t kv_element = dtypes.empty() ? torch_dtype_bytes(torch_dtype)
-                                      : std::max<int64_t>(1, dtype_bytes(dtype));
+  int64_t kv_element =
+      dtypes.empty() ? torch_dtype_bytes(torch_dtype) : std::max<int64_t>(1, dtype_bytes(dtype));
   // Each factor is at most 2^24 (int_of), so the product fits in a double exactly enough.
   double kv = 2.0 * static_cast<double>(layers) * static_cast<double>(kv_heads) *
               static_cast<double>(head_dim) * static_cast<double>(kv_element);
@@ -171,29 +172,29 @@ Result<Json> model_facts(const Json& config, const std::vector<SafetensorsSummar
       fits.push_back(gpu.name);
     }
   }
-  Json j = {{"architecture", text.contains("architectures") && text["architectures"].is_array() &&
-                                     !text["architectures"].empty() &&
-                                     text["architectures"][0].is_string()
-                                 ? text["architectures"][0]
-                                 : (config.contains("architectures") &&
-                                            config["architectures"].is_array() &&
-                                            !config["architectures"].empty()
-                                        ? config["architectures"][0]
-                                        : Json(""))},
-            {"model_type", config.value("model_type", "")},
-            {"parameters", parameters},
-            {"dtype", dtype},
-            {"layers", layers},
-            {"heads", heads},
-            {"kv_heads", kv_heads},
-            {"head_dim", head_dim},
-            {"context_length", context},
-            {"weight_bytes", weight_bytes},
-            {"weight_gib", std::round(static_cast<double>(weight_bytes) / 1073741824.0 * 100) / 100},
-            {"kv_bytes_per_token", kv_per_token},
-            {"tensor_parallel_sizes", tp},
-            {"memory_needed_bytes", need},
-            {"fits", fits}};
+  Json j = {
+      {"architecture",
+       text.contains("architectures") && text["architectures"].is_array() &&
+               !text["architectures"].empty() && text["architectures"][0].is_string()
+           ? text["architectures"][0]
+           : (config.contains("architectures") && config["architectures"].is_array() &&
+                      !config["architectures"].empty()
+                  ? config["architectures"][0]
+                  : Json(""))},
+      {"model_type", config.value("model_type", "")},
+      {"parameters", parameters},
+      {"dtype", dtype},
+      {"layers", layers},
+      {"heads", heads},
+      {"kv_heads", kv_heads},
+      {"head_dim", head_dim},
+      {"context_length", context},
+      {"weight_bytes", weight_bytes},
+      {"weight_gib", std::round(static_cast<double>(weight_bytes) / 1073741824.0 * 100) / 100},
+      {"kv_bytes_per_token", kv_per_token},
+      {"tensor_parallel_sizes", tp},
+      {"memory_needed_bytes", need},
+      {"fits", fits}};
   return j;
 }
 

@@ -26,7 +26,7 @@ Result<int64_t> safetensors_header_length(std::string_view first8);
 
 // A GPU, or a MIG slice of one, a model may be placed on.
 struct GpuMemory {
-  std::string name;   // "H100", "MIG 1g.10gb", ...
+  std::string name;  // "H100", "MIG 1g.10gb", ...
   int64_t mib = 0;
 };
 // The GPU models and MIG profiles Fabrica sizes models against (NVIDIA's published memory).
