@@ -31,8 +31,8 @@ TEST(ModelFactsTest, SafetensorsHeadersCountParametersPerDtype) {
   EXPECT_FALSE(parse_safetensors_header("not json"));
   EXPECT_FALSE(parse_safetensors_header(
       R"({"a":{"dtype":"BF16","shape":[1099511627776,1099511627776,1099511627776],"data_offsets":[0,2]}})"));
-  EXPECT_FALSE(parse_safetensors_header(
-      R"({"a":{"dtype":"BF16","shape":[2],"data_offsets":[8,4]}})"));
+  EXPECT_FALSE(
+      parse_safetensors_header(R"({"a":{"dtype":"BF16","shape":[2],"data_offsets":[8,4]}})"));
   std::string eight("\x10\x00\x00\x00\x00\x00\x00\x00", 8);
   EXPECT_EQ(*safetensors_header_length(eight), 16);
   EXPECT_FALSE(safetensors_header_length(std::string(8, '\xff')));
@@ -40,8 +40,8 @@ TEST(ModelFactsTest, SafetensorsHeadersCountParametersPerDtype) {
 
 TEST(ModelFactsTest, TensorParallelSizesDivideTheHeadsAndSizingNamesTheGpusThatHoldIt) {
   // 0.6 B parameters in BF16: 1.2 GB of weights.
-  SafetensorsSummary shard{.parameters = 600'000'000, .bytes = 1'200'000'000,
-                           .dtypes = {{"BF16", 600'000'000}}};
+  SafetensorsSummary shard{
+      .parameters = 600'000'000, .bytes = 1'200'000'000, .dtypes = {{"BF16", 600'000'000}}};
   auto facts = model_facts(qwen_config(), {shard});
   ASSERT_TRUE(facts) << facts.error().message();
   EXPECT_EQ((*facts)["tensor_parallel_sizes"], Json({1, 2, 4, 8, 16}));
@@ -57,8 +57,8 @@ TEST(ModelFactsTest, TensorParallelSizesDivideTheHeadsAndSizingNamesTheGpusThatH
   EXPECT_NE(std::find(fits.begin(), fits.end(), "MIG 1g.10gb"), fits.end());
 
   // 70 B in BF16 (140 GB) fits no single 80 GB GPU, but a GB200 or H200 does not either.
-  SafetensorsSummary big{.parameters = 70'000'000'000, .bytes = 140'000'000'000,
-                         .dtypes = {{"BF16", 70'000'000'000}}};
+  SafetensorsSummary big{
+      .parameters = 70'000'000'000, .bytes = 140'000'000'000, .dtypes = {{"BF16", 70'000'000'000}}};
   Json llama = qwen_config();
   llama["num_attention_heads"] = 64;
   auto large = model_facts(llama, {big});

@@ -99,9 +99,11 @@ Result<void> check_patterns(const std::vector<std::string>& patterns, const std:
     return fail(ErrorCode::kInvalidArgument, "must list at most 32 patterns", field);
   }
   for (const auto& p : patterns) {
-    if (p.empty() || p.size() > 200 ||
-        std::any_of(p.begin(), p.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; })) {
-      return fail(ErrorCode::kInvalidArgument, "holds an empty, long or unprintable pattern", field);
+    if (p.empty() || p.size() > 200 || std::any_of(p.begin(), p.end(), [](char c) {
+          return static_cast<unsigned char>(c) < 0x20;
+        })) {
+      return fail(ErrorCode::kInvalidArgument, "holds an empty, long or unprintable pattern",
+                  field);
     }
   }
   return {};
@@ -153,15 +155,14 @@ std::string mkfs_program() {
 }  // namespace
 
 const std::vector<std::string>& Models::default_include() {
-  static const std::vector<std::string> patterns = {
-      "*.safetensors", "*.json",    "tokenizer*", "*.model",
-      "*.tiktoken",    "merges.txt", "vocab.txt",  "*.jinja"};
+  static const std::vector<std::string> patterns = {"*.safetensors", "*.json",     "tokenizer*",
+                                                    "*.model",       "*.tiktoken", "merges.txt",
+                                                    "vocab.txt",     "*.jinja"};
   return patterns;
 }
 
-Models::Models(storage::Storage& storage, Marketplaces& marketplaces,
-               auth::Authorizer& authorizer, const crypto::Sealer& sealer, const Clock& clock,
-               ModelsOptions options)
+Models::Models(storage::Storage& storage, Marketplaces& marketplaces, auth::Authorizer& authorizer,
+               const crypto::Sealer& sealer, const Clock& clock, ModelsOptions options)
     : storage_(storage),
       authorizer_(authorizer),
       marketplaces_(marketplaces),
@@ -291,15 +292,22 @@ Result<storage::Image> Models::import(const auth::Caller& caller, const ImportRe
     return fail(ErrorCode::kInvalidArgument,
                 ref.repo + " at " + commit.substr(0, 12) +
                     " has no config.json among the files chosen (" + std::to_string(files.size()) +
-                    " of " + std::to_string(all.size()) + "): not a transformers model, or the "
+                    " of " + std::to_string(all.size()) +
+                    "): not a transformers model, or the "
                     "include patterns leave it out",
                 "include");
   }
   Json listed = Json::array();
   for (const auto& f : files) listed.push_back(file_json(f));
-  Json source = {{"kind", "hf"},         {"uri", ref.uri()},           {"repo", ref.repo},
-                 {"revision", ref.revision}, {"commit", commit},          {"marketplace_id", market.header.id},
-                 {"endpoint", market.url},   {"include", include},         {"exclude", request.exclude},
+  Json source = {{"kind", "hf"},
+                 {"uri", ref.uri()},
+                 {"repo", ref.repo},
+                 {"revision", ref.revision},
+                 {"commit", commit},
+                 {"marketplace_id", market.header.id},
+                 {"endpoint", market.url},
+                 {"include", include},
+                 {"exclude", request.exclude},
                  {"files", listed}};
   FAB_ASSIGN_OR_RETURN(
       storage::Image image,
@@ -363,8 +371,8 @@ void Models::run_import(int64_t id) {
   std::string tree = local ? image->path + ".tree" : staged;
   Progress progress;
   progress.image_id = id;
-  Result<Json> facts = ds ? import_files(*image, *ds, tree, progress)
-                          : Result<Json>(fail(ds.error()));
+  Result<Json> facts =
+      ds ? import_files(*image, *ds, tree, progress) : Result<Json>(fail(ds.error()));
   std::error_code ec;
   if (cancelled(id)) {
     // Deleted (the image is gone: so is its tree) or fabricad stopping (resumed later).
@@ -407,9 +415,8 @@ Result<Json> Models::import_files(const storage::Image& image, const storage::Da
   std::mutex failure_mutex;
   std::optional<Error> failure;
   auto work = [&] {
-    auto hub = Hub::create(HubOptions{.endpoint = source.value("endpoint", ""),
-                                      .token = token,
-                                      .timeout = options_.timeout});
+    auto hub = Hub::create(HubOptions{
+        .endpoint = source.value("endpoint", ""), .token = token, .timeout = options_.timeout});
     for (size_t i = next++; i < files.size(); i = next++) {
       {
         std::lock_guard lock(failure_mutex);
@@ -542,15 +549,16 @@ Result<void> Models::fetch_file(Hub& hub, const storage::Image& image, const Hub
   auto restart = [&] {
     progress.bytes_done -= offset;
     offset = 0;
-    if (::ftruncate(fd, 0) != 0) write_error = Error(ErrorCode::kInternal, errno_text("cannot cut", part));
+    if (::ftruncate(fd, 0) != 0)
+      write_error = Error(ErrorCode::kInternal, errno_text("cannot cut", part));
     hash.reset();
   };
   int idle = 0;
   while (offset < file.size) {
     if (cancelled(id)) return fail(ErrorCode::kAborted, "cancelled");
     int64_t before = offset;
-    auto got = hub.download(image.source.value("repo", ""), image.source.value("commit", ""), file.path, offset,
-                            sink, restart);
+    auto got = hub.download(image.source.value("repo", ""), image.source.value("commit", ""),
+                            file.path, offset, sink, restart);
     if (write_error) {
       if (write_error->code() != ErrorCode::kUnavailable) return fail(*write_error);
       got = fail(*write_error);
@@ -565,15 +573,16 @@ Result<void> Models::fetch_file(Hub& hub, const storage::Image& image, const Hub
     }
     idle = offset > before ? 0 : idle + 1;
     if (idle >= options_.attempts) {
-      return fail(ErrorCode::kUnavailable, file.path + ": gave up after " +
-                                               std::to_string(idle) + " tries that moved no byte: " +
-                                               got.error().message());
+      return fail(ErrorCode::kUnavailable,
+                  file.path + ": gave up after " + std::to_string(idle) +
+                      " tries that moved no byte: " + got.error().message());
     }
-    auto wait = code == ErrorCode::kResourceExhausted
-                    ? std::min(options_.longest_wait,
-                               std::chrono::milliseconds(
-                                   1000 * got.error().retry_after_seconds().value_or(1)))
-                    : std::chrono::milliseconds(std::min(5000, 100 << std::min(idle, 6)));
+    auto wait =
+        code == ErrorCode::kResourceExhausted
+            ? std::min(
+                  options_.longest_wait,
+                  std::chrono::milliseconds(1000 * got.error().retry_after_seconds().value_or(1)))
+            : std::chrono::milliseconds(std::min(5000, 100 << std::min(idle, 6)));
     if (!pause(id, wait)) return fail(ErrorCode::kAborted, "cancelled");
   }
   std::string digest = hash.finish();

@@ -23,8 +23,8 @@
 namespace fabrica::market {
 
 struct ModelsOptions {
-  int parallel_files = 4;    // Files of one import fetched at once.
-  int parallel_imports = 2;  // Imports running at once; more wait their turn.
+  int parallel_files = 4;                         // Files of one import fetched at once.
+  int parallel_imports = 2;                       // Imports running at once; more wait their turn.
   std::chrono::milliseconds timeout{30000};       // A Hub read or write that stalls this long.
   std::chrono::milliseconds longest_wait{60000};  // Most a 429's Retry-After is obeyed.
   int attempts = 8;  // Tries of one file (or one listing) that move no byte, then it fails.
@@ -32,11 +32,11 @@ struct ModelsOptions {
 
 // POST /api/v1/models: a Hugging Face repository at a revision, imported as a MODEL image.
 struct ImportRequest {
-  std::string source;                // "hf://ORG/NAME[@REVISION]"
-  std::optional<std::string> name;   // Default: NAME lower-cased.
+  std::string source;               // "hf://ORG/NAME[@REVISION]"
+  std::optional<std::string> name;  // Default: NAME lower-cased.
   std::optional<int64_t> gid;
   int64_t datastore_id = 1;
-  std::optional<int64_t> marketplace_id;  // Default: the first enabled huggingface one.
+  std::optional<int64_t> marketplace_id;            // Default: the first enabled huggingface one.
   std::optional<std::vector<std::string>> include;  // fnmatch patterns on the file's path.
   std::vector<std::string> exclude;
   std::optional<std::string> token;  // For gated and private repositories; stored sealed.
@@ -90,8 +90,7 @@ class Models {
                             const std::string& tree, Progress& progress);
   Result<void> fetch_file(Hub& hub, const storage::Image& image, const HubFile& file,
                           const std::string& blobs, const std::string& tree, Progress& progress);
-  Result<void> link_blob(const std::string& blob, const std::string& tree,
-                         const std::string& path);
+  Result<void> link_blob(const std::string& blob, const std::string& tree, const std::string& path);
   // Called by Storage after an image is deleted.
   void on_deleted(const storage::Image& image);
   // Removes blobs no image links any more.

@@ -282,11 +282,11 @@ Result<Datastore> Storage::get_datastore(const auth::Caller& caller, int64_t id)
 }
 
 Result<Datastore> Storage::find_datastore(int64_t id) {
-  FAB_ASSIGN_OR_RETURN(Datastore ds,
-                       store_.read_value<Datastore>([&](store::Transaction& tx) -> Result<Datastore> {
-                         FAB_ASSIGN_OR_RETURN(auto r, tx.get(kDatastoreType, id));
-                         return datastore_from_record(r);
-                       }));
+  FAB_ASSIGN_OR_RETURN(
+      Datastore ds, store_.read_value<Datastore>([&](store::Transaction& tx) -> Result<Datastore> {
+        FAB_ASSIGN_OR_RETURN(auto r, tx.get(kDatastoreType, id));
+        return datastore_from_record(r);
+      }));
   fill_capacity(ds);
   return ds;
 }

@@ -402,8 +402,9 @@ Result<Image> Storage::clone_image(const auth::Caller& caller, int64_t id, const
         FAB_ASSIGN_OR_RETURN(Image original, load_image(tx, caller, id, Right::kUse));
         if (original.type == ImageType::kModel) {
           return fail(ErrorCode::kInvalidArgument,
-                      image_noun(id) + " is a MODEL: import it again instead (its files are "
-                                       "stored once and shared)",
+                      image_noun(id) +
+                          " is a MODEL: import it again instead (its files are "
+                          "stored once and shared)",
                       "id");
         }
         if (original.state() != ImageState::kReady && original.state() != ImageState::kUsed) {
@@ -816,8 +817,9 @@ Result<Image> Storage::finish_model(int64_t id, const std::string& staged,
                                     const Result<Json>& model, int64_t size,
                                     const std::string& format) {
   Result<DiskInfo> verified =
-      model ? Result<DiskInfo>(DiskInfo{.format = format, .virtual_size = size, .actual_size = size})
-            : Result<DiskInfo>(fail(model.error()));
+      model
+          ? Result<DiskInfo>(DiskInfo{.format = format, .virtual_size = size, .actual_size = size})
+          : Result<DiskInfo>(fail(model.error()));
   if (model) {
     FAB_TRY(store_.write([&](store::Transaction& tx) -> Result<void> {
       auto r = tx.get(kImageType, id);

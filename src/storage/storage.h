@@ -1,8 +1,8 @@
 #pragma once
 
 #include <condition_variable>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -268,8 +268,7 @@ class Storage {
   // Seals every image's stored token again with `reseal` (open under the old key, seal under
   // the new), inside a sealing-key rotation's transaction. Returns how many.
   Result<size_t> reseal_tokens(
-      store::Transaction& tx,
-      const std::function<Result<std::string>(const std::string&)>& reseal);
+      store::Transaction& tx, const std::function<Result<std::string>(const std::string&)>& reseal);
   // Called after an image is deleted and its data removed (a running import stops, unused
   // blobs go). Set once, before use.
   void set_delete_listener(std::function<void(const Image&)> listener) {

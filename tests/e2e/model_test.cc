@@ -96,8 +96,8 @@ class ModelE2eTest : public ::testing::Test {
     return model;
   }
   testing::CommandResult cli(const std::string& args) {
-    return testing::run_command("FABRICA_ENDPOINT=" + daemon_->url() + " FABRICA_TOKEN=" +
-                                token() + " " + testing::binary_path("fabrica") + " " + args);
+    return testing::run_command("FABRICA_ENDPOINT=" + daemon_->url() + " FABRICA_TOKEN=" + token() +
+                                " " + testing::binary_path("fabrica") + " " + args);
   }
   std::string token() {
     client::ApiClient fresh(daemon_->http(), "");
@@ -162,7 +162,8 @@ TEST_F(ModelE2eTest, ImportIsPinnedVerifiedThroughFaultsAndAReimportDownloadsNot
   // On a local datastore (hosts copy images) the model is a raw ext4 volume with the tree.
   auto local = admin_->post("/api/v1/datastores", Json{{"name", "local"}, {"driver", "local"}});
   ASSERT_TRUE(local) << local.error().message();
-  auto volume = import(*admin_, Json{{"source", "hf://acme/tiny"}, {"name", "tiny-volume"},
+  auto volume = import(*admin_, Json{{"source", "hf://acme/tiny"},
+                                     {"name", "tiny-volume"},
                                      {"datastore_id", (*local)["id"]}});
   ASSERT_TRUE(volume) << volume.error().message();
   Json raw = settle((*volume)["id"].get<int64_t>());
@@ -258,12 +259,12 @@ TEST_F(ModelE2eTest, RefusalsComeBeforeAnythingIsWrittenAndABadFileFailsTheImpor
   ASSERT_FALSE(remove);
   EXPECT_EQ(remove.error().code(), ErrorCode::kNotFound);
   // A MODEL image comes from an import only, and is not cloned.
-  auto made = admin_->post("/api/v1/images", Json{{"name", "m"}, {"type", "MODEL"},
-                                                  {"upload", {{"size", 1}}}});
+  auto made = admin_->post("/api/v1/images",
+                           Json{{"name", "m"}, {"type", "MODEL"}, {"upload", {{"size", 1}}}});
   ASSERT_FALSE(made);
   EXPECT_EQ(made.error().field(), "type");
-  auto clone = admin_->post("/api/v1/images/" + (*gated)["id"].dump() + "/clone",
-                            Json{{"name", "copy"}});
+  auto clone =
+      admin_->post("/api/v1/images/" + (*gated)["id"].dump() + "/clone", Json{{"name", "copy"}});
   ASSERT_FALSE(clone);
   EXPECT_EQ(clone.error().code(), ErrorCode::kInvalidArgument) << clone.error().message();
   // A non-model image id is not a model.
@@ -284,8 +285,8 @@ TEST_F(ModelE2eTest, RefusalsComeBeforeAnythingIsWrittenAndABadFileFailsTheImpor
   EXPECT_FALSE(fs::exists(failed["path"].get<std::string>()));
 
   // Tenants cannot manage marketplaces.
-  auto market = eve.post("/api/v1/marketplaces",
-                         Json{{"name", "mine"}, {"url", "http://127.0.0.1:1"}});
+  auto market =
+      eve.post("/api/v1/marketplaces", Json{{"name", "mine"}, {"url", "http://127.0.0.1:1"}});
   ASSERT_FALSE(market);
   EXPECT_EQ(market.error().code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ((*eve.get("/api/v1/marketplaces"))["items"].size(), 1u);
@@ -323,8 +324,8 @@ TEST_F(ModelE2eTest, KillNineMidImportResumesByRangeAndDeleteCancels) {
 
   // Deleting a LOCKED import cancels it; its partial file stays for the next try.
   hub_->faults(Json{{"throttle_bps", 1 << 20}});
-  auto slow = import(*admin_, Json{{"source", "hf://acme/tiny"},
-                                   {"include", {"config.json", "*00001*"}}});
+  auto slow =
+      import(*admin_, Json{{"source", "hf://acme/tiny"}, {"include", {"config.json", "*00001*"}}});
   ASSERT_TRUE(slow) << slow.error().message();
   int64_t slow_id = (*slow)["id"].get<int64_t>();
   ASSERT_TRUE(eventually([&] {
@@ -337,7 +338,8 @@ TEST_F(ModelE2eTest, KillNineMidImportResumesByRangeAndDeleteCancels) {
   int partials = 0;
   ASSERT_TRUE(eventually([&] {
     partials = 0;
-    for (const auto& e : fs::directory_iterator(blobs() / "partial")) partials += e.is_regular_file();
+    for (const auto& e : fs::directory_iterator(blobs() / "partial"))
+      partials += e.is_regular_file();
     return partials == 1;
   })) << partials;
   hub_->faults(Json{{"throttle_bps", 0}});
