@@ -36,12 +36,6 @@ Result<market::ImportRequest> read_import(const Context& ctx) {
   return r;
 }
 
-// A MODEL image as /models shows it: the image, with the model's facts and provenance.
-Json model_json(const storage::Image& image) {
-  Json j = image.to_api_json();
-  return j;
-}
-
 void add_marketplace_routes(Router& router, Services& s) {
   router.add("GET", "/api/v1/marketplaces", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
@@ -110,13 +104,13 @@ void add_market_routes(Router& router, Services& s) {
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(auto request, read_import(ctx));
                FAB_ASSIGN_OR_RETURN(auto image, s.models.import(ctx.who(), request));
-               return json_response(201, model_json(image));
+               return json_response(201, image.to_api_json());
              });
   router.add("GET", "/api/v1/models/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {
                FAB_ASSIGN_OR_RETURN(int64_t id, ctx.id_param(0));
                FAB_ASSIGN_OR_RETURN(auto image, s.models.get(ctx.who(), id));
-               return json_response(200, model_json(image));
+               return json_response(200, image.to_api_json());
              });
   router.add("DELETE", "/api/v1/models/{id}", AuthMode::kBearer,
              [&s](const Context& ctx) -> Result<HttpResponse> {

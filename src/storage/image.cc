@@ -192,6 +192,10 @@ void Storage::add_progress(Image& image) {
 
 Result<Image> Storage::insert_image(store::Transaction& tx, const auth::Caller& caller, Image image,
                                     int64_t reserve_bytes, std::optional<int64_t> free_bytes) {
+  if (!tx.get(auth::kGroupType, image.header.gid)) {
+    return fail(ErrorCode::kInvalidArgument,
+                "group " + std::to_string(image.header.gid) + " does not exist", "gid");
+  }
   auto loaded = load_datastore(tx, caller, image.datastore_id, Right::kUse);
   if (!loaded) return fail(loaded.error().code(), loaded.error().message(), "datastore_id");
   Datastore ds = std::move(*loaded);
@@ -311,10 +315,6 @@ Result<Image> Storage::create_image(const auth::Caller& caller, const NewImage& 
     image.progress["sha256"] = request.upload_sha256.value_or("");
   }
   FAB_ASSIGN_OR_RETURN(image, store_.write_value<Image>([&](store::Transaction& tx) {
-    if (!tx.get(auth::kGroupType, gid)) {
-      return Result<Image>(fail(ErrorCode::kInvalidArgument,
-                                "group " + std::to_string(gid) + " does not exist", "gid"));
-    }
     return insert_image(tx, caller, image, size);
   }));
   if (request.from_path) {
@@ -805,10 +805,6 @@ Result<Image> Storage::create_model(const auth::Caller& caller, const NewModel& 
               .progress = {{"bytes_done", 0}, {"bytes_total", request.bytes}},
               .sealed_token = request.sealed_token};
   return store_.write_value<Image>([&](store::Transaction& tx) -> Result<Image> {
-    if (!tx.get(auth::kGroupType, gid)) {
-      return fail(ErrorCode::kInvalidArgument, "group " + std::to_string(gid) + " does not exist",
-                  "gid");
-    }
     return insert_image(tx, caller, image, request.bytes, request.new_bytes);
   });
 }

@@ -312,7 +312,8 @@ class Storage {
   void fill_capacity(Datastore& ds);
   // Adds to a datastore's image count and bytes, in the image's transaction.
   Result<void> count_image(store::Transaction& tx, int64_t datastore_id, int images, int64_t bytes);
-  // Inserts a LOCKED (or READY for blank) image with its quota hold and datastore count.
+  // Inserts a LOCKED (or READY for blank) image with its quota hold and datastore count
+  // (kInvalidArgument naming `gid` when its group does not exist).
   // `free_bytes` (default: `reserve_bytes`) must be free on the datastore's filesystem.
   Result<Image> insert_image(store::Transaction& tx, const auth::Caller& caller, Image image,
                              int64_t reserve_bytes, std::optional<int64_t> free_bytes = {});

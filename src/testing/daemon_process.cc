@@ -21,6 +21,11 @@ std::string binary_path(const std::string& name) {
 }
 std::filesystem::path source_dir() { return FABRICA_SOURCE_DIR; }
 
+std::string node_binary() {
+  auto r = run_command("command -v node");
+  return r.output.substr(0, r.output.find('\n'));
+}
+
 CommandResult run_command(const std::string& command) {
   FILE* pipe = popen((command + " 2>&1 </dev/null").c_str(), "r");
   if (pipe == nullptr) return {};

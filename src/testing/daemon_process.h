@@ -83,6 +83,8 @@ class ChildProcess {
 
 // Path of a built binary (fabricad, fabrica), from the FABRICA_BIN_DIR compile definition.
 std::string binary_path(const std::string& name);
+// The node executable on PATH ("" when there is none), for the test tree's Node servers.
+std::string node_binary();
 // Source tree root, from FABRICA_SOURCE_DIR.
 std::filesystem::path source_dir();
 

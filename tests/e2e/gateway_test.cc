@@ -29,11 +29,7 @@ using testing::ChildProcess;
 using testing::DaemonProcess;
 using testing::eventually;
 
-std::string node_binary() {
-  auto r = testing::run_command("command -v node");
-  std::string path = r.output.substr(0, r.output.find('\n'));
-  return path;
-}
+using testing::node_binary;
 
 // The port a child printed on its first lines ("port":N or "listening on H:N").
 int port_in_log(const std::string& log, const std::regex& pattern) {

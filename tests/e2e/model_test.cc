@@ -21,10 +21,7 @@ using testing::ChildProcess;
 using testing::DaemonProcess;
 using testing::eventually;
 
-std::string node_binary() {
-  auto r = testing::run_command("command -v node");
-  return r.output.substr(0, r.output.find('\n'));
-}
+using testing::node_binary;
 
 // The Hub look-alike on a port of its own.
 class FakeHub {
