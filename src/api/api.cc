@@ -26,6 +26,8 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_storage_routes(router_, services_);
   add_network_routes(router_, services_);
   add_market_routes(router_, services_);
+  add_guest_routes(router_, services_);
+  add_app_routes(router_, services_);
 }
 
 HttpResponse Api::handle(const HttpRequest& request) {

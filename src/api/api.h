@@ -19,6 +19,7 @@
 #include "crypto/sealer.h"
 #include "endpoints/endpoints.h"
 #include "fleet/fleet.h"
+#include "market/apps.h"
 #include "market/marketplace.h"
 #include "market/models.h"
 #include "storage/storage.h"
@@ -45,6 +46,7 @@ struct Services {
   usage::Usage& usage;
   market::Marketplaces& marketplaces;
   market::Models& models;
+  market::Apps& apps;
   std::string version;
   // SHA-256 of the SubjectPublicKeyInfo of fabricad's CA (--tls-ca), appended to join tokens
   // ("fjt_...@sha256:<hex>") so a new host trusts the right control plane before it sends
@@ -113,6 +115,8 @@ void add_compute_routes(Router& router, Services& services);
 void add_storage_routes(Router& router, Services& services);
 void add_network_routes(Router& router, Services& services);
 void add_market_routes(Router& router, Services& services);
+void add_guest_routes(Router& router, Services& services);
+void add_app_routes(Router& router, Services& services);
 
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);

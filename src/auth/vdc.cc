@@ -13,6 +13,7 @@ constexpr VdcResourceKind kKinds[] = {
     {"datastore", ObjectType::kDatastore, "datastore"},
     {"vnet", ObjectType::kNet, "vnet"},
     {"marketplace", ObjectType::kMarketplace, "marketplace"},
+    {"app", ObjectType::kMarketplaceApp, "app"},
 };
 
 std::string vdc_noun(int64_t id) { return "VDC " + std::to_string(id); }
@@ -114,6 +115,8 @@ std::vector<std::string> vdc_rule_texts(const Vdc& vdc) {
         texts.push_back(who + "NET/#" + id + " USE");
       } else if (r.kind == "marketplace") {
         texts.push_back(who + "MARKETPLACE/#" + id + " USE");
+      } else if (r.kind == "app") {
+        texts.push_back(who + "MARKETPLACEAPP/#" + id + " USE");
       }
     }
   }

@@ -161,7 +161,7 @@ void add_vdc_commands(CLI::App& app, Context& ctx) {
       });
     });
   }
-  for (std::string kind : {"cluster", "host", "datastore", "vnet", "marketplace"}) {
+  for (std::string kind : {"cluster", "host", "datastore", "vnet", "marketplace", "app"}) {
     for (bool add : {true, false}) {
       auto* cmd = vdc->add_subcommand(
           (add ? "add" : "del") + kind,
@@ -181,6 +181,8 @@ void add_vdc_commands(CLI::App& app, Context& ctx) {
             FAB_ASSIGN_OR_RETURN(rid, resolve_datastore(api, *member));
           } else if (kind == "marketplace") {
             FAB_ASSIGN_OR_RETURN(rid, resolve_id(api, "marketplaces", *member));
+          } else if (kind == "app") {
+            FAB_ASSIGN_OR_RETURN(rid, resolve_id(api, "apps", *member));
           } else {
             FAB_ASSIGN_OR_RETURN(rid, resolve_vnet(api, *member));
           }

@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "auth/quota.h"
 #include "compute/lifecycle.h"
 #include "core/clock.h"
+#include "crypto/sealer.h"
 #include "fleet/fleet.h"
 #include "network/network.h"
 #include "sched/scheduler.h"
@@ -106,6 +108,20 @@ struct Vm {
   Json monitoring;
   // Not stored: a disk-saveas this move ended ({"image_id", "ok", "error"}), for settle().
   Json saveas_ended;
+  // The guest API (OneGate's role). The VM's own token, "fgt_<vm id>_<secret>", goes on its
+  // context CD-ROM at every deploy (FABRICA_GUEST_TOKEN); stored as its SHA-256 and sealed,
+  // never shown. Empty for VMs made before the guest API.
+  std::string guest_token_hash;
+  std::string sealed_guest_token;
+  // What the guest last reported: {"ready", "attributes", "error", "log_tail",
+  // "reported_at"}. "ready" falls back to false whenever the VM leaves RUNNING.
+  Json guest_report = Json::object();
+  // An appliance VM: {"name", "endpoint_id", "model", "port"}: while its guest reports READY
+  // with a URL on one of its own addresses it is a backend of that endpoint. Null otherwise.
+  Json app;
+  std::string sealed_backend_key;  // The secret its server demands (FABRICA_BACKEND_KEY).
+  // Not stored: the guest's last posted metrics {"values", "at"}.
+  Json guest_metrics;
 
   VmState state() const { return static_cast<VmState>(header.state); }
   Json to_api_json() const;
@@ -130,6 +146,22 @@ struct NewVm {
   std::optional<int64_t> template_id;
   sched::VmRequest request;
   GuestSpec guest;  // With a template: merged over the template's.
+  // For apps (market::Apps): the template is the app's, used on the app's authority (its USE
+  // right was checked on the app); the caller's own rights still hold for everything else.
+  bool template_from_app = false;
+  // For appliances (market::Apps): Vm::app, and the backend secret to seal for it.
+  Json app;
+  std::string backend_key;
+  // Runs inside the creating transaction once the VM has its id (the appliance's endpoint).
+  std::function<Result<void>(store::Transaction&, Vm&)> in_transaction;
+};
+
+// What a guest reports through the guest API; each given part replaces the stored one.
+struct GuestReport {
+  std::optional<bool> ready;
+  std::optional<Json> attributes;  // NAME -> string, at most 64, values up to 4 KiB.
+  std::optional<std::string> error;
+  std::optional<std::string> log_tail;  // Up to 16 KiB.
 };
 
 struct NewTemplate {
@@ -264,6 +296,27 @@ class Compute {
   // Returns how many.
   Result<int> host_lost(int64_t host_id);
 
+  // ---- The guest API (guest.cc) ----
+  // Tokens need the sealer; `url` is FABRICA_GUEST_URL in every context (the link-local
+  // relay the agents run, or an address of fabricad the guests can reach).
+  void set_guest_api(const crypto::Sealer& sealer, std::string url);
+  // Called in the transaction of every change of an appliance VM's serving: `serving` with
+  // the URL its guest reported and its sealed backend secret, or nullopt when it stops (NOT
+  // READY, leaving RUNNING, deleted) -- always before its devices are freed.
+  using BackendHook = std::function<Result<void>(
+      store::Transaction&, const Vm&, const std::optional<std::pair<std::string, std::string>>&)>;
+  void set_backend_hook(BackendHook hook) { backend_hook_ = std::move(hook); }
+  // The VM behind a guest token: kUnauthenticated alike for a malformed, unknown or wrong
+  // token and for a VM that is DONE or deleted.
+  Result<Vm> guest_self(std::string_view token);
+  // kFailedPrecondition for ready=true unless the VM is RUNNING; an appliance's "url"
+  // attribute must be http://<one of its own addresses>:<port>.
+  Result<Vm> guest_report(std::string_view token, const GuestReport& report);
+  // Up to 64 NAME -> number, kept in memory and shown with the VM.
+  Result<Vm> guest_metrics(std::string_view token, const Json& values);
+  // Seals every VM's guest token and backend secret again (sealing-key rotation).
+  Result<size_t> reseal_in(store::Transaction& tx);
+
   // One scheduler pass over every pending VM. Run by one thread at a time (the daemon's
   // scheduler loop); API calls wake it through notify().
   Result<PassReport> schedule_pass();
@@ -303,7 +356,7 @@ class Compute {
   // Removes the VM's entry from its host's ledger and counters.
   Result<void> release_host(store::Transaction& tx, const Vm& vm);
   void issue(Vm& vm, Action action, int64_t now);
-  static Json command_for(const Vm& vm);
+  Json command_for(const Vm& vm) const;
   // The command index follows committed VMs.
   void track(const Vm& vm);
   void queue_command(const Vm& vm);  // commands_mutex_ held.
@@ -337,6 +390,15 @@ class Compute {
   Result<int> apply_events(const std::map<int64_t, Event>& events,
                            const std::function<bool(const Vm&)>& still);
   void add_monitoring(Vm& vm);
+  // Mints the VM's guest token (when the guest API is set up) and seals its backend secret.
+  void mint_guest_secrets(Vm& vm, const std::string& backend_key);
+  // The VM's appliance backend follows its phase and report: registered while RUNNING and
+  // READY with a URL, removed otherwise. `was_serving`: what the stored VM was.
+  Result<void> sync_backend(store::Transaction& tx, Vm& vm, bool was_serving);
+  static bool serving(const Vm& vm);
+  Result<Vm> load_guest(store::Transaction& tx, std::string_view token);
+  // The context the agent writes: the VM's own plus the guest API's variables.
+  Json deploy_context(const Vm& vm) const;
 
   store::Store& store_;
   auth::Authorizer& authorizer_;
@@ -374,6 +436,12 @@ class Compute {
   std::mutex wake_mutex_;
   std::condition_variable wake_;
   bool woken_ = false;
+
+  const crypto::Sealer* sealer_ = nullptr;
+  std::string guest_url_;
+  BackendHook backend_hook_;
+  std::mutex metrics_mutex_;
+  std::map<int64_t, Json> guest_metrics_;  // VM id -> {"values", "at"}.
 };
 
 inline constexpr std::string_view kVmType = "vm";

@@ -64,6 +64,8 @@ struct Options {
   // The Hugging Face marketplace made at first start (HF_ENDPOINT's meaning: a mirror works).
   std::string hub_url =
       std::getenv("HF_ENDPOINT") ? std::getenv("HF_ENDPOINT") : "https://huggingface.co";
+  // FABRICA_GUEST_URL in every VM's context: the agents' link-local relay by default.
+  std::string guest_api_url = Wiring::kDefaultGuestApiUrl;
   int64_t import_parallel_files = 4;
 };
 
@@ -88,6 +90,7 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   FAB_ASSIGN_OR_RETURN(auto tls_ca, reader.optional_string("tls_ca"));
   FAB_ASSIGN_OR_RETURN(auto insecure_http, reader.optional_bool("insecure_http"));
   FAB_ASSIGN_OR_RETURN(auto hub_url, reader.optional_string("hub_url"));
+  FAB_ASSIGN_OR_RETURN(auto guest_api_url, reader.optional_string("guest_api_url"));
   FAB_ASSIGN_OR_RETURN(auto parallel_files, reader.optional_int("import_parallel_files"));
   FAB_TRY(reader.finish().map_error([&](Error e) { return e.with_context(path); }));
   if (data_dir) o.data_dir = *data_dir;
@@ -100,6 +103,7 @@ Result<void> apply_config_file(const std::string& path, Options& o) {
   if (offline_after) o.host_offline_after = *offline_after;
   if (heartbeat) o.heartbeat_interval = *heartbeat;
   if (hub_url) o.hub_url = *hub_url;
+  if (guest_api_url) o.guest_api_url = *guest_api_url;
   if (parallel_files) {
     if (*parallel_files < 1 || *parallel_files > 64) {
       return fail(ErrorCode::kInvalidArgument, "must be 1-64", "import_parallel_files");
@@ -272,6 +276,10 @@ int serve(const Options& o) {
   if (auto r = wiring.storage.bootstrap(); !r) {
     return fatal(r.error().with_context("datastores"));
   }
+  if (auto r = endpoints::validate_backend_url(o.guest_api_url, "guest_api_url"); !r) {
+    return fatal(r.error().with_context("--guest-api-url"));
+  }
+  wiring.compute.set_guest_api(wiring.sealer, o.guest_api_url);
   if (auto r = wiring.marketplaces.bootstrap(o.hub_url); !r) {
     return fatal(r.error().with_context("marketplaces (--hub-url)"));
   }
@@ -446,6 +454,9 @@ int main(int argc, char** argv) {
   app.add_option("--hub-url", o.hub_url,
                  "Hugging Face Hub (or mirror) URL of the marketplace made at first start "
                  "(default: $HF_ENDPOINT, else https://huggingface.co)");
+  app.add_option("--guest-api-url", o.guest_api_url,
+                 "Where guests reach the guest API (FABRICA_GUEST_URL on their context CD-ROM; "
+                 "default: the link-local relay of their host's agent, http://169.254.169.254)");
   app.add_option("--import-parallel-files", o.import_parallel_files,
                  "Files of one model import fetched at once (1-64)")
       ->check(CLI::Range(1, 64));
@@ -481,6 +492,7 @@ int main(int argc, char** argv) {
       if (name == "--tls-ca") o.tls_ca = from_file.tls_ca;
       if (name == "--insecure-http") o.insecure_http = from_file.insecure_http;
       if (name == "--hub-url") o.hub_url = from_file.hub_url;
+      if (name == "--guest-api-url") o.guest_api_url = from_file.guest_api_url;
       if (name == "--import-parallel-files") {
         o.import_parallel_files = from_file.import_parallel_files;
       }

@@ -11,6 +11,7 @@
 #include "auth/vdc.h"
 #include "endpoints/endpoints.h"
 #include "fleet/fleet.h"
+#include "market/apps.h"
 #include "market/marketplace.h"
 #include "market/models.h"
 #include "network/network.h"
@@ -46,6 +47,7 @@ struct Wiring {
         usage(store, authorizer),
         marketplaces(store, authorizer, clock),
         models(storage, marketplaces, authorizer, this->sealer, clock, std::move(models_options)),
+        apps(store, authorizer, clock, compute, storage, endpoints),
         api(api::Services{.store = store,
                           .authorizer = authorizer,
                           .identity = identity,
@@ -62,21 +64,36 @@ struct Wiring {
                           .usage = usage,
                           .marketplaces = marketplaces,
                           .models = models,
+                          .apps = apps,
                           .version = std::move(version),
                           .sealer = &this->sealer,
-                          .reseal_secrets = [this] { return reseal_secrets(); }}) {}
+                          .reseal_secrets = [this] { return reseal_secrets(); }}) {
+    // Guests reach the guest API through their host's agent (a link-local relay) unless the
+    // daemon is told otherwise (--guest-api-url).
+    compute.set_guest_api(this->sealer, kDefaultGuestApiUrl);
+    // An appliance VM that reports READY becomes a backend of its endpoint, in the same
+    // transaction; it stops being one in the transaction that moves it out of RUNNING.
+    compute.set_backend_hook(
+        [this](store::Transaction& tx, const compute::Vm& vm,
+               const std::optional<std::pair<std::string, std::string>>& serving) {
+          return endpoints.set_vm_backend(tx, vm.app.value("endpoint_id", int64_t{-1}),
+                                          vm.header.id, serving);
+        });
+  }
+  static constexpr const char* kDefaultGuestApiUrl = "http://169.254.169.254";
   // Seals every stored secret again under the sealer's current key (a key rotation's step).
   // Endpoints' backend keys and model imports' Hub tokens, in one transaction.
   Result<size_t> reseal_secrets() {
     return store.write_value<size_t>([&](store::Transaction& tx) -> Result<size_t> {
       FAB_ASSIGN_OR_RETURN(size_t keys, endpoints.reseal_in(tx));
+      FAB_ASSIGN_OR_RETURN(size_t vms, compute.reseal_in(tx));
       FAB_ASSIGN_OR_RETURN(
           size_t tokens,
           storage.reseal_tokens(tx, [&](const std::string& sealed) -> Result<std::string> {
             FAB_ASSIGN_OR_RETURN(std::string plain, sealer.open(sealed));
             return sealer.seal(plain);
           }));
-      return keys + tokens;
+      return keys + vms + tokens;
     });
   }
   store::Store& store;
@@ -99,6 +116,7 @@ struct Wiring {
   usage::Usage usage;
   market::Marketplaces marketplaces;
   market::Models models;
+  market::Apps apps;
   api::Api api;
 };
 

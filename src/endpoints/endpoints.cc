@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <boost/url/parse.hpp>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -26,6 +27,9 @@ store::Record endpoint_record(const Endpoint& e) {
   Json body = e.to_api_json();
   body.erase("backend_key_set");
   body["sealed_key"] = e.sealed_key;
+  for (size_t i = 0; i < e.vm_backends.size(); ++i) {
+    body["vm_backends"][i]["sealed_key"] = e.vm_backends[i].sealed_key;
+  }
   return store::Record{.type = std::string(kEndpointType),
                        .id = e.header.id,
                        .name = e.header.name,
@@ -46,6 +50,11 @@ Result<Endpoint> endpoint_from_record(const store::Record& r) {
     e.backends = body.at("backends").get<std::vector<std::string>>();
     e.sealed_key = body.at("sealed_key").get<std::string>();
     e.description = body.value("description", "");
+    for (const Json& v : body.value("vm_backends", Json::array())) {
+      e.vm_backends.push_back({.vm_id = v.at("vm_id").get<int64_t>(),
+                               .url = v.at("url").get<std::string>(),
+                               .sealed_key = v.value("sealed_key", "")});
+    }
   } catch (const std::exception& ex) {
     return fail(ErrorCode::kInternal,
                 "stored " + endpoint_noun(r.id) + " is malformed: " + ex.what());
@@ -140,6 +149,10 @@ Json Endpoint::to_api_json() const {
   j["model"] = model;
   j["backends"] = backends;
   j["backend_key_set"] = !sealed_key.empty();
+  j["vm_backends"] = Json::array();
+  for (const VmBackend& v : vm_backends) {
+    j["vm_backends"].push_back({{"vm_id", v.vm_id}, {"url", v.url}});
+  }
   j["description"] = description;
   return j;
 }
@@ -150,7 +163,9 @@ Json Route::to_json() const {
               {"gid", gid},
               {"model", model},
               {"backends", backends},
-              {"backend_key", backend_key}};
+              {"backend_key", backend_key},
+              {"backend_keys", backend_keys},
+              {"backend_vms", backend_vms}};
 }
 
 // ---- Endpoints ----
@@ -280,18 +295,86 @@ Result<size_t> Endpoints::reseal_in(store::Transaction& tx) {
   std::vector<Endpoint> sealed;
   FAB_TRY(store::for_each(tx, kEndpointType, [&](const store::Record& r) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
-    if (!e.sealed_key.empty()) sealed.push_back(std::move(e));
+    if (!e.sealed_key.empty() || !e.vm_backends.empty()) sealed.push_back(std::move(e));
     return {};
   }));
-  for (auto& e : sealed) {
-    auto plain = sealer_.open(e.sealed_key);
+  auto reseal = [&](const Endpoint& e, std::string& key) -> Result<void> {
+    if (key.empty()) return {};
+    auto plain = sealer_.open(key);
     if (!plain) {
       return fail(plain.error().with_context("endpoint " + std::to_string(e.header.id)));
     }
-    e.sealed_key = sealer_.seal(*plain);
+    key = sealer_.seal(*plain);
+    return {};
+  };
+  for (auto& e : sealed) {
+    FAB_TRY(reseal(e, e.sealed_key));
+    for (VmBackend& v : e.vm_backends) FAB_TRY(reseal(e, v.sealed_key));
     FAB_TRY(tx.update(endpoint_record(e)));
   }
   return sealed.size();
+}
+
+Result<int64_t> Endpoints::ensure_for_model(store::Transaction& tx, const auth::Caller& caller,
+                                            int64_t gid, const std::string& model) {
+  FAB_TRY(validate_model(model));
+  std::optional<int64_t> found;
+  FAB_TRY(store::for_each(
+      tx, kEndpointType,
+      [&](const store::Record& r) -> Result<void> {
+        FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
+        if (e.model == model) found = e.header.id;
+        return {};
+      },
+      store::ListQuery{.gid = gid}));
+  if (found) {
+    FAB_TRY(load(tx, caller, *found, Right::kManage));
+    return *found;
+  }
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kEndpoint, gid));
+  // Named after the model: "Qwen/Qwen3-0.6B" -> "Qwen-Qwen3-0.6B".
+  std::string name;
+  for (char c : model) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                c == '_' || c == '.')
+                                   ? c
+                                   : '-';
+  if (name.size() > 128) name.resize(128);
+  FAB_TRY(validate_name(name));
+  if (tx.get_by_key(kEndpointType, unique_key(gid, name))) {
+    return fail(ErrorCode::kAlreadyExists,
+                "this group has an endpoint named \"" + name +
+                    "\" for another model; rename it or give --served-model-name",
+                "served_model_name");
+  }
+  FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kEndpointType));
+  int64_t now = unix_seconds(clock_.now());
+  Endpoint e{.header = ObjectHeader::create(id, name, caller.uid, gid, kEndpointPermissions, 0, now),
+             .model = model,
+             .description = "serves the appliance VMs of model " + model,
+             .version = 1};
+  FAB_TRY(store::insert_named(tx, endpoint_record(e)));
+  return id;
+}
+
+Result<void> Endpoints::set_vm_backend(
+    store::Transaction& tx, int64_t endpoint_id, int64_t vm_id,
+    const std::optional<std::pair<std::string, std::string>>& serving) {
+  auto r = tx.get(kEndpointType, endpoint_id);
+  if (!r) return r.error().code() == ErrorCode::kNotFound ? Result<void>{} : fail(r.error());
+  FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(*r));
+  size_t before = e.vm_backends.size();
+  std::erase_if(e.vm_backends, [&](const VmBackend& v) { return v.vm_id == vm_id; });
+  if (!serving && before == e.vm_backends.size()) return {};
+  if (serving) {
+    if (e.backends.size() + e.vm_backends.size() >= 256) {
+      return fail(ErrorCode::kResourceExhausted,
+                  "endpoint " + std::to_string(endpoint_id) + " has 256 backends already");
+    }
+    e.vm_backends.push_back({.vm_id = vm_id, .url = serving->first, .sealed_key = serving->second});
+  }
+  e.header.updated_at = unix_seconds(clock_.now());
+  FAB_ASSIGN_OR_RETURN(e.version, tx.update(endpoint_record(e)));
+  return {};
 }
 
 Result<std::vector<Route>> Endpoints::routes() {
@@ -312,6 +395,16 @@ Result<std::vector<Route>> Endpoints::routes() {
                 .backends = e.backends};
     if (!e.sealed_key.empty()) {
       FAB_ASSIGN_OR_RETURN(route.backend_key, sealer_.open(e.sealed_key));
+    }
+    for (const VmBackend& v : e.vm_backends) {
+      if (std::find(route.backends.begin(), route.backends.end(), v.url) != route.backends.end()) {
+        continue;  // A static backend of the same URL keeps its own credential.
+      }
+      route.backends.push_back(v.url);
+      route.backend_vms[v.url] = v.vm_id;
+      if (!v.sealed_key.empty()) {
+        FAB_ASSIGN_OR_RETURN(route.backend_keys[v.url], sealer_.open(v.sealed_key));
+      }
     }
     out.push_back(std::move(route));
   }

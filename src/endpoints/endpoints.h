@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,11 +21,22 @@ using crypto::Sealer;
 // A tenant's AI endpoint: the model name its end users call and the OpenAI-compatible
 // backends (vLLM, NIM, Dynamo...) that serve it. The backend credential is sealed at rest and
 // never shown again; gateways receive it through their own channel.
+// A backend that registered itself: an appliance VM that reported READY through the guest API
+// with the URL it serves. Its credential is the VM's own backend secret (sealed).
+struct VmBackend {
+  int64_t vm_id = -1;
+  std::string url;
+  std::string sealed_key;
+};
+
 struct Endpoint {
   ObjectHeader header;  // gid: the tenant that owns it.
   std::string model;    // "meta-llama/Llama-3.1-8B-Instruct": unique within the tenant.
   std::vector<std::string> backends;  // Base URLs: "http://vllm-0.acme.internal:8000".
   std::string sealed_key;             // "" when the backends need no credential.
+  // Added and removed by fabricad as appliance VMs become READY and stop serving; shown as
+  // {"vm_id", "url"}, never the credential.
+  std::vector<VmBackend> vm_backends;
   std::string description;
   int64_t version = 0;
 
@@ -55,8 +67,11 @@ struct Route {
   std::string name;
   int64_t gid = -1;
   std::string model;
-  std::vector<std::string> backends;
-  std::string backend_key;  // Opened; "" for none.
+  std::vector<std::string> backends;  // The static ones, then the VMs' own.
+  std::string backend_key;            // Opened; "" for none.
+  // A VM backend's own credential (opened) and VM, by URL: they override backend_key.
+  std::map<std::string, std::string> backend_keys;
+  std::map<std::string, int64_t> backend_vms;
   Json to_json() const;
 };
 
@@ -87,6 +102,16 @@ class Endpoints {
   Result<size_t> reseal_all();
   // The same inside `tx` (a rotation that reseals other services' secrets in one transaction).
   Result<size_t> reseal_in(store::Transaction& tx);
+
+  // For the appliance: the endpoint of tenant `gid` serving `model`, made (named after the
+  // model, no static backends, owned by `caller`) when there is none. Its id.
+  Result<int64_t> ensure_for_model(store::Transaction& tx, const auth::Caller& caller, int64_t gid,
+                                   const std::string& model);
+  // VM `vm_id` serves endpoint `endpoint_id` at `url` with the sealed credential `sealed_key`
+  // (nullopt: no longer). An endpoint deleted meanwhile is fine. Inside the caller's
+  // transaction, so a VM's move and its backend's removal commit together.
+  Result<void> set_vm_backend(store::Transaction& tx, int64_t endpoint_id, int64_t vm_id,
+                              const std::optional<std::pair<std::string, std::string>>& serving);
 
   // Every endpoint of every tenant with its credential opened, for gateways.
   Result<std::vector<Route>> routes();

@@ -21,6 +21,17 @@ struct EndpointEntry {
   std::string model;
   std::vector<std::string> backends;
   std::string backend_key;  // Sent upstream as "Authorization: Bearer"; "" for none.
+  // Backends that are appliance VMs: each has its own credential and names its VM.
+  std::unordered_map<std::string, std::string> backend_keys;
+  std::unordered_map<std::string, int64_t> backend_vms;
+  const std::string& key_for(const std::string& url) const {
+    auto it = backend_keys.find(url);
+    return it == backend_keys.end() ? backend_key : it->second;
+  }
+  int64_t vm_for(const std::string& url) const {
+    auto it = backend_vms.find(url);
+    return it == backend_vms.end() ? -1 : it->second;
+  }
 };
 
 // One end-user API key: only its hash is known here.

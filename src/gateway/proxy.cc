@@ -404,6 +404,9 @@ class Proxy::Impl {
                 {"latency_ms", latency * 1000},
                 {"ttft_ms", x.ttft ? Json(*x.ttft * 1000) : Json(nullptr)},
                 {"gateway", parts_.ids.name()}};
+    if (x.target && !x.backend.empty()) {
+      if (int64_t vm = x.target->vm_for(x.backend); vm >= 0) record["vm_id"] = vm;
+    }
     if (auto r = parts_.spool.append(record); !r) {
       spdlog::error("usage record lost: {}", r.error().message());
     }
@@ -629,7 +632,8 @@ class Proxy::Impl {
     up.set(http::field::user_agent, "fabrica-gateway");
     if (auto accept = req[http::field::accept]; !accept.empty())
       up.set(http::field::accept, accept);
-    if (!e.backend_key.empty()) up.set(http::field::authorization, "Bearer " + e.backend_key);
+    const std::string& key = e.key_for(a.url);
+    if (!key.empty()) up.set(http::field::authorization, "Bearer " + key);
     up.set("x-request-id", request_id);
     up.keep_alive(true);
     up.body() = std::move(body);

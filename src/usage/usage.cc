@@ -64,6 +64,7 @@ Json UsageRecord::to_json() const {
          {"ttft_ms", ttft_ms ? Json(*ttft_ms) : Json(nullptr)},
          {"gateway", gateway}};
   if (seq >= 0) j["seq"] = seq;
+  if (vm_id >= 0) j["vm_id"] = vm_id;
   return j;
 }
 
@@ -79,6 +80,8 @@ Result<UsageRecord> UsageRecord::from_json(const Json& j, const std::string& pre
   FAB_ASSIGN_OR_RETURN(r.endpoint, in.required_string("endpoint"));
   FAB_ASSIGN_OR_RETURN(r.model, in.required_string("model"));
   FAB_ASSIGN_OR_RETURN(r.backend, in.required_string("backend"));
+  FAB_ASSIGN_OR_RETURN(auto vm_id, in.optional_int("vm_id"));
+  r.vm_id = vm_id.value_or(-1);
   FAB_ASSIGN_OR_RETURN(r.kind, in.required_string("kind"));
   FAB_ASSIGN_OR_RETURN(auto stream, in.optional_bool("stream"));
   FAB_ASSIGN_OR_RETURN(int64_t status, in.required_int("status"));
@@ -112,6 +115,9 @@ Result<UsageRecord> UsageRecord::from_json(const Json& j, const std::string& pre
                 prefix + (r.latency_ms < 0 ? "latency_ms" : "ttft_ms"));
   }
   if (r.gid < 0) return fail(ErrorCode::kInvalidArgument, "must be >= 0", prefix + "gid");
+  if (vm_id && *vm_id < 0) {
+    return fail(ErrorCode::kInvalidArgument, "must be >= 0", prefix + "vm_id");
+  }
   return r;
 }
 

@@ -26,6 +26,7 @@ struct UsageRecord {
   std::string endpoint;      // Its name.
   std::string model;
   std::string backend;  // Base URL that served it; "" when none did.
+  int64_t vm_id = -1;   // The appliance VM behind that backend; -1 for a static backend.
   std::string kind;     // "chat", "completions", "embeddings", "models".
   bool stream = false;
   int status = 0;  // HTTP status the end user saw.

@@ -257,7 +257,7 @@ std::string render_domain_xml(const DomainSpec& s) {
   root.append_attribute("index") = 0;
   root.append_attribute("model") = "pcie-root";
   auto add_disk = [&](const std::string& path, const std::string& format,
-                      const std::string& target_dev, bool cdrom) {
+                      const std::string& target_dev, bool cdrom, bool readonly = false) {
     auto disk = devices.append_child("disk");
     disk.append_attribute("type") = "file";
     disk.append_attribute("device") = cdrom ? "cdrom" : "disk";
@@ -268,10 +268,10 @@ std::string render_domain_xml(const DomainSpec& s) {
     auto target = disk.append_child("target");
     target.append_attribute("dev") = target_dev.c_str();
     target.append_attribute("bus") = cdrom ? "scsi" : "virtio";
-    if (cdrom) disk.append_child("readonly");
+    if (cdrom || readonly) disk.append_child("readonly");
   };
   for (const auto& d : s.disks) {
-    if (!d.cdrom) add_disk(d.path, d.format, d.target, false);
+    if (!d.cdrom) add_disk(d.path, d.format, d.target, false, d.readonly);
   }
   bool scsi_disks =
       std::any_of(s.disks.begin(), s.disks.end(), [](const DiskSpec& d) { return d.cdrom; });

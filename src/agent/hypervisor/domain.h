@@ -16,6 +16,7 @@ struct DiskSpec {
   std::string format = "qcow2";  // qcow2 or raw.
   std::string target;            // vda, vdb, ... or sdb, sdc, ... (sda is the context CD-ROM).
   bool cdrom = false;            // Read-only CD-ROM.
+  bool readonly = false;         // A read-only virtio disk (a MODEL image's volume).
   bool operator==(const DiskSpec&) const = default;
 };
 

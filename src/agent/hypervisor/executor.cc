@@ -237,6 +237,10 @@ Result<DiskPlace> place_disk(const std::string& dir, const Json& d) {
     place.spec.path = source;
     place.spec.cdrom = true;
     place.spec.format = "raw";
+  } else if (d.value("type", "") == "MODEL") {
+    place.spec.path = source;  // Shared by every VM serving the model; nobody writes to it.
+    place.spec.readonly = true;
+    place.spec.format = "raw";
   } else if (d.value("persistent", false)) {
     place.spec.path = source;  // The VM writes to the image itself.
   } else {
