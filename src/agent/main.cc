@@ -106,6 +106,10 @@ int main(int argc, char** argv) {
   app.add_option("--domain-type", run.domain_type,
                  "kvm, qemu (TCG) or auto: kvm where /dev/kvm opens and the CPU has VT-x/AMD-V")
       ->check(CLI::IsMember({"auto", "kvm", "qemu"}));
+  bool no_relay = false;
+  app.add_flag("--no-guest-relay", no_relay,
+               "Do not relay the guest API to the VMs' bridges at 169.254.169.254 (guests then "
+               "need a route to fabricad's --guest-api-url)");
   agent::SimulationOptions sim;
   int simulate = 0;
   int64_t sim_interval_ms = 0;
@@ -124,6 +128,7 @@ int main(int argc, char** argv) {
   discover->add_option("-o,--output", output, "table or json")
       ->check(CLI::IsMember({"table", "json"}));
   CLI11_PARSE(app, argc, argv);
+  run.guest_relay = !no_relay;
 
   agent::SysfsSource source(root);
   if (discover->parsed() || (run.server.empty() && simulate == 0)) {

@@ -299,11 +299,24 @@ Result<void> AgentRunner::run(const std::atomic<bool>& stop) {
   std::thread commands;
   if (!options_.libvirt_uri.empty()) {
     FAB_ASSIGN_OR_RETURN(hypervisor_, hypervisor::open_libvirt(options_.libvirt_uri));
-    executor_ = std::make_unique<hypervisor::Executor>(
-        *hypervisor_,
-        hypervisor::ExecutorOptions{.vm_root = options_.state_dir + "/vms",
-                                    .journal = options_.state_dir + "/operations.jsonl",
-                                    .domain_type = options_.domain_type});
+    hypervisor::ExecutorOptions eo{.vm_root = options_.state_dir + "/vms",
+                                   .journal = options_.state_dir + "/operations.jsonl",
+                                   .domain_type = options_.domain_type};
+    if (options_.guest_relay) {
+      relay_ = std::make_unique<GuestRelay>(options_.server, client_tls());
+      GuestRelay* relay = relay_.get();
+      eo.bridge_used = [relay](const std::string& bridge) { return relay->serve(bridge); };
+      eo.bridge_unused = [relay](const std::string& bridge) { relay->drop(bridge); };
+    }
+    executor_ = std::make_unique<hypervisor::Executor>(*hypervisor_, std::move(eo));
+    if (relay_) {
+      // VMs that ran on through an agent restart: their guests keep the guest API.
+      for (const std::string& bridge : executor_->bridges_in_use()) {
+        if (auto r = relay_->serve(bridge); !r) {
+          std::fprintf(stderr, "%s\n", r.error().message().c_str());
+        }
+      }
+    }
   }
   struct Joiner {
     std::thread& t;

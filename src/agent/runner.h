@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "agent/discovery.h"
+#include "agent/guest_relay.h"
 #include "agent/hypervisor/executor.h"
 #include "client/http_client.h"
 #include "core/error.h"
@@ -40,6 +41,8 @@ struct RunnerOptions {
   // Run VMs: the libvirt URI ("qemu:///system"); empty for an inventory-only agent.
   std::string libvirt_uri;
   std::string domain_type = "auto";  // kvm, qemu (TCG), or auto (kvm where /dev/kvm opens).
+  // With libvirt: relay the guest API to the VMs' bridges at 169.254.169.254 (GuestRelay).
+  bool guest_relay = true;
 };
 
 struct ChannelOptions {
@@ -113,6 +116,7 @@ class AgentRunner {
   RunnerOptions options_;
   const HardwareSource& source_;
   std::unique_ptr<hypervisor::Hypervisor> hypervisor_;
+  std::unique_ptr<GuestRelay> relay_;  // Before executor_: destroyed after it.
   std::unique_ptr<hypervisor::Executor> executor_;
   mutable std::mutex secret_mutex_;
   std::string secret_;

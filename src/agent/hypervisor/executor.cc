@@ -386,10 +386,26 @@ Result<std::vector<NicSpec>> Executor::prepare_nics(const std::string& dir, cons
       FAB_TRY(network_->ensure_vlan_bridge(n.value("phydev", ""), n.value("vlan_id", 0), nic.bridge,
                                            nic.mtu));
     }
+    if (options_.host_files && options_.bridge_used) FAB_TRY(options_.bridge_used(nic.bridge));
     out.push_back(std::move(nic));
   }
   if (options_.host_files && !nics.empty()) {
     std::ofstream(dir + "/nics.json") << nics.dump();
+  }
+  return out;
+}
+
+std::set<std::string> Executor::bridges_in_use() const {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.vm_root, ec)) {
+    auto nics = parse_json(read_file((entry.path() / "nics.json").string()));
+    if (!nics || !nics->is_array()) continue;
+    for (const Json& n : *nics) {
+      if (n.value("mode", "") != "sriov" && !n.value("bridge", "").empty()) {
+        out.insert(n.value("bridge", ""));
+      }
+    }
   }
   return out;
 }
@@ -406,6 +422,11 @@ Result<void> Executor::release_nics(const Json& nics) {
     for (const Json& n : *others) in_use.insert(n.value("bridge", ""));
   }
   for (const Json& n : nics) {
+    std::string bridge = n.value("bridge", "");
+    if (options_.bridge_unused && !bridge.empty() && !in_use.contains(bridge) &&
+        n.value("mode", "") != "sriov") {
+      options_.bridge_unused(bridge);
+    }
     if (n.value("mode", "") != "vlan" || in_use.contains(n.value("bridge", ""))) continue;
     FAB_TRY(network_->remove_vlan_bridge(n.value("phydev", ""), n.value("vlan_id", 0),
                                          n.value("bridge", "")));

@@ -2,8 +2,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "agent/hypervisor/domain.h"
@@ -24,6 +26,10 @@ struct ExecutorOptions {
   std::chrono::milliseconds acpi_repeat{std::chrono::seconds(5)};
   // false for simulated hosts: the context and disks are checked, no file is written.
   bool host_files = true;
+  // Told of each bridge a VM's NIC joins (before the domain starts) and of each bridge the
+  // host's last VM on it left: the agent's guest API relay follows them. Unset: nothing.
+  std::function<Result<void>(const std::string& bridge)> bridge_used;
+  std::function<void(const std::string& bridge)> bridge_unused;
 };
 
 // Carries out the control plane's commands on this host's hypervisor. A command is
@@ -45,6 +51,8 @@ struct ExecutorOptions {
 // without holding up the others); the caller runs one command per operation id at a time.
 class Executor {
  public:
+  // The bridges the NICs of this host's VMs are on (after a restart: what to relay again).
+  std::set<std::string> bridges_in_use() const;
   Executor(Hypervisor& hypervisor, ExecutorOptions options);
   // With the host's VLAN bridges made and removed through `network` (default: ip link).
   Executor(Hypervisor& hypervisor, ExecutorOptions options, HostNetwork& network);
