@@ -61,6 +61,7 @@ fail() {
   exit 1
 }
 
+ip link set lo up 2>/dev/null  # vLLM's own checks below go to 127.0.0.1.
 # The guest API's link-local address is on-link: no route to the control plane is needed.
 case "$FABRICA_GUEST_URL" in
   http://169.254.169.254*) ip route add 169.254.169.254/32 dev "${ETH0_IFACE:-eth0}" 2>/dev/null ;;

@@ -1,5 +1,6 @@
 #include "agent/guest_relay.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -7,7 +8,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -27,7 +27,7 @@ std::string relay_netns(const std::string& bridge) { return "fgr-" + bridge; }
 
 std::string relay_veth(const std::string& bridge) {
   char hex[16];
-  std::snprintf(hex, sizeof hex, "%06zx", std::hash<std::string>{}(bridge) & 0xffffff);
+  std::snprintf(hex, sizeof hex, "%06zx", std::hash<std::string>{}(bridge)&0xffffff);
   return std::string("fgr") + hex;
 }
 
@@ -188,11 +188,13 @@ void GuestRelay::answer(int fd) {
     }
     headers.emplace_back("Content-Type", "application/json");
     auto http = client::HttpClient::create(server_, tls_);
-    auto got = http ? (*http)->request(std::string(req.method_string()), target, req.body(), headers)
-                    : Result<client::ClientResponse>(fail(http.error()));
+    auto got = http
+                   ? (*http)->request(std::string(req.method_string()), target, req.body(), headers)
+                   : Result<client::ClientResponse>(fail(http.error()));
     if (!got) {
       res.result(http::status::bad_gateway);
-      res.body() = R"({"error":{"code":"UNAVAILABLE","message":"the control plane cannot be reached","field":""}})";
+      res.body() =
+          R"({"error":{"code":"UNAVAILABLE","message":"the control plane cannot be reached","field":""}})";
     } else {
       res.result(static_cast<unsigned>(got->status));
       res.body() = got->body;

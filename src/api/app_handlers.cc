@@ -52,8 +52,7 @@ Result<market::NewApp> read_new_app(const Context& ctx) {
     a.gpus.min_memory_mib = memory.value_or(0);
     for (const Json& p : profiles.value_or(Json::array())) {
       if (!p.is_string()) {
-        return fail(ErrorCode::kInvalidArgument, "must be a list of strings",
-                    "gpus.mig_profiles");
+        return fail(ErrorCode::kInvalidArgument, "must be a list of strings", "gpus.mig_profiles");
       }
       a.gpus.mig_profiles.push_back(p.get<std::string>());
     }
@@ -117,8 +116,7 @@ void add_app_routes(Router& router, Services& s) {
                FAB_ASSIGN_OR_RETURN(auto request, read_instantiate(ctx));
                FAB_ASSIGN_OR_RETURN(auto made, s.apps.instantiate(ctx.who(), id, request));
                Json out = made.vm.to_api_json();
-               out["endpoint_id"] =
-                   made.endpoint_id >= 0 ? Json(made.endpoint_id) : Json(nullptr);
+               out["endpoint_id"] = made.endpoint_id >= 0 ? Json(made.endpoint_id) : Json(nullptr);
                return json_response(201, out);
              });
 }

@@ -97,6 +97,7 @@ void add_datastore_commands(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_vnet_commands(CLI::App& app, Context& ctx);
 void add_model_commands(CLI::App& app, Context& ctx);
+void add_app_commands(CLI::App& app, Context& ctx);
 // The same for collections listed whole, without ?name= (datastores, vnets).
 // The id of the one item in `items` (of `collection`, e.g. "templates") named `name`:
 // kNotFound when none, kInvalidArgument listing the ids when several (in different groups).

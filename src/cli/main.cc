@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   add_image_commands(app, ctx);
   add_vnet_commands(app, ctx);
   add_model_commands(app, ctx);
+  add_app_commands(app, ctx);
   add_vdc_commands(app, ctx);
   add_quota_commands(app, ctx);
   add_apikey_commands(app, ctx);

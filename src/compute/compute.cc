@@ -235,7 +235,6 @@ Json GuestSpec::to_json() const {
 
 namespace {
 
-
 Result<Json> read_disks(const Json& disks) {
   if (!disks.is_array() || disks.size() > kMaxDisks) {
     return fail(ErrorCode::kInvalidArgument, "must be an array of at most 16 disks", "disks");

@@ -85,10 +85,9 @@ Result<Json> Compute::attach_one(store::Transaction& tx, const auth::Caller& cal
   }
   FAB_ASSIGN_OR_RETURN(
       auto a,
-      storage_.attach_image(tx, caller, asked["image_id"].get<int64_t>(), vm.header.id,
-                            {ImageType::kOs, ImageType::kDatablock, ImageType::kCdrom,
-                             ImageType::kModel},
-                            field));
+      storage_.attach_image(
+          tx, caller, asked["image_id"].get<int64_t>(), vm.header.id,
+          {ImageType::kOs, ImageType::kDatablock, ImageType::kCdrom, ImageType::kModel}, field));
   if (a.type == ImageType::kModel && a.format != "raw") {
     // Gives the image back: the transaction is rolled back with this error.
     return fail(ErrorCode::kFailedPrecondition,

@@ -115,9 +115,9 @@ bool Compute::serving(const Vm& vm) {
 Result<void> Compute::sync_backend(store::Transaction& tx, Vm& vm, bool was_serving) {
   if (!backend_hook_ || !vm.app.is_object()) return {};
   if (serving(vm)) {
-    return backend_hook_(tx, vm,
-                         std::pair{vm.guest_report["attributes"]["url"].get<std::string>(),
-                                   vm.sealed_backend_key});
+    return backend_hook_(
+        tx, vm,
+        std::pair{vm.guest_report["attributes"]["url"].get<std::string>(), vm.sealed_backend_key});
   }
   if (was_serving) return backend_hook_(tx, vm, std::nullopt);
   return {};
@@ -140,9 +140,8 @@ Result<Vm> Compute::load_guest(store::Transaction& tx, std::string_view token) {
 }
 
 Result<Vm> Compute::guest_self(std::string_view token) {
-  FAB_ASSIGN_OR_RETURN(Vm vm, store_.read_value<Vm>([&](store::Transaction& tx) {
-    return load_guest(tx, token);
-  }));
+  FAB_ASSIGN_OR_RETURN(
+      Vm vm, store_.read_value<Vm>([&](store::Transaction& tx) { return load_guest(tx, token); }));
   add_monitoring(vm);
   return vm;
 }
@@ -157,8 +156,8 @@ Result<Vm> Compute::guest_report(std::string_view token, const GuestReport& repo
     }
     for (const auto& [name, value] : report.attributes->items()) {
       if (!attribute_name_ok(name)) {
-        return fail(ErrorCode::kInvalidArgument,
-                    "names are 1 to 64 of A-Z a-z 0-9 _ - .", "attributes." + name.substr(0, 64));
+        return fail(ErrorCode::kInvalidArgument, "names are 1 to 64 of A-Z a-z 0-9 _ - .",
+                    "attributes." + name.substr(0, 64));
       }
       if (!value.is_string()) {
         return fail(ErrorCode::kInvalidArgument, "must be a string", "attributes." + name);
@@ -180,10 +179,10 @@ Result<Vm> Compute::guest_report(std::string_view token, const GuestReport& repo
     if (report.ready) {
       bool running = vm.state() == VmState::kActive && vm.lcm == static_cast<int>(Lcm::kRunning);
       if (*report.ready && !running) {
-        return fail(ErrorCode::kFailedPrecondition,
-                    vm_noun(vm.header.id) + " is " + vm_state_name(vm.state(), vm.lcm) +
-                        ", not RUNNING",
-                    "ready");
+        return fail(
+            ErrorCode::kFailedPrecondition,
+            vm_noun(vm.header.id) + " is " + vm_state_name(vm.state(), vm.lcm) + ", not RUNNING",
+            "ready");
       }
       g["ready"] = *report.ready;
       if (*report.ready) g["error"] = "";
@@ -205,8 +204,7 @@ Result<Vm> Compute::guest_report(std::string_view token, const GuestReport& repo
 
 Result<Vm> Compute::guest_metrics(std::string_view token, const Json& values) {
   if (!values.is_object() || values.size() > kMaxAttributes) {
-    return fail(ErrorCode::kInvalidArgument, "must be an object of at most 64 numbers",
-                "metrics");
+    return fail(ErrorCode::kInvalidArgument, "must be an object of at most 64 numbers", "metrics");
   }
   for (const auto& [name, value] : values.items()) {
     if (!attribute_name_ok(name)) {
@@ -217,9 +215,8 @@ Result<Vm> Compute::guest_metrics(std::string_view token, const Json& values) {
       return fail(ErrorCode::kInvalidArgument, "must be a number", "metrics." + name);
     }
   }
-  FAB_ASSIGN_OR_RETURN(Vm vm, store_.read_value<Vm>([&](store::Transaction& tx) {
-    return load_guest(tx, token);
-  }));
+  FAB_ASSIGN_OR_RETURN(
+      Vm vm, store_.read_value<Vm>([&](store::Transaction& tx) { return load_guest(tx, token); }));
   {
     std::lock_guard lock(metrics_mutex_);
     guest_metrics_[vm.header.id] =

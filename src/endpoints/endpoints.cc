@@ -334,10 +334,9 @@ Result<int64_t> Endpoints::ensure_for_model(store::Transaction& tx, const auth::
   FAB_TRY(authorizer_.require_create(caller, ObjectType::kEndpoint, gid));
   // Named after the model: "Qwen/Qwen3-0.6B" -> "Qwen-Qwen3-0.6B".
   std::string name;
-  for (char c : model) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
-                                c == '_' || c == '.')
-                                   ? c
-                                   : '-';
+  for (char c : model)
+    name +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '-';
   if (name.size() > 128) name.resize(128);
   FAB_TRY(validate_name(name));
   if (tx.get_by_key(kEndpointType, unique_key(gid, name))) {
@@ -348,10 +347,11 @@ Result<int64_t> Endpoints::ensure_for_model(store::Transaction& tx, const auth::
   }
   FAB_ASSIGN_OR_RETURN(int64_t id, tx.allocate_id(kEndpointType));
   int64_t now = unix_seconds(clock_.now());
-  Endpoint e{.header = ObjectHeader::create(id, name, caller.uid, gid, kEndpointPermissions, 0, now),
-             .model = model,
-             .description = "serves the appliance VMs of model " + model,
-             .version = 1};
+  Endpoint e{
+      .header = ObjectHeader::create(id, name, caller.uid, gid, kEndpointPermissions, 0, now),
+      .model = model,
+      .description = "serves the appliance VMs of model " + model,
+      .version = 1};
   FAB_TRY(store::insert_named(tx, endpoint_record(e)));
   return id;
 }

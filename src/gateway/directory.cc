@@ -32,8 +32,7 @@ Result<std::shared_ptr<const Snapshot>> Snapshot::from_json(const Json& j, std::
                           .backends = e.at("backends").get<std::vector<std::string>>(),
                           .backend_key = e.at("backend_key").get<std::string>()};
       if (e.contains("backend_keys")) {
-        entry.backend_keys =
-            e["backend_keys"].get<std::unordered_map<std::string, std::string>>();
+        entry.backend_keys = e["backend_keys"].get<std::unordered_map<std::string, std::string>>();
       }
       if (e.contains("backend_vms")) {
         entry.backend_vms = e["backend_vms"].get<std::unordered_map<std::string, int64_t>>();

@@ -16,10 +16,10 @@ const auth::Caller kRoot{.uid = auth::kSuperuserId, .gid = 0, .groups = {0}, .na
 std::string app_noun(int64_t id) { return "app " + std::to_string(id); }
 
 const std::map<AppKind, std::string_view>& kind_names() {
-  static const std::map<AppKind, std::string_view> m{{AppKind::kVmTemplate, "vm_template"},
-                                                     {AppKind::kImage, "image"},
-                                                     {AppKind::kServiceTemplate,
-                                                      "service_template"}};
+  static const std::map<AppKind, std::string_view> m{
+      {AppKind::kVmTemplate, "vm_template"},
+      {AppKind::kImage, "image"},
+      {AppKind::kServiceTemplate, "service_template"}};
   return m;
 }
 
@@ -175,8 +175,7 @@ Result<App> Apps::create(const auth::Caller& caller, const NewApp& request) {
       if (!request.service.is_object() || !request.service.contains("roles") ||
           !request.service["roles"].is_array() || request.service.dump().size() > 65536) {
         return fail(ErrorCode::kInvalidArgument,
-                    "a service_template app needs {\"roles\": [...]} (at most 64 KiB)",
-                    "service");
+                    "a service_template app needs {\"roles\": [...]} (at most 64 KiB)", "service");
       }
       if (!request.appliance.empty()) {
         return fail(ErrorCode::kInvalidArgument, "only vm_template apps are appliances",
@@ -218,13 +217,11 @@ Result<App> Apps::get(const auth::Caller& caller, int64_t id) {
 Result<auth::Page<App>> Apps::list(const auth::Caller& caller, const auth::ListOptions& options) {
   store::ListQuery query{.after_id = options.after_id, .name = options.name};
   return store_.read_value<auth::Page<App>>([&](store::Transaction& tx) {
-    return auth::visible_page<App>(tx, kAppType, query, options.limit, app_from_record,
-                                   [&](const App& a) {
-                                     return authorizer_.allows(
-                                         caller,
-                                         auth::object_ref(ObjectType::kMarketplaceApp, a.header),
-                                         Right::kUse);
-                                   });
+    return auth::visible_page<App>(
+        tx, kAppType, query, options.limit, app_from_record, [&](const App& a) {
+          return authorizer_.allows(caller, auth::object_ref(ObjectType::kMarketplaceApp, a.header),
+                                    Right::kUse);
+        });
   });
 }
 
@@ -241,9 +238,9 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
                                        const Instantiate& request) {
   FAB_ASSIGN_OR_RETURN(App app, get(caller, id));
   if (app.kind != AppKind::kVmTemplate) {
-    return fail(ErrorCode::kFailedPrecondition,
-                app_noun(id) + " is an " + std::string(app_kind_name(app.kind)) +
-                    " app; only vm_template apps make VMs");
+    return fail(ErrorCode::kFailedPrecondition, app_noun(id) + " is an " +
+                                                    std::string(app_kind_name(app.kind)) +
+                                                    " app; only vm_template apps make VMs");
   }
   FAB_ASSIGN_OR_RETURN(compute::VmTemplate t, compute_.get_template(kRoot, app.template_id));
   compute::NewVm vm{.name = request.name,
@@ -270,9 +267,8 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
   if (!request.model_id) return fail(ErrorCode::kInvalidArgument, "is required", "model_id");
   auto model = storage_.get_image(caller, *request.model_id);
   if (!model) return fail(model.error().code(), model.error().message(), "model_id");
-  if (model->type != storage::ImageType::kModel ||
-      (model->state() != storage::ImageState::kReady &&
-       model->state() != storage::ImageState::kUsed)) {
+  if (model->type != storage::ImageType::kModel || (model->state() != storage::ImageState::kReady &&
+                                                    model->state() != storage::ImageState::kUsed)) {
     return fail(ErrorCode::kFailedPrecondition,
                 "image " + std::to_string(*request.model_id) + " is not a READY MODEL image",
                 "model_id");
@@ -286,7 +282,8 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
                 "must be 1 to 256 printable characters without spaces or quotes",
                 "served_model_name");
   }
-  if (request.max_model_len && (*request.max_model_len < 1 || *request.max_model_len > 10'000'000)) {
+  if (request.max_model_len &&
+      (*request.max_model_len < 1 || *request.max_model_len > 10'000'000)) {
     return fail(ErrorCode::kInvalidArgument, "must be 1 to 10000000", "max_model_len");
   }
   if (request.gpu_memory_utilization &&
@@ -295,8 +292,8 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
                 "gpu_memory_utilization");
   }
   if (request.dtype) {
-    static const std::set<std::string> kDtypes{"auto", "half", "float16", "bfloat16", "float",
-                                               "float32"};
+    static const std::set<std::string> kDtypes{"auto",     "half",  "float16",
+                                               "bfloat16", "float", "float32"};
     if (!kDtypes.contains(*request.dtype)) {
       return fail(ErrorCode::kInvalidArgument,
                   "must be auto, half, float16, bfloat16, float or float32", "dtype");
@@ -326,8 +323,11 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
   vm.guest.context = std::move(context);
   vm.guest.disks = t.guest.disks;
   vm.guest.disks.push_back({{"image_id", *request.model_id}});
-  vm.app = {{"name", app.header.name}, {"app_id", app.header.id}, {"model", served},
-            {"model_id", *request.model_id}, {"port", 8000}};
+  vm.app = {{"name", app.header.name},
+            {"app_id", app.header.id},
+            {"model", served},
+            {"model_id", *request.model_id},
+            {"port", 8000}};
   vm.backend_key = "fbk_" + crypto::random_hex(32);
   int64_t gid = request.gid.value_or(caller.gid);
   int64_t endpoint_id = -1;

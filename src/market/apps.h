@@ -65,8 +65,8 @@ struct NewApp {
 struct Instantiate {
   std::string name;
   std::optional<int64_t> gid;
-  std::optional<int64_t> model_id;  // A READY MODEL image (raw ext4 volume).
-  int gpus = -1;                    // -1: the template's count.
+  std::optional<int64_t> model_id;               // A READY MODEL image (raw ext4 volume).
+  int gpus = -1;                                 // -1: the template's count.
   std::optional<std::string> served_model_name;  // Default: the model's repository.
   std::optional<int64_t> max_model_len;
   std::optional<double> gpu_memory_utilization;

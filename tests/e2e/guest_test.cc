@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -19,6 +20,7 @@
 #include "agent/hypervisor/executor.h"
 #include "sched/host.h"
 #include "testing/daemon_process.h"
+#include "testing/fake_hub.h"
 
 namespace fabrica::hypervisor {
 
@@ -155,8 +157,13 @@ namespace fs = std::filesystem;
 // terminate, and leaves no domain behind and nothing held on the host.
 // fabricad with this machine as its one host (libvirt, TCG) and the test guest's initrd built.
 struct OneHostCloud {
-  // A host silent for 3 s is OFFLINE: tests kill its agent on purpose.
-  testing::DaemonProcess daemon{{"--host-offline-after", "3", "--heartbeat-interval", "1"}};
+  explicit OneHostCloud(std::vector<std::string> extra = {}) : daemon(with_defaults(extra)) {}
+  static std::vector<std::string> with_defaults(std::vector<std::string> extra) {
+    // A host silent for 3 s is OFFLINE: tests kill its agent on purpose.
+    extra.insert(extra.begin(), {"--host-offline-after", "3", "--heartbeat-interval", "1"});
+    return extra;
+  }
+  testing::DaemonProcess daemon;
   std::optional<client::ApiClient> api;
   std::string kernel = hypervisor::newest_kernel_for_test();
   fs::path work;
@@ -596,6 +603,198 @@ TEST(RealGuestE2eTest, NicsOnABridgeAndAVlanGetLeasesAndReachTheTestsNamespace) 
   EXPECT_FALSE(fs::exists("/sys/class/net/" + vlan_bridge)) << "the VLAN bridge outlived its VM";
   EXPECT_FALSE(fs::exists("/sys/class/net/fabt-trunk.120"));
   EXPECT_EQ((*api.get("/api/v1/vnets/" + (*lab)["id"].dump()))["used"], 0);
+}
+
+// The vLLM appliance on a real guest: a model imported from the Hub look-alike into a local
+// datastore (a raw ext4 volume), an appliance template published as the app "vllm", and
+// `instantiate` with that model. In the guest the appliance's bootstrap (product code) mounts
+// the volume read-only, starts the stand-in `vllm` (a test fixture that records its argv and
+// speaks the OpenAI protocol) and reports READY through the agent's link-local relay; the VM
+// becomes a backend of the tenant's endpoint, and the official openai client gets the
+// stand-in's answer through fabrica-gateway. A poweroff takes the backend away in the same
+// transaction that starts it, before the VM is POWEROFF; after DONE its token is dead.
+TEST(RealGuestE2eTest, VllmApplianceRegistersItselfAndServesThroughTheGateway) {
+  if (testing::node_binary().empty() ||
+      !fs::exists(testing::source_dir() / "tests/gateway/node_modules/openai")) {
+    GTEST_SKIP() << "node or tests/gateway/node_modules missing: run scripts/test (npm ci)";
+  }
+  IsolatedNetwork net;
+  sh("ip addr add 10.66.0.1/24 dev fabt-br0");  // The network the gateway reaches backends on.
+  testing::FakeHub hub(fs::temp_directory_path() / ("fabrica-hub-" + std::to_string(::getpid())));
+  ASSERT_GT(hub.port(), 0);
+  OneHostCloud cloud({"--hub-url", hub.url()});
+  ASSERT_NO_FATAL_FAILURE(cloud.start());
+  auto& api = *cloud.api;
+
+  auto local = api.post("/api/v1/datastores", Json{{"name", "local"}, {"driver", "local"}});
+  ASSERT_TRUE(local) << local.error().message();
+  auto imported = api.post(
+      "/api/v1/models", Json{{"source", "hf://acme/tiny@main"}, {"datastore_id", (*local)["id"]}});
+  ASSERT_TRUE(imported) << imported.error().message();
+  std::string model_path = "/api/v1/models/" + (*imported)["id"].dump();
+  ASSERT_TRUE(testing::eventually([&] { return (*api.get(model_path))["state_name"] == "READY"; },
+                                  std::chrono::seconds(120)))
+      << api.get(model_path)->dump();
+
+  auto lab = api.post("/api/v1/vnets",
+                      Json{{"name", "lab"},
+                           {"bridge", "fabt-br0"},
+                           {"gateway", "10.66.0.1"},
+                           {"ranges", Json::array({Json{{"ip", "10.66.0.10"}, {"size", 4}}})}});
+  ASSERT_TRUE(lab) << lab.error().message();
+  auto t =
+      api.post("/api/v1/templates", Json{{"name", "vllm-appliance"},
+                                         {"request", {{"vcpus", 1}, {"memory_mb", 256}}},
+                                         {"os",
+                                          {{"kernel", cloud.kernel},
+                                           {"initrd", (cloud.work / "initrd.img").string()},
+                                           {"cmdline", "console=ttyS0 panic=-1"}}},
+                                         {"nics", Json::array({{{"vnet_id", (*lab)["id"]}}})}});
+  ASSERT_TRUE(t) << t.error().message();
+  auto app = api.post("/api/v1/apps", Json{{"name", "vllm"},
+                                           {"template_id", (*t)["id"]},
+                                           {"appliance", "vllm"},
+                                           {"publisher", "Fabrica"},
+                                           {"version", "test"},
+                                           {"gpus", {{"count", 1}}},
+                                           {"public", true}});
+  ASSERT_TRUE(app) << app.error().message();
+  auto vm = api.post("/api/v1/apps/" + (*app)["id"].dump() + "/instantiate",
+                     Json{{"name", "chat-0"}, {"model_id", (*imported)["id"]}, {"gpus", 0}});
+  ASSERT_TRUE(vm) << vm.error().message();
+  std::string path = "/api/v1/vms/" + (*vm)["id"].dump();
+  std::string endpoint = "/api/v1/endpoints/" + (*vm)["endpoint_id"].dump();
+  EXPECT_EQ((*api.get(endpoint))["model"], "acme/tiny");
+  EXPECT_EQ((*vm)["context"].dump().find("FABRICA_BACKEND_KEY"), std::string::npos);
+  Json now;
+  auto console = [&] {
+    return now["console_log"].is_string() ? hypervisor::read(now["console_log"].get<std::string>())
+                                          : std::string();
+  };
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        auto got = api.get(path);
+        if (got) now = *got;
+        return got && now["guest"]["ready"] == true;
+      },
+      std::chrono::seconds(240)))
+      << now.dump() << "\n"
+      << console() << hypervisor::read(cloud.work / "agent.log");
+  std::string log = console();
+  std::smatch argv;
+  ASSERT_TRUE(std::regex_search(log, argv, std::regex("FABRICA-VLLM-ARGV: ([^\r\n]*)"))) << log;
+  EXPECT_TRUE(std::regex_search(
+      std::string(argv[1]),
+      std::regex("^serve /models --served-model-name acme/tiny --api-key fbk_[0-9a-f]{64} "
+                 "--tensor-parallel-size 1 --host 0\\.0\\.0\\.0 --port 8000$")))
+      << argv[1];
+  EXPECT_EQ(now["guest"]["attributes"]["url"], "http://10.66.0.10:8000") << now.dump();
+  Json backends = (*api.get(endpoint))["vm_backends"];
+  ASSERT_EQ(backends.size(), 1u) << backends.dump();
+  EXPECT_EQ(backends[0]["vm_id"], now["id"]);
+  EXPECT_EQ(backends[0]["url"], "http://10.66.0.10:8000");
+
+  // The guest's token (its context, printed by the test guest) reaches its own VM only.
+  std::smatch token;
+  ASSERT_TRUE(std::regex_search(log, token, std::regex("FABRICA_GUEST_TOKEN='(fgt_[0-9a-f_]+)'")));
+  auto guest_http = cloud.daemon.http();
+  auto as_guest = [&](const std::string& method, const std::string& secret, const Json& body) {
+    return guest_http->request(method, "/api/v1/guest/self", body.is_null() ? "" : body.dump(),
+                               {{"Authorization", "Bearer " + secret}});
+  };
+  auto self = as_guest("GET", token[1], nullptr);
+  ASSERT_TRUE(self);
+  EXPECT_EQ(self->status, 200) << self->body;
+  EXPECT_EQ((*parse_json(self->body))["id"], now["id"]);
+  EXPECT_EQ(self->body.find("host"), std::string::npos) << self->body;
+  std::string forged = token[1];
+  forged.back() = forged.back() == '0' ? '1' : '0';
+  EXPECT_EQ(as_guest("GET", forged, nullptr)->status, 401);
+  auto elsewhere = as_guest("PUT", token[1],
+                            Json{{"ready", true}, {"attributes", {{"url", "http://10.66.0.1:9"}}}});
+  EXPECT_EQ(elsewhere->status, 403) << elsewhere->body;
+  EXPECT_EQ((*api.get(endpoint))["vm_backends"][0]["url"], "http://10.66.0.10:8000");
+
+  // An end user's key and the official openai client through fabrica-gateway.
+  auto key =
+      api.post("/api/v1/apikeys",
+               Json{{"name", "alice"}, {"endpoints", Json::array({(*api.get(endpoint))["name"]})}});
+  ASSERT_TRUE(key) << key.error().message();
+  fs::path gw = cloud.work / "gateway";
+  fs::create_directories(gw);
+  {
+    client::ApiClient fresh(cloud.daemon.http(), "");
+    auto login = fresh.login("admin", testing::DaemonProcess::kAdminPassword, Json::object());
+    std::ofstream(gw / "token") << (*login)["token"].get<std::string>() << "\n";
+  }
+  testing::ChildProcess gateway(
+      {testing::binary_path("fabrica-gateway"), "--server", cloud.daemon.url(), "--listen",
+       "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--token-file", (gw / "token").string(),
+       "--spool-dir", (gw / "spool").string(), "--name", "gw-guest", "--insecure-http",
+       "--sync-interval-ms", "500"},
+      (gw / "gateway.log").string());
+  int port = 0;
+  ASSERT_TRUE(testing::eventually([&] {
+    std::smatch m;
+    std::string text = gateway.log();
+    if (!std::regex_search(text, m, std::regex(R"(listening on 127\.0\.0\.1:(\d+))"))) return false;
+    port = std::stoi(m[1]);
+    return true;
+  })) << gateway.log();
+  std::string script =
+      "import OpenAI from 'openai';"
+      "const c = new OpenAI({baseURL: process.env.BASE, apiKey: process.env.KEY, maxRetries: 5});"
+      "const r = await c.chat.completions.create({model: 'acme/tiny', messages: [{role: 'user', "
+      "content: 'hi'}]});"
+      "console.log('ANSWER: ' + r.choices[0].message.content + ' TOKENS: ' + "
+      "r.usage.total_tokens);";
+  std::ofstream(testing::source_dir() / "tests/gateway/.guest-call.mjs") << script;
+  testing::CommandResult called;
+  bool answered = testing::eventually(
+      [&] {
+        called = testing::run_command("cd " + (testing::source_dir() / "tests/gateway").string() +
+                                      " && BASE=http://127.0.0.1:" + std::to_string(port) +
+                                      "/v1 KEY=" + (*key)["key"].get<std::string>() + " " +
+                                      testing::node_binary() + " .guest-call.mjs");
+        return called.exit_code == 0;
+      },
+      std::chrono::seconds(30));
+  fs::remove(testing::source_dir() / "tests/gateway/.guest-call.mjs");
+  ASSERT_TRUE(answered) << called.output << gateway.log();
+  EXPECT_NE(called.output.find("ANSWER: stand-in vLLM on"), std::string::npos) << called.output;
+  EXPECT_NE(called.output.find("serving /models TOKENS: 16"), std::string::npos) << called.output;
+  // The usage record names the VM behind the backend.
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        auto usage = api.get("/api/v1/usage?limit=100");
+        if (!usage) return false;
+        for (const Json& r : (*usage)["items"]) {
+          if (r.value("vm_id", int64_t{-1}) == now["id"].get<int64_t>() &&
+              r["output_tokens"] == 9) {
+            return true;
+          }
+        }
+        return false;
+      },
+      std::chrono::seconds(30)))
+      << api.get("/api/v1/usage?limit=100")->dump();
+
+  // Poweroff: the backend goes in the transaction that starts the shutdown.
+  ASSERT_TRUE(api.post(path + "/actions", Json{{"action", "poweroff"}}));
+  Json after = *api.get(path);
+  EXPECT_NE(after["state_name"], "POWEROFF");                 // The guest is still shutting down...
+  EXPECT_EQ((*api.get(endpoint))["vm_backends"].size(), 0u);  // ...and already no backend.
+  EXPECT_EQ(after["guest"]["ready"], false);
+  ASSERT_TRUE(testing::eventually([&] { return (*api.get(path))["state_name"] == "POWEROFF"; },
+                                  std::chrono::seconds(120)));
+  auto late = as_guest("PUT", token[1],
+                       Json{{"ready", true}, {"attributes", {{"url", "http://10.66.0.10:8000"}}}});
+  EXPECT_EQ(late->status, 409) << late->body;  // Not RUNNING: it cannot claim to serve.
+  ASSERT_TRUE(api.post(path + "/actions", Json{{"action", "terminate"}, {"hard", true}}));
+  ASSERT_TRUE(testing::eventually([&] { return (*api.get(path))["state_name"] == "DONE"; },
+                                  std::chrono::seconds(120)));
+  EXPECT_EQ(as_guest("GET", token[1], nullptr)->status, 401);
+  EXPECT_EQ((*api.get(endpoint))["vm_backends"].size(), 0u);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "crypto/crypto.h"
 #include "testing/daemon_process.h"
+#include "testing/fake_hub.h"
 
 namespace fabrica {
 namespace {
@@ -23,44 +24,7 @@ using testing::eventually;
 
 using testing::node_binary;
 
-// The Hub look-alike on a port of its own.
-class FakeHub {
- public:
-  explicit FakeHub(const fs::path& dir) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    process_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{node_binary(),
-                                 (testing::source_dir() / "tests/hf/hub.mjs").string()},
-        (dir / "hub.log").string());
-    eventually([&] {
-      std::smatch m;
-      std::string log = process_->log();
-      if (!std::regex_search(log, m, std::regex(R"re("port":(\d+))re"))) return false;
-      port_ = std::stoi(m[1]);
-      return true;
-    });
-    http_ = client::HttpClient::create(url()).value();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  int port() const { return port_; }
-  Json call(const std::string& method, const std::string& path, const Json& body = nullptr) {
-    auto r = http_->request(method, path, body.is_null() ? "" : body.dump());
-    EXPECT_TRUE(r) << (r ? "" : r.error().message());
-    return r ? parse_json(r->body).value_or(Json()) : Json();
-  }
-  Json stats() { return call("GET", "/_stats"); }
-  void reset() { call("POST", "/_stats/reset", Json::object()); }
-  void faults(const Json& f) { call("POST", "/_faults", f); }
-  std::string commit(const std::string& repo) {
-    return call("GET", "/api/models/" + repo + "/revision/main")["sha"];
-  }
-
- private:
-  std::unique_ptr<ChildProcess> process_;
-  std::unique_ptr<client::HttpClient> http_;
-  int port_ = 0;
-};
+using testing::FakeHub;
 
 class ModelE2eTest : public ::testing::Test {
  protected:
