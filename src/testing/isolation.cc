@@ -38,6 +38,7 @@ const std::map<std::string, std::string>& collections() {
       {"endpoints", "endpoints"},
       {"join-tokens", "join_tokens"},
       {"marketplaces", "marketplaces"},
+      {"apps", "apps"},
       // A model is a MODEL image: the victim's image stands for it (an id /models refuses
       // to everyone but the owner, as an image).
       {"models", "images"},
@@ -114,6 +115,11 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vnets/{id}/hold", R"({"ip":"10.77.0.3"})"},
       {"POST /api/v1/vnets/{id}/release", R"({"ip":"10.77.0.2"})"},
       {"POST /api/v1/marketplaces", R"({"name":"probe-market","url":"http://127.0.0.1:1"})"},
+      {"POST /api/v1/apps", R"({"name":"probe-app","template_id":$templates,"public":true})"},
+      {"POST /api/v1/apps/{id}/instantiate", R"({"name":"probe-vm","gid":$groups})"},
+      {"PUT /api/v1/guest/self", R"({"ready":false,"attributes":{"url":"http://probe:1"}})"},
+      {"POST /api/v1/guest/self", R"({"ready":false,"attributes":{"url":"http://probe:1"}})"},
+      {"POST /api/v1/guest/self/metrics", R"({"metrics":{"probe":1}})"},
       {"PUT /api/v1/marketplaces/{id}", R"({"description":"hijacked","public":true})"},
       {"POST /api/v1/models",
        R"({"source":"hf://probe/model","gid":$groups,"datastore_id":$datastores,"marketplace_id":$marketplaces})"},
@@ -126,11 +132,12 @@ const std::map<std::string, std::string>& probe_bodies() {
 // Filters that name the victim's objects on list routes.
 const std::map<std::string, std::string>& probe_queries() {
   static const std::map<std::string, std::string> m = {
-      {"GET /api/v1/users", "?gid=$groups"},      {"GET /api/v1/apikeys", "?gid=$groups"},
-      {"GET /api/v1/auth/tokens", "?uid=$users"}, {"GET /api/v1/hosts", "?cluster_id=$clusters"},
-      {"GET /api/v1/audit", "?uid=$users"},       {"GET /api/v1/vms", "?gid=$groups"},
-      {"GET /api/v1/templates", "?gid=$groups"},  {"GET /api/v1/images", "?gid=$groups"}, {"GET /api/v1/models", "?gid=$groups"},
-      {"GET /api/v1/usage", "?gid=$groups"},      {"GET /api/v1/usage/totals", "?gid=$groups"},
+      {"GET /api/v1/users", "?gid=$groups"},        {"GET /api/v1/apikeys", "?gid=$groups"},
+      {"GET /api/v1/auth/tokens", "?uid=$users"},   {"GET /api/v1/hosts", "?cluster_id=$clusters"},
+      {"GET /api/v1/audit", "?uid=$users"},         {"GET /api/v1/vms", "?gid=$groups"},
+      {"GET /api/v1/templates", "?gid=$groups"},    {"GET /api/v1/images", "?gid=$groups"},
+      {"GET /api/v1/models", "?gid=$groups"},       {"GET /api/v1/usage", "?gid=$groups"},
+      {"GET /api/v1/usage/totals", "?gid=$groups"},
   };
   return m;
 }
@@ -309,9 +316,9 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     call("POST", vdc + "/groups", {{"gid", ids["groups"]}}, admin_auth);
     call("POST", vdc + "/resources", {{"kind", "cluster"}, {"id", ids["clusters"]}}, admin_auth);
     // A private marketplace (a mirror nobody answers on) that only this tenant's VDC lists.
-    ids["marketplaces"] = call("POST", "/api/v1/marketplaces",
-                               {{"name", m + "-market"}, {"url", "http://127.0.0.1:1"}},
-                               admin_auth)["id"];
+    ids["marketplaces"] =
+        call("POST", "/api/v1/marketplaces",
+             {{"name", m + "-market"}, {"url", "http://127.0.0.1:1"}}, admin_auth)["id"];
     call("POST", vdc + "/resources", {{"kind", "marketplace"}, {"id", ids["marketplaces"]}},
          admin_auth);
     ids["datastores"] =
@@ -361,6 +368,10 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
                              {"description", m + " training node"},
                              {"request", {{"vcpus", 4}, {"memory_mb", 8192}}}},
                             tenant.admin_auth)["id"];
+    // The tenant's template published as a private app that only this tenant's VDC lists.
+    ids["apps"] = call("POST", "/api/v1/apps",
+                       {{"name", m + "-app"}, {"template_id", ids["templates"]}}, admin_auth)["id"];
+    call("POST", vdc + "/resources", {{"kind", "app"}, {"id", ids["apps"]}}, admin_auth);
     ids["vms"] =
         call("POST", "/api/v1/templates/" + std::to_string(ids["templates"]) + "/instantiate",
              {{"name", m + "-vm"}}, tenant.admin_auth)["id"];
@@ -384,11 +395,11 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
     }
     tenant.apikey_auth = "Bearer " + key["key"].get<std::string>();
     tenant.names = {
-        {"users", m + "-user"},         {"groups", m + "-grp"},    {"endpoints", m + "-llm"},
-        {"templates", m + "-template"}, {"vms", m + "-vm"},        {"images", m + "-image"},
-        {"apikeys", m + "-key"},        {"datastores", m + "-ds"}, {"vnets", m + "-net"},
-        {"clusters", m + "-cluster"},   {"hosts", m + "-host"},    {"vdcs", m + "-vdc"},
-        {"marketplaces", m + "-market"}};
+        {"users", m + "-user"},          {"groups", m + "-grp"},    {"endpoints", m + "-llm"},
+        {"templates", m + "-template"},  {"vms", m + "-vm"},        {"images", m + "-image"},
+        {"apikeys", m + "-key"},         {"datastores", m + "-ds"}, {"vnets", m + "-net"},
+        {"clusters", m + "-cluster"},    {"hosts", m + "-host"},    {"vdcs", m + "-vdc"},
+        {"marketplaces", m + "-market"}, {"apps", m + "-app"}};
     auto [user_auth, token_id] = login(m + "-user", password, 3600);
     tenant.user_auth = user_auth;
     ids["tokens"] = token_id;
