@@ -5,12 +5,7 @@ namespace {
 
 // The credential in `Authorization: Bearer fah_...`.
 Result<std::string_view> agent_credential(const Context& ctx) {
-  constexpr std::string_view kScheme = "Bearer ";
-  std::string_view header = ctx.request.authorization;
-  if (!header.starts_with(kScheme)) {
-    return fail(ErrorCode::kUnauthenticated, "host credential required");
-  }
-  return header.substr(kScheme.size());
+  return bearer_secret(ctx, "host credential required");
 }
 
 // The host behind `Authorization: Bearer fah_...`.

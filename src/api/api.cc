@@ -30,6 +30,13 @@ Api::Api(Services services) : services_(std::move(services)) {
   add_app_routes(router_, services_);
 }
 
+Result<std::string_view> bearer_secret(const Context& ctx, std::string_view missing) {
+  constexpr std::string_view kScheme = "Bearer ";
+  std::string_view header = ctx.request.authorization;
+  if (!header.starts_with(kScheme)) return fail(ErrorCode::kUnauthenticated, std::string(missing));
+  return header.substr(kScheme.size());
+}
+
 HttpResponse Api::handle(const HttpRequest& request) {
   Outcome outcome;
   Result<HttpResponse> result = [&]() -> Result<HttpResponse> {

@@ -118,6 +118,9 @@ void add_market_routes(Router& router, Services& services);
 void add_guest_routes(Router& router, Services& services);
 void add_app_routes(Router& router, Services& services);
 
+// The secret of `Authorization: Bearer <secret>` on routes that authenticate it themselves
+// (agents, guests); kUnauthenticated with `missing` when there is none.
+Result<std::string_view> bearer_secret(const Context& ctx, std::string_view missing);
 // Shared by list handlers: reads limit/cursor (and the given filters) from the query.
 Result<auth::ListOptions> list_options(const Context& ctx);
 // {"items": [...], "next_cursor": "..." | null}

@@ -8,12 +8,7 @@ namespace {
 
 // The token in `Authorization: Bearer fgt_...`.
 Result<std::string_view> guest_token(const Context& ctx) {
-  constexpr std::string_view kScheme = "Bearer ";
-  std::string_view header = ctx.request.authorization;
-  if (!header.starts_with(kScheme)) {
-    return fail(ErrorCode::kUnauthenticated, "guest token required (FABRICA_GUEST_TOKEN)");
-  }
-  return header.substr(kScheme.size());
+  return bearer_secret(ctx, "guest token required (FABRICA_GUEST_TOKEN)");
 }
 
 // What a guest sees of its VM: nothing of the host it runs on.
