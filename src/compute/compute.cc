@@ -534,6 +534,7 @@ Result<Vm> Compute::create_vm(const auth::Caller& caller, NewVm request) {
                                          *request.template_id, Right::kUse));
       request.request = t.request;
       request.guest = t.guest.merged(request.guest);
+      if (request.gpu_count) request.request.gpus.count = *request.gpu_count;
       FAB_ASSIGN_OR_RETURN(bool admins, owned_by_administrator(tx, t.header));
       if (admins) base = vm_shape(t.request, t.guest);
     }

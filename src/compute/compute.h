@@ -149,6 +149,8 @@ struct NewVm {
   // For apps (market::Apps): the template is the app's, used on the app's authority (its USE
   // right was checked on the app); the caller's own rights still hold for everything else.
   bool template_from_app = false;
+  // Replaces the template's GPU count (an app instantiated with --gpus).
+  std::optional<int> gpu_count;
   // For appliances (market::Apps): Vm::app, and the backend secret to seal for it.
   Json app;
   std::string backend_key;

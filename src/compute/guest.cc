@@ -40,20 +40,6 @@ bool attribute_name_ok(std::string_view name) {
   return true;
 }
 
-Result<void> printable(const std::string& text, size_t max, const std::string& field) {
-  if (text.size() > max) {
-    return fail(ErrorCode::kInvalidArgument,
-                "must be at most " + std::to_string(max) + " characters", field);
-  }
-  for (unsigned char c : text) {
-    if (c < 0x20 && c != '\n' && c != '\t') {
-      return fail(ErrorCode::kInvalidArgument, "must hold no control characters but newlines",
-                  field);
-    }
-  }
-  return {};
-}
-
 // An appliance's URL must be one of the VM's own addresses: a guest can never point the
 // gateway (and its end users' requests) anywhere else.
 Result<void> check_own_url(const Vm& vm, const std::string& url) {
@@ -162,11 +148,11 @@ Result<Vm> Compute::guest_report(std::string_view token, const GuestReport& repo
       if (!value.is_string()) {
         return fail(ErrorCode::kInvalidArgument, "must be a string", "attributes." + name);
       }
-      FAB_TRY(printable(value.get<std::string>(), kMaxAttribute, "attributes." + name));
+      FAB_TRY(validate_text(value.get<std::string>(), kMaxAttribute, "attributes." + name, true));
     }
   }
-  if (report.error) FAB_TRY(printable(*report.error, kMaxAttribute, "error"));
-  if (report.log_tail) FAB_TRY(printable(*report.log_tail, kMaxLogTail, "log_tail"));
+  if (report.error) FAB_TRY(validate_text(*report.error, kMaxAttribute, "error", true));
+  if (report.log_tail) FAB_TRY(validate_text(*report.log_tail, kMaxLogTail, "log_tail", true));
   int64_t now = unix_seconds(clock_.now());
   return store_.write_value<Vm>([&](store::Transaction& tx) -> Result<Vm> {
     FAB_ASSIGN_OR_RETURN(Vm vm, load_guest(tx, token));

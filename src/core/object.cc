@@ -199,6 +199,23 @@ Result<ObjectHeader> ObjectHeader::from_json(const Json& in) {
   }
 }
 
+Result<void> validate_text(std::string_view text, size_t max, const std::string& field,
+                           bool lines) {
+  if (text.size() > max) {
+    return fail(ErrorCode::kInvalidArgument,
+                "must be at most " + std::to_string(max) + " characters", field);
+  }
+  for (unsigned char c : text) {
+    if (c == 0x7f || (c < 0x20 && !(lines && (c == '\n' || c == '\t')))) {
+      return fail(ErrorCode::kInvalidArgument,
+                  lines ? "must hold no control characters but newlines and tabs"
+                        : "must hold no control characters",
+                  field);
+    }
+  }
+  return {};
+}
+
 Result<void> validate_name(std::string_view name) {
   if (name.empty()) return fail(ErrorCode::kInvalidArgument, "must not be empty", "name");
   if (name.size() > 128) {

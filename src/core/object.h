@@ -105,4 +105,9 @@ std::optional<int64_t> parse_time(std::string_view text);
 // Returns kInvalidArgument on field "name".
 Result<void> validate_name(std::string_view name);
 
+// Free text a user or guest sets (descriptions, attributes, log tails): at most `max` bytes,
+// no control characters (newlines and tabs allowed when `lines`). kInvalidArgument on `field`.
+Result<void> validate_text(std::string_view text, size_t max, const std::string& field,
+                           bool lines = false);
+
 }  // namespace fabrica

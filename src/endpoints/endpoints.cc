@@ -180,18 +180,24 @@ Result<Endpoint> Endpoints::load(store::Transaction& tx, const auth::Caller& cal
   return e;
 }
 
-Result<void> Endpoints::check_model_free(store::Transaction& tx, int64_t gid,
-                                         const std::string& model, int64_t except_id) {
-  bool taken = false;
+Result<std::optional<int64_t>> Endpoints::find_model(store::Transaction& tx, int64_t gid,
+                                                     const std::string& model, int64_t except_id) {
+  std::optional<int64_t> found;
   FAB_TRY(store::for_each(
       tx, kEndpointType,
       [&](const store::Record& r) -> Result<void> {
-        if (r.id == except_id) return {};
+        if (r.id == except_id || found) return {};
         FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
-        taken = taken || e.model == model;
+        if (e.model == model) found = e.header.id;
         return {};
       },
       store::ListQuery{.gid = gid}));
+  return found;
+}
+
+Result<void> Endpoints::check_model_free(store::Transaction& tx, int64_t gid,
+                                         const std::string& model, int64_t except_id) {
+  FAB_ASSIGN_OR_RETURN(auto taken, find_model(tx, gid, model, except_id));
   if (taken) {
     return fail(ErrorCode::kAlreadyExists,
                 "another endpoint of this group already serves model \"" + model + "\"", "model");
@@ -318,15 +324,7 @@ Result<size_t> Endpoints::reseal_in(store::Transaction& tx) {
 Result<int64_t> Endpoints::ensure_for_model(store::Transaction& tx, const auth::Caller& caller,
                                             int64_t gid, const std::string& model) {
   FAB_TRY(validate_model(model));
-  std::optional<int64_t> found;
-  FAB_TRY(store::for_each(
-      tx, kEndpointType,
-      [&](const store::Record& r) -> Result<void> {
-        FAB_ASSIGN_OR_RETURN(Endpoint e, endpoint_from_record(r));
-        if (e.model == model) found = e.header.id;
-        return {};
-      },
-      store::ListQuery{.gid = gid}));
+  FAB_ASSIGN_OR_RETURN(auto found, find_model(tx, gid, model, -1));
   if (found) {
     FAB_TRY(load(tx, caller, *found, Right::kManage));
     return *found;

@@ -119,6 +119,9 @@ class Endpoints {
  private:
   Result<Endpoint> load(store::Transaction& tx, const auth::Caller& caller, int64_t id,
                         Right right);
+  // The endpoint of tenant `gid` (other than `except_id`) serving `model`, if any.
+  Result<std::optional<int64_t>> find_model(store::Transaction& tx, int64_t gid,
+                                            const std::string& model, int64_t except_id);
   // kAlreadyExists when another endpoint of tenant `gid` serves `model`.
   Result<void> check_model_free(store::Transaction& tx, int64_t gid, const std::string& model,
                                 int64_t except_id);

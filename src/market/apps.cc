@@ -64,19 +64,6 @@ Result<App> app_from_record(const store::Record& r) {
   return a;
 }
 
-Result<void> text(const std::string& value, size_t max, const std::string& field) {
-  if (value.size() > max) {
-    return fail(ErrorCode::kInvalidArgument,
-                "must be at most " + std::to_string(max) + " characters", field);
-  }
-  for (unsigned char c : value) {
-    if (c < 0x20 || c == 0x7f) {
-      return fail(ErrorCode::kInvalidArgument, "must hold no control characters", field);
-    }
-  }
-  return {};
-}
-
 // A word vLLM takes as a flag value: letters, digits, '_', '-', '.'.
 Result<void> word(const std::string& value, const std::string& field) {
   if (value.empty() || value.size() > 32 ||
@@ -136,10 +123,10 @@ Result<App> Apps::load(store::Transaction& tx, const auth::Caller& caller, int64
 Result<App> Apps::create(const auth::Caller& caller, const NewApp& request) {
   FAB_TRY(authorizer_.require_superuser(caller, "publish apps"));
   FAB_TRY(validate_name(request.name));
-  FAB_TRY(text(request.publisher, 256, "publisher"));
-  FAB_TRY(text(request.version, 64, "version"));
-  FAB_TRY(text(request.description, 1024, "description"));
-  FAB_TRY(text(request.licence, 256, "licence"));
+  FAB_TRY(validate_text(request.publisher, 256, "publisher"));
+  FAB_TRY(validate_text(request.version, 64, "version"));
+  FAB_TRY(validate_text(request.description, 1024, "description"));
+  FAB_TRY(validate_text(request.licence, 256, "licence"));
   if (request.gpus.count < 0 || request.gpus.count > 64) {
     return fail(ErrorCode::kInvalidArgument, "must be 0 to 64", "gpus.count");
   }
@@ -237,6 +224,9 @@ Result<void> Apps::remove(const auth::Caller& caller, int64_t id) {
 Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
                                        const Instantiate& request) {
   FAB_ASSIGN_OR_RETURN(App app, get(caller, id));
+  // The group first: the VM and (for an appliance) the endpoint are made in it.
+  int64_t gid = request.gid.value_or(caller.gid);
+  FAB_TRY(authorizer_.require_create(caller, ObjectType::kVm, gid));
   if (app.kind != AppKind::kVmTemplate) {
     return fail(ErrorCode::kFailedPrecondition, app_noun(id) + " is an " +
                                                     std::string(app_kind_name(app.kind)) +
@@ -247,18 +237,15 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
                     .gid = request.gid,
                     .template_id = app.template_id,
                     .template_from_app = true};
-  vm.request = t.request;
-  if (request.gpus >= 0) {
-    if (request.gpus > 64) return fail(ErrorCode::kInvalidArgument, "must be 0 to 64", "gpus");
-    vm.request.gpus.count = request.gpus;
-  }
+  if (request.gpus > 64) return fail(ErrorCode::kInvalidArgument, "must be 0 to 64", "gpus");
+  if (request.gpus >= 0) vm.gpu_count = request.gpus;
+  int gpus = vm.gpu_count.value_or(t.request.gpus.count);
   if (app.appliance != "vllm") {
     if (request.model_id || request.served_model_name || request.max_model_len ||
         request.gpu_memory_utilization || request.dtype || request.quantization ||
         request.extra_args) {
       return fail(ErrorCode::kInvalidArgument, app_noun(id) + " takes no appliance inputs");
     }
-    vm.request.vm_id = -1;
     FAB_ASSIGN_OR_RETURN(compute::Vm made, compute_.create_vm(caller, std::move(vm)));
     return Instantiated{.vm = std::move(made)};
   }
@@ -300,7 +287,7 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
     }
   }
   if (request.quantization) FAB_TRY(word(*request.quantization, "quantization"));
-  if (request.extra_args) FAB_TRY(text(*request.extra_args, 1024, "extra_args"));
+  if (request.extra_args) FAB_TRY(validate_text(*request.extra_args, 1024, "extra_args"));
 
   std::string sizes;
   for (const Json& n : model->model.value("tensor_parallel_sizes", Json::array())) {
@@ -312,7 +299,7 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
   context["VLLM_SERVED_MODEL_NAME"] = served;
   context["VLLM_TP_SIZES"] = sizes;
   context["VLLM_PORT"] = 8000;
-  context["FABRICA_GPUS"] = vm.request.gpus.count;
+  context["FABRICA_GPUS"] = gpus;
   if (request.max_model_len) context["VLLM_MAX_MODEL_LEN"] = *request.max_model_len;
   if (request.gpu_memory_utilization) {
     context["VLLM_GPU_MEMORY_UTILIZATION"] = *request.gpu_memory_utilization;
@@ -329,7 +316,6 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
             {"model_id", *request.model_id},
             {"port", 8000}};
   vm.backend_key = "fbk_" + crypto::random_hex(32);
-  int64_t gid = request.gid.value_or(caller.gid);
   int64_t endpoint_id = -1;
   vm.in_transaction = [&](store::Transaction& tx, compute::Vm& made) -> Result<void> {
     FAB_ASSIGN_OR_RETURN(endpoint_id, endpoints_.ensure_for_model(tx, caller, gid, served));

@@ -116,7 +116,8 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/vnets/{id}/release", R"({"ip":"10.77.0.2"})"},
       {"POST /api/v1/marketplaces", R"({"name":"probe-market","url":"http://127.0.0.1:1"})"},
       {"POST /api/v1/apps", R"({"name":"probe-app","template_id":$templates,"public":true})"},
-      {"POST /api/v1/apps/{id}/instantiate", R"({"name":"probe-vm","gid":$groups})"},
+      {"POST /api/v1/apps/{id}/instantiate",
+       R"({"name":"probe-vm","gid":$groups,"model_id":$images,"gpus":0})"},
       {"PUT /api/v1/guest/self", R"({"ready":false,"attributes":{"url":"http://probe:1"}})"},
       {"POST /api/v1/guest/self", R"({"ready":false,"attributes":{"url":"http://probe:1"}})"},
       {"POST /api/v1/guest/self/metrics", R"({"metrics":{"probe":1}})"},
@@ -368,9 +369,12 @@ IsolationFixture build_isolation_fixture(const Transport& transport, const std::
                              {"description", m + " training node"},
                              {"request", {{"vcpus", 4}, {"memory_mb", 8192}}}},
                             tenant.admin_auth)["id"];
-    // The tenant's template published as a private app that only this tenant's VDC lists.
-    ids["apps"] = call("POST", "/api/v1/apps",
-                       {{"name", m + "-app"}, {"template_id", ids["templates"]}}, admin_auth)["id"];
+    // The tenant's template published as a private vLLM appliance that only this tenant's
+    // VDC lists (instantiate takes a MODEL image: model_id is probed with the victim's).
+    ids["apps"] =
+        call("POST", "/api/v1/apps",
+             {{"name", m + "-app"}, {"template_id", ids["templates"]}, {"appliance", "vllm"}},
+             admin_auth)["id"];
     call("POST", vdc + "/resources", {{"kind", "app"}, {"id", ids["apps"]}}, admin_auth);
     ids["vms"] =
         call("POST", "/api/v1/templates/" + std::to_string(ids["templates"]) + "/instantiate",

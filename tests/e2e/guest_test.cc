@@ -642,14 +642,15 @@ TEST(RealGuestE2eTest, VllmApplianceRegistersItselfAndServesThroughTheGateway) {
                            {"gateway", "10.66.0.1"},
                            {"ranges", Json::array({Json{{"ip", "10.66.0.10"}, {"size", 4}}})}});
   ASSERT_TRUE(lab) << lab.error().message();
-  auto t =
-      api.post("/api/v1/templates", Json{{"name", "vllm-appliance"},
-                                         {"request", {{"vcpus", 1}, {"memory_mb", 256}}},
-                                         {"os",
-                                          {{"kernel", cloud.kernel},
-                                           {"initrd", (cloud.work / "initrd.img").string()},
-                                           {"cmdline", "console=ttyS0 panic=-1"}}},
-                                         {"nics", Json::array({{{"vnet_id", (*lab)["id"]}}})}});
+  // The template asks for a GPU this machine lacks; instantiate's "gpus": 0 replaces it.
+  auto t = api.post("/api/v1/templates",
+                    Json{{"name", "vllm-appliance"},
+                         {"request", {{"vcpus", 1}, {"memory_mb", 256}, {"gpus", {{"count", 1}}}}},
+                         {"os",
+                          {{"kernel", cloud.kernel},
+                           {"initrd", (cloud.work / "initrd.img").string()},
+                           {"cmdline", "console=ttyS0 panic=-1"}}},
+                         {"nics", Json::array({{{"vnet_id", (*lab)["id"]}}})}});
   ASSERT_TRUE(t) << t.error().message();
   auto app = api.post("/api/v1/apps", Json{{"name", "vllm"},
                                            {"template_id", (*t)["id"]},
@@ -741,25 +742,27 @@ TEST(RealGuestE2eTest, VllmApplianceRegistersItselfAndServesThroughTheGateway) {
     port = std::stoi(m[1]);
     return true;
   })) << gateway.log();
-  std::string script =
-      "import OpenAI from 'openai';"
-      "const c = new OpenAI({baseURL: process.env.BASE, apiKey: process.env.KEY, maxRetries: 5});"
-      "const r = await c.chat.completions.create({model: 'acme/tiny', messages: [{role: 'user', "
-      "content: 'hi'}]});"
-      "console.log('ANSWER: ' + r.choices[0].message.content + ' TOKENS: ' + "
-      "r.usage.total_tokens);";
-  std::ofstream(testing::source_dir() / "tests/gateway/.guest-call.mjs") << script;
+  // The client from tests/gateway/node_modules, run from the test's own directory.
+  fs::path call = gw / "call.cjs";
+  std::ofstream(call)
+      << "const {OpenAI} = require(process.env.OPENAI_MODULE);"
+         "const c = new OpenAI({baseURL: process.env.BASE, apiKey: process.env.KEY, maxRetries: "
+         "5});"
+         "c.chat.completions.create({model: 'acme/tiny', messages: [{role: 'user', content: "
+         "'hi'}]})"
+         ".then(r => console.log('ANSWER: ' + r.choices[0].message.content + ' TOKENS: ' + "
+         "r.usage.total_tokens), e => { console.error(e); process.exit(1); });";
   testing::CommandResult called;
   bool answered = testing::eventually(
       [&] {
-        called = testing::run_command("cd " + (testing::source_dir() / "tests/gateway").string() +
-                                      " && BASE=http://127.0.0.1:" + std::to_string(port) +
-                                      "/v1 KEY=" + (*key)["key"].get<std::string>() + " " +
-                                      testing::node_binary() + " .guest-call.mjs");
+        called = testing::run_command(
+            "OPENAI_MODULE=" +
+            (testing::source_dir() / "tests/gateway/node_modules/openai").string() +
+            " BASE=http://127.0.0.1:" + std::to_string(port) + "/v1 KEY=" +
+            (*key)["key"].get<std::string>() + " " + testing::node_binary() + " " + call.string());
         return called.exit_code == 0;
       },
       std::chrono::seconds(30));
-  fs::remove(testing::source_dir() / "tests/gateway/.guest-call.mjs");
   ASSERT_TRUE(answered) << called.output << gateway.log();
   EXPECT_NE(called.output.find("ANSWER: stand-in vLLM on"), std::string::npos) << called.output;
   EXPECT_NE(called.output.find("serving /models TOKENS: 16"), std::string::npos) << called.output;
