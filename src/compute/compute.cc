@@ -627,10 +627,6 @@ Result<void> Compute::delete_vm(const auth::Caller& caller, int64_t id) {
       FAB_TRY(quotas_.release_holder(tx, "vm:" + std::to_string(id)));
       FAB_TRY(detach_images(tx, vm));
     }
-    if (serving(vm)) {
-      vm.guest_report["ready"] = false;
-      FAB_TRY(sync_backend(tx, vm, true));
-    }
     if (vm.allocation) FAB_TRY(release_host(tx, vm));
     FAB_TRY(tx.remove(kVmType, id));
     deleted = std::move(vm);
@@ -1097,6 +1093,10 @@ void Compute::queue_command(const Vm& vm) {
 
 void Compute::settle(const Vm& vm, const std::optional<sched::Allocation>& released) {
   track(vm);
+  if (vm.state() != VmState::kActive || vm.lcm != static_cast<int>(Lcm::kRunning)) {
+    std::lock_guard lock(metrics_mutex_);  // A guest's metrics last while it runs.
+    guest_metrics_.erase(vm.header.id);
+  }
   if (vm.saveas_ended.is_object()) {
     // The image's outcome; an image deleted meanwhile is fine.
     (void)storage_.finish_saveas(vm.saveas_ended["image_id"].get<int64_t>(),

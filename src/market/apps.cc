@@ -294,7 +294,7 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
     if (n.is_number_integer()) sizes += (sizes.empty() ? "" : " ") + std::to_string(n.get<int>());
   }
   if (sizes.empty()) sizes = "1";
-  Json context = t.guest.context;
+  Json context = Json::object();  // Over the template's own variables.
   context["FABRICA_APP"] = "vllm";
   context["VLLM_SERVED_MODEL_NAME"] = served;
   context["VLLM_TP_SIZES"] = sizes;
@@ -308,7 +308,7 @@ Result<Instantiated> Apps::instantiate(const auth::Caller& caller, int64_t id,
   if (request.quantization) context["VLLM_QUANTIZATION"] = *request.quantization;
   if (request.extra_args) context["VLLM_EXTRA_ARGS"] = *request.extra_args;
   vm.guest.context = std::move(context);
-  vm.guest.disks = t.guest.disks;
+  vm.guest.disks = t.guest.disks;  // The template's disks, then the model's volume.
   vm.guest.disks.push_back({{"image_id", *request.model_id}});
   vm.app = {{"name", app.header.name},
             {"app_id", app.header.id},

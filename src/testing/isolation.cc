@@ -125,7 +125,7 @@ const std::map<std::string, std::string>& probe_bodies() {
       {"POST /api/v1/models",
        R"({"source":"hf://probe/model","gid":$groups,"datastore_id":$datastores,"marketplace_id":$marketplaces})"},
       {"POST /api/v1/gateway/usage",
-       R"({"records":[{"id":"probe-1","time_ms":1,"gid":$groups,"uid":$users,"apikey_id":$apikeys,"endpoint_id":$endpoints,"endpoint":"probe","model":"m","backend":"","kind":"chat","status":200,"input_tokens":1000000,"output_tokens":0,"latency_ms":1,"gateway":"probe"}]})"},
+       R"({"records":[{"id":"probe-1","time_ms":1,"gid":$groups,"uid":$users,"apikey_id":$apikeys,"endpoint_id":$endpoints,"endpoint":"probe","model":"m","backend":"","vm_id":$vms,"kind":"chat","status":200,"input_tokens":1000000,"output_tokens":0,"latency_ms":1,"gateway":"probe"}]})"},
   };
   return m;
 }

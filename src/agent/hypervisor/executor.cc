@@ -414,23 +414,16 @@ Result<void> Executor::release_nics(const Json& nics) {
   if (!options_.host_files || !nics.is_array()) return {};
   std::lock_guard lock(network_mutex_);
   // The bridges the host's other VMs still use.
-  std::set<std::string> in_use;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(options_.vm_root, ec)) {
-    auto others = parse_json(read_file((entry.path() / "nics.json").string()));
-    if (!others || !others->is_array()) continue;
-    for (const Json& n : *others) in_use.insert(n.value("bridge", ""));
-  }
+  std::set<std::string> in_use = bridges_in_use();
   for (const Json& n : nics) {
     std::string bridge = n.value("bridge", "");
-    if (options_.bridge_unused && !bridge.empty() && !in_use.contains(bridge) &&
-        n.value("mode", "") != "sriov") {
-      options_.bridge_unused(bridge);
+    std::string mode = n.value("mode", "");
+    if (bridge.empty() || mode == "sriov" || in_use.contains(bridge)) continue;
+    in_use.insert(bridge);  // Once, even if two NICs named it.
+    if (options_.bridge_unused) options_.bridge_unused(bridge);
+    if (mode == "vlan") {
+      FAB_TRY(network_->remove_vlan_bridge(n.value("phydev", ""), n.value("vlan_id", 0), bridge));
     }
-    if (n.value("mode", "") != "vlan" || in_use.contains(n.value("bridge", ""))) continue;
-    FAB_TRY(network_->remove_vlan_bridge(n.value("phydev", ""), n.value("vlan_id", 0),
-                                         n.value("bridge", "")));
-    in_use.insert(n.value("bridge", ""));  // Removed once even if two NICs named it.
   }
   return {};
 }
